@@ -1,0 +1,33 @@
+"""Pieces shared by the verbs: config arguments with trailing ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import click
+
+from patchcfg.errors import UserError
+
+
+def split_args(args) -> tuple[list[str], list[str]]:
+    """Separate config paths from ``key=value`` overrides (anything with '=' is an override)."""
+    paths = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    return paths, overrides
+
+
+def one_config(args) -> tuple[str, list[str]]:
+    paths, overrides = split_args(args)
+    if len(paths) != 1:
+        raise UserError(f"expected one config file followed by key=value overrides, got {len(paths)} files: "
+                        f"{' '.join(paths) or '(none)'}")
+    return paths[0], overrides
+
+
+config_args = click.argument("args", nargs=-1, required=True, metavar="CONFIG [KEY=VALUE ...]")
+sweep_option = click.option(
+    "--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2",
+    help="Run one experiment per value (repeat for a grid); e.g. --sweep pretrain.temperature=0.1,0.2")
+experiments_option = click.option(
+    "--experiments", "experiments_root", default=None, metavar="DIR",
+    help="Where experiment folders go (default: $PATCHCFG_EXPERIMENTS or ./experiments).")
+force_option = click.option("--force", is_flag=True,
+                            help="Replace an experiment of the same name that ran with another config.")

@@ -1,0 +1,93 @@
+"""``patchcfg validate``, ``show`` and ``schema``: configs checked without running anything."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from patchcfg.commands._common import config_args, one_config, split_args, sweep_option
+from patchcfg.errors import ConfigError, UserError
+
+
+@click.command()
+@config_args
+@sweep_option
+def validate(args, sweeps):
+    """Check one or more configs (with overrides and sweeps) against the schema.
+
+    Every problem is listed as file:line: key.path: message. Exit code 2 if any config is invalid.
+
+    \b
+    Example:
+      patchcfg validate configs/*.yaml
+      patchcfg validate configs/simclr.yaml pretrain.epochs=5 --sweep seed=1,2
+    """
+    from patchcfg.config import expand_sweeps
+
+    paths, overrides = split_args(args)
+    if not paths:
+        raise UserError("give at least one config file")
+    failed = 0
+    for path in paths:
+        try:
+            configs = expand_sweeps(path, overrides, sweeps)
+        except ConfigError as error:
+            failed += 1
+            click.echo(str(error), err=True)
+            continue
+        names = ", ".join(c["name"] for c in configs)
+        click.echo(f"ok: {path} ({names})")
+    if failed:
+        raise click.exceptions.Exit(2)
+
+
+@click.command()
+@config_args
+@sweep_option
+def show(args, sweeps):
+    """Print the resolved config: defaults < file (and what it extends) < overrides.
+
+    \b
+    Example:
+      patchcfg show configs/simclr.yaml pretrain.temperature=0.2
+    """
+    from patchcfg.config import expand_sweeps
+    from patchcfg.experiment import dump_config
+
+    path, overrides = one_config(args)
+    configs = expand_sweeps(path, overrides, sweeps)
+    click.echo("---\n".join(dump_config(c) for c in configs), nl=False)
+
+
+@click.command()
+@click.option("--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("--markdown", is_flag=True, help="The config reference as a Markdown table instead.")
+@click.option("--update-readme", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Rewrite the config reference inside this README (atomically).")
+def schema(out, markdown, update_readme):
+    """Print the JSON schema of configs (one self-contained file), for editors.
+
+    \b
+    Example:
+      patchcfg schema --out patchcfg.schema.json
+      patchcfg schema --markdown          # the config reference table
+      # then, first line of a config:  # yaml-language-server: $schema=patchcfg.schema.json
+    """
+    from pathlib import Path
+
+    from patchcfg.atomic import atomic_write_text
+    from patchcfg.config import docs
+    from patchcfg.config.schema import bundled_schema
+
+    if update_readme:
+        readme = Path(update_readme)
+        atomic_write_text(readme, docs.update_readme(readme.read_text(encoding="utf-8")))
+        click.echo(f"updated the config reference in {readme}")
+        return
+    text = docs.schema_markdown() + "\n" if markdown else json.dumps(bundled_schema(), indent=2) + "\n"
+    if out:
+        atomic_write_text(out, text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)

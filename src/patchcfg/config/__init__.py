@@ -1,0 +1,98 @@
+"""Configs: YAML with line marks, ``extends``, overrides, sweeps, schema validation and defaults.
+
+Nothing here imports TensorFlow: a config is checked completely before anything heavy runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from patchcfg.config.overrides import apply_overrides, sweep_combinations
+from patchcfg.config.schema import fill_defaults, validate
+from patchcfg.config.yaml_loader import load_yaml_file
+from patchcfg.errors import ConfigError
+
+__all__ = ["load_config", "expand_sweeps", "load_raw", "deep_merge"]
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: mappings merge key by key, anything else (lists included) is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_mapping(path: Path) -> tuple[dict, dict]:
+    data, locations = load_yaml_file(path)
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty; it needs at least `name: <experiment name>`")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of keys to values, not {type(data).__name__}")
+    return data, locations
+
+
+def load_raw(path: str | Path, _chain: tuple = ()) -> tuple[dict, dict]:
+    """The config as written, with ``extends`` merged in: (mapping, key path -> (file, line))."""
+    path = Path(path)
+    data, locations = _read_mapping(path)
+    bases = data.pop("extends", None)
+    if bases is None:
+        return data, locations
+    where = locations.get(("extends",), (str(path), 1))
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{where[0]}:{where[1]}: extends: expected a file name or a list of file names")
+    merged, merged_locations = {}, {}
+    for base in bases:
+        base_path = (path.parent / base)
+        if base_path.resolve() in _chain or base_path.resolve() == path.resolve():
+            raise ConfigError(f"{where[0]}:{where[1]}: extends: '{base}' extends itself (a cycle)")
+        if not base_path.is_file():
+            raise ConfigError(f"{where[0]}:{where[1]}: extends: '{base}' not found (looked for {base_path})")
+        base_data, base_locations = load_raw(base_path, _chain + (path.resolve(),))
+        merged = deep_merge(merged, base_data)
+        merged_locations.update(base_locations)
+    merged_locations.update({k: v for k, v in locations.items() if k[:1] != ("extends",)})
+    return deep_merge(merged, data), merged_locations
+
+
+def resolve(raw: dict, locations: dict, default_location: tuple[str, int]) -> dict:
+    """Fill defaults from the schemas and validate; every problem is reported at once."""
+    config = fill_defaults(copy.deepcopy(raw))
+    problems = validate(config, locations, default_location)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | Path, overrides=()) -> dict:
+    """The resolved config: file (with what it extends) < overrides, defaults filled, validated."""
+    raw, locations = load_raw(path)
+    apply_overrides(raw, locations, overrides)
+    return resolve(raw, locations, (str(path), 1))
+
+
+def expand_sweeps(path: str | Path, overrides=(), sweeps=()) -> list[dict]:
+    """One resolved config per sweep combination, each named ``<name>_<key>-<value>...``.
+
+    All combinations are validated before any runs; their problems are reported together.
+    """
+    configs, problems = [], []
+    for sweep_overrides, suffix in sweep_combinations(sweeps):
+        try:
+            config = load_config(path, list(overrides) + sweep_overrides)
+        except ConfigError as error:
+            problems.extend(p for p in error.problems if p not in problems)
+            continue
+        if suffix:
+            config["name"] = f"{config['name']}_{suffix}"
+        configs.append(config)
+    if problems:
+        raise ConfigError(problems)
+    return configs

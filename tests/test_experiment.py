@@ -1,0 +1,141 @@
+"""The experiment folder: skip, refuse, resume, lock, interrupted, atomic metrics."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from patchcfg.errors import ExperimentError
+from patchcfg.experiment import Experiment
+
+
+def config(**extra):
+    return {"name": "exp", "seed": 1, "pretrain": {"epochs": 2}, **extra}
+
+
+def run_stage(root, cfg, fail=None, force=False):
+    run = Experiment(cfg, root=root, force=force).stage("pretrain")
+    if run.is_complete():
+        return "skipped"
+    with run:
+        run.append_metrics({"epoch": 0, "loss": 1.5})
+        if fail:
+            raise fail
+        run.append_metrics({"epoch": 1, "loss": 1.0})
+        run.write_summary({"final": {"loss": 1.0}})
+    return "ran"
+
+
+def test_layout_and_skip(tmp_path):
+    assert run_stage(tmp_path, config()) == "ran"
+    stage = tmp_path / "exp" / "pretrain"
+    status = json.loads((stage / "status.json").read_text())
+    assert status["state"] == "complete" and status["ended"]
+    env = json.loads((stage / "env.json").read_text())
+    assert env["versions"]["patchcfg"] and env["command_line"]
+    assert (tmp_path / "exp" / "config.yaml").read_text().startswith("name: exp")
+    assert (stage / "metrics.csv").read_text() == "epoch,loss\n0,1.5\n1,1.0\n"
+    assert run_stage(tmp_path, config()) == "skipped"
+    assert "already complete" in Experiment(config(), root=tmp_path).stage("pretrain").skip_message()
+
+
+def test_different_config_is_refused_then_forced(tmp_path):
+    run_stage(tmp_path, config())
+    changed = config(pretrain={"epochs": 3})
+    with pytest.raises(ExperimentError, match=r"differs in: pretrain.epochs.*new name.*--force"):
+        run_stage(tmp_path, changed)
+    assert run_stage(tmp_path, changed, force=True) == "ran"
+    assert "epochs: 3" in (tmp_path / "exp" / "config.yaml").read_text()
+
+
+def test_failure_is_recorded_and_resumes(tmp_path):
+    with pytest.raises(RuntimeError):
+        run_stage(tmp_path, config(), fail=RuntimeError("out of memory"))
+    run = Experiment(config(), root=tmp_path).stage("pretrain")
+    assert run.state == "failed" and "out of memory" in run.status()["error"]
+    (run.checkpoint_dir).mkdir(parents=True)
+    (run.checkpoint_dir / "ckpt-1.index").write_text("x")
+    with run:
+        assert run.resuming
+        assert run.read_metrics() == [{"epoch": 0, "loss": 1.5}]
+        run.append_metrics({"epoch": 0, "loss": 1.4})  # a resumed epoch replaces its old row
+    assert run.read_metrics() == [{"epoch": 0, "loss": 1.4}]
+
+
+def test_keyboard_interrupt_marks_interrupted(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(tmp_path, config(), fail=KeyboardInterrupt())
+    assert Experiment(config(), root=tmp_path).stage("pretrain").state == "interrupted"
+
+
+def test_sigterm_marks_interrupted(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from patchcfg.experiment import Experiment
+        run = Experiment({config()!r}, root={str(tmp_path)!r}).stage("pretrain")
+        with run:
+            print("ready", flush=True)
+            time.sleep(30)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    assert Experiment(config(), root=tmp_path).stage("pretrain").state == "interrupted"
+
+
+def test_second_process_is_locked_out(tmp_path):
+    script = textwrap.dedent(f"""
+        import time
+        from patchcfg.experiment import Experiment
+        with Experiment({config()!r}, root={str(tmp_path)!r}).stage("pretrain"):
+            print("ready", flush=True)
+            time.sleep(30)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with pytest.raises(ExperimentError, match=rf"being written by pid {proc.pid}"):
+            with Experiment(config(), root=tmp_path).stage("pretrain"):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+    with Experiment(config(), root=tmp_path).stage("pretrain"):  # the lock died with its process
+        pass
+
+
+def test_non_chief_writes_nothing(tmp_path):
+    run = Experiment(config(), root=tmp_path, is_chief=False).stage("pretrain")
+    with run:
+        run.append_metrics({"epoch": 0, "loss": 1})
+        run.write_summary({"x": 1})
+        assert run.checkpoint_dir.is_dir() and str(tmp_path) not in str(run.checkpoint_dir)
+    assert not (tmp_path / "exp").exists()
+
+
+def test_write_killed_midway_leaves_previous_file(tmp_path):
+    run_stage(tmp_path, config())
+    metrics = tmp_path / "exp" / "pretrain" / "metrics.csv"
+    before = metrics.read_text()
+    script = textwrap.dedent(f"""
+        import os
+        import patchcfg.atomic as atomic
+        real_fsync = os.fsync
+        def die(fd):
+            os._exit(9)  # killed after writing the temp file, before the rename
+        os.fsync = die
+        atomic.atomic_write_text({str(metrics)!r}, "half")
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    assert metrics.read_text() == before
+
+
+def test_experiments_root_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHCFG_EXPERIMENTS", str(tmp_path / "elsewhere"))
+    assert Experiment(config()).dir == tmp_path / "elsewhere" / "exp"
+    assert os.environ["PATCHCFG_EXPERIMENTS"]

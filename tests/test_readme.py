@@ -1,0 +1,18 @@
+"""The README is the front door: its commands and its config reference stay true."""
+
+from pathlib import Path
+
+from patchcfg.config.docs import readme_section, schema_markdown
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_first_lines_give_demo_and_test():
+    head = "\n".join(README.read_text(encoding="utf-8").splitlines()[:6])
+    assert "make demo" in head and "make test" in head
+
+
+def test_config_reference_matches_the_schemas():
+    section = readme_section(README.read_text(encoding="utf-8"))
+    assert section == schema_markdown(), (
+        "README's config reference is out of date: run `patchcfg schema --update-readme README.md`")
