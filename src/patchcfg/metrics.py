@@ -1,0 +1,62 @@
+"""Masked multi-label metrics: every class is scored on the rows where its label is known.
+
+Labels use 1 / 0 / -1 (unknown). A class whose known labels are all one value has no AUC (NaN)
+and is left out of the macro mean, which says how many classes it covers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("auc", "f1", "precision", "recall", "accuracy")
+
+
+def _per_class(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    from sklearn.metrics import roc_auc_score
+
+    n_classes = y_true.shape[1]
+    out = {name: np.full(n_classes, np.nan) for name in METRICS}
+    out["known"] = np.zeros(n_classes, int)
+    for c in range(n_classes):
+        known = y_true[:, c] >= 0
+        out["known"][c] = int(known.sum())
+        if not known.any():
+            continue
+        truth = y_true[known, c] > 0.5
+        prob = y_prob[known, c]
+        pred = prob >= threshold
+        tp, fp, fn = np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth)
+        out["accuracy"][c] = np.mean(pred == truth)
+        out["precision"][c] = tp / (tp + fp) if tp + fp else np.nan
+        out["recall"][c] = tp / (tp + fn) if tp + fn else np.nan
+        p, r = out["precision"][c], out["recall"][c]
+        out["f1"][c] = 2 * p * r / (p + r) if np.isfinite(p) and np.isfinite(r) and p + r else (
+            0.0 if tp + fp + fn else np.nan)
+        if 0 < truth.sum() < truth.size:
+            out["auc"][c] = roc_auc_score(truth, prob)
+    return out
+
+
+def masked_metrics(y_true, y_prob, classes: list[str], threshold: float = 0.5,
+                   prefix: str = "val_") -> dict[str, float]:
+    """``{prefix}macro_auc``, ``{prefix}macro_f1``, ... plus ``{prefix}auc_<class>`` per class."""
+    y_true = np.asarray(y_true, dtype=np.float32)
+    y_prob = np.asarray(y_prob, dtype=np.float32)
+    per_class = _per_class(y_true, y_prob, threshold)
+    result: dict[str, float] = {}
+    for name in METRICS:
+        values = per_class[name]
+        finite = values[np.isfinite(values)]
+        result[f"{prefix}macro_{name}"] = float(finite.mean()) if finite.size else float("nan")
+        for cls, value in zip(classes, values, strict=True):
+            result[f"{prefix}{name}_{cls}"] = float(value)
+    return result
+
+
+def exclusive_accuracy(y_true, y_prob) -> float:
+    """Top-1 accuracy over rows whose labels are fully known and have exactly one positive."""
+    y_true = np.asarray(y_true)
+    rows = np.all(y_true >= 0, axis=1) & (np.sum(y_true > 0.5, axis=1) == 1)
+    if not rows.any():
+        return float("nan")
+    return float(np.mean(np.argmax(y_true[rows], axis=1) == np.argmax(np.asarray(y_prob)[rows], axis=1)))
