@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("patchcfg.commands.demo", "demo", "Write the demo data (scikit-learn digits)."),
     "augment": ("patchcfg.commands.augment", "augment", "Preview augmented views as a PNG grid."),
     "pretrain": ("patchcfg.commands.pretrain", "pretrain", "Self-supervised pretraining."),
+    "finetune": ("patchcfg.commands.finetune", "finetune", "Train a classifier on the label table."),
+    "predict": ("patchcfg.commands.predict", "predict", "Predict images with a trained model or experiment."),
+    "lr-find": ("patchcfg.commands.lr_find", "lr_find", "Learning-rate range test."),
+    "convert": ("patchcfg.commands.convert", "convert", "Convert other tools' configs (Musket) to ours."),
     "analyze": ("patchcfg.commands.analyze", "analyze", "Compare experiments: what differs, how they did."),
 }
 
