@@ -12,7 +12,7 @@ END = "<!-- end config-reference -->"
 
 def _kind(schema: dict) -> str:
     if "enum" in schema:
-        return " \\| ".join(f"`{v}`" if v is not None else "`null`" for v in schema["enum"])
+        return " \\| ".join(f"`{v}`" if isinstance(v, str) else f"`{json.dumps(v)}`" for v in schema["enum"])
     if "x-kind" in schema:
         return schema["x-kind"]
     kind = schema.get("type")

@@ -1,0 +1,186 @@
+"""Augmentation: every recipe name builds and runs in-graph; presets; reproducibility; the schema."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from patchcfg.data.augment import build_augmenter
+from patchcfg.data.recipes import OPS, PRESETS, check_recipe, expand_recipe, schema_text
+from patchcfg.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHAPE = (16, 16)
+
+# parameters for the names that need some (or need them to visibly act)
+EXAMPLES = {
+    "RandomRotation": {"factor": 0.1}, "RandomZoom": {"height_factor": 0.2},
+    "RandomTranslation": {"height_factor": 0.1, "width_factor": 0.1}, "RandomContrast": {"factor": 0.3},
+    "RandomBrightness": {"factor": 0.2}, "RandomHue": {"factor": 0.2}, "RandomSaturation": {"factor": 0.5},
+    "RandomColorDegeneration": {"factor": 0.5}, "RandomSharpness": {"factor": 0.5},
+    "RandomPosterization": {"factor": [1, 4]}, "RandomShear": {"x_factor": 0.3, "y_factor": 0.3},
+    "RandomColorJitter": {"brightness_factor": 0.2, "contrast_factor": 0.2, "saturation_factor": 0.3,
+                          "hue_factor": 0.1},
+    "Solarization": {"addition_factor": 0.2, "threshold_factor": 0.5},
+    "Affine": {"rotate": [-20, 20], "scale": {"x": [0.8, 1.2], "y": 1.1}, "shear": [-10, 10],
+               "translate_percent": 0.1},
+    "CoarseDropout": {"p": 0.5}, "rot90": True, "flip_left_right": True, "flip_up_down": True,
+    **{name: 1.0 for name in ("solarize", "gaussian_blur", "gaussian_noise", "autocontrast", "drop_color",
+                              "sobel_prob", "mask", "pixel_mask")},
+}
+DETERMINISTIC = {"Grayscale", "Invert", "Solarize", "AutoContrast", "Equalization", "autocontrast", "drop_color",
+                 "sobel_prob"}
+
+
+def batch(n=4, channels=3, seed=0):
+    return tf.constant(np.random.default_rng(seed).random((n, *SHAPE, channels)), tf.float32)
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_every_name_builds_and_runs_in_graph(name):
+    aug = build_augmenter({name: EXAMPLES.get(name)}, SHAPE, 3, seed=1)
+    assert aug.steps and aug.steps[0][0] == name
+    x = batch()
+    run = tf.function(lambda images, seed: aug(images, seed), reduce_retracing=True)
+    y = run(x, tf.constant([1, 2], tf.int64)).numpy()
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert np.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    assert not np.allclose(y, x.numpy(), atol=1e-4), f"{name} left the batch unchanged"
+    again = run(x, tf.constant([1, 2], tf.int64)).numpy()
+    np.testing.assert_array_equal(y, again)
+    if name not in DETERMINISTIC:
+        other = run(x, tf.constant([1, 3], tf.int64)).numpy()
+        assert not np.allclose(y, other), f"{name} ignores the seed"
+
+
+def test_every_name_runs_on_one_channel_where_allowed():
+    for name, op in OPS.items():
+        if op.rgb_only:
+            with pytest.raises(ConfigError, match="needs RGB"):
+                build_augmenter({name: EXAMPLES.get(name)}, SHAPE, 1)
+            continue
+        y = build_augmenter({name: EXAMPLES.get(name)}, SHAPE, 1, seed=0)(batch(channels=1))
+        assert y.shape == (4, *SHAPE, 1), name
+
+
+def test_differs_across_calls_and_reproducible_with_a_seed():
+    x = batch()
+    a = build_augmenter({"preset": "simclr"}, SHAPE, 3, seed=7)
+    b = build_augmenter({"preset": "simclr"}, SHAPE, 3, seed=7)
+    c = build_augmenter({"preset": "simclr"}, SHAPE, 3, seed=8)
+    first, second = a(x).numpy(), a(x).numpy()
+    assert not np.allclose(first, second)
+    np.testing.assert_array_equal(first, b(x).numpy())
+    np.testing.assert_array_equal(second, b(x).numpy())
+    assert not np.allclose(first, c(x).numpy())
+    v1, v2 = a.views(x, 2)
+    assert not np.allclose(v1.numpy(), v2.numpy())
+
+
+def test_reproducible_in_a_parallel_tf_data_pipeline(tmp_path):
+    from PIL import Image
+
+    from patchcfg.data.loading import make_dataset
+
+    paths = []
+    for i in range(12):
+        Image.fromarray((np.random.default_rng(i).random((*SHAPE, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    data = {"imshape": list(SHAPE), "cache": "memory"}
+
+    def run():
+        aug = build_augmenter({"preset": "simclr"}, SHAPE, 3, seed=3)
+        ds = make_dataset(paths, data, batch_size=4, shuffle=True, seed=5, augmenter=aug, views=2)
+        return [[np.stack([v.numpy() for v in views]) for views in ds] for _ in range(2)]
+
+    one, two = run(), run()
+    for epoch in range(2):
+        for a, b in zip(one[epoch], two[epoch], strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(one[0][0], one[1][0])  # epochs differ
+    assert not np.allclose(one[0][0][0], one[0][0][1])  # the two views differ
+
+
+def test_geometry_is_right():
+    x = batch()
+    flipped = build_augmenter({"Fliplr": 1.0}, SHAPE, 3, seed=0)(x)
+    np.testing.assert_array_equal(flipped.numpy(), x.numpy()[:, :, ::-1])
+    upside = build_augmenter({"Flipud": 1.0}, SHAPE, 3, seed=0)(x)
+    np.testing.assert_array_equal(upside.numpy(), x.numpy()[:, ::-1])
+    rotated = build_augmenter({"rot90": 1.0}, SHAPE, 3, seed=0)(x).numpy()
+    for image, out in zip(x.numpy(), rotated, strict=True):
+        assert any(np.array_equal(np.rot90(image, k), out) for k in (1, 2, 3))
+    identity = build_augmenter({"Affine": {}}, SHAPE, 3, seed=0)(x)
+    np.testing.assert_allclose(identity.numpy(), x.numpy(), atol=1e-5)
+    no_crop = build_augmenter({"Crop": 0.0}, SHAPE, 3, seed=0)(x)
+    np.testing.assert_allclose(no_crop.numpy(), x.numpy(), atol=1e-5)
+    shifted = build_augmenter({"Affine": {"translate_percent": {"x": 0.25}, "order": 0}}, SHAPE, 3, seed=0)(x)
+    np.testing.assert_allclose(shifted.numpy()[:, :, 4:], x.numpy()[:, :, :-4], atol=1e-6)
+
+
+def test_sometimes_and_probabilities():
+    x = batch(n=200)
+    never = build_augmenter({"Invert": {"p": 1.0, "sometimes": 0.0}}, SHAPE, 3, seed=0)
+    assert not never.steps
+    half = build_augmenter({"Invert": {"sometimes": 0.5}}, SHAPE, 3, seed=0)(x).numpy()
+    changed = np.abs(half - x.numpy()).reshape(200, -1).max(1) > 1e-6
+    assert 70 < changed.sum() < 130
+
+
+def test_preset_expansion_and_overrides():
+    assert [n for n, _ in expand_recipe({"preset": "simclr"})] == list(PRESETS["simclr"])
+    assert [n for n, _ in expand_recipe({})] == list(PRESETS["default"])
+    assert expand_recipe({"preset": "none"}) == []
+    steps = dict(expand_recipe({"preset": "simclr", "jitter": 0.5, "gaussian_blur": {"sigma": [0.1, 1.0]},
+                                "Fliplr": 0.5}))
+    assert steps["jitter"]["strength"] == 0.5 and steps["jitter"]["sometimes"] == 0.8
+    assert steps["gaussian_blur"]["p"] == 0.5 and steps["gaussian_blur"]["sigma"] == [0.1, 1.0]
+    assert list(steps)[-1] == "Fliplr"
+    aug = build_augmenter({"preset": "simclr", "gaussian_blur": 0}, SHAPE, 3)
+    assert "gaussian_blur" not in [n for n, _ in aug.steps]
+    with pytest.raises(ConfigError, match="did you mean 'Fliplr'"):
+        expand_recipe({"Fliplrr": 0.5})
+
+
+def test_presets_work_for_multiband_images():
+    aug = build_augmenter({"preset": "default"}, SHAPE, 5, seed=0)
+    names = [n for n, _ in aug.steps]
+    assert "hue_delta" not in names and "saturation_delta" not in names and "drop_color" in names
+    assert aug(batch(channels=5)).shape == (4, *SHAPE, 5)
+    assert build_augmenter({"preset": "simclr"}, SHAPE, 5, seed=0)(batch(channels=5)).shape[-1] == 5
+    assert check_recipe({"hue_delta": 0.1}, channels=5)
+    assert not check_recipe({"preset": "default"}, channels=5)
+
+
+def test_non_square_images():
+    aug = build_augmenter({"rot90": True, "Affine": {"rotate": 30}, "zoom_scale": 0.3}, (16, 24), 3, seed=0)
+    assert aug(tf.zeros((2, 16, 24, 3))).shape == (2, 16, 24, 3)
+
+
+def test_schema_file_matches_the_registry():
+    text = (ROOT / "schemas" / "augmentation.schema.json").read_text()
+    assert text == schema_text(), "regenerate: python -c 'from patchcfg.data.recipes import schema_text; ...'"
+    schema = json.loads(text)
+    assert schema["$id"] == "augmentation.schema.json" and schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(OPS) | {"preset", "engine"}
+    for name, prop in schema["properties"].items():
+        assert prop.get("description"), name
+        for pname, param in prop.get("then", {}).get("properties", {}).items():
+            assert param.get("description"), f"{name}.{pname}"
+
+
+def test_data_schema_is_strict_and_documented():
+    schema = json.loads((ROOT / "schemas" / "data.schema.json").read_text())
+    assert schema["$id"] == "data.schema.json" and schema["additionalProperties"] is False
+    for key, prop in schema["properties"].items():
+        assert prop.get("description"), key
+        assert "default" in prop, key
+
+
+def test_every_name_is_documented():
+    docs = (ROOT / "docs_fragments" / "data.md").read_text()
+    missing = [name for name in list(OPS) + list(PRESETS) if f"`{name}`" not in docs]
+    assert not missing
