@@ -19,13 +19,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/patchcfg demo --out data/demo
 	$(BIN)/patchcfg validate configs/*.yaml
-	$(BIN)/patchcfg pretrain configs/simclr.yaml name=demo-simclr pretrain.epochs=3 --experiments $(EXPERIMENTS)
+	$(BIN)/patchcfg pretrain configs/finetune.yaml --experiments $(EXPERIMENTS)
+	$(BIN)/patchcfg finetune configs/finetune.yaml --experiments $(EXPERIMENTS)
 	$(BIN)/patchcfg analyze $(EXPERIMENTS)
 	@echo
-	@echo "Done. Look at:"
-	@echo "  $(EXPERIMENTS)/demo-simclr/pretrain/        metrics.csv, summary.json, encoder.keras"
-	@echo "  $(BIN)/tensorboard --logdir $(EXPERIMENTS)   loss, linear-probe accuracy/AUC, augmented views"
-	@echo "  $(BIN)/patchcfg analyze $(EXPERIMENTS)      what differs between runs, and their metrics"
+	@echo "Done: SimCLR pretraining, then a two-stage classifier, on the demo digits. Look at:"
+	@echo "  $(EXPERIMENTS)/digits-finetune/pretrain/   encoder.keras, metrics.csv (loss, linear probe), summary.json"
+	@echo "  $(EXPERIMENTS)/digits-finetune/finetune/   fold_0/model.keras, predictions.csv, summary.json, roc_fold_0.png"
+	@echo "  $(BIN)/tensorboard --logdir $(EXPERIMENTS)   curves, augmented views, hparams"
+	@echo "  $(BIN)/patchcfg predict $(EXPERIMENTS)/digits-finetune data/demo/images --out preds.csv --tta flips"
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -52,6 +52,17 @@ def test_different_config_is_refused_then_forced(tmp_path):
     assert "epochs: 3" in (tmp_path / "exp" / "config.yaml").read_text()
 
 
+def test_sections_of_stages_not_yet_run_may_change(tmp_path):
+    run_stage(tmp_path, config())
+    later = config(finetune={"folds_count": 3})
+    assert run_stage(tmp_path, later) == "skipped"  # pretrain unchanged: still complete
+    with Experiment(later, root=tmp_path).stage("finetune"):
+        pass
+    assert "folds_count: 3" in (tmp_path / "exp" / "config.yaml").read_text()
+    with pytest.raises(ExperimentError, match="differs in: finetune.folds_count"):
+        run_stage(tmp_path, config(finetune={"folds_count": 5}))
+
+
 def test_failure_is_recorded_and_resumes(tmp_path):
     with pytest.raises(RuntimeError):
         run_stage(tmp_path, config(), fail=RuntimeError("out of memory"))
@@ -139,3 +150,29 @@ def test_experiments_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PATCHCFG_EXPERIMENTS", str(tmp_path / "elsewhere"))
     assert Experiment(config()).dir == tmp_path / "elsewhere" / "exp"
     assert os.environ["PATCHCFG_EXPERIMENTS"]
+
+
+def test_changed_inputs_rerun_a_complete_stage_from_scratch(tmp_path):
+    def run(inputs):
+        stage = Experiment(config(), root=tmp_path).stage("pretrain", inputs=inputs)
+        if stage.is_complete():
+            return "skipped"
+        with stage:
+            stage.append_metrics({"epoch": 0, "loss": 1.0})
+        return "ran"
+
+    assert run({"labels": "a"}) == "ran"
+    assert run({"labels": "a"}) == "skipped"
+    assert run({"labels": "b"}) == "ran"
+    metrics = (tmp_path / "exp" / "pretrain" / "metrics.csv").read_text()
+    assert metrics.count("\n") == 2  # a fresh start, not appended to the old run
+
+
+def test_file_digest_changes_with_content(tmp_path):
+    from patchcfg.experiment import file_digest
+
+    path = tmp_path / "t.csv"
+    path.write_text("a")
+    before = file_digest(path)
+    path.write_text("b")
+    assert file_digest(path) != before

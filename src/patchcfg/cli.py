@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "finetune": ("patchcfg.commands.finetune", "finetune", "Train a classifier on the label table."),
     "predict": ("patchcfg.commands.predict", "predict", "Predict images with a trained model or experiment."),
     "lr-find": ("patchcfg.commands.lr_find", "lr_find", "Learning-rate range test."),
+    "embed": ("patchcfg.commands.pipeline", "embed", "Cache encoder features of every image."),
+    "query": ("patchcfg.commands.pipeline", "query", "Which images to label next (active learning)."),
+    "distill": ("patchcfg.commands.pipeline", "distill", "Train a student on the teacher's soft labels."),
+    "run": ("patchcfg.commands.pipeline", "run_all", "Run every stage a config declares."),
     "convert": ("patchcfg.commands.convert", "convert", "Convert other tools' configs (Musket) to ours."),
     "analyze": ("patchcfg.commands.analyze", "analyze", "Compare experiments: what differs, how they did."),
 }

@@ -97,26 +97,40 @@ class Experiment:
         except (yaml.YAMLError, UnicodeDecodeError):
             return {"__unreadable__": True}
 
+    def started_stages(self) -> set[str]:
+        return {stage for stage in STAGES if (self.dir / stage / "status.json").is_file()}
+
+    def comparable(self, config: dict) -> dict:
+        """What must not change under one name: everything but the sections of stages not yet run
+        (and ``query``, whose settings are chosen afresh for every query)."""
+        started = self.started_stages()
+        return {k: v for k, v in config.items()
+                if k not in ("description", "query") and not (k in STAGES and k not in started)}
+
     def check_config(self) -> None:
-        """Refuse to mix two different configs under one name (unless ``force``)."""
+        """Refuse to mix two different configs under one name (unless ``force``).
+
+        Sections of stages that have not run yet may change (a finetune section added after
+        pretraining, a query section edited before querying); everything else must be the same.
+        """
         existing = self.existing_config()
-        if existing is None or existing == self.config or self.force:
+        if existing is None or self.force or self.comparable(existing) == self.comparable(self.config):
             return
-        changed = sorted(_differences(existing, self.config))
+        changed = sorted(_differences(self.comparable(existing), self.comparable(self.config)))
         shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
         raise ExperimentError(
             f"experiment '{self.name}' in {self.dir} already ran with a different config "
             f"(differs in: {shown}). Give the run a new name (name=...), or pass --force to "
             "replace the experiment's stages")
 
-    def stage(self, stage: str) -> StageRun:
-        return StageRun(self, stage)
+    def stage(self, stage: str, inputs: dict | None = None) -> StageRun:
+        return StageRun(self, stage, inputs)
 
     def write_config(self) -> None:
         if not self.is_chief:
             return
         existing = self.existing_config()
-        if existing is not None and existing != self.config and self.force:
+        if existing is not None and self.force and self.comparable(existing) != self.comparable(self.config):
             for stage in STAGES:
                 shutil.rmtree(self.dir / stage, ignore_errors=True)
         atomic_write_text(self.config_path, self.config_text)
@@ -171,9 +185,10 @@ class _Lock:
 class StageRun:
     """One stage of an experiment: ``with run:`` marks it running, then complete/failed/interrupted."""
 
-    def __init__(self, experiment: Experiment, stage: str):
+    def __init__(self, experiment: Experiment, stage: str, inputs: dict | None = None):
         self.experiment = experiment
         self.stage = stage
+        self.inputs = inputs
         self.is_chief = experiment.is_chief
         self.dir = experiment.dir / stage
         self._lock = _Lock(experiment.dir / ".lock")
@@ -211,10 +226,18 @@ class StageRun:
 
     def is_complete(self) -> bool:
         """Complete, with this same resolved config (else the config check refuses or --force resets)."""
-        self.experiment.check_config()
-        if self.experiment.force and self.experiment.existing_config() != self.experiment.config:
+        experiment = self.experiment
+        experiment.check_config()
+        existing = experiment.existing_config()
+        if experiment.force and existing is not None and \
+                experiment.comparable(existing) != experiment.comparable(experiment.config):
             return False
-        return self.state == "complete"
+        return self.state == "complete" and not self.inputs_changed()
+
+    def inputs_changed(self) -> bool:
+        """True when an earlier attempt ran on other inputs (e.g. a label table edited since)."""
+        status = self.status()
+        return bool(status) and self.inputs is not None and status.get("inputs") != self.inputs
 
     def skip_message(self) -> str:
         return (f"{self.stage} of '{self.experiment.name}' is already complete with this config "
@@ -227,8 +250,8 @@ class StageRun:
             self._lock.acquire()
             try:
                 self.experiment.write_config()
-                if self.experiment.force and self.state == "complete":
-                    shutil.rmtree(self.dir, ignore_errors=True)
+                if (self.experiment.force and self.state == "complete") or self.inputs_changed():
+                    shutil.rmtree(self.dir, ignore_errors=True)  # start afresh: its inputs changed
                 previous = self.state
                 self.resuming = previous in ("running", "interrupted", "failed") and \
                     self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.iterdir())
@@ -280,7 +303,7 @@ class StageRun:
         if not self.is_chief:
             return
         atomic_write_json(self.dir / "status.json", {
-            "state": state, "stage": self.stage, "started": self.started,
+            "state": state, "stage": self.stage, "started": self.started, "inputs": self.inputs,
             "ended": None if state == "running" else _now(), "error": error, "pid": os.getpid()})
 
     def _write_env(self) -> None:
@@ -340,6 +363,17 @@ class StageRun:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.dir / "metrics.csv", buffer.getvalue())
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (to notice a label table edited between runs)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _number(text: str) -> Any:

@@ -181,6 +181,6 @@ def test_data_schema_is_strict_and_documented():
 
 
 def test_every_name_is_documented():
-    docs = (ROOT / "docs_fragments" / "data.md").read_text()
+    docs = (ROOT / "README.md").read_text()
     missing = [name for name in list(OPS) + list(PRESETS) if f"`{name}`" not in docs]
     assert not missing

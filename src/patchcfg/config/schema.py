@@ -132,10 +132,9 @@ _MISSING = object()
 
 
 def _default_of(prop: Any, base: str) -> Any:
-    if isinstance(prop, dict) and "default" in prop:
-        return prop["default"]
-    target, _ = _resolve(prop, base)
-    return target.get("default", _MISSING) if isinstance(target, dict) else _MISSING
+    """The default written on the property itself (a referenced file's own default does not count:
+    a stage section such as ``pretrain`` exists only when the config declares it)."""
+    return prop["default"] if isinstance(prop, dict) and "default" in prop else _MISSING
 
 
 def fill_defaults(instance: Any, schema: dict | None = None, base: str = MAIN_SCHEMA) -> Any:

@@ -1,0 +1,31 @@
+"""Did-you-mean errors for names the user types (strategies, subsets, classes)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+from patchcfg.errors import UserError
+
+
+def listing(names: Sequence[str], limit: int = 20) -> str:
+    names = [str(n) for n in names]
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... ({len(names)} in all)"
+
+
+def unknown(what: str, name: str, valid: Sequence[str], context: str = "", shown: Sequence[str] | None = None
+            ) -> UserError:
+    """``unknown <what> 'name'[ in 'context'] (did you mean 'x'?); <what>s: a, b, c``."""
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    where = f" in '{context}'" if context and context != name else ""
+    return UserError(f"unknown {what} '{name}'{where}{hint}; valid {what}s: {listing(shown or valid) or 'none'}")
+
+
+def class_index(name: str, classes: Sequence[str], context: str) -> int:
+    classes = list(classes)
+    if name not in classes:
+        raise unknown("class", name, classes, context)
+    return classes.index(name)

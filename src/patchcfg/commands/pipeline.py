@@ -1,0 +1,125 @@
+"""``patchcfg embed``, ``query``, ``distill`` and ``run`` (every stage a config declares)."""
+
+from __future__ import annotations
+
+import click
+
+from patchcfg.commands._common import (
+    config_args,
+    experiments_option,
+    force_option,
+    one_config,
+    run_stage,
+    sweep_option,
+)
+
+labels_option = click.option("--labels", type=click.Path(dir_okay=False), default=None,
+                             help="The label table (sets data.labels).")
+
+
+def _labels(labels) -> list[str]:
+    return [f"data.labels={labels}"] if labels else []
+
+
+@click.command()
+@config_args
+@labels_option
+@click.option("--encoder", default="auto", show_default=True,
+              help="auto | pretrain | finetune | backbone | a .keras file.")
+@experiments_option
+@force_option
+def embed(args, labels, encoder, experiments_root, force):
+    """Cache pooled encoder features of every image (experiments/<name>/embed/features.npy + index.csv).
+
+    Queries and quick heads then run on these features, on a laptop without a GPU.
+
+    \b
+    Example:
+      patchcfg embed configs/demo.yaml
+    """
+    from patchcfg.config import load_config
+    from patchcfg.embed import run_embed
+
+    path, overrides = one_config(args)
+    config = load_config(path, [*overrides, *_labels(labels)])
+    run_embed(config, root=experiments_root, force=force, encoder=encoder)
+
+
+@click.command()
+@config_args
+@labels_option
+@click.option("--strategy", default=None, help="e.g. entropy, margin, maxent:CLASS, high:CLASS, guide:CLASS, badge.")
+@click.option("--n", "n", type=click.IntRange(1), default=None, help="How many images to propose.")
+@click.option("--subset", default=None, help="unlabeled, partial, labeled, contains:CLASS, lacks:CLASS, ...")
+@click.option("--explore", type=click.FloatRange(0, 1), default=None, help="Fraction of random picks.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="The queue CSV to write.")
+@experiments_option
+def query(args, labels, strategy, n, subset, explore, out, experiments_root):
+    """Rank the images to label next (active learning) and write them as a CSV.
+
+    Defaults come from the config's query section; the options override them. Scores come from
+    the experiment's fine-tuned fold ensemble, or a quick head on cached features (`patchcfg embed`).
+
+    \b
+    Example:
+      patchcfg query configs/demo.yaml --strategy entropy --n 20 --out queue.csv
+      patchcfg query configs/demo.yaml --strategy guide:nine --subset unlabeled:nine
+    """
+    from patchcfg.config import load_config
+    from patchcfg.query import run_query
+
+    options = {"strategy": strategy, "n": n, "subset": subset, "explore": explore, "out": out}
+    path, overrides = one_config(args)
+    overrides = [*overrides, *_labels(labels)]
+    if "query" not in load_config(path, overrides):
+        overrides.append("query={}")  # the defaults of the query section
+    config = load_config(path, [*overrides, *(f"query.{k}={v}" for k, v in options.items() if v is not None)])
+    run_query(config, root=experiments_root)
+
+
+@click.command()
+@config_args
+@labels_option
+@sweep_option
+@experiments_option
+@force_option
+def distill(args, labels, sweeps, experiments_root, force):
+    """Train a student on the teacher's soft labels over every image; score both on validation rows.
+
+    \b
+    Example:
+      patchcfg distill configs/demo.yaml
+    """
+    run_stage(args, sweeps, experiments_root, force, "distill", _labels(labels))
+
+
+@click.command("run")
+@config_args
+@labels_option
+@sweep_option
+@experiments_option
+@force_option
+def run_all(args, labels, sweeps, experiments_root, force):
+    """Run every stage the config declares, in order: pretrain, finetune, query, distill.
+
+    Each stage goes into its folder; complete stages are skipped, interrupted ones resume.
+
+    \b
+    Example:
+      patchcfg run configs/demo.yaml
+    """
+    from patchcfg.config import expand_sweeps
+    from patchcfg.stages import PIPELINE, STAGE_RUNNERS
+
+    path, overrides = one_config(args)
+    configs = expand_sweeps(path, [*overrides, *_labels(labels)], sweeps)
+    declared = [s for s in PIPELINE if configs[0].get(s) is not None]
+    if not declared:
+        raise click.UsageError(f"{path} declares no stage ({', '.join(PIPELINE)})")
+    from patchcfg.train.distribute import make_strategy
+
+    strategy = make_strategy((configs[0].get("distribute") or {}).get("strategy", "auto"))
+    for config in configs:
+        for stage in declared:
+            click.echo(f"== {config['name']}: {stage}")
+            STAGE_RUNNERS[stage]()(config, root=experiments_root, force=force, strategy=strategy)

@@ -1,0 +1,31 @@
+"""``patchcfg predict``: probabilities for images from a trained experiment or model."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("source")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write.")
+@click.option("--tta", type=click.Choice(["none", "flips", "flips_rot90"]), default="none", show_default=True,
+              help="Test-time augmentation: mean over flipped (and rotated) views.")
+@click.option("--folds", default="all", show_default=True, help="'all' (fold ensemble) or fold numbers, e.g. 0,2.")
+@click.option("--on-bad-image", type=click.Choice(["error", "skip"]), default="error", show_default=True)
+def predict(source, images, out, tta, folds, on_bad_image):
+    """Predict IMAGES (files, folders, globs or .txt lists) with SOURCE.
+
+    SOURCE is an experiment folder (its finetune stage's fold models are ensembled) or a
+    model.keras file. The CSV has filepath and one probability column per class.
+
+    \b
+    Example:
+      patchcfg predict experiments/digits-finetune data/demo/images --out preds.csv --tta flips
+    """
+    from patchcfg.atomic import atomic_write_text
+    from patchcfg.predict import predict_images
+
+    frame, skipped = predict_images(source, list(images), tta=tta, folds=folds, on_bad_image=on_bad_image)
+    atomic_write_text(out, frame.to_csv(index=False, lineterminator="\n"))
+    click.echo(f"wrote {out}: {len(frame)} images" + (f", skipped {len(skipped)}" if skipped else ""))

@@ -1,0 +1,61 @@
+"""Self-supervised pretraining methods, one file each, registered by name.
+
+Importing this package is cheap (no TensorFlow). A method module registers its class with
+:func:`register`; :func:`get_method` imports the built-in module for a name on first use.
+
+    >>> from patchcfg.pretrain import method_names
+    >>> method_names()
+    ['hcl', 'moco', 'simclr']
+
+Adding a method: write ``patchcfg/pretrain/<name>.py`` with a subclass of
+:class:`patchcfg.pretrain.base.PretrainMethod` decorated ``@register("<name>")``, add its module to
+``BUILTIN`` and its name and keys to ``schemas/pretrain.schema.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Built-in methods: name -> module that registers it.
+BUILTIN: dict[str, str] = {
+    "simclr": "patchcfg.pretrain.simclr",
+    "moco": "patchcfg.pretrain.moco",
+    "hcl": "patchcfg.pretrain.hcl",
+}
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator: make a :class:`~patchcfg.pretrain.base.PretrainMethod` available as ``name``."""
+
+    def decorator(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def method_names() -> list[str]:
+    return sorted(set(BUILTIN) | set(_REGISTRY))
+
+
+def get_method(name: str) -> type:
+    """The method class registered as ``name`` (importing its built-in module when needed)."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown pretraining method {name!r}; known: {', '.join(method_names())}")
+    return _REGISTRY[name]
+
+
+def run_pretrain(config: dict, root=None, force: bool = False, **kwargs: Any) -> dict:
+    """Run (or resume, or skip) the pretrain stage of a resolved config; returns its summary.
+
+    See :func:`patchcfg.pretrain.base.run_pretrain` for the keyword arguments.
+    """
+    from patchcfg.pretrain.base import run_pretrain as _run
+
+    return _run(config, root=root, force=force, **kwargs)

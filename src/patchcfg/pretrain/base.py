@@ -1,0 +1,347 @@
+"""What every pretraining method shares: encoder, projection head, views, state, monitoring, outputs.
+
+A method file holds only its loss (and extra state, e.g. MoCo's queue)::
+
+    @register("mymethod")
+    class MyMethod(PretrainMethod):
+        def contrastive_loss(self, view1, view2):
+            z1, z2 = self.embed_pair(view1, view2)
+            per_example = ...                      # shape (local batch,)
+            return per_example, {"my_metric": per_example_metric}, {}
+
+:class:`PretrainMethod` is a :class:`patchcfg.train.loop.TrainTask`: the shared training loop
+runs it (strategy, optimizer, checkpoints, metrics, callbacks). :func:`run_pretrain` is the whole
+stage: experiment folder, data, loop, ``encoder.keras``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from patchcfg.errors import UserError
+from patchcfg.train.loop import (
+    TrainLoop,
+    TrainTask,
+    all_gather,
+    best_metrics,
+    global_mean,
+    replica_id_and_count,
+)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's data order and augmentation: a function of (seed, epoch) only."""
+    return int((int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**31 - 1))
+
+
+def gathered_views(z1, z2):
+    """``(z1_all, z2_all, offset)``: both views' embeddings from every replica, and where this
+    replica's rows start in them (its replica id times the local batch)."""
+    replica, count = replica_id_and_count()
+    if count == 1:
+        return z1, z2, 0
+    offset = tf.cast(replica, tf.int32) * tf.shape(z1)[0]
+    both = all_gather(tf.concat([z1, z2], axis=1))  # one collective for the two views
+    dim = tf.shape(z1)[1]
+    return both[:, :dim], both[:, dim:], offset
+
+
+def build_projection_head(input_dim: int, depth: int = 2, units: int = 256, dim: int = 128,
+                          batchnorm: bool = False, synchronized: bool = False) -> keras.Model:
+    """The projection head of SimCLR/MoCo v2: ``depth - 1`` x (Dense(units) [+ BN] + ReLU), then
+    Dense(dim); ``depth == 0`` is the identity."""
+    inputs = keras.Input(shape=(input_dim,), name="features")
+    x = inputs
+    for i in range(max(0, depth - 1)):
+        x = keras.layers.Dense(units, use_bias=not batchnorm, name=f"hidden_{i}")(x)
+        if batchnorm:
+            x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"bn_{i}")(x)
+        x = keras.layers.ReLU(name=f"relu_{i}")(x)
+    if depth > 0:
+        x = keras.layers.Dense(dim, name="projection")(x)
+    return keras.Model(inputs, x, name="projection_head")
+
+
+class PretrainMethod(TrainTask):
+    """Base of the pretraining methods. Subclasses implement :meth:`contrastive_loss` and may add
+    state in :meth:`build_state` / :meth:`extra_state` and a cross-replica :meth:`after_step`.
+
+    Args:
+        config: the resolved config (``pretrain``, ``data``, ``backbone``, ``augmentation``, ``seed``).
+        paths: the training images.
+        probe: a :class:`patchcfg.train.monitor.LinearProbe` and the paths of its rows, or None.
+        encoder: a ready encoder (tests, custom models); default: ``build_backbone(config["backbone"])``.
+        channels: channels the images have (default ``data.channels``).
+    """
+
+    name = "base"
+
+    def __init__(self, config: dict, paths: list[str], *, probe=None, probe_paths=None, encoder=None,
+                 channels: int | None = None):
+        self.config = config
+        self.params = dict(config.get("pretrain") or {})
+        self.seed = int(config.get("seed", 0))
+        self.data_cfg = dict(config.get("data") or {})
+        self.aug_cfg = config.get("augmentation") or {}
+        self.imshape = tuple(int(v) for v in self.data_cfg.get("imshape", (32, 32)))
+        self.channels = int(channels or self.data_cfg.get("channels", 3))
+        self.input_shape = (*self.imshape, self.channels)
+        self.temperature = float(self.params.get("temperature", 0.1))
+        self.global_batch_size = int(self.params.get("batch_size", 256))
+        self.epochs = int(self.params.get("epochs", 1))
+        self.paths = list(paths)
+        self.probe = probe
+        self.probe_paths = list(probe_paths or [])
+        self.monitor_cfg = dict(self.params.get("monitor") or {})
+        self._encoder = encoder
+        self.encoder = self.head = self.model = None
+        self.optimizer = None
+        self._fixed_views = None
+        self._encode = None
+        self.steps_per_epoch = self.params.get("steps_per_epoch")
+
+    # ------------------------------------------------------------------ models and state
+    def build(self) -> None:
+        keras.utils.set_random_seed(self.seed)
+        backbone = dict(self.config.get("backbone") or {})
+        if self._encoder is not None:
+            self.encoder = self._encoder
+        else:
+            from patchcfg.models.backbones import build_backbone
+
+            self.encoder = build_backbone(backbone, self.input_shape)
+        if len(self.encoder.output_shape) != 2:
+            raise ValueError("pretraining needs pooled encoder features (batch, D); "
+                             "set backbone.pooling to avg or max")
+        projection = {"depth": 2, "units": 256, "dim": 128, "batchnorm": False, **(self.params.get("projection") or {})}
+        self.head = build_projection_head(int(self.encoder.output_shape[-1]), projection["depth"],
+                                          projection["units"], projection["dim"], projection["batchnorm"],
+                                          synchronized=bool(backbone.get("sync_batchnorm", False)))
+        inputs = keras.Input(shape=self.input_shape, name="image")
+        self.model = keras.Model(inputs, self.head(self.encoder(inputs)), name=f"{self.name}_pretrain")
+        self.build_state()
+
+    def build_state(self) -> None:
+        """Method state beyond encoder and head (inside ``strategy.scope()``)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Method state to checkpoint beyond encoder, head and optimizer."""
+        return {}
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        return {"encoder": self.encoder, "head": self.head, **self.extra_state()}
+
+    def trainable_variables(self) -> list:
+        return list(self.encoder.trainable_variables) + list(self.head.trainable_variables)
+
+    # ------------------------------------------------------------------ forward and loss
+    def embed(self, images, training: bool = True):
+        """Projection of ``images`` (float32, not normalised)."""
+        return tf.cast(self.head(self.encoder(images, training=training), training=training), tf.float32)
+
+    def embed_pair(self, view1, view2, training: bool = True):
+        """Both views through encoder and head in one batch (batch norm sees all 2n images)."""
+        n = tf.shape(view1)[0]
+        z = self.embed(tf.concat([view1, view2], axis=0), training=training)
+        return z[:n], z[n:]
+
+    def contrastive_loss(self, view1, view2):
+        """Replica context: ``(per_example_loss (n,), {name: per_example_value}, aux)``."""
+        raise NotImplementedError
+
+    def compute_loss(self, batch, global_batch_size: int):
+        view1, view2 = batch[0], batch[1]
+        per_example, per_example_logs, aux = self.contrastive_loss(view1, view2)
+        logs = {k: global_mean(v, global_batch_size) for k, v in per_example_logs.items()}
+        return global_mean(per_example, global_batch_size), logs, aux
+
+    # ------------------------------------------------------------------ data
+    def dataset(self, epoch: int) -> tf.data.Dataset:
+        """Two augmented views of shuffled images; order and augmentation depend on (seed, epoch) only."""
+        from patchcfg.data.augment import build_augmenter
+        from patchcfg.data.loading import make_dataset
+
+        seed = epoch_seed(self.seed, epoch)
+        augmenter = build_augmenter(self.aug_cfg, self.imshape, self.channels, seed=seed)
+        # Repeat only when an epoch is longer than one pass: a pipeline that ends by itself does not
+        # prepare batches past the end of the epoch that would be thrown away.
+        steps = self.steps_per_epoch or len(self.paths) // self.global_batch_size
+        repeat = steps * self.global_batch_size > len(self.paths)
+        return make_dataset(self.paths, self.data_cfg, batch_size=self.global_batch_size, shuffle=True,
+                            seed=seed, repeat=repeat, augmenter=augmenter, views=2, drop_remainder=True)
+
+    # ------------------------------------------------------------------ monitoring
+    def _features(self, paths: list[str]) -> np.ndarray:
+        from patchcfg.data.loading import make_dataset
+
+        if self._encode is None:
+            spec = tf.TensorSpec((None, *self.input_shape), tf.float32)
+            self._encode = tf.function(lambda x: tf.cast(self.encoder(x, training=False), tf.float32),
+                                       input_signature=[spec])
+        data = make_dataset(paths, self.data_cfg, batch_size=256, cache=False)
+        return np.concatenate([self._encode(batch).numpy() for batch in data], axis=0)
+
+    def _views_for_monitoring(self):
+        if self._fixed_views is None:
+            v1, v2 = next(iter(self.dataset(0).take(1)))
+            self._fixed_views = (v1[:256], v2[:256])
+        return self._fixed_views
+
+    def monitor_due(self, epoch: int) -> bool:
+        every = int(self.monitor_cfg.get("every", 1))
+        return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs)
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> dict:
+        from patchcfg.train.monitor import alignment_uniformity
+
+        out: dict[str, float] = {}
+        if epoch == 0 and self.monitor_cfg.get("views_image", True):
+            v1, v2 = self._views_for_monitoring()
+            pairs = tf.concat([v1[:8], v2[:8]], axis=2)  # each image: view 1 | view 2
+            shown = pairs if self.channels in (1, 3, 4) else pairs[..., :1]  # else the first channel
+            tf.summary.image("augmented_views", tf.clip_by_value(shown, 0.0, 1.0), max_outputs=8)
+        if not self.monitor_due(epoch):
+            return out
+        v1, v2 = self._views_for_monitoring()
+        out.update(alignment_uniformity(self.encoder(v1, training=False).numpy(),
+                                        self.encoder(v2, training=False).numpy()))
+        if self.probe is not None:
+            out.update(self.probe.score(self._features(self.probe_paths)))
+        return out
+
+
+# ---------------------------------------------------------------------- the stage
+
+
+def _labelled_probe(config: dict, good_paths: list[str], log) -> tuple[Any, list[str], dict]:
+    """A LinearProbe over the label table's labelled, not excluded rows whose image is readable."""
+    from patchcfg.labels import read_label_table
+    from patchcfg.train.monitor import LinearProbe
+
+    labels_path = (config.get("data") or {}).get("labels")
+    monitor = (config.get("pretrain") or {}).get("monitor") or {}
+    if not labels_path or int(monitor.get("every", 1)) == 0:
+        return None, [], {}
+    table = read_label_table(labels_path)
+    usable = {os.path.realpath(p) for p in good_paths}
+    paths = table.resolved_paths()
+    matrix = table.label_matrix()
+    keep = np.array([os.path.realpath(p) in usable for p in paths], dtype=bool) & ~table.exclude & table.labelled()
+    if not keep.any():
+        log("monitor: the label table has no labelled rows; no linear probe")
+        return None, [], {}
+    rows = np.flatnonzero(keep)
+    probe = LinearProbe(matrix[rows], table.validation[rows], table.classes, C=float(monitor.get("C", 1.0)),
+                        seed=int(config.get("seed", 0)),
+                        validation_fraction=float(monitor.get("validation_fraction", 0.2)))
+    if not probe.usable():
+        log("monitor: too few labelled rows for a linear probe (need a class with both values, and "
+            "held-out rows); no probe")
+        return None, [], {}
+    info = {"probe_train_rows": len(probe.train_rows_), "probe_heldout_rows": len(probe.val_rows_),
+            "probe_split": probe.split_, "probe_accuracy_kind": probe.accuracy_kind_,
+            "probe_exclusive_classes": [table.classes[c] for c in probe.exclusive_]}
+    log(f"monitor: linear probe on {info['probe_train_rows']} labelled rows, scored on "
+        f"{info['probe_heldout_rows']} ({probe.split_}); accuracy: {probe.accuracy_kind_}")
+    probe_paths = [paths[r] for r in rows[probe.rows]]
+    return probe, probe_paths, info
+
+
+def run_pretrain(config: dict, root=None, force: bool = False, *, strategy=None, encoder=None,
+                 verbose: str | int = "auto", log=None, callbacks=(), return_method: bool = False):
+    """Run the pretrain stage of a resolved config: skip it if complete, resume it if interrupted.
+
+    Args:
+        config: resolved config (``patchcfg.config.load_config``).
+        root: experiments root (default ``$PATCHCFG_EXPERIMENTS`` or ``experiments``).
+        force: replace an experiment of the same name that ran with another config.
+        strategy: a ``tf.distribute.Strategy`` (default: from ``distribute.strategy``).
+        encoder: use this encoder instead of building ``backbone``.
+        verbose, log: progress output (see :class:`patchcfg.train.loop.TrainLoop`).
+        callbacks: extra Keras callbacks besides ``pretrain.callbacks``.
+        return_method: also return the trained method object: ``(summary, method)``.
+
+    Returns the stage summary (also written to ``summary.json``).
+    """
+    from patchcfg.data.images import resolve_image_paths
+    from patchcfg.data.loading import check_images
+    from patchcfg.experiment import Experiment
+    from patchcfg.pretrain import get_method
+    from patchcfg.train import distribute
+    from patchcfg.train.callbacks import build_callbacks
+    from patchcfg.train.loop import flatten_config
+
+    chief = distribute.is_chief()
+    log = log or (lambda text: print(text, flush=True))
+    say = (lambda text: log(text)) if chief and verbose != 0 else (lambda text: None)
+    experiment = Experiment(config, root=root, force=force, is_chief=chief)
+    run = experiment.stage("pretrain")
+    if run.is_complete():
+        say(run.skip_message())
+        import json
+
+        summary = json.loads(run.path("summary.json").read_text(encoding="utf-8")) \
+            if run.path("summary.json").is_file() else {}
+        return (summary, None) if return_method else summary
+    params = config["pretrain"]
+    strategy = strategy or distribute.make_strategy((config.get("distribute") or {}).get("strategy", "auto"))
+    started = time.time()
+    with run:
+        run.update_env(**distribute.describe(strategy))
+        data_cfg = config["data"]
+        paths, skipped = check_images(resolve_image_paths(data_cfg), data_cfg.get("on_bad_image", "error"),
+                                      data_cfg=data_cfg)
+        if skipped:
+            say(f"skipped {len(skipped)} unreadable image(s); listed in summary.json")
+        gbs = int(params["batch_size"])
+        if len(paths) < gbs:
+            raise UserError(f"pretrain.batch_size {gbs} is larger than the number of images ({len(paths)}); "
+                            "use a smaller batch_size")
+        steps = int(params.get("steps_per_epoch") or max(1, len(paths) // gbs))
+        probe, probe_paths, probe_info = _labelled_probe(config, paths, say)
+        method_cls = get_method(params["method"])
+        method = method_cls(config, paths, probe=probe, probe_paths=probe_paths, encoder=encoder)
+        say(f"pretrain {params['method']}: {len(paths)} images, {params['epochs']} epochs x {steps} steps "
+            f"of {gbs} ({strategy.num_replicas_in_sync} replica(s), {type(strategy).__name__}) -> {run.dir}")
+        loop = TrainLoop(
+            method, run=run, strategy=strategy, epochs=params["epochs"], steps_per_epoch=steps,
+            global_batch_size=gbs, optimizer_config=params.get("optimizer") or {},
+            callbacks=[*build_callbacks(params.get("callbacks")), *callbacks],
+            checkpoint_every=params.get("checkpoint_every", 1), mixed_precision=params.get("mixed_precision", False),
+            hparams=flatten_config({k: v for k, v in config.items() if k not in ("name", "description")}),
+            trial_id=config["name"], verbose=verbose, log=log)
+        result = loop.fit()
+        if chief:
+            method.encoder.save(run.path("encoder.keras"))
+            if params.get("export_savedmodel"):
+                method.encoder.export(str(run.path("encoder_savedmodel")), verbose=False)
+        history = result["history"]
+        final = dict(history[-1]) if history else {"epoch": result["epochs_completed"], **result["final"]}
+        summary = {
+            "method": params["method"],
+            "epochs_completed": result["epochs_completed"],
+            "stopped_early": result["stopped_early"],
+            "final": final,
+            "best": best_metrics(history),
+            "images": len(paths),
+            "skipped_images": len(skipped),
+            "skipped": skipped,
+            "steps_per_epoch": steps,
+            "global_batch_size": gbs,
+            "replicas": strategy.num_replicas_in_sync,
+            "train_seconds": result["train_seconds"],
+            "seconds": round(time.time() - started, 3),
+            "images_per_second": result["images_per_second"],
+            "resumed": result["resumed"],
+            "encoder": str(run.path("encoder.keras")),
+            **probe_info,
+        }
+        run.write_summary(summary)
+    say(f"pretrain complete: {run.dir}")
+    return (summary, method) if return_method else summary

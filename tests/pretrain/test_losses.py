@@ -1,0 +1,237 @@
+"""Contrastive losses against hand-computed values and the papers' definitions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from patchcfg.pretrain.hcl import hcl_loss  # noqa: E402
+from patchcfg.pretrain.moco import eqco_shift, mochi_negatives, moco_logits, moco_loss  # noqa: E402
+from patchcfg.pretrain.simclr import nt_xent_loss, nt_xent_terms  # noqa: E402
+
+
+def unit(rows):
+    rows = np.asarray(rows, dtype=np.float64)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def random_views(n=6, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    z1 = rng.normal(size=(n, d)).astype("float32")
+    z2 = (z1 + 0.5 * rng.normal(size=(n, d))).astype("float32")
+    return z1, z2
+
+
+def nt_xent_reference(z1, z2, t, decoupled=False):
+    """Chen et al. 2020, eq. (1), written out with loops over the 2N anchors."""
+    v = unit(np.concatenate([z1, z2]))
+    n = len(z1)
+    losses = np.zeros(2 * n)
+    for i in range(2 * n):
+        pos = (i + n) % (2 * n)
+        sims = v @ v[i] / t
+        denominator = sum(math.exp(sims[k]) for k in range(2 * n) if k != i and (k != pos or not decoupled))
+        losses[i] = -sims[pos] + math.log(denominator)
+    return 0.5 * (losses[:n] + losses[n:])
+
+
+def hcl_reference(z1, z2, t, beta, tau_plus):
+    """Robinson et al. 2021, following the authors' code: exp, mask, reweight, debias, clamp."""
+    out = unit(np.concatenate([z1, z2]))
+    n = len(z1)
+    neg = np.exp(out @ out.T / t)
+    mask = np.ones((2 * n, 2 * n), bool)
+    for i in range(n):
+        mask[i, i] = mask[i + n, i + n] = mask[i, i + n] = mask[i + n, i] = False
+    neg = neg[mask].reshape(2 * n, -1)
+    pos = np.exp(np.sum(out[:n] * out[n:], axis=1) / t)
+    pos = np.concatenate([pos, pos])
+    count = 2 * n - 2
+    imp = np.exp(beta * np.log(neg))
+    reweight = (imp * neg).sum(axis=1) / imp.mean(axis=1)
+    ng = (-tau_plus * count * pos + reweight) / (1 - tau_plus)
+    ng = np.maximum(ng, count * np.exp(-1 / t))
+    losses = -np.log(pos / (pos + ng))
+    return 0.5 * (losses[:n] + losses[n:])
+
+
+# ---------------------------------------------------------------------------- SimCLR / DCL
+
+
+def test_nt_xent_two_orthogonal_images_by_hand():
+    z = np.eye(2, dtype="float32")
+    # each anchor: positive similarity 1, two negatives of similarity 0, t = 1
+    assert float(nt_xent_loss(z, z, temperature=1.0)) == pytest.approx(math.log(1 + 2 / math.e), abs=1e-6)
+    # DCL drops the positive from the denominator: -1 + log(2)
+    assert float(nt_xent_loss(z, z, temperature=1.0, decoupled=True)) == pytest.approx(math.log(2) - 1, abs=1e-6)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_nt_xent_matches_the_written_out_definition(decoupled):
+    z1, z2 = random_views()
+    loss, hit = nt_xent_terms(z1, z2, 0.3, decoupled=decoupled)
+    np.testing.assert_allclose(loss.numpy(), nt_xent_reference(z1, z2, 0.3, decoupled), rtol=1e-5, atol=1e-5)
+    assert set(np.unique(hit.numpy())) <= {0.0, 0.5, 1.0}
+
+
+def test_nt_xent_is_scale_invariant_and_symmetric():
+    z1, z2 = random_views()
+    a = nt_xent_terms(z1, z2, 0.2)[0].numpy()
+    np.testing.assert_allclose(a, nt_xent_terms(3 * z1, 0.5 * z2, 0.2)[0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(a, nt_xent_terms(z2, z1, 0.2)[0].numpy(), rtol=1e-5)
+
+
+def test_gathered_negatives_with_replica_offset_equal_the_global_batch():
+    """What each replica computes with all_gather'ed embeddings is its rows of the global loss."""
+    z1, z2 = random_views(n=8)
+    full = nt_xent_terms(z1, z2, 0.5)[0].numpy()
+    full_hcl = hcl_loss(z1, z2, 0.5, 0.5, 0.1).numpy()
+    for replica in range(4):
+        rows = slice(2 * replica, 2 * replica + 2)
+        local = nt_xent_terms(z1[rows], z2[rows], 0.5, z1_all=z1, z2_all=z2, offset=2 * replica)[0]
+        np.testing.assert_allclose(local.numpy(), full[rows], rtol=1e-5)
+        local_hcl = hcl_loss(z1[rows], z2[rows], 0.5, 0.5, 0.1, z1_all=z1, z2_all=z2, offset=2 * replica)
+        np.testing.assert_allclose(local_hcl.numpy(), full_hcl[rows], rtol=1e-5)
+    # without the gathered negatives a replica's loss is different (fewer negatives)
+    alone = nt_xent_terms(z1[:2], z2[:2], 0.5)[0].numpy()
+    assert not np.allclose(alone, full[:2])
+
+
+# ---------------------------------------------------------------------------- HCL
+
+
+def test_hcl_with_beta_and_tau_plus_zero_is_exactly_nt_xent():
+    """Same inputs; HCL's form is -log p/(p + sum of the 2N-2 negatives), NT-Xent's denominator is
+    the positive plus the same negatives: identical."""
+    z1, z2 = random_views(n=7, seed=3)
+    for t in (0.1, 0.5, 1.0):
+        np.testing.assert_allclose(hcl_loss(z1, z2, t, beta=0.0, tau_plus=0.0).numpy(),
+                                   nt_xent_terms(z1, z2, t)[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("beta,tau_plus,t", [(0.5, 0.1, 0.5), (1.0, 0.0, 0.5), (0.0, 0.2, 0.3), (2.0, 0.1, 0.2)])
+def test_hcl_matches_the_papers_code(beta, tau_plus, t):
+    z1, z2 = random_views(n=6, seed=1)
+    np.testing.assert_allclose(hcl_loss(z1, z2, t, beta, tau_plus).numpy(),
+                               hcl_reference(z1, z2, t, beta, tau_plus), rtol=1e-4, atol=1e-5)
+
+
+def test_hcl_clamp_to_n_exp_minus_one_over_t():
+    """With a large class prior the debiased estimate goes negative and is clamped to N e^{-1/t}."""
+    z1, z2 = random_views(n=4, seed=2)
+    t, tau_plus = 0.5, 0.9
+    v1, v2 = unit(z1), unit(z2)
+    pos = np.exp(np.sum(v1 * v2, axis=1) / t)
+    count = 2 * 4 - 2
+    expected_side1 = -np.log(pos / (pos + count * math.exp(-1 / t)))
+    out = hcl_loss(z1, z2, t, beta=0.0, tau_plus=tau_plus).numpy()
+    reference = hcl_reference(z1, z2, t, 0.0, tau_plus)
+    np.testing.assert_allclose(out, reference, rtol=1e-4)
+    np.testing.assert_allclose(out, expected_side1, rtol=1e-4)  # both views clamp; pos is symmetric
+
+
+# ---------------------------------------------------------------------------- MoCo, EqCo, MoCHi
+
+
+def moco_inputs(b=3, k=10, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    q = unit(rng.normal(size=(b, d))).astype("float32")
+    key = unit(q + 0.3 * rng.normal(size=(b, d))).astype("float32")
+    queue = unit(rng.normal(size=(k, d))).astype("float32")
+    return q, key, queue
+
+
+def test_moco_infonce_by_hand():
+    q, key, queue = moco_inputs()
+    t = 0.1
+    logits = moco_logits(q, key, queue, t).numpy()
+    assert logits.shape == (3, 11)
+    np.testing.assert_allclose(logits[:, 0], np.sum(q * key, axis=1) / t, rtol=1e-5)
+    np.testing.assert_allclose(logits[:, 1:], q @ queue.T / t, rtol=1e-5)
+    exact = logits.astype(np.float64)
+    expected = -exact[:, 0] + np.log(np.exp(exact).sum(axis=1))
+    np.testing.assert_allclose(moco_loss(logits).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [1, 4, 256])
+def test_eqco_loss_equals_the_papers_formula(alpha):
+    """Zhu et al. 2020: L = -log e^{q.k+/t} / (e^{q.k+/t} + (alpha/K) sum_i e^{q.k_i/t})."""
+    q, key, queue = moco_inputs(k=10)
+    t = 0.2
+    k_count = len(queue)
+    positive = np.exp(np.sum(q * key, axis=1) / t)
+    negatives = np.exp(q @ queue.T / t).sum(axis=1)
+    expected = -np.log(positive / (positive + alpha / k_count * negatives))
+    got = moco_loss(moco_logits(q, key, queue, t, eqco_alpha=alpha)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # the same as a margin on the positive: s+ - t*log(alpha/K)
+    margin = t * math.log(alpha / k_count)
+    logits = np.concatenate([(np.sum(q * key, 1, keepdims=True) - margin), q @ queue.T], axis=1) / t
+    np.testing.assert_allclose(got, moco_loss(logits).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_eqco_with_alpha_equal_k_changes_nothing():
+    logits = np.array([[2.0, 1.0, -1.0, 0.5]], "float32")
+    np.testing.assert_allclose(eqco_shift(logits, alpha=3).numpy(), logits, atol=1e-6)
+    shifted = eqco_shift(logits, alpha=1).numpy()
+    np.testing.assert_allclose(shifted[:, 0], logits[:, 0])
+    np.testing.assert_allclose(shifted[:, 1:], logits[:, 1:] + math.log(1 / 3), rtol=1e-6)
+
+
+def test_mochi_synthetic_negatives_are_convex_mixes_of_the_hardest():
+    q, _, queue = moco_inputs(b=4, k=12, d=6, seed=5)
+    n, s, s_prime = 4, 16, 8
+    out = {k: v.numpy() for k, v in mochi_negatives(q, queue, n, s, s_prime, seed=[3, 9]).items()}
+    negatives = out["negatives"]
+    assert negatives.shape == (4, s + s_prime, 6)
+    np.testing.assert_allclose(np.linalg.norm(negatives, axis=-1), 1.0, rtol=1e-5)
+    hardest = np.argsort(-(q @ queue.T), axis=1)[:, :n]
+    assert all(set(out["hardest"][i]) == set(hardest[i]) for i in range(4))
+    alpha, beta = out["alpha"], out["beta"]
+    assert ((alpha >= 0) & (alpha <= 1)).all() and ((beta >= 0) & (beta <= 0.5)).all()
+    assert alpha.std() > 0.1  # drawn per synthetic negative, not fixed (patchwork mixed with alpha=1)
+    for i in range(4):
+        for j in range(s):
+            a, b = out["index_a"][i, j], out["index_b"][i, j]
+            assert a in hardest[i] and b in hardest[i] and a != b
+            mix = alpha[i, j] * queue[a] + (1 - alpha[i, j]) * queue[b]
+            np.testing.assert_allclose(negatives[i, j], mix / np.linalg.norm(mix), rtol=1e-4, atol=1e-5)
+        for j in range(s_prime):
+            c = out["index_q"][i, j]
+            assert c in hardest[i]
+            mix = beta[i, j] * q[i] + (1 - beta[i, j]) * queue[c]
+            np.testing.assert_allclose(negatives[i, s + j], mix / np.linalg.norm(mix), rtol=1e-4, atol=1e-5)
+    again = mochi_negatives(q, queue, n, s, s_prime, seed=[3, 9])["negatives"].numpy()
+    np.testing.assert_array_equal(again, negatives)  # stateless: same seed, same negatives
+
+
+def test_mochi_negatives_enter_the_logits_without_gradient():
+    q, key, queue = moco_inputs(b=2, k=8, d=4, seed=7)
+    t = 0.1
+    q_var = tf.Variable(q)
+    with tf.GradientTape(persistent=True) as tape:
+        synthetic = mochi_negatives(q_var, queue, 3, 5, 2, seed=[1, 2])["negatives"]
+        logits = moco_logits(q_var, key, queue, t, synthetic=synthetic)
+        total = tf.reduce_sum(synthetic)
+        synthetic_logits = logits[:, 9:]
+    assert tape.gradient(total, q_var) is None  # no gradient into the synthetic negatives
+    assert logits.shape == (2, 1 + 8 + 7)
+    np.testing.assert_allclose(logits.numpy()[:, 9:], np.einsum("bd,bsd->bs", q, synthetic.numpy()) / t, rtol=1e-5)
+    # gradient still flows through the query side of the synthetic logits
+    assert tape.gradient(synthetic_logits, q_var) is not None
+    # EqCo counts every negative in the denominator, synthetic ones included: K = 8 + 7
+    shifted = moco_logits(q_var, key, queue, t, synthetic=synthetic, eqco_alpha=5).numpy()
+    np.testing.assert_allclose(shifted[:, 1:], logits.numpy()[:, 1:] + math.log(5 / 15), rtol=1e-5, atol=1e-6)
+
+
+def test_mochi_draws_of_a_replica_are_its_rows_of_the_global_draws():
+    q, _, queue = moco_inputs(b=6, k=12, d=4, seed=11)
+    full = mochi_negatives(q, queue, 4, 5, 3, seed=[2, 7])
+    for offset in (0, 3):
+        part = mochi_negatives(q[offset:offset + 3], queue, 4, 5, 3, seed=[2, 7], row_offset=offset, total_rows=6)
+        for key in ("negatives", "alpha", "beta", "index_a", "index_b", "index_q"):
+            np.testing.assert_allclose(part[key].numpy(), full[key].numpy()[offset:offset + 3], rtol=1e-6)

@@ -1,0 +1,202 @@
+"""The pretrain stage end to end on tiny images: outputs, probe, resume, schema and registry."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from patchcfg.config.schema import load_schemas  # noqa: E402
+from patchcfg.experiment import Experiment  # noqa: E402
+from patchcfg.pretrain import get_method, method_names, run_pretrain  # noqa: E402
+
+CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "even"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """64 16x16 PNG digits; rows 0-31 labelled, 32-47 unlabelled, 48-63 labelled validation."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("digits")
+    data = load_digits()
+    lines = ["filepath,validation," + ",".join(CLASSES)]
+    for i in range(64):
+        pixels = (data.images[i] / 16.0 * 255).astype("uint8")
+        Image.fromarray(pixels).resize((16, 16)).convert("RGB").save(folder / f"d{i:03d}.png")
+        digit = int(data.target[i])
+        labelled = i < 32 or i >= 48
+        cells = [str(int(digit == c)) for c in range(10)] + [str(int(digit % 2 == 0))] if labelled else [""] * 11
+        lines.append(f"d{i:03d}.png,{i >= 48}," + ",".join(cells))
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def make_config(digits, method="simclr", **pretrain):
+    params = {"method": method, "epochs": 2, "batch_size": 16, "steps_per_epoch": 2, "temperature": 0.5,
+              "projection": {"depth": 2, "units": 16, "dim": 8, "batchnorm": False},
+              "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "clipnorm": None, "schedule": "constant"},
+              "mixed_precision": False, "checkpoint_every": 1, "export_savedmodel": False,
+              "monitor": {"every": 1, "C": 1.0, "validation_fraction": 0.2, "views_image": True}, "callbacks": {}}
+    if method == "moco":
+        params.update(queue_size=32, momentum=0.9, mochi=None, eqco=None)
+    if method == "hcl":
+        params.update(beta=0.5, tau_plus=0.1)
+    if method == "simclr":
+        params.update(decoupled=False)
+    params.update(pretrain)
+    return {"name": f"test-{method}", "seed": 5,
+            "data": {"labels": str(digits / "labels.csv"), "images": None, "imshape": [16, 16], "channels": 3,
+                     "extra_channels": "truncate", "on_bad_image": "error", "cache": None, "normalize": "unit",
+                     "resize": "bilinear", "num_parallel_calls": 2},
+            "backbone": {"name": "tiny", "width": 0.5},
+            "augmentation": {"preset": "simclr"},
+            "distribute": {"strategy": "default"},
+            "pretrain": params}
+
+
+def event_tags(folder):
+    tags = set()
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_simclr_stage_writes_every_output(digits, tmp_path, capsys):
+    config = make_config(digits, export_savedmodel=True)
+    summary = run_pretrain(config, root=tmp_path, verbose=1)
+    stage = tmp_path / "test-simclr" / "pretrain"
+    assert json.loads((stage / "status.json").read_text())["state"] == "complete"
+    rows = Experiment(config, root=tmp_path).stage("pretrain").read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("loss", "contrastive_acc", "lr", "probe_accuracy", "probe_macro_auc", "align", "uniform"):
+        assert all(isinstance(r[key], float) for r in rows), key
+    assert 0.0 <= rows[-1]["probe_accuracy"] <= 1.0 and 0.0 <= rows[-1]["probe_macro_auc"] <= 1.0
+    saved = json.loads((stage / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert saved["epochs_completed"] == 2 and saved["skipped_images"] == 0 and saved["images"] == 64
+    assert saved["probe_accuracy_kind"] == "exclusive" and saved["probe_heldout_rows"] == 16
+    assert saved["best"]["probe_macro_auc"]["mode"] == "max" and saved["images_per_second"] > 0
+    assert {"loss", "probe_accuracy", "probe_macro_auc", "align", "uniform", "augmented_views",
+            "_hparams_/session_start_info"} <= event_tags(stage / "tensorboard")
+    env = json.loads((stage / "env.json").read_text())
+    assert env["replicas"] == 1 and env["strategy"]
+    import patchcfg.models.backbones  # noqa: F401  (registers the custom layers)
+
+    encoder = keras.saving.load_model(stage / "encoder.keras")
+    assert encoder.predict(np.zeros((2, 16, 16, 3), "float32"), verbose=0).shape == (2, 8)
+    assert (stage / "encoder_savedmodel" / "saved_model.pb").is_file()
+    # run again: complete with the same config -> skipped
+    capsys.readouterr()
+    assert run_pretrain(config, root=tmp_path, verbose=1) == saved
+    assert "already complete" in capsys.readouterr().out
+
+
+class SignalAt(keras.callbacks.Callback):
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("simclr", {}),
+    ("moco", {"mochi": {"n": 8, "s": 4, "s_prime": 2}, "eqco": {"alpha": 16}}),
+])
+def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
+    """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,
+    optimizer, MoCo queue and key encoder and MoCHi's draws all come back."""
+    config = make_config(digits, method, epochs=3, monitor={"every": 0, "C": 1.0, "validation_fraction": 0.2,
+                                                            "views_image": False}, **extra)
+    _, straight = run_pretrain(config, root=tmp_path / "a", verbose=0, return_method=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(config, root=tmp_path / "b", verbose=0, callbacks=[SignalAt(epoch=1, batch=0)])
+    stage = Experiment(config, root=tmp_path / "b").stage("pretrain")
+    assert stage.state == "interrupted"
+    summary, resumed = run_pretrain(config, root=tmp_path / "b", verbose=0, return_method=True)
+    assert summary["resumed"] and summary["epochs_completed"] == 3 and stage.state == "complete"
+    pairs = [(straight.encoder, resumed.encoder), (straight.head, resumed.head)]
+    if method == "moco":
+        pairs.append((straight.key_encoder, resumed.key_encoder))
+        np.testing.assert_allclose(straight.queue.numpy(), resumed.queue.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in pairs:
+        for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_hcl_without_labels_has_no_probe_but_alignment(digits, tmp_path):
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(sorted(str(p) for p in digits.glob("*.png"))))
+    config = make_config(digits, "hcl")
+    config["data"].update(labels=None, images=str(listing))
+    summary = run_pretrain(config, root=tmp_path, verbose=0)
+    assert "probe_accuracy" not in summary["final"] and "align" in summary["final"]
+    assert np.isfinite(summary["final"]["loss"])
+
+
+def test_mixed_precision_with_lars(digits, tmp_path):
+    """On CPU mixed precision is bfloat16 (no loss scaling); variables and the loss stay float32."""
+    config = make_config(digits, "moco", epochs=1, mixed_precision=True, mochi={"n": 8, "s": 4, "s_prime": 2},
+                         optimizer={"name": "lars", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9,
+                                    "trust_coefficient": 0.001, "nesterov": False, "schedule": "constant",
+                                    "clipnorm": None},
+                         monitor={"every": 0, "C": 1.0, "validation_fraction": 0.2, "views_image": False})
+    summary, method = run_pretrain(config, root=tmp_path, verbose=0, return_method=True)
+    assert np.isfinite(summary["final"]["loss"])
+    assert method.encoder.dtype_policy.compute_dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in method.encoder.trainable_variables)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_schema_methods_are_the_registered_methods():
+    schema = load_schemas()["pretrain.schema.json"]
+    assert sorted(schema["properties"]["method"]["enum"]) == method_names()
+    for name in method_names():
+        assert get_method(name).name == name
+    with pytest.raises(KeyError, match="unknown pretraining method"):
+        get_method("deepcluster")
+
+
+def test_every_schema_property_has_a_description():
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, prop in (node.get("properties") or {}).items():
+                assert "description" in prop, f"{path}.{key}"
+                walk(prop, f"{path}.{key}")
+            for sub in node.get("allOf", []):
+                walk(sub.get("then", {}), path)
+
+    for name in ("pretrain.schema.json", "optimizer.schema.json"):
+        walk(load_schemas()[name], name)
+
+
+def test_typo_in_a_method_key_is_reported(tmp_path):
+    from patchcfg.config import load_config
+    from patchcfg.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\npretrain:\n  method: simclr\n  temprature: 0.2\n  queue_size: 64\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    text = str(error.value)
+    assert "pretrain.temprature: unknown key (did you mean 'temperature'?)" in text
+    assert "pretrain.queue_size: unknown key" in text  # a MoCo key under SimCLR
+    path.write_text("name: x\npretrain:\n  method: moco\n  queue_size: 64\n  mochi: {n: 8}\n")
+    config = load_config(path)["pretrain"]
+    assert config["mochi"] == {"n": 8, "s": 512, "s_prime": 256} and config["eqco"] is None
+    assert config["optimizer"]["name"] == "adam" and config["temperature"] == 0.1
