@@ -19,15 +19,17 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/patchcfg demo --out data/demo
 	$(BIN)/patchcfg validate configs/*.yaml
-	$(BIN)/patchcfg pretrain configs/finetune.yaml --experiments $(EXPERIMENTS)
-	$(BIN)/patchcfg finetune configs/finetune.yaml --experiments $(EXPERIMENTS)
-	$(BIN)/patchcfg analyze $(EXPERIMENTS)
+	$(BIN)/patchcfg run configs/demo.yaml --experiments $(EXPERIMENTS)
+	$(BIN)/patchcfg embed configs/demo.yaml --experiments $(EXPERIMENTS)
+	$(BIN)/patchcfg analyze $(EXPERIMENTS) --metric val_macro_auc --metric probe_macro_auc
 	@echo
-	@echo "Done: SimCLR pretraining, then a two-stage classifier, on the demo digits. Look at:"
-	@echo "  $(EXPERIMENTS)/digits-finetune/pretrain/   encoder.keras, metrics.csv (loss, linear probe), summary.json"
-	@echo "  $(EXPERIMENTS)/digits-finetune/finetune/   fold_0/model.keras, predictions.csv, summary.json, roc_fold_0.png"
+	@echo "Done: on the demo digits, SimCLR pretraining -> a two-stage classifier -> what to label next -> a distilled student."
+	@echo "  $(EXPERIMENTS)/digits-demo/pretrain/   encoder.keras; metrics.csv has the linear probe per epoch"
+	@echo "  $(EXPERIMENTS)/digits-demo/finetune/   fold_0/model.keras, predictions.csv, summary.json, roc_fold_0.png"
+	@echo "  $(EXPERIMENTS)/digits-demo/query/queue.csv   the 50 images to label next (entropy + 20% random)"
+	@echo "  $(EXPERIMENTS)/digits-demo/distill/    the student model.keras; summary.json compares it with the teacher"
 	@echo "  $(BIN)/tensorboard --logdir $(EXPERIMENTS)   curves, augmented views, hparams"
-	@echo "  $(BIN)/patchcfg predict $(EXPERIMENTS)/digits-finetune data/demo/images --out preds.csv --tta flips"
+	@echo "  $(BIN)/patchcfg predict $(EXPERIMENTS)/digits-demo data/demo/images --out preds.csv --tta flips"
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -2,7 +2,7 @@
 
 Simulated labelling rounds on a 10-class problem (exclusive classes: the digit):
 
-1. Features: the demo encoder's cached features (``experiments/digits-finetune/embed/features.npy``
+1. Features: the demo encoder's cached features (``experiments/digits-demo/embed/features.npy``
    with ``index.csv``, written by ``patchcfg embed``) if present, else the raw 64 pixels of
    ``sklearn.datasets.load_digits``. The JSON says which (``"features": "encoder" | "pixels"``).
 2. A fixed, seeded 30% of the rows is the test split; the rest is the pool.
@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from patchcfg.active import rank  # noqa: E402
 
-EMBED = Path("experiments/digits-finetune/embed")
+EMBED = Path("experiments/digits-demo/embed")
 STRATEGIES = {  # name in the report: (strategy, explore)
     "random": ("random", 0.0),
     "entropy": ("entropy", 0.0),

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.losses import masked_bce
-from patchcfg.metrics import masked_metrics
+from patchcfg.metrics import is_per_class, masked_metrics
 from patchcfg.train.loop import TrainLoop, TrainTask, best_metrics, flatten_config
 
 EPSILON = 1e-6
@@ -65,6 +65,9 @@ class DistillTask(TrainTask):
         self.targets = np.concatenate([logit(teacher_probabilities), known_labels], axis=1).astype(np.float32)
         self.val_images, self.val_labels = val_images, val_labels
         self.model = self.logits_model = None
+
+    def reported(self, metric: str) -> bool:  # per-class metrics go to metrics.csv, not the progress line
+        return not is_per_class(metric)
 
     def build(self) -> None:
         keras.utils.set_random_seed(self.seed)

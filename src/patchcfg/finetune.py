@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.losses import build_loss
-from patchcfg.metrics import masked_metrics
+from patchcfg.metrics import is_per_class, masked_metrics
 from patchcfg.train.loop import TrainLoop, TrainTask, best_metrics, flatten_config, metric_mode
 
 HOLDOUT = -1
@@ -272,6 +272,9 @@ class FinetuneTask(TrainTask):
 
     def trainable_variables(self) -> list:
         return list(self.model.trainable_variables)
+
+    def reported(self, metric: str) -> bool:  # per-class metrics go to metrics.csv, not the progress line
+        return not is_per_class(metric)
 
     def augmenter(self, seed: int):
         from patchcfg.data.augment import build_augmenter

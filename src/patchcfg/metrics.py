@@ -53,6 +53,11 @@ def masked_metrics(y_true, y_prob, classes: list[str], threshold: float = 0.5,
     return result
 
 
+def is_per_class(name: str) -> bool:
+    """``val_auc_cat`` is; ``val_macro_auc``, ``val_loss`` and ``loss`` are not."""
+    return name.startswith("val_") and not name.startswith("val_macro_") and name != "val_loss"
+
+
 def exclusive_accuracy(y_true, y_prob) -> float:
     """Top-1 accuracy over rows whose labels are fully known and have exactly one positive."""
     y_true = np.asarray(y_true)

@@ -119,6 +119,10 @@ class TrainTask:
     def trainable_variables(self) -> list:
         return list(self.model.trainable_variables)
 
+    def reported(self, metric: str) -> bool:
+        """Whether the progress line shows ``metric`` (metrics.csv and TensorBoard get them all)."""
+        return True
+
     def train_step(self, batch, optimizer, global_batch_size: int):
         """One replica's step: loss, gradients, update. Override for unusual updates (GANs)."""
         variables = self.trainable_variables()
@@ -508,7 +512,8 @@ class TrainLoop:
         self.writer.flush()
 
     def _report(self, epoch: int, row: dict, progbar) -> None:
-        shown = {k: v for k, v in row.items() if k not in ("epoch",) and isinstance(v, int | float)}
+        shown = {k: v for k, v in row.items() if k not in ("epoch",) and isinstance(v, int | float)
+                 and self.task.reported(k)}
         if progbar is not None:
             progbar.update(self.steps_per_epoch, finalize=True)
         parts = [f"{k} {v:.4g}" for k, v in shown.items()]
