@@ -244,7 +244,7 @@ class FinetuneTask(TrainTask):
 
     def __init__(self, *, config: dict, classes: list[str], encoder_spec: dict, stage: dict,
                  train_paths: list[str], train_labels: np.ndarray, val_paths: list[str],
-                 val_labels: np.ndarray, start_weights, seed: int, strategy=None):
+                 val_labels: np.ndarray, start_weights, seed: int):
         self.config, self.classes, self.stage = config, classes, stage
         self.finetune = config["finetune"]
         self.data_cfg = config["data"]
@@ -256,10 +256,9 @@ class FinetuneTask(TrainTask):
         self.loss_fn = build_loss(stage["loss"])
         self.imshape = tuple(self.data_cfg["imshape"])
         self.channels = int(self.data_cfg["channels"])
-        self.strategy = strategy
         self.model = None
-        self._val_dataset = None
-        self.last_predictions = None
+        self._val_images = None
+        self.unlabelled_paths: list[str] = []  # FixMatch's images, set by run_finetune
 
     def build(self) -> None:
         keras.utils.set_random_seed(self.seed)
@@ -303,8 +302,6 @@ class FinetuneTask(TrainTask):
     @property
     def fixmatch_enabled(self) -> bool:
         return bool((self.finetune.get("fixmatch") or {}).get("enabled")) and bool(self.unlabelled_paths)
-
-    unlabelled_paths: list[str] = []
 
     def _unlabelled_dataset(self, seed: int) -> tf.data.Dataset:
         """Weak (flip) and strong (the stage's augmentation) views of mu x batch unlabelled images."""
@@ -353,19 +350,17 @@ class FinetuneTask(TrainTask):
     def on_train_begin(self, loop) -> None:
         self.model.optimizer = loop.optimizer  # for ReduceLROnPlateau / CyclicLR
 
-    def predict(self, model: keras.Model | None = None, tta: str | None = None) -> np.ndarray:
+    def predict_validation(self) -> np.ndarray:
+        """The model's probabilities on the validation rows (with the configured TTA)."""
+        from patchcfg.data.loading import load_images
         from patchcfg.predict import predict_arrays
 
-        if self._val_dataset is None:
-            from patchcfg.data.loading import load_images
-
-            self._val_dataset = load_images(self.val_paths, self.data_cfg)
-        return predict_arrays([model or self.model], self._val_dataset, self.data_cfg,
-                              tta or self.finetune.get("tta", "none"))
+        if self._val_images is None:
+            self._val_images = load_images(self.val_paths, self.data_cfg)
+        return predict_arrays([self.model], self._val_images, self.data_cfg, self.finetune.get("tta", "none"))
 
     def on_epoch_end(self, epoch: int, logs: dict) -> dict:
-        probabilities = self.predict()
-        self.last_predictions = probabilities
+        probabilities = self.predict_validation()
         out = {"val_loss": float(self.loss_fn(self.val_labels, probabilities))}
         out.update(masked_metrics(self.val_labels, probabilities, self.classes,
                                   threshold=self.finetune["output"]["threshold"]))
@@ -501,15 +496,84 @@ def _mean_std(per_fold: dict[int, dict]) -> tuple[dict, dict]:
     return mean, std
 
 
+class _FoldTrainer:
+    """Trains one fold's stages in order, each a resumable unit starting from the previous best."""
+
+    def __init__(self, *, config, classes, paths, labels, run, encoder_spec, stages, strategy, unlabelled,
+                 verbose, log, say):
+        self.config, self.classes, self.paths, self.labels = config, classes, paths, labels
+        self.run, self.encoder_spec, self.stages, self.strategy = run, encoder_spec, stages, strategy
+        self.unlabelled, self.verbose, self.log, self.say = unlabelled, verbose, log, say
+        self.finetune = config["finetune"]
+        self.primary, self.mode = self.finetune["primary_metric"], primary_mode(self.finetune)
+
+    def train_fold(self, fold: int, train_rows, val_rows) -> keras.Model:
+        """The fold's model with its last stage's best weights."""
+        weights = None
+        for stage in self.stages:
+            weights = self.train_unit(fold, stage, train_rows, val_rows, weights)
+        model = build_model(self.config, self.encoder_spec, len(self.classes))
+        if isinstance(weights, list):
+            model.set_weights(weights)
+        else:
+            load_model_weights(model, weights)
+        return model
+
+    def train_unit(self, fold: int, stage: dict, train_rows, val_rows, weights):
+        """Train one fold x stage (or skip it when done); returns its best weights (list or file)."""
+        from patchcfg.atomic import atomic_write_json
+
+        unit, say, primary = UnitRun(self.run, fold, stage["index"]), self.say, self.primary
+        done = unit.done()
+        if done is not None and unit.best_weights_path.is_file():
+            say(f"fold {fold + 1} stage {stage['index'] + 1}: already trained (best {primary} {done['best']:.4g}); "
+                "skipping")
+            return str(unit.best_weights_path)
+        gbs = int(self.finetune["batch_size"])
+        steps = int(stage["steps_per_epoch"] or max(1, math.ceil(len(train_rows) / gbs)))
+        task = FinetuneTask(
+            config=self.config, classes=self.classes, encoder_spec=self.encoder_spec, stage=stage,
+            train_paths=list(self.paths[train_rows]), train_labels=self.labels[train_rows],
+            val_paths=list(self.paths[val_rows]), val_labels=self.labels[val_rows],
+            start_weights=stage["initial_weights"] or weights,
+            seed=int(self.config["seed"]) * 100 + fold * 10 + stage["index"])
+        task.global_batch_size = gbs
+        task.unlabelled_paths = self.unlabelled
+        chief = self.run.is_chief
+        best = BestWeights(primary, self.mode, unit.best_weights_path if chief else None,
+                           unit.dir / "best.json" if chief else None)
+        optimizer_cfg = {**(self.finetune.get("optimizer") or {}), "lr": stage["lr"]}
+        if any(n in stage["callbacks"] for n in ("ReduceLROnPlateau", "CyclicLR")):
+            optimizer_cfg["schedule"] = "constant"  # the callback owns the learning rate
+        say(f"fold {fold + 1} stage {stage['index'] + 1}: {stage['epochs']} epochs x {steps} steps, "
+            f"lr {stage['lr']:g}, loss {stage['loss']}, encoder {'frozen' if stage['frozen'] else 'trained'}")
+        first = fold == 0 and stage["index"] == 0
+        hparams = flatten_config({k: v for k, v in self.config.items() if k not in ("name", "description")})
+        loop = TrainLoop(task, run=unit, strategy=self.strategy, epochs=stage["epochs"], steps_per_epoch=steps,
+                         global_batch_size=gbs, optimizer_config=optimizer_cfg,
+                         callbacks=[best, *build_stage_callbacks(stage["callbacks"], primary, self.mode)],
+                         hparams=hparams if first else None, trial_id=self.config["name"],
+                         verbose=self.verbose, log=self.log)
+        loop.fit()
+        best.restore()
+        if chief:
+            unit.dir.mkdir(parents=True, exist_ok=True)
+            if not unit.best_weights_path.is_file():
+                task.model.save_weights(str(unit.best_weights_path))
+            atomic_write_json(unit.done_path, {"best": best.best, "epoch": best.best_epoch, "metric": primary})
+        return task.model.get_weights()
+
+
 def run_finetune(config: dict, root=None, force: bool = False, *, strategy=None, verbose="auto", log=None) -> dict:
     """Run the finetune stage of a resolved config (skipped if complete, resumed if interrupted)."""
     import pandas as pd
 
     from patchcfg.atomic import atomic_write_text
     from patchcfg.data.folds import load_or_assign_folds
-    from patchcfg.data.loading import check_images
+    from patchcfg.data.loading import check_images, load_images
     from patchcfg.experiment import Experiment, file_digest
     from patchcfg.labels import read_label_table
+    from patchcfg.predict import predict_arrays
     from patchcfg.train import distribute
 
     chief = distribute.is_chief()
@@ -540,7 +604,6 @@ def run_finetune(config: dict, root=None, force: bool = False, *, strategy=None,
     strategy = strategy or distribute.make_strategy((config.get("distribute") or {}).get("strategy", "auto"))
     primary, mode = finetune["primary_metric"], primary_mode(finetune)
     k = int(finetune.get("folds_count") or 1)
-    gbs = int(finetune["batch_size"])
     started = time.time()
     with run:
         run.update_env(**distribute.describe(strategy))
@@ -557,6 +620,9 @@ def run_finetune(config: dict, root=None, force: bool = False, *, strategy=None,
         if unlabelled:
             unlabelled, _ = check_images(unlabelled, data_cfg.get("on_bad_image", "error"), data_cfg=data_cfg)
             say(f"fixmatch: {len(unlabelled)} unlabelled images")
+        trainer = _FoldTrainer(config=config, classes=classes, paths=paths, labels=labels, run=run,
+                               encoder_spec=encoder_spec, stages=stages, strategy=strategy, unlabelled=unlabelled,
+                               verbose=verbose, log=log, say=say)
         for fold in range(k):
             train_rows, val_rows = (r[usable[r]] for r in _rows(table, classes, folds, fold, k))
             if len(val_rows) == 0:
@@ -567,63 +633,12 @@ def run_finetune(config: dict, root=None, force: bool = False, *, strategy=None,
                 raise UserError(f"fold {fold}: no labelled training rows")
             say(f"fold {fold + 1}/{k}: {len(train_rows)} labelled training rows, {len(val_rows)} validation rows, "
                 f"{len(classes)} classes")
-            weights = None
-            for stage in stages:
-                unit = UnitRun(run, fold, stage["index"])
-                done = unit.done()
-                if done is not None and unit.best_weights_path.is_file():
-                    weights = str(unit.best_weights_path)
-                    say(f"fold {fold + 1} stage {stage['index'] + 1}: already trained (best {primary} "
-                        f"{done['best']:.4g}); skipping")
-                    continue
-                steps = int(stage["steps_per_epoch"] or max(1, math.ceil(len(train_rows) / gbs)))
-                task = FinetuneTask(
-                    config=config, classes=classes, encoder_spec=encoder_spec, stage=stage,
-                    train_paths=list(paths[train_rows]), train_labels=labels[train_rows],
-                    val_paths=list(paths[val_rows]), val_labels=labels[val_rows],
-                    start_weights=stage["initial_weights"] or weights,
-                    seed=int(config["seed"]) * 100 + fold * 10 + stage["index"], strategy=strategy)
-                task.global_batch_size = gbs
-                task.unlabelled_paths = unlabelled
-                best = BestWeights(primary, mode, unit.best_weights_path if chief else None,
-                                   unit.dir / "best.json" if chief else None)
-                optimizer_cfg = {**(finetune.get("optimizer") or {}), "lr": stage["lr"]}
-                if any(n in stage["callbacks"] for n in ("ReduceLROnPlateau", "CyclicLR")):
-                    optimizer_cfg["schedule"] = "constant"  # the callback owns the learning rate
-                say(f"fold {fold + 1} stage {stage['index'] + 1}: {stage['epochs']} epochs x {steps} steps, "
-                    f"lr {stage['lr']:g}, loss {stage['loss']}, encoder {'frozen' if stage['frozen'] else 'trained'}")
-                loop = TrainLoop(
-                    task, run=unit, strategy=strategy, epochs=stage["epochs"], steps_per_epoch=steps,
-                    global_batch_size=gbs, optimizer_config=optimizer_cfg,
-                    callbacks=[best, *build_stage_callbacks(stage["callbacks"], primary, mode)],
-                    hparams=flatten_config({k_: v for k_, v in config.items() if k_ not in ("name", "description")})
-                    if fold == 0 and stage["index"] == 0 else None,
-                    trial_id=config["name"], verbose=verbose, log=log)
-                loop.fit()
-                best.restore()
-                weights = task.model.get_weights()
-                if chief:
-                    unit.dir.mkdir(parents=True, exist_ok=True)
-                    if not unit.best_weights_path.is_file():
-                        task.model.save_weights(str(unit.best_weights_path))
-                    from patchcfg.atomic import atomic_write_json
-
-                    atomic_write_json(unit.done_path, {"best": best.best, "epoch": best.best_epoch,
-                                                       "metric": primary})
-            # the fold's model: its last stage's best weights
-            model = build_model(config, encoder_spec, len(classes))
-            if isinstance(weights, list):
-                model.set_weights(weights)
-            else:
-                load_model_weights(model, weights)
-            fold_task = FinetuneTask(config=config, classes=classes, encoder_spec=encoder_spec, stage=stages[-1],
-                                     train_paths=[], train_labels=labels[:0], val_paths=list(paths[val_rows]),
-                                     val_labels=labels[val_rows], start_weights=None, seed=0)
-            probabilities = fold_task.predict(model)
-            metrics = masked_metrics(labels[val_rows], probabilities, classes,
-                                     threshold=finetune["output"]["threshold"])
-            metrics["val_loss"] = float(fold_task.loss_fn(labels[val_rows], probabilities))
-            per_fold[fold] = metrics
+            model = trainer.train_fold(fold, train_rows, val_rows)
+            probabilities = predict_arrays([model], load_images(list(paths[val_rows]), data_cfg), data_cfg,
+                                           finetune.get("tta", "none"))
+            per_fold[fold] = masked_metrics(labels[val_rows], probabilities, classes,
+                                            threshold=finetune["output"]["threshold"])
+            per_fold[fold]["val_loss"] = float(build_loss(stages[-1]["loss"])(labels[val_rows], probabilities))
             split = "oof" if k > 1 else "validation"
             prediction_rows += _prediction_rows(paths[val_rows], labels[val_rows], probabilities, classes, split, fold)
             if chief:
@@ -639,9 +654,6 @@ def run_finetune(config: dict, root=None, force: bool = False, *, strategy=None,
         if k > 1:
             holdout_rows = np.flatnonzero(usable & (folds == HOLDOUT))
             if len(holdout_rows):
-                from patchcfg.data.loading import load_images
-                from patchcfg.predict import predict_arrays
-
                 probabilities = predict_arrays(holdout, load_images(list(paths[holdout_rows]), data_cfg), data_cfg,
                                                finetune.get("tta", "none"))
                 summary["holdout"] = masked_metrics(labels[holdout_rows], probabilities, classes,

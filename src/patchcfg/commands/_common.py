@@ -33,22 +33,32 @@ force_option = click.option("--force", is_flag=True,
                             help="Replace an experiment of the same name that ran with another config.")
 
 
-def run_stage(args, sweeps, experiments_root, force, stage: str, extra_overrides=()) -> list[dict]:
-    """Validate every sweep combination, then run ``stage`` of each (heavy imports only after)."""
+def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrides=()) -> list:
+    """Validate every sweep combination, then run ``stages`` of each, in order.
+
+    ``stages`` None: every stage the config declares (``patchcfg run``). Heavy imports happen
+    only once every config is valid.
+    """
     from patchcfg.config import expand_sweeps
+    from patchcfg.stages import PIPELINE, STAGE_RUNNERS
 
     path, overrides = one_config(args)
     configs = expand_sweeps(path, [*overrides, *extra_overrides], sweeps)
-    if any(not c.get(stage) for c in configs):
-        raise UserError(f"{path} has no {stage} section; add `{stage}:` (see `patchcfg schema --markdown`)")
+    if stages is None:
+        stages = [s for s in PIPELINE if configs[0].get(s) is not None]
+        if not stages:
+            raise UserError(f"{path} declares no stage; add one of: {', '.join(PIPELINE)}")
+    for stage in stages:
+        if any(not c.get(stage) for c in configs):
+            raise UserError(f"{path} has no {stage} section; add `{stage}:` (see `patchcfg schema --markdown`)")
     # The strategy comes first: a MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
-    from patchcfg.stages import STAGE_RUNNERS
     from patchcfg.train.distribute import make_strategy
 
     strategy = make_strategy((configs[0].get("distribute") or {}).get("strategy", "auto"))
     results = []
     for config in configs:
-        if len(configs) > 1:
-            click.echo(f"== {config['name']}")
-        results.append(STAGE_RUNNERS[stage]()(config, root=experiments_root, force=force, strategy=strategy))
+        for stage in stages:
+            if len(configs) > 1 or len(stages) > 1:
+                click.echo(f"== {config['name']}: {stage}")
+            results.append(STAGE_RUNNERS[stage]()(config, root=experiments_root, force=force, strategy=strategy))
     return results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from patchcfg.commands._common import config_args, experiments_option, force_option, run_stage, sweep_option
+from patchcfg.commands._common import config_args, experiments_option, force_option, run_stages, sweep_option
 
 
 @click.command()
@@ -27,4 +27,4 @@ def finetune(args, labels, sweeps, experiments_root, force):
       patchcfg finetune configs/finetune.yaml finetune.folds_count=3 --sweep seed=1,2
     """
     extra = [f"data.labels={labels}"] if labels else []
-    run_stage(args, sweeps, experiments_root, force, "finetune", extra)
+    run_stages(args, sweeps, experiments_root, force, ["finetune"], extra)

@@ -9,7 +9,7 @@ from patchcfg.commands._common import (
     experiments_option,
     force_option,
     one_config,
-    run_stage,
+    run_stages,
     sweep_option,
 )
 
@@ -90,7 +90,7 @@ def distill(args, labels, sweeps, experiments_root, force):
     Example:
       patchcfg distill configs/demo.yaml
     """
-    run_stage(args, sweeps, experiments_root, force, "distill", _labels(labels))
+    run_stages(args, sweeps, experiments_root, force, ["distill"], _labels(labels))
 
 
 @click.command("run")
@@ -108,18 +108,4 @@ def run_all(args, labels, sweeps, experiments_root, force):
     Example:
       patchcfg run configs/demo.yaml
     """
-    from patchcfg.config import expand_sweeps
-    from patchcfg.stages import PIPELINE, STAGE_RUNNERS
-
-    path, overrides = one_config(args)
-    configs = expand_sweeps(path, [*overrides, *_labels(labels)], sweeps)
-    declared = [s for s in PIPELINE if configs[0].get(s) is not None]
-    if not declared:
-        raise click.UsageError(f"{path} declares no stage ({', '.join(PIPELINE)})")
-    from patchcfg.train.distribute import make_strategy
-
-    strategy = make_strategy((configs[0].get("distribute") or {}).get("strategy", "auto"))
-    for config in configs:
-        for stage in declared:
-            click.echo(f"== {config['name']}: {stage}")
-            STAGE_RUNNERS[stage]()(config, root=experiments_root, force=force, strategy=strategy)
+    run_stages(args, sweeps, experiments_root, force, None, _labels(labels))
