@@ -26,7 +26,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod, gathered_views
+from patchcfg.pretrain.base import PretrainMethod, gathered_views, normalized_views
 
 
 def _hcl_side(a, a_all, b_all, index, temperature, beta, tau_plus):
@@ -59,14 +59,7 @@ def hcl_loss(z1, z2, temperature=0.5, beta=0.5, tau_plus=0.1, *, z1_all=None, z2
     >>> bool(np.allclose(hcl_loss(z, z, 1.0, beta=0.0, tau_plus=0.0), nt_xent_terms(z, z, 1.0)[0]))
     True
     """
-    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=1)
-    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=1)
-    if z1_all is None:
-        z1_all, z2_all, offset = z1, z2, 0
-    else:
-        z1_all = tf.math.l2_normalize(tf.cast(z1_all, tf.float32), axis=1)
-        z2_all = tf.math.l2_normalize(tf.cast(z2_all, tf.float32), axis=1)
-    index = tf.cast(offset, tf.int32) + tf.range(tf.shape(z1)[0], dtype=tf.int32)
+    z1, z2, z1_all, z2_all, index = normalized_views(z1, z2, z1_all, z2_all, offset)
     beta, tau_plus = float(beta), float(tau_plus)
     loss1 = _hcl_side(z1, z1_all, z2_all, index, temperature, beta, tau_plus)
     loss2 = _hcl_side(z2, z2_all, z1_all, index, temperature, beta, tau_plus)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod, gathered_views
+from patchcfg.pretrain.base import PretrainMethod, gathered_views, normalized_views
 
 #: Subtracted from logits that must not count (an anchor with itself).
 LARGE_NUM = 1e9
@@ -47,14 +47,7 @@ def nt_xent_terms(z1, z2, temperature=0.1, *, z1_all=None, z2_all=None, offset=0
 
     Returns ``(loss, hit)``, each of shape ``(n,)``.
     """
-    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=1)
-    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=1)
-    if z1_all is None:
-        z1_all, z2_all, offset = z1, z2, 0
-    else:
-        z1_all = tf.math.l2_normalize(tf.cast(z1_all, tf.float32), axis=1)
-        z2_all = tf.math.l2_normalize(tf.cast(z2_all, tf.float32), axis=1)
-    index = tf.cast(offset, tf.int32) + tf.range(tf.shape(z1)[0], dtype=tf.int32)
+    z1, z2, z1_all, z2_all, index = normalized_views(z1, z2, z1_all, z2_all, offset)
     loss1, hit1 = _nt_xent_side(z1, z1_all, z2_all, index, temperature, decoupled)
     loss2, hit2 = _nt_xent_side(z2, z2_all, z1_all, index, temperature, decoupled)
     return 0.5 * (loss1 + loss2), 0.5 * (hit1 + hit2)
