@@ -89,71 +89,39 @@ def pipeline_images_per_second(paths, batch_size: int, imshape, seconds: float) 
     return count / (time.perf_counter() - start), check_seconds
 
 
-def _resnet18_like(imshape, width=0.5):
-    """ResNet-18 layout (2-2-2-2 basic blocks), width-scaled, 3x3 stem, no max-pool."""
-    import keras
-    from keras import layers
-
-    def block(x, filters, stride):
-        shortcut = x
-        y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
-        y = layers.ReLU()(layers.BatchNormalization()(y))
-        y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-        y = layers.BatchNormalization()(y)
-        if stride != 1 or shortcut.shape[-1] != filters:
-            shortcut = layers.BatchNormalization()(
-                layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut))
-        return layers.ReLU()(layers.Add()([y, shortcut]))
-
-    inputs = keras.Input(imshape)
-    x = layers.Conv2D(int(64 * width), 3, padding="same", use_bias=False)(inputs)
-    x = layers.ReLU()(layers.BatchNormalization()(x))
-    for stage, filters in enumerate((64, 128, 256, 512)):
-        for i in range(2):
-            x = block(x, int(filters * width), 2 if (i == 0 and stage > 0) else 1)
-    return keras.Model(inputs, layers.GlobalAveragePooling2D()(x), name="resnet18_like")
-
-
 def model_step_images_per_second(batch_size: int, imshape, seconds: float = 10.0) -> float:
-    """Source images per second of one SimCLR pretraining step on in-memory tensors.
+    """Source images per second of the demo's SimCLR pretraining step on in-memory tensors.
 
-    Until ``patchcfg.models`` provides the backbone, a ResNet-18-like encoder (width 0.5) with a
-    2-layer projection head, NT-Xent loss (temperature 0.1) and Adam.
+    The encoder, projection head and NT-Xent temperature of ``configs/simclr.yaml``, Adam.
     """
     import keras
     import tensorflow as tf
 
-    encoder = _resnet18_like(tuple(imshape))
-    features = encoder.output_shape[-1]
-    head = keras.Sequential([keras.layers.Dense(features, activation="relu"), keras.layers.Dense(128)])
+    from patchcfg.config import load_config
+    from patchcfg.models.backbones import build_backbone
+    from patchcfg.pretrain.base import build_projection_head
+    from patchcfg.pretrain.simclr import nt_xent_loss
+
+    config = load_config(ROOT / "configs" / "simclr.yaml")
+    params = config["pretrain"]
+    encoder = build_backbone(config["backbone"], tuple(imshape))
+    projection = params["projection"]
+    head = build_projection_head(int(encoder.output_shape[-1]), projection["depth"], projection["units"],
+                                 projection["dim"], projection["batchnorm"])
     optimizer = keras.optimizers.Adam(1e-3)
-    temperature = 0.1
-
-    def nt_xent(z1, z2):
-        z = tf.math.l2_normalize(tf.concat([z1, z2], 0), axis=1)
-        n = tf.shape(z1)[0]
-        logits = tf.matmul(z, z, transpose_b=True) / temperature
-        logits -= tf.eye(2 * n) * 1e9
-        targets = tf.concat([tf.range(n, 2 * n), tf.range(n)], 0)
-        return tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True))
-
-    variables = None
+    variables = encoder.trainable_variables + head.trainable_variables
 
     @tf.function
     def step(view1, view2):
         with tf.GradientTape() as tape:
-            z1 = head(encoder(view1, training=True), training=True)
-            z2 = head(encoder(view2, training=True), training=True)
-            loss = nt_xent(z1, z2)
-        grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
+            z = head(encoder(tf.concat([view1, view2], 0), training=True), training=True)
+            loss = nt_xent_loss(z[:batch_size], z[batch_size:], params["temperature"])
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
     rng = tf.random.Generator.from_seed(0)
     view1 = rng.uniform((batch_size, *imshape))
     view2 = rng.uniform((batch_size, *imshape))
-    head(encoder(view1[:2]))
-    variables = encoder.trainable_variables + head.trainable_variables
     for _ in range(2):
         step(view1, view2).numpy()
     count, start = 0, time.perf_counter()

@@ -231,3 +231,30 @@ def test_unknown_monitored_metric_is_refused_before_training(tmp_path, digits_ta
     result = CliRunner().invoke(main, ["finetune", str(path), "--experiments", str(tmp_path / "exp")])
     assert result.exit_code == 2 and "did you mean 'val_macro_auc'" in result.output
     assert not (tmp_path / "exp" / "ft" / "finetune").exists()
+
+
+def test_interrupted_run_resumes_without_retraining_finished_units(tmp_path, digits_table, finetune_config,
+                                                                    monkeypatch):
+    from patchcfg.finetune import FinetuneTask
+
+    labels = digits_table(tmp_path)
+    config = load_config(finetune_config(tmp_path, labels))
+    original = FinetuneTask.on_epoch_end
+
+    def interrupt_in_stage_two(self, epoch, logs):
+        if self.stage["index"] == 1:
+            raise KeyboardInterrupt("SIGINT")
+        return original(self, epoch, logs)
+
+    monkeypatch.setattr(FinetuneTask, "on_epoch_end", interrupt_in_stage_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(config, root=tmp_path / "experiments", verbose=0)
+    stage = tmp_path / "experiments" / "ft" / "finetune"
+    assert json.loads((stage / "status.json").read_text())["state"] == "interrupted"
+    first_unit = (stage / "fold_0" / "stage_0" / "done.json").read_text()
+    monkeypatch.setattr(FinetuneTask, "on_epoch_end", original)
+    lines = []
+    run_finetune(config, root=tmp_path / "experiments", verbose=1, log=lines.append)
+    assert any("stage 1: already trained" in line for line in lines)
+    assert (stage / "fold_0" / "stage_0" / "done.json").read_text() == first_unit
+    assert json.loads((stage / "status.json").read_text())["state"] == "complete"
