@@ -108,26 +108,6 @@ def allowed_keys(schema: dict, instance: Any, base: str = MAIN_SCHEMA) -> list[s
     return keys
 
 
-def schema_at(path: tuple, instance: Any) -> list[tuple[dict, str]]:
-    """The schemas that describe the value at ``path`` in ``instance``."""
-    current = [(main_schema(), MAIN_SCHEMA)]
-    value = instance
-    for part in path:
-        nxt = []
-        for schema, base in current:
-            for sub, sbase in _applicable(schema, value, base):
-                if isinstance(part, str) and part in sub.get("properties", {}):
-                    nxt.append((sub["properties"][part], sbase))
-                elif isinstance(part, int) and isinstance(sub.get("items"), dict):
-                    nxt.append((sub["items"], sbase))
-        current = nxt
-        try:
-            value = value[part]
-        except (KeyError, IndexError, TypeError):
-            value = None
-    return current
-
-
 _MISSING = object()
 
 

@@ -59,14 +59,19 @@ def _shortcut(x, filters: int, stride: int, name: str, sync_batchnorm: bool):
     return _bn(f"{name}_proj_bn", sync_batchnorm)(x)
 
 
+def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, index: int, sync_batchnorm: bool,
+             relu: bool):
+    """conv -> batch norm (-> ReLU), layers named ``{name}_conv{index}``, ``_bn{index}``, ``_relu{index}``."""
+    y = _conv(filters, kernel, stride, f"{name}_conv{index}")(x)
+    y = _bn(f"{name}_bn{index}", sync_batchnorm)(y)
+    return layers.ReLU(name=f"{name}_relu{index}")(y) if relu else y
+
+
 def basic_block(x, filters: int, stride: int, name: str, sync_batchnorm: bool = False):
     """Two 3×3 convolutions with a residual connection (ResNet-18/34)."""
     shortcut = _shortcut(x, filters, stride, name, sync_batchnorm)
-    y = _conv(filters, 3, stride, f"{name}_conv1")(x)
-    y = _bn(f"{name}_bn1", sync_batchnorm)(y)
-    y = layers.ReLU(name=f"{name}_relu1")(y)
-    y = _conv(filters, 3, 1, f"{name}_conv2")(y)
-    y = _bn(f"{name}_bn2", sync_batchnorm)(y)
+    y = _conv_bn(x, filters, 3, stride, name, 1, sync_batchnorm, relu=True)
+    y = _conv_bn(y, filters, 3, 1, name, 2, sync_batchnorm, relu=False)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
 
@@ -75,14 +80,9 @@ def bottleneck_block(x, filters: int, stride: int, name: str, sync_batchnorm: bo
     """1×1 reduce, 3×3 (strided), 1×1 expand to ``filters * 4``, with a residual connection."""
     out_filters = filters * BOTTLENECK_EXPANSION
     shortcut = _shortcut(x, out_filters, stride, name, sync_batchnorm)
-    y = _conv(filters, 1, 1, f"{name}_conv1")(x)
-    y = _bn(f"{name}_bn1", sync_batchnorm)(y)
-    y = layers.ReLU(name=f"{name}_relu1")(y)
-    y = _conv(filters, 3, stride, f"{name}_conv2")(y)
-    y = _bn(f"{name}_bn2", sync_batchnorm)(y)
-    y = layers.ReLU(name=f"{name}_relu2")(y)
-    y = _conv(out_filters, 1, 1, f"{name}_conv3")(y)
-    y = _bn(f"{name}_bn3", sync_batchnorm)(y)
+    y = _conv_bn(x, filters, 1, 1, name, 1, sync_batchnorm, relu=True)
+    y = _conv_bn(y, filters, 3, stride, name, 2, sync_batchnorm, relu=True)
+    y = _conv_bn(y, out_filters, 1, 1, name, 3, sync_batchnorm, relu=False)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
 
