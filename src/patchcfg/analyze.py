@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from patchcfg.atomic import atomic_write_bytes
+from patchcfg.atomic import atomic_write_figure
 from patchcfg.errors import UserError
 
 STAGES = ("pretrain", "finetune", "distill", "query")
@@ -957,6 +957,4 @@ def plot(analysis: Analysis, metric: str, out: str | os.PathLike) -> Path:
     if len(analysis.rows) <= 20:
         axes.legend(fontsize="small")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return atomic_write_bytes(out, buffer.getvalue())
+    return atomic_write_figure(out, figure)

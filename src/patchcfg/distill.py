@@ -10,7 +10,6 @@ scored side by side on the validation rows.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -111,14 +110,13 @@ class DistillTask(TrainTask):
 def run_distill(config: dict, root=None, force: bool = False, *, strategy=None, verbose="auto", log=None) -> dict:
     """Run the distill stage of a resolved config (skipped if complete, resumed if interrupted)."""
     from patchcfg.data.loading import check_images, load_images
-    from patchcfg.experiment import Experiment, file_digest
+    from patchcfg.experiment import Experiment, file_digest, stage_logs
     from patchcfg.labels import read_label_table
     from patchcfg.predict import predict_arrays, resolve_models
     from patchcfg.train import distribute
 
     chief = distribute.is_chief()
-    log = log or (lambda text: print(text, flush=True))
-    say = log if chief and verbose != 0 else (lambda text: None)
+    log, say = stage_logs(log, verbose, chief)
     distill, data_cfg = config["distill"], config["data"]
     if not data_cfg.get("labels") or not Path(data_cfg["labels"]).is_file():
         raise UserError("distill needs the label table (data.labels): its rows are the images, its "
@@ -128,7 +126,7 @@ def run_distill(config: dict, root=None, force: bool = False, *, strategy=None, 
     run = experiment.stage("distill", inputs={"labels_sha256": file_digest(data_cfg["labels"])})
     if run.is_complete():
         say(run.skip_message())
-        return json.loads(run.path("summary.json").read_text(encoding="utf-8"))
+        return run.read_summary()
     teachers, teacher_data, teacher_classes = resolve_models(teacher_source)
     table = read_label_table(data_cfg["labels"])
     classes = teacher_classes or table.classes

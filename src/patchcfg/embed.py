@@ -8,7 +8,6 @@ pretrained encoder, else its fine-tuned fold 0 model's encoder, else the ``backb
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +47,9 @@ def features_of(encoder, images: np.ndarray, data_cfg: dict, batch_size: int = 2
     """Pooled features (N, D) of images in [0, 1]; a feature map is averaged over space."""
     import tensorflow as tf
 
-    from patchcfg.data.loading import _cfg, _normalizer
+    from patchcfg.data.loading import normalizer
 
-    normalize = _normalizer(_cfg(data_cfg), images.shape[-1]) or (lambda x: x)
+    normalize = normalizer(data_cfg, images.shape[-1])
     out = []
     for start in range(0, len(images), batch_size):
         features = encoder(normalize(tf.constant(images[start:start + batch_size])), training=False)
@@ -68,17 +67,16 @@ def run_embed(config: dict, root=None, force: bool = False, *, strategy=None, en
     from patchcfg.atomic import atomic_write_bytes, atomic_write_text
     from patchcfg.data.images import resolve_image_paths
     from patchcfg.data.loading import check_images, load_images
-    from patchcfg.experiment import Experiment
+    from patchcfg.experiment import Experiment, stage_logs
 
-    log = log or (lambda text: print(text, flush=True))
-    say = log if verbose != 0 else (lambda text: None)
+    log, say = stage_logs(log, verbose)
     experiment = Experiment(config, root=root, force=force)
     source_model, source = find_encoder(config, experiment.dir, encoder)
     inputs = {"encoder": source, "encoder_mtime": Path(source).stat().st_mtime if Path(source).is_file() else None}
     run = experiment.stage("embed", inputs=inputs)
     if run.is_complete():
         say(run.skip_message())
-        return json.loads(run.path("summary.json").read_text(encoding="utf-8"))
+        return run.read_summary()
     data_cfg = config["data"]
     with run:
         paths, skipped = check_images(resolve_image_paths(data_cfg), data_cfg.get("on_bad_image", "error"),

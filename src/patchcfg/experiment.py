@@ -333,6 +333,13 @@ class StageRun:
         if self.is_chief:
             atomic_write_text(self.dir / name, text)
 
+    def read_summary(self) -> dict:
+        """summary.json of this stage ({} when it has none)."""
+        try:
+            return json.loads((self.dir / "summary.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
     def write_summary(self, summary: dict) -> None:
         self.write_json("summary.json", summary)
 
@@ -363,6 +370,12 @@ class StageRun:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.dir / "metrics.csv", buffer.getvalue())
+
+
+def stage_logs(log=None, verbose="auto", chief: bool = True):
+    """(log, say): ``log`` prints progress lines; ``say`` is ``log`` on the chief unless verbose is 0."""
+    log = log or (lambda text: print(text, flush=True))
+    return log, (log if chief and verbose != 0 else (lambda text: None))
 
 
 def file_digest(path: str | os.PathLike) -> str:

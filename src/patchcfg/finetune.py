@@ -456,6 +456,8 @@ def _roc_plot(path: Path, labels: np.ndarray, probabilities: np.ndarray, classes
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
+    from patchcfg.atomic import atomic_write_figure
+
     fig, ax = plt.subplots(figsize=(6, 6))
     for c, name in enumerate(classes):
         known = labels[:, c] >= 0
@@ -467,11 +469,8 @@ def _roc_plot(path: Path, labels: np.ndarray, probabilities: np.ndarray, classes
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     if len(classes) <= 20:
         ax.legend(fontsize=7, loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, dpi=100, format="png")
+    atomic_write_figure(path, fig)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _prediction_rows(paths, labels, probabilities, classes, split: str, fold) -> list[dict]:
@@ -571,14 +570,13 @@ def run_finetune(config: dict, root=None, force: bool = False, *, strategy=None,
     from patchcfg.atomic import atomic_write_text
     from patchcfg.data.folds import load_or_assign_folds
     from patchcfg.data.loading import check_images, load_images
-    from patchcfg.experiment import Experiment, file_digest
+    from patchcfg.experiment import Experiment, file_digest, stage_logs
     from patchcfg.labels import read_label_table
     from patchcfg.predict import predict_arrays
     from patchcfg.train import distribute
 
     chief = distribute.is_chief()
-    log = log or (lambda text: print(text, flush=True))
-    say = log if chief and verbose != 0 else (lambda text: None)
+    log, say = stage_logs(log, verbose, chief)
     finetune, data_cfg = config["finetune"], config["data"]
     if not data_cfg.get("labels"):
         raise UserError("finetune needs a label table: set data.labels in the config or pass --labels labels.csv")
@@ -588,8 +586,7 @@ def run_finetune(config: dict, root=None, force: bool = False, *, strategy=None,
     run = experiment.stage("finetune", inputs={"labels_sha256": file_digest(data_cfg["labels"])})
     if run.is_complete():
         say(run.skip_message())
-        path = run.path("summary.json")
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return run.read_summary()
     if run.inputs_changed():
         say(f"{data_cfg['labels']} changed since the last finetune of '{config['name']}': training afresh")
     table = read_label_table(data_cfg["labels"])

@@ -105,7 +105,7 @@ def write_outputs(result: dict, folder: str | Path) -> tuple[Path, Path]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from patchcfg.atomic import atomic_write_text
+    from patchcfg.atomic import atomic_write_figure, atomic_write_text
 
     folder = Path(folder)
     frame = pd.DataFrame({k: result[k] for k in ("lr", "loss", "smoothed", "derivative")})
@@ -120,9 +120,6 @@ def write_outputs(result: dict, folder: str | Path) -> tuple[Path, Path]:
     top.set(ylabel="loss", title=f"suggested lr {result['suggested_lr']:.3g}")
     top.legend()
     bottom.set(xlabel="learning rate", ylabel="d loss / d log10 lr")
-    png_path = folder / "lr_find.png"
-    tmp = folder / ".tmp-lr_find.png"
-    fig.savefig(tmp, dpi=100, format="png")
+    png_path = atomic_write_figure(folder / "lr_find.png", fig)
     plt.close(fig)
-    tmp.replace(png_path)
     return csv_path, png_path

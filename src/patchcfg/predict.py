@@ -37,11 +37,11 @@ def predict_arrays(models: list, images: np.ndarray, data_cfg: dict, tta: str = 
     """Mean probability over ``models`` and TTA views for images in [0, 1] (N, H, W, C)."""
     import tensorflow as tf
 
-    from patchcfg.data.loading import _cfg, _normalizer
+    from patchcfg.data.loading import normalizer
 
     if images.shape[1] != images.shape[2] and tta == "flips_rot90":
         raise UserError("tta flips_rot90 needs square images (data.imshape with equal sides); use flips")
-    normalize = _normalizer(_cfg(data_cfg), images.shape[-1]) or (lambda x: x)
+    normalize = normalizer(data_cfg, images.shape[-1])
     total = None
     for model in models:
         def forward(x, m=model):

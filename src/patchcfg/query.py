@@ -14,11 +14,11 @@ import numpy as np
 
 from patchcfg.errors import UserError
 
-NEEDS_FEATURES = ("badge", "diversity", "guide")
-
 
 def _needs_features(strategy: str, scorer: str) -> bool:
-    return scorer == "quick_head" or strategy.split(":")[0] in NEEDS_FEATURES
+    from patchcfg.active import USES_FEATURES
+
+    return scorer == "quick_head" or strategy.split(":")[0] in USES_FEATURES
 
 
 def run_query(config: dict, root=None, force: bool = False, *, strategy=None, verbose="auto", log=None) -> dict:
@@ -28,11 +28,10 @@ def run_query(config: dict, root=None, force: bool = False, *, strategy=None, ve
     from patchcfg import active
     from patchcfg.atomic import atomic_write_text
     from patchcfg.embed import load_features, run_embed
-    from patchcfg.experiment import Experiment
+    from patchcfg.experiment import Experiment, stage_logs
     from patchcfg.labels import read_label_table
 
-    log = log or (lambda text: print(text, flush=True))
-    say = log if verbose != 0 else (lambda text: None)
+    log, say = stage_logs(log, verbose)
     query, data_cfg = config["query"], config["data"]
     if not data_cfg.get("labels"):
         raise UserError("query needs the label table (data.labels or --labels)")

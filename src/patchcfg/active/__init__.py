@@ -8,8 +8,8 @@
 
 from patchcfg.active.batch import BadgeSampler, KCenterGreedy
 from patchcfg.active.quick_head import quick_head_probabilities
-from patchcfg.active.strategies import SAMPLING, STRATEGIES, parse_strategy, rank
+from patchcfg.active.strategies import SAMPLING, STRATEGIES, USES_FEATURES, parse_strategy, rank
 from patchcfg.active.subsets import SUBSETS, candidate_mask
 
-__all__ = ["BadgeSampler", "KCenterGreedy", "SAMPLING", "STRATEGIES", "SUBSETS", "candidate_mask",
+__all__ = ["BadgeSampler", "KCenterGreedy", "SAMPLING", "STRATEGIES", "USES_FEATURES", "SUBSETS", "candidate_mask",
            "parse_strategy", "quick_head_probabilities", "rank"]

@@ -48,6 +48,8 @@ STRATEGIES = PLAIN_STRATEGIES + tuple(f"{s}:<class>" for s in CLASS_STRATEGIES)
 SAMPLING = ("top", "weighted")
 COLUMNS = ("row", "rank", "score", "picked_by")
 WEIGHT_POWER = 4  # patchwork's hard-negative sampling weights p**4
+#: Strategies that use features (required for badge and diversity, used when present by guide).
+USES_FEATURES = ("badge", "diversity", "guide")
 _NEEDS = {"random": (), "badge": ("probabilities", "features"), "diversity": ("features",)}
 _HINT = {"features": "run `patchcfg embed` first to cache features",
          "probabilities": "score the images first (the fine-tuned model, or the quick head on cached features)"}

@@ -161,6 +161,11 @@ def _normalizer(cfg: dict, channels: int):
     raise ConfigError(f"data.normalize: {mode!r} is not one of: unit, imagenet, per_image")
 
 
+def normalizer(data_cfg: dict, channels: int):
+    """``data.normalize`` as a function of an image batch in [0, 1] (the identity for ``unit``)."""
+    return _normalizer(_cfg(data_cfg), channels) or (lambda x: x)
+
+
 def _parallel(cfg: dict):
     value = cfg.get("num_parallel_calls", "auto")
     return tf.data.AUTOTUNE if value in (None, "auto") else int(value)

@@ -300,23 +300,19 @@ def run_pretrain(config: dict, root=None, force: bool = False, *, strategy=None,
     """
     from patchcfg.data.images import resolve_image_paths
     from patchcfg.data.loading import check_images
-    from patchcfg.experiment import Experiment
+    from patchcfg.experiment import Experiment, stage_logs
     from patchcfg.pretrain import get_method
     from patchcfg.train import distribute
     from patchcfg.train.callbacks import build_callbacks
     from patchcfg.train.loop import flatten_config
 
     chief = distribute.is_chief()
-    log = log or (lambda text: print(text, flush=True))
-    say = (lambda text: log(text)) if chief and verbose != 0 else (lambda text: None)
+    log, say = stage_logs(log, verbose, chief)
     experiment = Experiment(config, root=root, force=force, is_chief=chief)
     run = experiment.stage("pretrain")
     if run.is_complete():
         say(run.skip_message())
-        import json
-
-        summary = json.loads(run.path("summary.json").read_text(encoding="utf-8")) \
-            if run.path("summary.json").is_file() else {}
+        summary = run.read_summary()
         return (summary, None) if return_method else summary
     params = config["pretrain"]
     strategy = strategy or distribute.make_strategy((config.get("distribute") or {}).get("strategy", "auto"))
