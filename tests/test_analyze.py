@@ -448,3 +448,17 @@ def test_overlapping_dirs_count_each_experiment_once(tmp_path):
     result = lib.analyze([tmp_path, tmp_path / "sweep"])
     assert sorted(len(row.runs) for row in result.rows) == [1, 1]
     assert sorted(row.name for row in result.rows) == ["sweep/a", "sweep/b"]
+
+
+def test_a_stage_is_compared_only_on_the_settings_that_can_change_it(tmp_path):
+    # Two experiments pretrained alike; only their fine-tuning differs. Their pretrain rows are
+    # one configuration (finetune settings cannot change a pretraining result).
+    for name, lr in (("a", 0.001), ("b", 0.01)):
+        cfg = config(finetune__stages=[{"epochs": 3, "lr": lr}])
+        cfg["pretrain"] = {"method": "simclr", "epochs": 2}
+        make_run(tmp_path, name, cfg, stage="pretrain")
+        make_run(tmp_path, name, cfg, stage="finetune")
+    result = lib.analyze([tmp_path])
+    pretrain_rows = [r for r in result.rows if r.stage == "pretrain"]
+    assert len(pretrain_rows) == 1 and len(pretrain_rows[0].runs) == 2
+    assert result.keys == ["finetune.stages.0.lr"]  # what differs within a stage, not across stages

@@ -41,6 +41,7 @@ import yaml
 
 from patchcfg.atomic import atomic_write_figure
 from patchcfg.errors import UserError
+from patchcfg.stages import unrelated_sections
 
 STAGES = ("pretrain", "finetune", "distill", "query")
 FORMATS = ("table", "csv", "md", "json")
@@ -299,7 +300,9 @@ def _load_experiment(folder: Path, stages: list[str], name: str, problems: list[
         except ValueError as reason:
             problems.append(Problem(stage_dir / "status.json", str(reason)))
             continue
-        runs.append(Run(name, stage_dir, stage, state, error, config))
+        unrelated = unrelated_sections(stage)
+        stage_config = {k: v for k, v in config.items() if k.split(".", 1)[0] not in unrelated}
+        runs.append(Run(name, stage_dir, stage, state, error, stage_config))
     return runs
 
 
@@ -682,8 +685,11 @@ def analyze(
 
     configs = [run.config for run in by_id.values()]
     keys = [k for k in ordered_keys(configs) if k not in GROUPED_KEYS]
-    if only_changed:
-        keys = changed_keys(configs, keys)
+    if only_changed:  # what differs among runs of the same stage (the stage column tells stages apart)
+        changed: set[str] = set()
+        for stage in {run.stage for run in by_id.values()}:
+            changed.update(changed_keys([r.config for r in by_id.values() if r.stage == stage], keys))
+        keys = [k for k in keys if k in changed]
     rows = sort_rows(rows, "stage", True)
     if sort_by is not None:
         _check_sort_key(sort_by, chosen, configs)

@@ -45,3 +45,13 @@ STAGE_RUNNERS: dict[str, Callable[[], Callable]] = {
 
 #: What ``patchcfg run`` runs, in order, for each section the config declares.
 PIPELINE = ("pretrain", "finetune", "query", "distill")
+
+#: The other stages' sections whose settings can change a stage's result.
+DEPENDS_ON = {"pretrain": (), "finetune": ("pretrain",), "query": ("pretrain", "finetune"),
+              "distill": ("pretrain", "finetune"), "embed": ("pretrain", "finetune")}
+
+
+def unrelated_sections(stage: str) -> set[str]:
+    """Config sections that cannot change ``stage``'s result (other stages downstream or aside)."""
+    own = {stage, *DEPENDS_ON.get(stage, ())}
+    return {s for s in (*PIPELINE, "embed") if s not in own}

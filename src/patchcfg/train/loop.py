@@ -500,8 +500,8 @@ class TrainLoop:
             self.save()
         self.writer.flush()
         name = signal.Signals(signum).name
-        self.log(f"\n{name}: checkpoint saved at epoch {int(self.epoch_var.numpy()) + 1}, step "
-                 f"{int(self.step_var.numpy())}; run the same command again to resume")
+        self.log(f"\n{name}: checkpoint saved after {int(self.step_var.numpy())} of {self.steps_per_epoch} steps of "
+                 f"epoch {int(self.epoch_var.numpy()) + 1}; run the same command again to resume")
         raise KeyboardInterrupt(name)
 
     def _write_scalars(self, epoch: int, row: dict) -> None:
