@@ -121,6 +121,35 @@ def test_geometry_is_right():
     np.testing.assert_allclose(shifted.numpy()[:, :, 4:], x.numpy()[:, :, :-4], atol=1e-6)
 
 
+def test_jitter_saturation_and_hue_follow_their_definitions():
+    """Saturation blends with the luma image; hue rotates the chroma about the grey axis."""
+    from patchcfg.data.augment import _RGB_TO_YIQ, _jitter, _saturation_hue_matrices, _Seeds
+
+    x = batch(n=3).numpy().reshape(3, -1, 3)
+    luma = x @ np.array([0.299, 0.587, 0.114], np.float32)
+
+    def apply(saturation, hue):
+        matrices = _saturation_hue_matrices(tf.constant(saturation, tf.float32), tf.constant(hue, tf.float32))
+        return np.einsum("bpc,bcd->bpd", x, matrices.numpy())
+
+    np.testing.assert_allclose(apply([1, 1, 1], [0, 0, 0]), x, atol=1e-5)
+    np.testing.assert_allclose(apply([1, 1, 1], [1, -1, 2]), x, atol=1e-5)  # whole turns
+    np.testing.assert_allclose(apply([0, 0, 0], [0.1, 0.2, 0.3]), np.repeat(luma[..., None], 3, -1), atol=1e-5)
+    np.testing.assert_allclose(apply([0.4] * 3, [0] * 3), 0.4 * x + 0.6 * luma[..., None], atol=1e-5)
+    before, after = x @ _RGB_TO_YIQ.T, apply([1] * 3, [0.25] * 3) @ _RGB_TO_YIQ.T
+    np.testing.assert_allclose(after[..., 0], before[..., 0], atol=1e-5)  # luma kept
+    np.testing.assert_allclose(after[..., 1], -before[..., 2], atol=1e-5)  # (I, Q) turned by 90 degrees
+    np.testing.assert_allclose(after[..., 2], before[..., 1], atol=1e-5)
+    grey = np.full((1, 4, 3), 0.3, np.float32)
+    turned = grey @ _saturation_hue_matrices(tf.constant([1.7]), tf.constant([0.2])).numpy()
+    np.testing.assert_allclose(turned, grey, atol=1e-5)  # greys stay grey
+
+    images = batch(n=3)
+    np.testing.assert_allclose(_jitter(0.0)(images, _Seeds(tf.constant([1, 2]))).numpy(), images.numpy(), atol=1e-5)
+    strong = _jitter(1.0)(images, _Seeds(tf.constant([1, 2]))).numpy()
+    assert strong.min() >= 0 and strong.max() <= 1 and not np.allclose(strong, images.numpy(), atol=0.05)
+
+
 def test_sometimes_and_probabilities():
     x = batch(n=200)
     never = build_augmenter({"Invert": {"p": 1.0, "sometimes": 0.0}}, SHAPE, 3, seed=0)

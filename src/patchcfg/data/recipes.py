@@ -138,7 +138,8 @@ _op("solarize", "patchwork", "With this probability, invert the pixels above a r
     {"p": Param(PROB, 0.1, "Probability.")}, primary="p")
 _op("jitter", "patchwork",
     "SimCLR colour jitter of this strength s: brightness x[1-0.8s, 1+0.8s], contrast and saturation "
-    "[1-0.8s, 1+0.8s], hue +-0.2s (brightness and contrast only for images that are not RGB).",
+    "[1-0.8s, 1+0.8s], hue +-0.2s of a turn (brightness and contrast only for images that are not RGB). "
+    "Saturation blends with the luma image and hue turns the colours about the grey axis (YIQ).",
     {"strength": Param(_number(0, 4), 1.0, "Jitter strength s.")}, primary="strength")
 _op("brightness_delta", "patchwork", "Multiply by a random factor in [1-d, 1+d].",
     {"delta": Param(_number(0, 1), 0.2, "d.")}, primary="delta")
