@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from patchcfg.config.docs import readme_section, schema_markdown
+from patchcfg.config.docs import RECIPES_BEGIN, RECIPES_END, readme_section, recipe_markdown, schema_markdown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -16,3 +16,9 @@ def test_config_reference_matches_the_schemas():
     section = readme_section(README.read_text(encoding="utf-8"))
     assert section == schema_markdown(), (
         "README's config reference is out of date: run `patchcfg schema --update-readme README.md`")
+
+
+def test_recipe_reference_matches_the_registry():
+    section = readme_section(README.read_text(encoding="utf-8"), RECIPES_BEGIN, RECIPES_END)
+    assert section == recipe_markdown(), (
+        "README's augmentation recipe reference is out of date: run `patchcfg schema --update-readme README.md`")

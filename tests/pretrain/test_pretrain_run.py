@@ -52,6 +52,8 @@ def make_config(digits, method="simclr", **pretrain):
         params.update(beta=0.5, tau_plus=0.1)
     if method == "simclr":
         params.update(decoupled=False)
+    if method == "deepcluster":
+        params.update(clusters=6, pca_dim=8, whiten=True, kmeans_iterations=20)
     params.update(pretrain)
     return {"name": f"test-{method}", "seed": 5,
             "data": {"labels": str(digits / "labels.csv"), "images": None, "imshape": [16, 16], "channels": 3,
@@ -117,6 +119,7 @@ class SignalAt(keras.callbacks.Callback):
 @pytest.mark.parametrize("method,extra", [
     ("simclr", {}),
     ("moco", {"mochi": {"n": 8, "s": 4, "s_prime": 2}, "eqco": {"alpha": 16}}),
+    ("deepcluster", {}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,
@@ -134,6 +137,8 @@ def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, ext
     if method == "moco":
         pairs.append((straight.key_encoder, resumed.key_encoder))
         np.testing.assert_allclose(straight.queue.numpy(), resumed.queue.numpy(), rtol=1e-5, atol=1e-6)
+    if method == "deepcluster":  # the interrupted epoch kept its pseudo-labels; the next re-clustered alike
+        np.testing.assert_array_equal(straight.assignments.numpy(), resumed.assignments.numpy())
     for a, b in pairs:
         for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
@@ -169,7 +174,7 @@ def test_schema_methods_are_the_registered_methods():
     for name in method_names():
         assert get_method(name).name == name
     with pytest.raises(KeyError, match="unknown pretraining method"):
-        get_method("deepcluster")
+        get_method("nosuchmethod")
 
 
 def test_every_schema_property_has_a_description():
@@ -200,3 +205,45 @@ def test_typo_in_a_method_key_is_reported(tmp_path):
     config = load_config(path)["pretrain"]
     assert config["mochi"] == {"n": 8, "s": 512, "s_prime": 256} and config["eqco"] is None
     assert config["optimizer"]["name"] == "adam" and config["temperature"] == 0.1
+
+
+def test_deepcluster_reclusters_every_epoch_and_logs_stability(digits, tmp_path):
+    config = make_config(digits, "deepcluster", epochs=3)
+    summary, method = run_pretrain(config, root=tmp_path, verbose=0, return_method=True)
+    rows = Experiment(config, root=tmp_path).stage("pretrain").read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert np.isfinite(row["loss"]) and 0 <= row["cluster_acc"] <= 1 and 2 <= row["clusters_used"] <= 6
+        assert "probe_macro_auc" in row and "align" in row
+    assert not isinstance(rows[0].get("cluster_nmi"), float)  # nothing to compare with yet
+    assert all(0 <= r["cluster_nmi"] <= 1 for r in rows[1:])
+    assert int(method.clustered_epoch.numpy()) == 2 and method.assignments.numpy().min() >= 0
+    assert method.head.output_shape == (None, 6)  # one unit per cluster
+
+
+def test_deepcluster_fresh_classifier_each_clustering(digits, tmp_path):
+    """Re-clustering re-initialises only the last layer, and zeroes its optimizer moments."""
+    from patchcfg.data.images import resolve_image_paths
+    from patchcfg.train.loop import TrainLoop
+
+    config = make_config(digits, "deepcluster", epochs=1, monitor={"every": 0, "C": 1.0, "validation_fraction": 0.2,
+                                                                     "views_image": False})
+    method = get_method("deepcluster")(config, resolve_image_paths(config["data"]))
+    TrainLoop(method, epochs=1, steps_per_epoch=2, global_batch_size=16, verbose=0,
+              optimizer_config={"name": "adam", "lr": 1e-2}).fit()
+    last, hidden = method.head.get_layer("projection"), method.head.get_layer("hidden_0")
+    before_last, before_hidden = last.kernel.numpy(), hidden.kernel.numpy()
+    slots = [v for v in method.optimizer.variables if v.name.startswith(last.kernel.path.replace("/", "_") + "_")]
+    assert slots and any(np.abs(v.numpy()).max() > 0 for v in slots)
+    method.recluster(1)
+    assert not np.allclose(last.kernel.numpy(), before_last)
+    np.testing.assert_array_equal(hidden.kernel.numpy(), before_hidden)
+    assert all(np.abs(v.numpy()).max() == 0 for v in slots)
+    assert int(method.clustered_epoch.numpy()) == 1
+
+
+def test_deepcluster_more_clusters_than_images_is_a_user_error(digits, tmp_path):
+    from patchcfg.errors import UserError
+
+    with pytest.raises(UserError, match="pretrain.clusters: 500 clusters for 64 images"):
+        run_pretrain(make_config(digits, "deepcluster", clusters=500), root=tmp_path, verbose=0)

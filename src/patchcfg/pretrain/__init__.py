@@ -5,7 +5,7 @@ Importing this package is cheap (no TensorFlow). A method module registers its c
 
     >>> from patchcfg.pretrain import method_names
     >>> method_names()
-    ['hcl', 'moco', 'simclr']
+    ['deepcluster', 'hcl', 'moco', 'simclr']
 
 Adding a method: write ``patchcfg/pretrain/<name>.py`` with a subclass of
 :class:`patchcfg.pretrain.base.PretrainMethod` decorated ``@register("<name>")``, add its module to
@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "simclr": "patchcfg.pretrain.simclr",
     "moco": "patchcfg.pretrain.moco",
     "hcl": "patchcfg.pretrain.hcl",
+    "deepcluster": "patchcfg.pretrain.deepcluster",
 }
 
 _REGISTRY: dict[str, type] = {}

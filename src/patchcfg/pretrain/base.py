@@ -118,6 +118,7 @@ class PretrainMethod(TrainTask):
         self.optimizer = None
         self._fixed_views = None
         self._pipeline = None
+        self._augmenter = None
         self._encode = None
         self.steps_per_epoch = self.params.get("steps_per_epoch")
 
@@ -134,13 +135,19 @@ class PretrainMethod(TrainTask):
         if len(self.encoder.output_shape) != 2:
             raise ValueError("pretraining needs pooled encoder features (batch, D); "
                              "set backbone.pooling to avg or max")
-        projection = {"depth": 2, "units": 256, "dim": 128, "batchnorm": False, **(self.params.get("projection") or {})}
-        self.head = build_projection_head(int(self.encoder.output_shape[-1]), projection["depth"],
-                                          projection["units"], projection["dim"], projection["batchnorm"],
-                                          synchronized=bool(backbone.get("sync_batchnorm", False)))
+        self.head = self.build_head(int(self.encoder.output_shape[-1]))
         inputs = keras.Input(shape=self.input_shape, name="image")
         self.model = keras.Model(inputs, self.head(self.encoder(inputs)), name=f"{self.name}_pretrain")
         self.build_state()
+
+    def build_head(self, features: int, dim: int | None = None, min_depth: int = 0) -> keras.Model:
+        """The head on the encoder's ``features``: the ``projection`` MLP (at least ``min_depth``
+        layers), its last layer ``dim`` wide (default ``projection.dim``)."""
+        projection = {"depth": 2, "units": 256, "dim": 128, "batchnorm": False, **(self.params.get("projection") or {})}
+        depth = max(int(projection["depth"]), min_depth)
+        return build_projection_head(features, depth, projection["units"], dim or projection["dim"],
+                                     projection["batchnorm"],
+                                     synchronized=bool((self.config.get("backbone") or {}).get("sync_batchnorm")))
 
     def build_state(self) -> None:
         """Method state beyond encoder and head (inside ``strategy.scope()``)."""
@@ -178,6 +185,18 @@ class PretrainMethod(TrainTask):
 
     # ------------------------------------------------------------------ data
     def dataset(self, epoch: int) -> tf.data.Dataset:
+        """The epoch's training batches: :meth:`views_dataset` unless a method trains on other data."""
+        return self.views_dataset(epoch)
+
+    def augmenter(self):
+        """The ``augmentation`` section compiled once (seeded by the run's seed)."""
+        if self._augmenter is None:
+            from patchcfg.data.augment import build_augmenter
+
+            self._augmenter = build_augmenter(self.aug_cfg, self.imshape, self.channels, seed=self.seed)
+        return self._augmenter
+
+    def views_dataset(self, epoch: int) -> tf.data.Dataset:
         """Two augmented views of shuffled images; order and augmentation depend on (seed, epoch) only.
 
         The pipeline is built once, as a ``tf.function`` of the epoch's seed: each epoch gets its own
@@ -185,10 +204,9 @@ class PretrainMethod(TrainTask):
         re-tracing cost about a tenth of a demo epoch).
         """
         if self._pipeline is None:
-            from patchcfg.data.augment import build_augmenter
             from patchcfg.data.loading import make_dataset
 
-            augmenter = build_augmenter(self.aug_cfg, self.imshape, self.channels, seed=self.seed)
+            augmenter = self.augmenter()
             # Repeat only when an epoch is longer than one pass: a pipeline that ends by itself does
             # not prepare batches past the end of the epoch that would be thrown away.
             steps = self.steps_per_epoch or len(self.paths) // self.global_batch_size
@@ -218,7 +236,7 @@ class PretrainMethod(TrainTask):
 
     def _views_for_monitoring(self):
         if self._fixed_views is None:
-            v1, v2 = next(iter(self.dataset(0).take(1)))
+            v1, v2 = next(iter(self.views_dataset(0).take(1)))
             self._fixed_views = (v1[:256], v2[:256])
         return self._fixed_views
 

@@ -95,6 +95,9 @@ class TrainTask:
     #: set by the loop before :meth:`dataset` is called
     optimizer = None
     steps_per_epoch: int | None = None
+    #: True when an epoch's data depends on the model trained so far (DeepCluster's pseudo-labels):
+    #: the loop then calls :meth:`dataset` when the epoch starts, not ahead while the previous trains
+    data_follows_model: bool = False
 
     # -- required -------------------------------------------------------------------------
     def build(self) -> None:
@@ -402,15 +405,21 @@ class TrainLoop:
         logs: dict = {}
         task.on_train_begin(self)
         callbacks.on_train_begin()
-        # Each epoch's input pipeline is built (its functions traced) in a background thread
-        # while the previous epoch trains, so an epoch does not start with a stall.
+        # Each epoch's input pipeline is built (and starts reading) in a background thread while
+        # the previous epoch trains, so an epoch does not start with a stall; unless the task's
+        # data depends on the model trained so far.
         builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patchcfg-data")
-        upcoming = builder.submit(self._epoch_dataset, epoch, skip) if epoch < self.epochs else None
+        ahead = not task.data_follows_model
+
+        def upcoming_data(at_epoch, at_step):
+            return builder.submit(self._epoch_dataset, at_epoch, at_step) if ahead and at_epoch < self.epochs else None
+
+        upcoming = upcoming_data(epoch, skip)
         with _SignalFlag() as flag, builder:
             while epoch < self.epochs:
                 callbacks.on_epoch_begin(epoch)
-                batches = upcoming.result()
-                upcoming = builder.submit(self._epoch_dataset, epoch + 1, 0) if epoch + 1 < self.epochs else None
+                batches = upcoming.result() if upcoming is not None else self._epoch_dataset(epoch, skip)
+                upcoming = upcoming_data(epoch + 1, 0)
                 if isinstance(batches, tf.data.Dataset):
                     batches = self.strategy.experimental_distribute_dataset(batches)
                 progbar = self._progress()

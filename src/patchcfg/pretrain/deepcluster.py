@@ -1,0 +1,152 @@
+"""DeepCluster: k-means pseudo-labels of the encoder's own features, learnt by classification.
+
+Caron, Bojanowski, Joulin & Douze, "Deep Clustering for Unsupervised Learning of Visual Features",
+ECCV 2018. When every epoch starts:
+
+1. features of every image (no augmentation) from the encoder as trained so far;
+2. PCA to ``pca_dim`` dimensions, whitened, then L2-normalised;
+3. k-means with ``clusters`` centroids: an image's cluster is its pseudo-label;
+4. the classifier's last layer is re-initialised, and its optimizer moments zeroed: the clusters'
+   numbering is arbitrary, so last epoch's class weights mean nothing;
+5. the epoch's images are drawn uniformly over clusters, then uniformly within one, so that large
+   clusters do not dominate (the paper's guard against trivial solutions).
+
+Encoder and classifier (``projection``'s hidden layers, then one unit per cluster) then learn the
+pseudo-labels of augmented images with cross-entropy. The pseudo-labels are checkpointed with the
+epoch they belong to, so a run resumed mid-epoch trains on the same labels. The normalised mutual
+information between successive clusterings (the paper's measure of stability) is logged as
+``cluster_nmi``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from patchcfg.errors import UserError
+from patchcfg.pretrain import register
+from patchcfg.pretrain.base import PretrainMethod, epoch_seed
+from patchcfg.train.loop import global_mean
+
+
+def cluster_features(features, clusters: int, *, pca_dim: int | None = 64, whiten: bool = True,
+                     iterations: int = 20, seed: int = 0) -> np.ndarray:
+    """Pseudo-labels ``(N,)`` int32: k-means on PCA-(whitened), L2-normalised ``features`` (N, D)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(features, np.float32)
+    if clusters > len(x):
+        raise ValueError(f"{clusters} clusters for {len(x)} images")
+    if pca_dim:
+        dim = min(int(pca_dim), x.shape[1], len(x))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = PCA(n_components=dim, whiten=whiten, random_state=seed).fit_transform(x)
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # whitened directions of zero variance
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fewer distinct points than clusters: k-means still labels every image
+        kmeans = KMeans(n_clusters=clusters, n_init=1, max_iter=int(iterations), random_state=seed).fit(x)
+    return kmeans.labels_.astype(np.int32)
+
+
+def sample_over_clusters(assignments, count: int, seed: int) -> np.ndarray:
+    """``count`` image indices: a cluster uniformly among the non-empty ones, then an image of it."""
+    rng = np.random.default_rng(seed)
+    assignments = np.asarray(assignments)
+    order = np.argsort(assignments, kind="stable")
+    used, starts, sizes = np.unique(assignments[order], return_index=True, return_counts=True)
+    picked = rng.integers(0, len(used), size=count)
+    within = np.floor(rng.random(count) * sizes[picked]).astype(np.int64)
+    return order[starts[picked] + within]
+
+
+def reset_optimizer_slots(optimizer, variables) -> None:
+    """Zero the optimizer's per-variable state (momenta, second moments) of ``variables``.
+
+    Keras names a slot ``<variable path with '/' as '_'>_<slot>`` (``add_variable_from_reference``).
+    """
+    prefixes = {v.path.replace("/", "_") + "_": tuple(v.shape) for v in variables}
+    for slot in optimizer.variables:
+        for prefix, shape in prefixes.items():
+            if slot.name.startswith(prefix) and tuple(slot.shape) == shape:
+                slot.assign(tf.zeros(slot.shape, slot.dtype))
+
+
+@register("deepcluster")
+class DeepCluster(PretrainMethod):
+    """DeepCluster: re-cluster every epoch, re-initialise the classifier, classify the clusters."""
+
+    data_follows_model = True
+
+    def __init__(self, config, paths, **kwargs):
+        super().__init__(config, paths, **kwargs)
+        self.clusters = int(self.params.get("clusters", 100))
+        if self.clusters > len(self.paths):
+            raise UserError(f"pretrain.clusters: {self.clusters} clusters for {len(self.paths)} images; "
+                            "use at most as many clusters as images")
+
+    def build_head(self, features: int, dim: int | None = None) -> keras.Model:
+        return super().build_head(features, dim=self.clusters, min_depth=1)
+
+    def build_state(self) -> None:
+        count = len(self.paths)
+        self.assignments = tf.Variable(tf.fill([count], -1), trainable=False, name="cluster_assignments")
+        self.previous_assignments = tf.Variable(tf.fill([count], -1), trainable=False, name="previous_assignments")
+        self.clustered_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="clustered_epoch")
+
+    def extra_state(self) -> dict:
+        return {"cluster_assignments": self.assignments, "previous_assignments": self.previous_assignments,
+                "clustered_epoch": self.clustered_epoch}
+
+    # ------------------------------------------------------------------ clustering
+    def recluster(self, epoch: int) -> np.ndarray:
+        """New pseudo-labels from the current encoder, and a fresh classifier layer."""
+        seed = epoch_seed(self.seed, epoch)
+        labels = cluster_features(self._features(self.paths), self.clusters,
+                                  pca_dim=self.params.get("pca_dim", 64), whiten=self.params.get("whiten", True),
+                                  iterations=self.params.get("kmeans_iterations", 20), seed=seed)
+        self.previous_assignments.assign(self.assignments.read_value())
+        self.assignments.assign(labels)
+        self.clustered_epoch.assign(epoch)
+        classifier = self.head.get_layer("projection")
+        classifier.kernel.assign(keras.initializers.GlorotUniform(seed=seed)(classifier.kernel.shape))
+        classifier.bias.assign(tf.zeros_like(classifier.bias))
+        if self.optimizer is not None:
+            reset_optimizer_slots(self.optimizer, [classifier.kernel, classifier.bias])
+        return labels
+
+    def dataset(self, epoch: int) -> tf.data.Dataset:
+        """Augmented images and their pseudo-labels, drawn uniformly over clusters (see the module)."""
+        from patchcfg.data.loading import make_dataset
+
+        if int(self.clustered_epoch.numpy()) != epoch:  # else resumed mid-epoch: the same labels
+            self.recluster(epoch)
+        labels = self.assignments.numpy()
+        steps = self.steps_per_epoch or len(self.paths) // self.global_batch_size
+        seed = epoch_seed(self.seed, epoch)
+        picks = sample_over_clusters(labels, steps * self.global_batch_size, seed)
+        return make_dataset([self.paths[i] for i in picks], self.data_cfg, batch_size=self.global_batch_size,
+                            labels=labels[picks].astype(np.float32)[:, None], seed=seed,
+                            augmenter=self.augmenter(), drop_remainder=True, cache=False)
+
+    def compute_loss(self, batch, global_batch_size: int):
+        images, labels = batch
+        labels = tf.cast(labels[:, 0], tf.int32)
+        logits = self.embed(images)
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
+        return global_mean(per_example, global_batch_size), {"cluster_acc": global_mean(correct, global_batch_size)}, {}
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> dict:
+        from sklearn.metrics import normalized_mutual_info_score
+
+        out = super().on_epoch_end(epoch, logs)
+        current, previous = self.assignments.numpy(), self.previous_assignments.numpy()
+        out["clusters_used"] = float(len(np.unique(current)))
+        if (previous >= 0).all():
+            out["cluster_nmi"] = float(normalized_mutual_info_score(previous, current))
+        return out

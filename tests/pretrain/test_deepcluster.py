@@ -1,0 +1,57 @@
+"""DeepCluster's pieces: clustering of features, sampling uniformly over clusters, optimizer slots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from patchcfg.pretrain.deepcluster import cluster_features, reset_optimizer_slots, sample_over_clusters  # noqa: E402
+
+
+def test_well_separated_clusters_are_found():
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), 50)
+    features = (rng.normal(size=(4, 8)) * 5)[truth] + rng.normal(size=(200, 8)) * 0.3
+    labels = cluster_features(features, 4, pca_dim=3, seed=1)  # the 3 directions the 4 centres span
+    assert labels.dtype == np.int32 and labels.shape == (200,)
+    assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
+    np.testing.assert_array_equal(labels, cluster_features(features, 4, pca_dim=3, seed=1))  # seeded
+    assert adjusted_rand_score(truth, cluster_features(features, 4, pca_dim=None, seed=1)) == pytest.approx(1.0)
+
+
+def test_collapsed_features_still_get_labels():
+    labels = cluster_features(np.ones((20, 5)), 3, pca_dim=4, seed=0)
+    assert labels.shape == (20,) and labels.min() >= 0 and labels.max() < 3
+    with pytest.raises(ValueError, match="5 clusters for 3 images"):
+        cluster_features(np.eye(3), 5)
+
+
+def test_sampling_is_uniform_over_clusters_not_images():
+    assignments = np.array([0] * 900 + [1] * 90 + [7] * 10)  # cluster 7 holds 1% of the images
+    picks = sample_over_clusters(assignments, 30_000, seed=3)
+    shares = np.bincount(assignments[picks], minlength=8)[[0, 1, 7]] / len(picks)
+    np.testing.assert_allclose(shares, [1 / 3] * 3, atol=0.02)
+    assert set(picks[assignments[picks] == 7]) == set(range(990, 1000))  # every member gets drawn
+    np.testing.assert_array_equal(picks, sample_over_clusters(assignments, 30_000, seed=3))
+    assert not np.array_equal(picks, sample_over_clusters(assignments, 30_000, seed=4))
+
+
+def test_reset_optimizer_slots_zeroes_only_the_given_variables():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(2, name="b")])
+    optimizer = keras.optimizers.Adam(0.1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(tf.ones((2, 3))) ** 2)
+    variables = model.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+    b = model.get_layer("b")
+    reset_optimizer_slots(optimizer, [b.kernel, b.bias])
+    for variable in model.trainable_variables:
+        slots = [s for s in optimizer.variables if s.name.startswith(variable.path.replace("/", "_") + "_")]
+        assert len(slots) == 2  # Adam: momentum and velocity
+        zeroed = all(np.abs(s.numpy()).max() == 0 for s in slots)
+        assert zeroed == (variable is b.kernel or variable is b.bias), variable.path
