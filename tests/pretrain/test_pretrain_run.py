@@ -54,6 +54,8 @@ def make_config(digits, method="simclr", **pretrain):
         params.update(decoupled=False)
     if method == "deepcluster":
         params.update(clusters=6, pca_dim=8, whiten=True, kmeans_iterations=20)
+    if method == "context_encoder":
+        params.update(mask_size=0.5, mask_position="random", context_weight=0.0, decoder_filters=16)
     params.update(pretrain)
     return {"name": f"test-{method}", "seed": 5,
             "data": {"labels": str(digits / "labels.csv"), "images": None, "imshape": [16, 16], "channels": 3,
@@ -120,6 +122,7 @@ class SignalAt(keras.callbacks.Callback):
     ("simclr", {}),
     ("moco", {"mochi": {"n": 8, "s": 4, "s_prime": 2}, "eqco": {"alpha": 16}}),
     ("deepcluster", {}),
+    ("context_encoder", {"context_weight": 0.1}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,
@@ -247,3 +250,19 @@ def test_deepcluster_more_clusters_than_images_is_a_user_error(digits, tmp_path)
 
     with pytest.raises(UserError, match="pretrain.clusters: 500 clusters for 64 images"):
         run_pretrain(make_config(digits, "deepcluster", clusters=500), root=tmp_path, verbose=0)
+
+
+def test_context_encoder_inpaints_and_shows_it(digits, tmp_path):
+    config = make_config(digits, "context_encoder", epochs=2)
+    summary = run_pretrain(config, root=tmp_path, verbose=0)
+    stage = tmp_path / "test-context_encoder" / "pretrain"
+    rows = Experiment(config, root=tmp_path).stage("pretrain").read_metrics()
+    for row in rows:
+        assert row["loss"] == pytest.approx(row["hidden_mse"], rel=1e-5)  # context_weight 0: hidden pixels only
+        assert row["visible_mse"] > 0 and "probe_macro_auc" in row and "align" in row
+    assert {"inpainting", "augmented_views", "hidden_mse"} <= event_tags(stage / "tensorboard")
+    import patchcfg.models.backbones  # noqa: F401
+
+    encoder = keras.saving.load_model(stage / "encoder.keras")
+    assert encoder.predict(np.zeros((2, 16, 16, 3), "float32"), verbose=0).shape == (2, 8)  # pooled, as finetune wants
+    assert summary["epochs_completed"] == 2

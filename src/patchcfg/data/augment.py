@@ -29,7 +29,7 @@ import tensorflow as tf
 from patchcfg.data.recipes import OPS, expand_recipe, is_noop
 from patchcfg.errors import ConfigError
 
-__all__ = ["Augmenter", "build_augmenter"]
+__all__ = ["Augmenter", "build_augmenter", "rect_mask"]
 
 
 class _Seeds(keras.random.SeedGenerator):
@@ -437,7 +437,7 @@ def _noise(std):
     return run
 
 
-def _rect_mask(batch, height, width, y0, x0, y1, x1):
+def rect_mask(batch, height, width, y0, x0, y1, x1):
     """(B, H, W, 1) float mask, 1 inside [y0, y1) x [x0, x1) (per-image bounds, in pixels)."""
     ys = tf.cast(tf.range(height), tf.float32)[None, :, None]
     xs = tf.cast(tf.range(width), tf.float32)[None, None, :]
@@ -456,7 +456,7 @@ def _mask_patchwork(images, seeds):
     dw = tf.floor(_uniform(seeds, [batch], max(1, height // 20), max(2, width // 2)))
     y0 = tf.floor(_uniform(seeds, [batch], 0.0, 1.0) * (height - dh))
     x0 = tf.floor(_uniform(seeds, [batch], 0.0, 1.0) * (width - dw))
-    mask = _rect_mask(batch, height, width, y0, x0, y0 + dh, x0 + dw)
+    mask = rect_mask(batch, height, width, y0, x0, y0 + dh, x0 + dw)
     return images * (1 - mask) + 0.5 * mask
 
 
@@ -511,7 +511,7 @@ def _cutout(params):
             side = _sample(seeds, batch, params["size"]) * min(height, width)
             cy = _uniform(seeds, [batch], 0.0, float(height))
             cx = _uniform(seeds, [batch], 0.0, float(width))
-            mask = _rect_mask(batch, height, width, cy - side / 2, cx - side / 2, cy + side / 2, cx + side / 2)
+            mask = rect_mask(batch, height, width, cy - side / 2, cx - side / 2, cy + side / 2, cx + side / 2)
             fill = tf.reshape(_sample(seeds, batch, params["cval"]) / 255.0, [-1, 1, 1, 1])
             out = out * (1 - mask) + fill * mask
         return out

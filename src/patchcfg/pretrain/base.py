@@ -95,6 +95,9 @@ class PretrainMethod(TrainTask):
     """
 
     name = "base"
+    #: augmented views of each image in a training batch: a tuple of two for contrastive methods,
+    #: one batch of images with 1
+    views = 2
 
     def __init__(self, config: dict, paths: list[str], *, probe=None, probe_paths=None, encoder=None,
                  channels: int | None = None):
@@ -178,7 +181,7 @@ class PretrainMethod(TrainTask):
         raise NotImplementedError
 
     def compute_loss(self, batch, global_batch_size: int):
-        view1, view2 = batch[0], batch[1]
+        view1, view2 = batch
         per_example, per_example_logs, aux = self.contrastive_loss(view1, view2)
         logs = {k: global_mean(v, global_batch_size) for k, v in per_example_logs.items()}
         return global_mean(per_example, global_batch_size), logs, aux
@@ -197,7 +200,7 @@ class PretrainMethod(TrainTask):
         return self._augmenter
 
     def views_dataset(self, epoch: int) -> tf.data.Dataset:
-        """Two augmented views of shuffled images; order and augmentation depend on (seed, epoch) only.
+        """``views`` augmented views of shuffled images; order and augmentation depend on (seed, epoch) only.
 
         The pipeline is built once, as a ``tf.function`` of the epoch's seed: each epoch gets its own
         order and augmentation without tracing the pipeline's functions again (on 2 cores that
@@ -218,7 +221,8 @@ class PretrainMethod(TrainTask):
                 # randomness, and tf.data never tests a symbolic seed against a global seed of 0.
                 tf.random.set_seed(1)
                 return make_dataset(self.paths, self.data_cfg, batch_size=self.global_batch_size, shuffle=True,
-                                    seed=seed, repeat=repeat, augmenter=augmenter, views=2, drop_remainder=True)
+                                    seed=seed, repeat=repeat, augmenter=augmenter, views=self.views,
+                                    drop_remainder=True)
 
             self._pipeline = pipeline
         return self._pipeline(tf.constant(epoch_seed(self.seed, epoch), tf.int64))
@@ -235,9 +239,15 @@ class PretrainMethod(TrainTask):
         return np.concatenate([self._encode(batch).numpy() for batch in data], axis=0)
 
     def _views_for_monitoring(self):
+        """Two augmented views of the same (up to) 256 images, drawn once (seeded)."""
         if self._fixed_views is None:
-            v1, v2 = next(iter(self.views_dataset(0).take(1)))
-            self._fixed_views = (v1[:256], v2[:256])
+            from patchcfg.data.loading import make_dataset
+
+            rng = np.random.default_rng(self.seed)
+            chosen = sorted(rng.choice(len(self.paths), size=min(256, len(self.paths)), replace=False))
+            data = make_dataset([self.paths[i] for i in chosen], self.data_cfg, batch_size=256, seed=self.seed,
+                                augmenter=self.augmenter(), views=2, cache=False)
+            self._fixed_views = next(iter(data))
         return self._fixed_views
 
     def monitor_due(self, epoch: int) -> bool:

@@ -1,0 +1,126 @@
+"""Context encoder: learn features by inpainting a hidden rectangle of each image.
+
+Pathak, Krähenbühl, Donahue, Darrell & Efros, "Context Encoders: Feature Learning by Inpainting",
+CVPR 2016. A rectangle of each augmented image (``mask_size`` of each side; ``random`` position, or
+the paper's ``center``) is replaced by the mean colour of the rest of that image; the encoder's
+pooled features go through a decoder (a dense layer to a small feature map, then upsampling
+convolutions) that predicts the whole image. The loss is the paper's reconstruction loss, the mean
+squared error over the hidden pixels, plus ``context_weight`` times the error over the visible ones
+(0 = the paper's). The adversarial loss of the paper is not implemented.
+
+Masks are drawn from ``(seed, optimizer step, replica)``, so a resumed run hides the same
+rectangles as a straight one. TensorBoard gets ``inpainting`` images (hidden | predicted | original)
+on monitored epochs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from patchcfg.data.augment import rect_mask
+from patchcfg.pretrain import register
+from patchcfg.pretrain.base import PretrainMethod
+from patchcfg.train.loop import global_mean, replica_id_and_count
+
+
+def build_decoder(features: int, imshape, channels: int, filters: int = 64, upsamplings: int = 3) -> keras.Model:
+    """Pooled features (B, D) -> an image (B, H, W, channels): Dense to a (H/2^u, W/2^u, filters)
+    map, ``u`` x (2x upsampling + 3x3 conv + batch norm + ReLU, halving the filters), a 3x3 conv to
+    ``channels`` (linear, so any ``data.normalize`` range can be predicted)."""
+    height, width = (int(v) for v in imshape)
+    scale = 2 ** upsamplings
+    start = (max(1, math.ceil(height / scale)), max(1, math.ceil(width / scale)))
+    inputs = keras.Input(shape=(features,), name="features")
+    x = keras.layers.Dense(start[0] * start[1] * filters, name="to_map")(inputs)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Reshape((*start, filters))(x)
+    for i in range(upsamplings):
+        filters = max(8, filters // 2)
+        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{i}")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv_{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(channels, 3, padding="same", name="image")(x)
+    if (start[0] * scale, start[1] * scale) != (height, width):
+        x = keras.layers.Resizing(height, width, name="to_imshape")(x)
+    return keras.Model(inputs, x, name="decoder")
+
+
+def hidden_rectangles(images, seed, size=(0.5, 0.5), position: str = "random"):
+    """(B, H, W, 1) masks, 1 on each image's hidden rectangle: sides a fraction of the image's drawn
+    from ``size`` (low, high), placed uniformly (``random``) or centred (``center``)."""
+    batch = tf.shape(images)[0]
+    height, width = images.shape[1], images.shape[2]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+    low, high = (float(size), float(size)) if isinstance(size, int | float) else (float(size[0]), float(size[1]))
+
+    def side(key, pixels):
+        fraction = tf.random.stateless_uniform([batch], seed=key, minval=low, maxval=high) if high > low \
+            else tf.fill([batch], low)
+        return tf.clip_by_value(tf.round(fraction * pixels), 1.0, float(pixels))
+
+    h, w = side(seeds[0], height), side(seeds[1], width)
+    if position == "center":
+        y0, x0 = tf.floor((height - h) / 2), tf.floor((width - w) / 2)
+    else:
+        y0 = tf.floor(tf.random.stateless_uniform([batch], seed=seeds[2]) * (height - h + 1))
+        x0 = tf.floor(tf.random.stateless_uniform([batch], seed=seeds[3]) * (width - w + 1))
+    return rect_mask(batch, height, width, y0, x0, y0 + h, x0 + w)
+
+
+def hide(images, masks):
+    """Each image with its rectangle filled by the mean colour of its visible pixels."""
+    visible = 1.0 - masks
+    mean = tf.reduce_sum(images * visible, axis=[1, 2], keepdims=True) / tf.maximum(
+        tf.reduce_sum(visible, axis=[1, 2], keepdims=True), 1.0)
+    return images * visible + mean * masks
+
+
+def inpainting_loss(predicted, images, masks, context_weight: float = 0.0):
+    """Per-image ``(loss, hidden MSE, visible MSE)``: the mean squared error over the hidden pixels,
+    plus ``context_weight`` times the error over the visible ones."""
+    error = tf.reduce_mean(tf.square(tf.cast(predicted, tf.float32) - images), axis=-1, keepdims=True)
+    hidden = tf.reduce_sum(error * masks, [1, 2, 3]) / tf.maximum(tf.reduce_sum(masks, [1, 2, 3]), 1.0)
+    visible = tf.reduce_sum(error * (1.0 - masks), [1, 2, 3]) / tf.maximum(tf.reduce_sum(1.0 - masks, [1, 2, 3]), 1.0)
+    return hidden + context_weight * visible, hidden, visible
+
+
+@register("context_encoder")
+class ContextEncoder(PretrainMethod):
+    """Context encoder: the encoder's features must let a decoder fill in a hidden rectangle."""
+
+    views = 1  # one augmented view of each image
+
+    def build_head(self, features: int, dim: int | None = None) -> keras.Model:
+        return build_decoder(features, self.imshape, self.channels, int(self.params.get("decoder_filters", 64)))
+
+    def masks(self, images, seed):
+        return hidden_rectangles(images, seed, self.params.get("mask_size", 0.5),
+                                 self.params.get("mask_position", "random"))
+
+    def compute_loss(self, batch, global_batch_size: int):
+        images = tf.cast(batch, tf.float32)
+        replica, _ = replica_id_and_count()
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        masks = self.masks(images, tf.stack([tf.constant(self.seed, tf.int64),
+                                             step * 4096 + tf.cast(replica, tf.int64)]))
+        predicted = self.head(self.encoder(hide(images, masks), training=True), training=True)
+        loss, hidden, visible = inpainting_loss(predicted, images, masks, float(self.params.get("context_weight", 0.0)))
+        logs = {"hidden_mse": global_mean(hidden, global_batch_size),
+                "visible_mse": global_mean(visible, global_batch_size)}
+        return global_mean(loss, global_batch_size), logs, {}
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> dict:
+        out = super().on_epoch_end(epoch, logs)
+        if self.monitor_due(epoch):
+            images = self._views_for_monitoring()[0][:8]
+            masks = self.masks(images, tf.constant([self.seed, -1], tf.int64))
+            hidden = hide(images, masks)
+            predicted = tf.cast(self.head(self.encoder(hidden, training=False), training=False), tf.float32)
+            shown = tf.concat([hidden, predicted, images], axis=2)  # hidden | predicted | original
+            shown = shown if self.channels in (1, 3, 4) else shown[..., :1]
+            tf.summary.image("inpainting", tf.clip_by_value(shown, 0.0, 1.0), max_outputs=8)
+        return out
