@@ -213,3 +213,23 @@ def test_every_name_is_documented():
     docs = (ROOT / "README.md").read_text()
     missing = [name for name in list(OPS) + list(PRESETS) if f"`{name}`" not in docs]
     assert not missing
+
+
+def test_masks_follow_the_geometry_and_nothing_else():
+    """Masks passed along take the image's flips, crops and warps (same draws), not its colours."""
+    from patchcfg.data.recipes import GEOMETRIC
+
+    x = batch(n=6)
+    recipe = {"zoom_scale": 0.3, "Fliplr": 0.5, "Affine": {"rotate": [-20, 20]}, "jitter": 1.0, "drop_color": 0.5,
+              "gaussian_blur": 1.0, "Cutout": {"nb_iterations": 1}}
+    aug = build_augmenter(recipe, SHAPE, 3, seed=0)
+    images, masks = aug(x, tf.constant([3, 4], tf.int64), masks=x)
+    np.testing.assert_array_equal(images.numpy(), aug(x, tf.constant([3, 4], tf.int64)).numpy())  # images as without
+    # the geometric steps come first in the recipe, so a recipe of them alone numbers them alike and
+    # draws the same crops, flips and rotations
+    geometry = build_augmenter({k: v for k, v in recipe.items() if k in GEOMETRIC}, SHAPE, 3, seed=0)
+    np.testing.assert_allclose(masks.numpy(), geometry(x, tf.constant([3, 4], tf.int64)).numpy(), atol=1e-6)
+    ones = tf.ones((6, *SHAPE, 2))
+    _, untouched = build_augmenter({"jitter": 1.0, "gaussian_blur": 1.0, "Invert": 1.0}, SHAPE, 3, seed=0)(
+        x, tf.constant([1, 1], tf.int64), masks=ones)
+    np.testing.assert_array_equal(untouched.numpy(), ones.numpy())

@@ -56,6 +56,9 @@ def make_config(digits, method="simclr", **pretrain):
         params.update(clusters=6, pca_dim=8, whiten=True, kmeans_iterations=20)
     if method == "context_encoder":
         params.update(mask_size=0.5, mask_position="random", context_weight=0.0, decoder_filters=16)
+    if method == "detcon":
+        params.update(masks="felzenszwalb", num_masks=4, grid=2,
+                      felzenszwalb={"scale": 50.0, "sigma": 0.5, "min_size": 5})
     params.update(pretrain)
     return {"name": f"test-{method}", "seed": 5,
             "data": {"labels": str(digits / "labels.csv"), "images": None, "imshape": [16, 16], "channels": 3,
@@ -123,6 +126,7 @@ class SignalAt(keras.callbacks.Callback):
     ("moco", {"mochi": {"n": 8, "s": 4, "s_prime": 2}, "eqco": {"alpha": 16}}),
     ("deepcluster", {}),
     ("context_encoder", {"context_weight": 0.1}),
+    ("detcon", {"masks": "grid"}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,
@@ -265,4 +269,20 @@ def test_context_encoder_inpaints_and_shows_it(digits, tmp_path):
 
     encoder = keras.saving.load_model(stage / "encoder.keras")
     assert encoder.predict(np.zeros((2, 16, 16, 3), "float32"), verbose=0).shape == (2, 8)  # pooled, as finetune wants
+    assert summary["epochs_completed"] == 2
+
+
+def test_detcon_contrasts_regions_and_saves_a_pooled_encoder(digits, tmp_path):
+    config = make_config(digits, "detcon", epochs=2)
+    summary, method = run_pretrain(config, root=tmp_path, verbose=0, return_method=True)
+    rows = Experiment(config, root=tmp_path).stage("pretrain").read_metrics()
+    for row in rows:
+        assert np.isfinite(row["loss"]) and 0 <= row["region_acc"] <= 1 and 1 <= row["regions_per_image"] <= 4
+        assert "probe_macro_auc" in row
+    segments = method.segments()
+    assert segments.shape == (64, 16, 16) and segments.max() == 3  # the 4 largest segments
+    import patchcfg.models.backbones  # noqa: F401
+
+    encoder = keras.saving.load_model(tmp_path / "test-detcon" / "pretrain" / "encoder.keras")
+    assert encoder.predict(np.zeros((2, 16, 16, 3), "float32"), verbose=0).shape == (2, 8)
     assert summary["epochs_completed"] == 2

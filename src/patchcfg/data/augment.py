@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from patchcfg.data.recipes import OPS, expand_recipe, is_noop
+from patchcfg.data.recipes import GEOMETRIC, OPS, expand_recipe, is_noop
 from patchcfg.errors import ConfigError
 
 __all__ = ["Augmenter", "build_augmenter", "rect_mask"]
@@ -686,18 +686,28 @@ class Augmenter:
         count = self._calls.assign_add(1)
         return tf.stack([tf.constant(self.seed, tf.int64), count])
 
-    def __call__(self, images, seed=None):
+    def __call__(self, images, seed=None, masks=None):
+        """Augmented ``images``; with ``masks`` (B, H, W, K) in [0, 1], ``(images, masks)`` where the
+        masks went through the same geometric steps (:data:`~patchcfg.data.recipes.GEOMETRIC`,
+        same random draws) and through no other step."""
         images = tf.convert_to_tensor(images, tf.float32)
+        channels = images.shape[-1]
+        if masks is not None:
+            masks = tf.convert_to_tensor(masks, tf.float32)
         if not self._fns:
-            return images
+            return images if masks is None else (images, masks)
         seed = self._next_seed() if seed is None else tf.cast(seed, tf.int64)
-        for index, (_name, fn, sometimes) in enumerate(self._fns):
+        for index, (name, fn, sometimes) in enumerate(self._fns):
             seeds = _Seeds(tf.random.experimental.stateless_fold_in(seed, index))
-            out = fn(images, seeds)
+            joint = masks is not None and name in GEOMETRIC
+            x = tf.concat([images, masks], axis=-1) if joint else images
+            out = fn(x, seeds)
             if sometimes < 1.0:
-                out = _select(_coin(seeds, tf.shape(images)[0], sometimes), out, images)
-            images = tf.ensure_shape(out, images.shape)
-        return tf.clip_by_value(images, 0.0, 1.0)
+                out = _select(_coin(seeds, tf.shape(x)[0], sometimes), out, x)
+            out = tf.ensure_shape(out, x.shape)
+            images, masks = (out[..., :channels], out[..., channels:]) if joint else (out, masks)
+        images = tf.clip_by_value(images, 0.0, 1.0)
+        return images if masks is None else (images, tf.clip_by_value(masks, 0.0, 1.0))
 
     def views(self, images, n=2, seed=None):
         """``n`` independently augmented views of ``images`` (a tuple of batches)."""

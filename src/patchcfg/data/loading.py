@@ -213,7 +213,7 @@ def image_dataset(paths, data_cfg: dict, *, labels=None, shuffle_paths: bool = F
     return ds.map(fn, num_parallel_calls=_parallel(cfg), deterministic=True), out_channels
 
 
-def _batch_seeds(seed: int):
+def batch_seeds(seed: int):
     """An endless stream of [2] int64 seeds: reproducible from ``seed``, new on every iteration."""
     return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
@@ -277,7 +277,7 @@ def finish_batches(ds, cfg, channels, *, augmenter, views, seed, with_labels):
             x = post(augmenter(images, batch_seed) if augmenter is not None else images)
         return (x, labels) if with_labels else x
 
-    ds = tf.data.Dataset.zip(ds, _batch_seeds(seed))
+    ds = tf.data.Dataset.zip(ds, batch_seeds(seed))
     ds = ds.map(run, num_parallel_calls=_parallel(_cfg(cfg)), deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 

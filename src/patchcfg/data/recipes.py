@@ -103,6 +103,14 @@ SOMETIMES = Param(PROB, 1.0, "Fraction of images this augmenter is applied to (i
 
 OPS: dict[str, Op] = {}
 
+#: Names that move pixels (flips, crops, affine and elastic warps). Masks that go with an image (DetCon's
+#: segments) take these with the image's random draws; every other name changes the image only.
+GEOMETRIC = frozenset({
+    "flip_left_right", "flip_up_down", "rot90", "shear", "zoom_scale", "center_zoom_scale", "Fliplr", "Flipud",
+    "Affine", "Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "ScaleX", "ScaleY", "Crop", "RandomFlip",
+    "RandomRotation", "RandomZoom", "RandomTranslation", "RandomShear", "RandomPerspective",
+    "RandomElasticTransform"})
+
 
 def _op(name, family, doc, params, primary=None, **kw) -> None:
     params = dict(params)

@@ -128,20 +128,22 @@ class PretrainMethod(TrainTask):
     # ------------------------------------------------------------------ models and state
     def build(self) -> None:
         keras.utils.set_random_seed(self.seed)
-        backbone = dict(self.config.get("backbone") or {})
-        if self._encoder is not None:
-            self.encoder = self._encoder
-        else:
-            from patchcfg.models.backbones import build_backbone
-
-            self.encoder = build_backbone(backbone, self.input_shape)
+        self.encoder = self.build_encoder()
         if len(self.encoder.output_shape) != 2:
-            raise ValueError("pretraining needs pooled encoder features (batch, D); "
-                             "set backbone.pooling to avg or max")
+            raise UserError(f"backbone.pooling: pretraining with {self.name} saves a pooled encoder (batch, D), "
+                            "not a feature map; set backbone.pooling to avg or max")
         self.head = self.build_head(int(self.encoder.output_shape[-1]))
         inputs = keras.Input(shape=self.input_shape, name="image")
         self.model = keras.Model(inputs, self.head(self.encoder(inputs)), name=f"{self.name}_pretrain")
         self.build_state()
+
+    def build_encoder(self) -> keras.Model:
+        """The encoder trained and saved: the one given, else ``backbone`` built for the images."""
+        if self._encoder is not None:
+            return self._encoder
+        from patchcfg.models.backbones import build_backbone
+
+        return build_backbone(dict(self.config.get("backbone") or {}), self.input_shape)
 
     def build_head(self, features: int, dim: int | None = None, min_depth: int = 0) -> keras.Model:
         """The head on the encoder's ``features``: the ``projection`` MLP (at least ``min_depth``

@@ -1,0 +1,195 @@
+"""DetCon: contrast the features of image regions, not of whole images.
+
+Hénaff, Koppula, Alayrac, van den Oord, Vinyals & Carreira, "Efficient Visual Pretraining with
+Contrastive Detection", ICCV 2021 (DetCon_S, the SimCLR-style objective). Every image gets region
+masks once, before training: Felzenszwalb–Huttenlocher segments (``masks: felzenszwalb``, its
+``num_masks`` largest segments) or the cells of a ``grid`` x ``grid`` grid (``masks: grid``, the
+paper's spatial heuristic). Each view's masks take the view's flips, crops and warps (not its
+colour changes). The encoder's feature map is average-pooled inside each mask (masks resized to the
+map by area), the projection head embeds each pooled region, and a mask's embedding in view 1 must
+pick the same mask's embedding in view 2 among every mask of every image in the global batch
+(InfoNCE at ``temperature``, both directions). Masks that a crop removed from either view take no
+part. The encoder saved is the backbone with its pooling, like every other method's.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from patchcfg.pretrain import register
+from patchcfg.pretrain.base import PretrainMethod, epoch_seed
+from patchcfg.train.loop import all_gather, global_mean, replica_id_and_count
+
+#: a mask whose area on the feature map is below this fraction of one cell does not count
+MIN_AREA = 0.05
+
+
+def felzenszwalb_segments(images, count: int, scale: float = 100.0, sigma: float = 0.5,
+                          min_size: int = 10) -> np.ndarray:
+    """(N, H, W) int8 segment ids: each image's ``count`` largest Felzenszwalb–Huttenlocher segments
+    numbered 0.. by size, every other pixel -1."""
+    from skimage.segmentation import felzenszwalb
+
+    out = np.full(np.asarray(images).shape[:3], -1, np.int8)
+    for i, image in enumerate(images):
+        channel_axis = -1 if image.shape[-1] > 1 else None
+        labels = felzenszwalb(image if channel_axis else image[..., 0], scale=scale, sigma=sigma,
+                              min_size=min_size, channel_axis=channel_axis)
+        sizes = np.bincount(labels.ravel())
+        for rank, segment in enumerate(np.argsort(-sizes, kind="stable")[:count]):
+            out[i][labels == segment] = rank
+    return out
+
+
+def grid_segments(count_images: int, imshape, grid: int) -> np.ndarray:
+    """(N, H, W) int8 segment ids of a ``grid`` x ``grid`` grid of cells (row-major), the same for every image."""
+    height, width = (int(v) for v in imshape)
+    rows = np.minimum(np.arange(height) * grid // height, grid - 1)
+    cols = np.minimum(np.arange(width) * grid // width, grid - 1)
+    cells = (rows[:, None] * grid + cols[None, :]).astype(np.int8)
+    return np.broadcast_to(cells, (count_images, height, width))
+
+
+def pool_regions(feature_maps, masks):
+    """``(pooled (B, K, D), area (B, K))``: the mean feature under each mask (masks resized to the
+    map by area averaging) and each mask's area in feature-map cells."""
+    size = tf.shape(feature_maps)[1:3]
+    weights = tf.image.resize(masks, size, method="area")
+    weights = tf.cast(weights, feature_maps.dtype)
+    area = tf.reduce_sum(weights, axis=[1, 2])
+    pooled = tf.einsum("bhwd,bhwk->bkd", feature_maps, weights) / tf.maximum(area, 1e-6)[..., None]
+    return pooled, tf.cast(area, tf.float32)
+
+
+def region_infonce(z1, z2, valid, temperature, *, z1_all=None, z2_all=None, valid_all=None, offset=0):
+    """Per-region InfoNCE of DetCon (mean of both directions) and whether each region's positive
+    scored highest; regions are rows ``(R, d)``, ``valid`` (R,) says which take part. ``*_all``: the
+    same from every replica, this replica's rows starting at ``offset`` (default: these rows)."""
+    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=1)
+    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=1)
+    if z1_all is None:
+        z1_all, z2_all, valid_all, offset = z1, z2, valid, 0
+    else:
+        z1_all = tf.math.l2_normalize(tf.cast(z1_all, tf.float32), axis=1)
+        z2_all = tf.math.l2_normalize(tf.cast(z2_all, tf.float32), axis=1)
+    target = tf.cast(offset, tf.int32) + tf.range(tf.shape(z1)[0], dtype=tf.int32)
+    # regions missing from either view are never a negative either
+    blocked = (1.0 - tf.cast(valid_all, tf.float32))[None, :] * -1e9
+
+    def side(a, b_all):
+        logits = tf.matmul(a, b_all, transpose_b=True) / temperature + blocked
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
+        hit = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), target)
+        return loss, hit
+
+    loss1, hit1 = side(z1, z2_all)
+    loss2, hit2 = side(z2, z1_all)
+    valid = tf.cast(valid, tf.float32)
+    accuracy = 0.5 * (tf.cast(hit1, tf.float32) + tf.cast(hit2, tf.float32))
+    return 0.5 * (loss1 + loss2) * valid, accuracy * valid
+
+
+@register("detcon")
+class DetCon(PretrainMethod):
+    """DetCon_S: region-level contrastive learning with segment masks that follow the views."""
+
+    def __init__(self, config, paths, **kwargs):
+        super().__init__(config, paths, **kwargs)
+        self.mask_source = self.params.get("masks", "felzenszwalb")
+        grid = int(self.params.get("grid", 4))
+        self.num_masks = grid * grid if self.mask_source == "grid" else int(self.params.get("num_masks", 8))
+        self._segments = None
+        self.feature_maps = None
+
+    # ------------------------------------------------------------------ models
+    def build_encoder(self) -> keras.Model:
+        """The backbone's feature map (trained on regions) and the pooled encoder that is saved."""
+        from patchcfg.models.backbones import build_backbone
+
+        backbone = dict(self.config.get("backbone") or {})
+        self.feature_maps = self._encoder or build_backbone({**backbone, "pooling": "none"}, self.input_shape)
+        if len(self.feature_maps.output_shape) != 4:
+            raise ValueError("DetCon needs an encoder that gives a feature map (batch, h, w, D)")
+        inputs = keras.Input(shape=self.input_shape, name="image")
+        pool = keras.layers.GlobalMaxPooling2D if backbone.get("pooling") == "max" else keras.layers.GlobalAveragePooling2D
+        return keras.Model(inputs, pool(name="pool")(self.feature_maps(inputs)), name=self.feature_maps.name)
+
+    # ------------------------------------------------------------------ masks and data
+    def segments(self) -> np.ndarray:
+        """(N, H, W) int8 segment ids of every image (computed once)."""
+        if self._segments is None:
+            if self.mask_source == "grid":
+                self._segments = grid_segments(len(self.paths), self.imshape, int(self.params.get("grid", 4)))
+            else:
+                from patchcfg.data.loading import load_images
+
+                fh = {"scale": 100.0, "sigma": 0.5, "min_size": 10, **(self.params.get("felzenszwalb") or {})}
+                self._segments = felzenszwalb_segments(load_images(self.paths, self.data_cfg), self.num_masks,
+                                                       float(fh["scale"]), float(fh["sigma"]), int(fh["min_size"]))
+        return self._segments
+
+    def dataset(self, epoch: int) -> tf.data.Dataset:
+        """Per global batch ``(view1, masks1, view2, masks2)``: two augmented views and their masks
+        (B, H, W, K), shuffled and augmented as a function of (seed, epoch)."""
+        from patchcfg.data.loading import batch_seeds, image_dataset, normalizer
+
+        seed = epoch_seed(self.seed, epoch)
+        segments = self.segments().reshape(len(self.paths), -1)
+        images, channels = image_dataset(self.paths, self.data_cfg, labels=segments, shuffle_paths=True, seed=seed)
+        steps = self.steps_per_epoch or len(self.paths) // self.global_batch_size
+        if steps * self.global_batch_size > len(self.paths):
+            images = images.repeat()
+        augmenter, normalize = self.augmenter(), normalizer(self.data_cfg, channels)
+        height, width = self.imshape
+        count = self.num_masks
+
+        def views(batch, batch_seed):
+            pixels, ids = batch
+            masks = tf.one_hot(tf.cast(tf.reshape(ids, [-1, height, width]), tf.int32), count, dtype=tf.float32)
+            seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(
+                batch_seed, augmenter.seed), 2)
+            view1, masks1 = augmenter(pixels, seeds[0], masks=masks)
+            view2, masks2 = augmenter(pixels, seeds[1], masks=masks)
+            return normalize(view1), masks1, normalize(view2), masks2
+
+        batches = tf.data.Dataset.zip(images.batch(self.global_batch_size, drop_remainder=True), batch_seeds(seed))
+        return batches.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, batch, global_batch_size: int):
+        view1, masks1, view2, masks2 = batch
+        n = tf.shape(view1)[0]
+        maps = self.feature_maps(tf.concat([view1, view2], axis=0), training=True)
+        pooled, area = pool_regions(maps, tf.concat([masks1, masks2], axis=0))
+        present = area >= MIN_AREA
+        regions = tf.reshape(pooled, [-1, tf.shape(pooled)[-1]])
+        z = tf.cast(self.head(regions, training=True), tf.float32)
+        z = tf.reshape(z, [2, -1, tf.shape(z)[-1]])  # [view, image * mask, d]
+        present = tf.reshape(present, [2, -1])
+        valid = tf.logical_and(present[0], present[1])
+        replica, replicas = replica_id_and_count()
+        if replicas == 1:
+            loss, accuracy = region_infonce(z[0], z[1], valid, self.temperature)
+        else:
+            both = all_gather(tf.concat([z[0], z[1], tf.cast(valid, tf.float32)[:, None]], axis=1))
+            dim = tf.shape(z)[-1]
+            loss, accuracy = region_infonce(z[0], z[1], valid, self.temperature, z1_all=both[:, :dim],
+                                            z2_all=both[:, dim:2 * dim], valid_all=both[:, -1] > 0.5,
+                                            offset=tf.cast(replica, tf.int32) * tf.shape(z)[1])
+        per_image_count = tf.reduce_sum(tf.reshape(tf.cast(valid, tf.float32), [n, -1]), axis=1)
+        per_image = tf.reduce_sum(tf.reshape(loss, [n, -1]), axis=1) / tf.maximum(per_image_count, 1.0)
+        per_image_acc = tf.reduce_sum(tf.reshape(accuracy, [n, -1]), axis=1) / tf.maximum(per_image_count, 1.0)
+        logs = {"region_acc": global_mean(per_image_acc, global_batch_size),
+                "regions_per_image": global_mean(per_image_count, global_batch_size)}
+        return global_mean(per_image, global_batch_size), logs, {}
+
+    def on_train_begin(self, loop) -> None:
+        started = time.perf_counter()
+        self.segments()  # once, before the data pipeline (built in a background thread) needs them
+        if self.mask_source == "felzenszwalb":
+            loop.log(f"detcon: the {self.num_masks} largest Felzenszwalb segments of {len(self.paths)} images "
+                     f"in {time.perf_counter() - started:.1f} s")
