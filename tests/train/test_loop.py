@@ -120,6 +120,31 @@ def test_early_stopping_metrics_tensorboard_and_hparams(tmp_path):
     assert tf.train.latest_checkpoint(str(run.checkpoint_dir)).endswith("ckpt-12")
 
 
+def test_early_stopping_resumes_with_its_patience_count_and_best_weights(tmp_path):
+    """Interrupted while EarlyStopping is counting, a resumed run stops at the epoch a straight one
+    does and restores the same best weights (patience is not started over)."""
+
+    def stopper():
+        return keras.callbacks.EarlyStopping(monitor="loss", patience=2, min_delta=1e6, restore_best_weights=True)
+
+    straight_run = stage(tmp_path / "a")
+    with straight_run:
+        straight = make_loop(straight_run, epochs=10, callbacks=[stopper()])
+        assert straight.fit()["epochs_completed"] == 3  # best at epoch 1, then two epochs without improvement
+
+    run = stage(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt), run:
+        make_loop(run, epochs=10, callbacks=[stopper(), SignalAt(epoch=2, batch=2)]).fit()
+    assert (run.checkpoint_dir / "callbacks.json").is_file()
+    run = stage(tmp_path / "b")
+    with run:
+        resumed = make_loop(run, epochs=10, callbacks=[stopper()])
+        result = resumed.fit()
+    assert result["resumed"] and result["stopped_early"] and result["epochs_completed"] == 3
+    for a, b in zip(straight.task.model.get_weights(), resumed.task.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_flatten_config_gives_hparams_values():
     flat = flatten_config({"a": {"b": 1, "c": [1, 2], "d": None}, "e": "x", "f": True})
     assert flat == {"a.b": 1, "a.c": "[1, 2]", "a.d": "None", "e": "x", "f": True}

@@ -337,8 +337,12 @@ class TrainLoop:
         return True
 
     def save(self) -> None:
+        """A checkpoint, and the progress of the callbacks (EarlyStopping's patience...) beside it."""
         if self.manager is not None:
+            from patchcfg.train.callbacks import save_callback_state
+
             self.manager.save(checkpoint_number=int(self.optimizer.iterations.numpy()))
+            save_callback_state(self.callbacks, self._sub(self.run.checkpoint_dir))
 
     def _make_step_function(self):
         strategy, task, optimizer, gbs = self.strategy, self.task, self.optimizer, self.global_batch_size
@@ -405,6 +409,10 @@ class TrainLoop:
         logs: dict = {}
         task.on_train_begin(self)
         callbacks.on_train_begin()
+        if resumed:
+            from patchcfg.train.callbacks import restore_callback_state
+
+            restore_callback_state(self.callbacks, self._sub(self.run.dir / "checkpoints"))
         # Each epoch's input pipeline is built (and starts reading) in a background thread while
         # the previous epoch trains, so an epoch does not start with a stall; unless the task's
         # data depends on the model trained so far.
