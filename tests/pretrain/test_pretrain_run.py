@@ -56,6 +56,8 @@ def make_config(digits, method="simclr", **pretrain):
         params.update(clusters=6, pca_dim=8, whiten=True, kmeans_iterations=20)
     if method == "context_encoder":
         params.update(mask_size=0.5, mask_position="random", context_weight=0.0, decoder_filters=16)
+    if method == "multitask":
+        params.update(tasks=[], task_weighting="fixed")
     if method == "detcon":
         params.update(masks="felzenszwalb", num_masks=4, grid=2,
                       felzenszwalb={"scale": 50.0, "sigma": 0.5, "min_size": 5})
@@ -127,6 +129,7 @@ class SignalAt(keras.callbacks.Callback):
     ("deepcluster", {}),
     ("context_encoder", {"context_weight": 0.1}),
     ("detcon", {"masks": "grid"}),
+    ("multitask", {"task_weighting": "adaptive"}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,
@@ -286,3 +289,32 @@ def test_detcon_contrasts_regions_and_saves_a_pooled_encoder(digits, tmp_path):
     encoder = keras.saving.load_model(tmp_path / "test-detcon" / "pretrain" / "encoder.keras")
     assert encoder.predict(np.zeros((2, 16, 16, 3), "float32"), verbose=0).shape == (2, 8)
     assert summary["epochs_completed"] == 2
+
+
+def test_multitask_learns_every_table_with_adaptive_weights(digits, tmp_path):
+    """Two tables (the digits, and parity of other images) learnt at once; weights move from 1."""
+    parity = tmp_path / "parity.csv"
+    parity.write_text("filepath,validation,even\n" + "".join(
+        f"{digits / f'd{i:03d}.png'},false,{i % 2}\n" for i in range(32, 48)))
+    config = make_config(digits, "multitask", epochs=2, task_weighting="adaptive",
+                         tasks=[{"labels": str(digits / "labels.csv"), "name": "digits", "weight": 1.0},
+                                {"labels": str(parity), "weight": 1.0}])
+    summary, method = run_pretrain(config, root=tmp_path, verbose=0, return_method=True)
+    assert method.task_names == ["digits", "parity"] and len(method.task_paths) == 48  # rows 48-63 are validation
+    rows = Experiment(config, root=tmp_path).stage("pretrain").read_metrics()
+    for row in rows:
+        for key in ("loss_digits", "loss_parity", "weight_digits", "weight_parity", "probe_macro_auc"):
+            assert np.isfinite(row[key]), key
+    assert not np.allclose(method.log_variances.numpy(), 0.0)  # learnt
+    assert method.head.output_shape == (None, 12)  # 11 digit-table classes + even
+
+
+def test_multitask_without_labels_is_a_user_error(digits, tmp_path):
+    from patchcfg.errors import UserError
+
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(sorted(str(p) for p in digits.glob("*.png"))))
+    config = make_config(digits, "multitask")
+    config["data"].update(labels=None, images=str(listing))
+    with pytest.raises(UserError, match="multitask needs label tables"):
+        run_pretrain(config, root=tmp_path, verbose=0)

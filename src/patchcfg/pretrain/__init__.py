@@ -5,7 +5,7 @@ Importing this package is cheap (no TensorFlow). A method module registers its c
 
     >>> from patchcfg.pretrain import method_names
     >>> method_names()
-    ['context_encoder', 'deepcluster', 'detcon', 'hcl', 'moco', 'simclr']
+    ['context_encoder', 'deepcluster', 'detcon', 'hcl', 'moco', 'multitask', 'simclr']
 
 Adding a method: write ``patchcfg/pretrain/<name>.py`` with a subclass of
 :class:`patchcfg.pretrain.base.PretrainMethod` decorated ``@register("<name>")``, add its module to
@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "deepcluster": "patchcfg.pretrain.deepcluster",
     "context_encoder": "patchcfg.pretrain.context_encoder",
     "detcon": "patchcfg.pretrain.detcon",
+    "multitask": "patchcfg.pretrain.multitask",
 }
 
 _REGISTRY: dict[str, type] = {}

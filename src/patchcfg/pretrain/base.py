@@ -137,6 +137,10 @@ class PretrainMethod(TrainTask):
         self.model = keras.Model(inputs, self.head(self.encoder(inputs)), name=f"{self.name}_pretrain")
         self.build_state()
 
+    def epoch_steps(self) -> int:
+        """Steps of an epoch when ``steps_per_epoch`` is null: one pass over the images."""
+        return max(1, len(self.paths) // self.global_batch_size)
+
     def build_encoder(self) -> keras.Model:
         """The encoder trained and saved: the one given, else ``backbone`` built for the images."""
         if self._encoder is not None:
@@ -214,7 +218,7 @@ class PretrainMethod(TrainTask):
             augmenter = self.augmenter()
             # Repeat only when an epoch is longer than one pass: a pipeline that ends by itself does
             # not prepare batches past the end of the epoch that would be thrown away.
-            steps = self.steps_per_epoch or len(self.paths) // self.global_batch_size
+            steps = self.steps_per_epoch or self.epoch_steps()
             repeat = steps * self.global_batch_size > len(self.paths)
 
             @tf.function(input_signature=[tf.TensorSpec([], tf.int64)], autograph=False)
@@ -358,10 +362,10 @@ def run_pretrain(config: dict, root=None, force: bool = False, *, strategy=None,
         if len(paths) < gbs:
             raise UserError(f"pretrain.batch_size {gbs} is larger than the number of images ({len(paths)}); "
                             "use a smaller batch_size")
-        steps = int(params.get("steps_per_epoch") or max(1, len(paths) // gbs))
         probe, probe_paths, probe_info = _labelled_probe(config, paths, say)
         method_cls = get_method(params["method"])
         method = method_cls(config, paths, probe=probe, probe_paths=probe_paths, encoder=encoder)
+        steps = int(params.get("steps_per_epoch") or method.epoch_steps())
         say(f"pretrain {params['method']}: {len(paths)} images, {params['epochs']} epochs x {steps} steps "
             f"of {gbs} ({strategy.num_replicas_in_sync} replica(s), {type(strategy).__name__}) -> {run.dir}")
         loop = TrainLoop(

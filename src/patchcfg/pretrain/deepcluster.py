@@ -126,7 +126,7 @@ class DeepCluster(PretrainMethod):
         if int(self.clustered_epoch.numpy()) != epoch:  # else resumed mid-epoch: the same labels
             self.recluster(epoch)
         labels = self.assignments.numpy()
-        steps = self.steps_per_epoch or len(self.paths) // self.global_batch_size
+        steps = self.steps_per_epoch or self.epoch_steps()
         seed = epoch_seed(self.seed, epoch)
         picks = sample_over_clusters(labels, steps * self.global_batch_size, seed)
         return make_dataset([self.paths[i] for i in picks], self.data_cfg, batch_size=self.global_batch_size,

@@ -140,7 +140,7 @@ class DetCon(PretrainMethod):
         seed = epoch_seed(self.seed, epoch)
         segments = self.segments().reshape(len(self.paths), -1)
         images, channels = image_dataset(self.paths, self.data_cfg, labels=segments, shuffle_paths=True, seed=seed)
-        steps = self.steps_per_epoch or len(self.paths) // self.global_batch_size
+        steps = self.steps_per_epoch or self.epoch_steps()
         if steps * self.global_batch_size > len(self.paths):
             images = images.repeat()
         augmenter, normalize = self.augmenter(), normalizer(self.data_cfg, channels)

@@ -1,0 +1,153 @@
+"""Multitask: pretrain the encoder on the labels of several label tables at once.
+
+patchwork's multitask trainer, on patchcfg's label tables: each entry of ``tasks`` is a label table
+(multi-hot, blank = unknown; by default ``data.labels``) whose classes get their own output units
+on a shared head (``projection``'s hidden layers). The loss of a task is the masked binary
+cross-entropy over its known labels; rows with no known label in a task do not count for it.
+Tasks are mixed by their ``weight``, or with ``task_weighting: adaptive`` by learnt uncertainty
+(Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene Geometry
+and Semantics", CVPR 2018): ``sum_t exp(-s_t) L_t + s_t / 2`` with a trainable ``s_t = log sigma_t^2``
+per task. Rows are drawn so that every task is equally represented (a row's chance is the sum over
+the tasks it has labels for of 1 / (tasks x rows labelled for the task)), then augmented. Rows marked
+``validation`` or ``exclude`` in a table are never trained on, so the linear probe stays honest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from patchcfg.errors import UserError
+from patchcfg.pretrain import register
+from patchcfg.pretrain.base import PretrainMethod, epoch_seed
+from patchcfg.train.loop import global_mean
+
+
+def task_name(path, taken: set[str]) -> str:
+    """A metric-friendly name for the task of label table ``path`` (its file stem, made unique)."""
+    base = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in Path(path).stem) or "task"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    return name
+
+
+def merge_tasks(tables) -> tuple[list[str], np.ndarray, list[slice]]:
+    """``(paths, labels, columns)``: every trainable row of every table once (same image = one row),
+    labels (rows, total classes) with -1 where a task does not know, and each task's columns."""
+    index: dict[str, int] = {}
+    paths: list[str] = []
+    blocks = []
+    for table in tables:
+        keep = table.train_rows() & table.labelled()
+        rows = []
+        for path in np.asarray(table.resolved_paths())[keep]:
+            key = os.path.realpath(path)
+            if key not in index:
+                index[key] = len(paths)
+                paths.append(path)
+            rows.append(index[key])
+        blocks.append((np.asarray(rows, np.int64), table.label_matrix()[keep]))
+    labels = np.full((len(paths), sum(b[1].shape[1] for b in blocks)), -1.0, np.float32)
+    columns, start = [], 0
+    for rows, values in blocks:
+        width = values.shape[1]
+        labels[rows, start:start + width] = values
+        columns.append(slice(start, start + width))
+        start += width
+    return paths, labels, columns
+
+
+def balanced_probabilities(labels, columns) -> np.ndarray:
+    """Each row's chance of being drawn: every task gets an equal share, spread over its rows."""
+    known = [(labels[:, c] >= 0).any(axis=1) for c in columns]
+    weights = np.zeros(len(labels))
+    for has in known:
+        if has.any():
+            weights[has] += 1.0 / (has.sum() * len(columns))
+    return weights / weights.sum()
+
+
+@register("multitask")
+class MultiTask(PretrainMethod):
+    """Supervised multitask pretraining on one or more label tables (masked BCE per task)."""
+
+    def __init__(self, config, paths, **kwargs):
+        from patchcfg.labels import read_label_table
+
+        super().__init__(config, paths, **kwargs)
+        specs = self.params.get("tasks") or []
+        if not specs:
+            if not self.data_cfg.get("labels"):
+                raise UserError("pretrain.tasks: multitask needs label tables; list them under pretrain.tasks "
+                                "or set data.labels")
+            specs = [{"labels": self.data_cfg["labels"]}]
+        tables = [read_label_table(spec["labels"]) for spec in specs]
+        taken: set[str] = set()
+        self.task_names = []
+        for spec in specs:
+            self.task_names.append(spec.get("name") or task_name(spec["labels"], taken))
+            taken.add(self.task_names[-1])
+        self.task_weights = [float(spec.get("weight", 1.0)) for spec in specs]
+        self.adaptive = self.params.get("task_weighting", "fixed") == "adaptive"
+        self.task_paths, self.labels, self.columns = merge_tasks(tables)
+        for name, table, columns in zip(self.task_names, tables, self.columns, strict=True):
+            if not (self.labels[:, columns] >= 0).any():
+                raise UserError(f"pretrain.tasks: {table.path} ({name}) has no labelled training rows "
+                                "(rows with a known label, not validation, not excluded)")
+        self.probabilities = balanced_probabilities(self.labels, self.columns)
+
+    def epoch_steps(self) -> int:
+        """An epoch draws about as many rows as the tasks have (at least one batch)."""
+        return max(1, len(self.task_paths) // self.global_batch_size)
+
+    def build_head(self, features: int, dim: int | None = None, min_depth: int = 0) -> keras.Model:
+        return super().build_head(features, dim=self.labels.shape[1], min_depth=1)
+
+    def build_state(self) -> None:
+        # s_t = log sigma_t^2 of each task (adaptive weighting), starting at 0 (weight 1)
+        self.log_variances = tf.Variable(tf.zeros([len(self.columns)]), trainable=self.adaptive,
+                                         name="task_log_variances")
+
+    def extra_state(self) -> dict:
+        return {"task_log_variances": self.log_variances}
+
+    def trainable_variables(self) -> list:
+        extra = [self.log_variances] if self.adaptive else []
+        return super().trainable_variables() + extra
+
+    def dataset(self, epoch: int) -> tf.data.Dataset:
+        """Augmented rows drawn with :func:`balanced_probabilities` (seeded by the epoch) and their labels."""
+        from patchcfg.data.loading import make_dataset
+
+        seed = epoch_seed(self.seed, epoch)
+        steps = self.steps_per_epoch or self.epoch_steps()
+        picks = np.random.default_rng(seed).choice(len(self.task_paths), size=steps * self.global_batch_size,
+                                                   p=self.probabilities)
+        return make_dataset([self.task_paths[i] for i in picks], self.data_cfg, batch_size=self.global_batch_size,
+                            labels=self.labels[picks], seed=seed, augmenter=self.augmenter(),
+                            drop_remainder=True, cache=False)
+
+    def compute_loss(self, batch, global_batch_size: int):
+        images, labels = batch
+        logits = self.embed(images)
+        known = tf.cast(labels >= 0, tf.float32)
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.clip_by_value(labels, 0.0, 1.0), logits=logits) * known
+        total = 0.0
+        logs = {}
+        for t, (name, columns) in enumerate(zip(self.task_names, self.columns, strict=True)):
+            counts = tf.reduce_sum(known[:, columns], axis=1)
+            per_example = tf.reduce_sum(bce[:, columns], axis=1) / tf.maximum(counts, 1.0)
+            logs[f"loss_{name}"] = global_mean(per_example, global_batch_size)
+            if self.adaptive:
+                log_variance = self.log_variances[t]
+                total += tf.exp(-log_variance) * per_example + 0.5 * log_variance
+                logs[f"weight_{name}"] = global_mean(tf.fill(tf.shape(counts), tf.exp(-log_variance)),
+                                                     global_batch_size)
+            else:
+                total += self.task_weights[t] * per_example
+        return global_mean(total, global_batch_size), logs, {}
