@@ -20,8 +20,7 @@ def bounds(mask):
 
 
 def test_rectangles_have_the_asked_size_and_place():
-    x = images()
-    masks = hidden_rectangles(x, [1, 2], 0.5).numpy()
+    masks = hidden_rectangles(6, 16, 16, [1, 2], 0.5).numpy()
     assert masks.shape == (6, 16, 16, 1) and set(np.unique(masks)) == {0.0, 1.0}
     places = set()
     for mask in masks:
@@ -29,18 +28,18 @@ def test_rectangles_have_the_asked_size_and_place():
         assert (bottom - top, right - left) == (8, 8) and mask.sum() == 64  # one solid 8x8 rectangle
         places.add((top, left))
     assert len(places) > 1  # random positions
-    np.testing.assert_array_equal(masks, hidden_rectangles(x, [1, 2], 0.5).numpy())  # seeded
-    assert not np.array_equal(masks, hidden_rectangles(x, [1, 3], 0.5).numpy())
-    for mask in hidden_rectangles(x, [1, 2], 0.5, "center").numpy():
+    np.testing.assert_array_equal(masks, hidden_rectangles(6, 16, 16, [1, 2], 0.5).numpy())  # seeded
+    assert not np.array_equal(masks, hidden_rectangles(6, 16, 16, [1, 3], 0.5).numpy())
+    for mask in hidden_rectangles(6, 16, 16, [1, 2], 0.5, "center").numpy():
         assert bounds(mask) == (4, 12, 4, 12)
-    for mask in hidden_rectangles(x, [5, 6], [0.25, 0.5]).numpy():
+    for mask in hidden_rectangles(6, 16, 16, [5, 6], [0.25, 0.5]).numpy():
         top, bottom, left, right = bounds(mask)
         assert 4 <= bottom - top <= 8 and 4 <= right - left <= 8
 
 
 def test_hidden_pixels_get_the_mean_colour_of_the_visible_ones():
     x = images(n=2)
-    masks = hidden_rectangles(x, [0, 1], 0.5)
+    masks = hidden_rectangles(2, 16, 16, [0, 1], 0.5)
     filled = hide(x, masks).numpy()
     m = masks.numpy()[..., 0].astype(bool)
     for i in range(2):
@@ -50,7 +49,7 @@ def test_hidden_pixels_get_the_mean_colour_of_the_visible_ones():
 
 def test_loss_counts_the_hidden_pixels_and_weights_the_rest():
     x = images(n=2)
-    masks = hidden_rectangles(x, [0, 1], 0.5, "center")
+    masks = hidden_rectangles(2, 16, 16, [0, 1], 0.5, "center")
     predicted = x + 0.3 * masks + 0.1 * (1 - masks)  # errors: 0.3 inside, 0.1 outside
     loss, hidden, visible = inpainting_loss(predicted, x, masks)
     np.testing.assert_allclose(hidden.numpy(), [0.09, 0.09], rtol=1e-4)

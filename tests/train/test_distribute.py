@@ -111,15 +111,23 @@ MIRRORED = """
 
 
 def test_two_replicas_give_the_first_step_of_one_device(tmp_path):
-    """MirroredStrategy over 2 logical CPUs, same global batch: same loss and gradients (negatives
-    are gathered across replicas; batch norm is synchronised)."""
+    """MirroredStrategy over 2 logical CPUs, same global batch: same loss and gradients for every
+    method (negatives and regions are gathered across replicas; batch norm is synchronised; the
+    context encoder's masks and DeepCluster's clusters do not depend on the replica)."""
     paths = write_images(tmp_path / "images")
     listing = tmp_path / "images.txt"
     listing.write_text("\n".join(paths))
     # (HCL gathers like SimCLR; its per-replica rows are checked in tests/pretrain/test_losses.py)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filepath,validation,bright,left\n" + "".join(
+        f"{p},false,{i % 2},{'' if i % 3 else i % 4 // 2}\n" for i, p in enumerate(paths)))
     configs = [base_config(listing, "simclr"),
                base_config(listing, "moco", queue_size=32, momentum=0.9,
-                           mochi={"n": 8, "s": 4, "s_prime": 2}, eqco={"alpha": 8})]
+                           mochi={"n": 8, "s": 4, "s_prime": 2}, eqco={"alpha": 8}),
+               base_config(listing, "detcon", masks="grid", grid=2),
+               base_config(listing, "deepcluster", clusters=4, pca_dim=4),
+               base_config(listing, "context_encoder", mask_size=[0.3, 0.6], decoder_filters=16),
+               base_config(listing, "multitask", tasks=[{"labels": str(labels)}], task_weighting="adaptive")]
     code = MIRRORED.replace("sys.argv[1]", repr(json.dumps(configs))).replace("sys.argv[2]", repr(json.dumps(paths)))
     process = run_python(code)
     stdout, stderr = process.communicate(timeout=240)

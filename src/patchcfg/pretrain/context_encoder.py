@@ -8,8 +8,8 @@ convolutions) that predicts the whole image. The loss is the paper's reconstruct
 squared error over the hidden pixels, plus ``context_weight`` times the error over the visible ones
 (0 = the paper's). The adversarial loss of the paper is not implemented.
 
-Masks are drawn from ``(seed, optimizer step, replica)``, so a resumed run hides the same
-rectangles as a straight one. TensorBoard gets ``inpainting`` images (hidden | predicted | original)
+Masks are drawn from ``(seed, optimizer step)`` for the global batch, so a resumed run, or one on
+more replicas, hides the same rectangles as a straight one. TensorBoard gets ``inpainting`` images (hidden | predicted | original)
 on monitored epochs.
 """
 
@@ -26,7 +26,8 @@ from patchcfg.pretrain.base import PretrainMethod
 from patchcfg.train.loop import global_mean, replica_id_and_count
 
 
-def build_decoder(features: int, imshape, channels: int, filters: int = 64, upsamplings: int = 3) -> keras.Model:
+def build_decoder(features: int, imshape, channels: int, filters: int = 64, upsamplings: int = 3,
+                  synchronized: bool = False) -> keras.Model:
     """Pooled features (B, D) -> an image (B, H, W, channels): Dense to a (H/2^u, W/2^u, filters)
     map, ``u`` x (2x upsampling + 3x3 conv + batch norm + ReLU, halving the filters), a 3x3 conv to
     ``channels`` (linear, so any ``data.normalize`` range can be predicted)."""
@@ -41,7 +42,7 @@ def build_decoder(features: int, imshape, channels: int, filters: int = 64, upsa
         filters = max(8, filters // 2)
         x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{i}")(x)
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv_{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+        x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"bn_{i}")(x)
         x = keras.layers.ReLU()(x)
     x = keras.layers.Conv2D(channels, 3, padding="same", name="image")(x)
     if (start[0] * scale, start[1] * scale) != (height, width):
@@ -49,11 +50,10 @@ def build_decoder(features: int, imshape, channels: int, filters: int = 64, upsa
     return keras.Model(inputs, x, name="decoder")
 
 
-def hidden_rectangles(images, seed, size=(0.5, 0.5), position: str = "random"):
-    """(B, H, W, 1) masks, 1 on each image's hidden rectangle: sides a fraction of the image's drawn
-    from ``size`` (low, high), placed uniformly (``random``) or centred (``center``)."""
-    batch = tf.shape(images)[0]
-    height, width = images.shape[1], images.shape[2]
+def hidden_rectangles(batch, height: int, width: int, seed, size=(0.5, 0.5), position: str = "random"):
+    """(batch, height, width, 1) masks, 1 on each image's hidden rectangle: sides a fraction of the
+    image's drawn from ``size`` (a number, or low and high), placed uniformly (``random``) or
+    centred (``center``)."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     low, high = (float(size), float(size)) if isinstance(size, int | float) else (float(size[0]), float(size[1]))
 
@@ -95,18 +95,22 @@ class ContextEncoder(PretrainMethod):
     views = 1  # one augmented view of each image
 
     def build_head(self, features: int, dim: int | None = None) -> keras.Model:
-        return build_decoder(features, self.imshape, self.channels, int(self.params.get("decoder_filters", 64)))
+        return build_decoder(features, self.imshape, self.channels, int(self.params.get("decoder_filters", 64)),
+                             synchronized=bool((self.config.get("backbone") or {}).get("sync_batchnorm")))
 
-    def masks(self, images, seed):
-        return hidden_rectangles(images, seed, self.params.get("mask_size", 0.5),
+    def masks(self, batch, seed):
+        return hidden_rectangles(batch, self.imshape[0], self.imshape[1], seed, self.params.get("mask_size", 0.5),
                                  self.params.get("mask_position", "random"))
 
     def compute_loss(self, batch, global_batch_size: int):
         images = tf.cast(batch, tf.float32)
+        # the global batch's masks from (seed, step), this replica's rows of them: the same masks
+        # for the same image whatever the number of replicas
         replica, _ = replica_id_and_count()
+        local = tf.shape(images)[0]
         step = tf.cast(self.optimizer.iterations, tf.int64)
-        masks = self.masks(images, tf.stack([tf.constant(self.seed, tf.int64),
-                                             step * 4096 + tf.cast(replica, tf.int64)]))
+        every = self.masks(global_batch_size, tf.stack([tf.constant(self.seed, tf.int64), step]))
+        masks = every[tf.cast(replica, tf.int32) * local:][:local]
         predicted = self.head(self.encoder(hide(images, masks), training=True), training=True)
         loss, hidden, visible = inpainting_loss(predicted, images, masks, float(self.params.get("context_weight", 0.0)))
         logs = {"hidden_mse": global_mean(hidden, global_batch_size),
@@ -117,7 +121,7 @@ class ContextEncoder(PretrainMethod):
         out = super().on_epoch_end(epoch, logs)
         if self.monitor_due(epoch):
             images = self._views_for_monitoring()[0][:8]
-            masks = self.masks(images, tf.constant([self.seed, -1], tf.int64))
+            masks = self.masks(tf.shape(images)[0], tf.constant([self.seed, -1], tf.int64))
             hidden = hide(images, masks)
             predicted = tf.cast(self.head(self.encoder(hidden, training=False), training=False), tf.float32)
             shown = tf.concat([hidden, predicted, images], axis=2)  # hidden | predicted | original
