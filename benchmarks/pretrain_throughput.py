@@ -31,7 +31,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=14, help="steps per epoch (14 x 128 = one pass over the demo)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per run (after a warm-up epoch)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both measurements")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both measurements")
     parser.add_argument("--cache", default=None, help="data.cache (e.g. memory)")
     args = parser.parse_args(argv)
 

@@ -95,8 +95,8 @@ class PretrainMethod(TrainTask):
     """
 
     name = "base"
-    #: augmented views of each image in a training batch: a tuple of two for contrastive methods,
-    #: one batch of images with 1
+    #: augmented views per image in a training batch: 2 = a tuple of two batches (contrastive
+    #: methods), 1 = one batch
     views = 2
 
     def __init__(self, config: dict, paths: list[str], *, probe=None, probe_paths=None, encoder=None,
