@@ -146,7 +146,9 @@ WORKER = """
     from patchcfg.pretrain import run_pretrain
     config, root, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
     summary, method = run_pretrain(config, root=root, verbose=0, return_method=True)
-    np.savez(out, *[v.numpy() for v in method.trainable_variables()])
+    state = [v for item in method.extra_state().values() for v in getattr(item, "weights", [item])]
+    statistics = list(method.encoder.non_trainable_weights)  # batch norm's moving mean and variance
+    np.savez(out, *[v.numpy() for v in method.trainable_variables() + state + statistics])
 """
 
 
@@ -157,12 +159,16 @@ def free_port():
 
 
 @pytest.mark.slow
-def test_two_workers_end_with_identical_weights_and_only_the_chief_writes(tmp_path):
+@pytest.mark.parametrize("method,extra", [("simclr", {}), ("moco", {"queue_size": 64, "momentum": 0.9}),
+                                          ("deepcluster", {"clusters": 4, "pca_dim": 4})])
+def test_two_workers_end_with_identical_weights_and_only_the_chief_writes(tmp_path, method, extra):
+    """Two worker processes: identical weights, batch-norm statistics and method state (MoCo's key
+    encoder and queue, DeepCluster's pseudo-labels) at the end; only the chief writes the folder."""
     paths = write_images(tmp_path / "images")
     listing = tmp_path / "images.txt"
     listing.write_text("\n".join(paths))
-    config = base_config(listing, "simclr", epochs=2, steps_per_epoch=2,
-                         optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9})
+    config = base_config(listing, method, epochs=2, steps_per_epoch=2,
+                         optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9}, **extra)
     config["backbone"]["sync_batchnorm"] = False
     ports = [free_port(), free_port()]
     processes = []
@@ -178,7 +184,7 @@ def test_two_workers_end_with_identical_weights_and_only_the_chief_writes(tmp_pa
     assert len(chief.files) > 4
     for key in chief.files:
         np.testing.assert_array_equal(chief[key], other[key])
-    stage = tmp_path / "root0" / "dist-simclr" / "pretrain"
+    stage = tmp_path / "root0" / f"dist-{method}" / "pretrain"
     assert json.loads((stage / "status.json").read_text())["state"] == "complete"
     assert (stage / "encoder.keras").is_file() and (stage / "metrics.csv").is_file()
     assert json.loads((stage / "env.json").read_text())["workers"] == 2

@@ -360,6 +360,31 @@ class TrainLoop:
 
         return step
 
+    def _make_state_sync(self):
+        """A function that sets every replica's copy of the models' float non-trainable weights
+        (batch-norm moving statistics) to their mean over all replicas and workers; None with one
+        replica. Each replica updates those statistics from its own share of the batch, so without
+        it workers would score the probe differently (and callbacks could stop one worker alone)."""
+        if self.strategy.num_replicas_in_sync == 1:
+            return None
+        variables, seen = [], set()
+        for item in [self.task.model, *self.task.checkpoint_items().values()]:
+            for variable in getattr(item, "non_trainable_weights", None) or []:
+                if id(variable) not in seen and "float" in str(variable.dtype):
+                    seen.add(id(variable))
+                    variables.append(variable)
+        if not variables:
+            return None
+        strategy = self.strategy
+
+        @tf.function
+        def sync():
+            local = strategy.run(lambda: [tf.identity(v.value) for v in variables])
+            for variable, value in zip(variables, local, strict=True):
+                variable.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
+
+        return sync
+
     def _write_hparams(self) -> None:
         if not self.hparams or self.writer is None:
             return
@@ -401,6 +426,7 @@ class TrainLoop:
             self.callbacks, add_history=True, add_progbar=False, model=model, verbose=0,
             epochs=self.epochs, steps=self.steps_per_epoch)
         step_fn = self._make_step_function()
+        sync_state = self._make_state_sync()
         epoch, skip = int(self.epoch_var.numpy()), int(self.step_var.numpy())
         if resumed:
             self.log(f"resuming at epoch {epoch + 1}, step {skip + 1} of {self.steps_per_epoch}")
@@ -450,6 +476,8 @@ class TrainLoop:
                         self._interrupt(flag.signum)
                     if model is not None and model.stop_training:
                         break
+                if sync_state is not None:
+                    sync_state()
                 seconds = time.perf_counter() - started
                 self.seconds_var.assign_add(seconds)
                 if steps_run == 0:
