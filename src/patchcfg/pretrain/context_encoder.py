@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from patchcfg.data.augment import rect_mask
+from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod
 from patchcfg.train.loop import global_mean, replica_id_and_count
@@ -93,6 +94,12 @@ class ContextEncoder(PretrainMethod):
     """Context encoder: the encoder's features must let a decoder fill in a hidden rectangle."""
 
     views = 1  # one augmented view of each image
+
+    def __init__(self, config, paths, **kwargs):
+        super().__init__(config, paths, **kwargs)
+        size = self.params.get("mask_size", 0.5)
+        if isinstance(size, list | tuple) and float(size[0]) > float(size[1]):
+            raise UserError(f"pretrain.mask_size: {list(size)} has low > high; write [low, high]")
 
     def build_head(self, features: int, dim: int | None = None) -> keras.Model:
         return build_decoder(features, self.imshape, self.channels, int(self.params.get("decoder_filters", 64)),

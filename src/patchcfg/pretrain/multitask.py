@@ -86,7 +86,13 @@ class MultiTask(PretrainMethod):
                 raise UserError("pretrain.tasks: multitask needs label tables; list them under pretrain.tasks "
                                 "or set data.labels")
             specs = [{"labels": self.data_cfg["labels"]}]
-        tables = [read_label_table(spec["labels"]) for spec in specs]
+        tables = []
+        for i, spec in enumerate(specs):
+            try:
+                tables.append(read_label_table(spec["labels"]))
+            except UserError as error:
+                where = f"pretrain.tasks[{i}].labels" if self.params.get("tasks") else "data.labels"
+                raise type(error)(f"{where}: {error}") from None
         taken: set[str] = set()
         self.task_names = []
         for spec in specs:
