@@ -258,6 +258,7 @@ class FinetuneTask(TrainTask):
         self.channels = int(self.data_cfg["channels"])
         self.model = None
         self._val_images = None
+        self._decoded: dict = {}  # the cached training images, decoded once for every epoch
         self.unlabelled_paths: list[str] = []  # FixMatch's images, set by run_finetune
 
     def build(self) -> None:
@@ -293,7 +294,7 @@ class FinetuneTask(TrainTask):
         seed = (self.seed * 1_000_003 + epoch) % (2 ** 31)
         labelled = make_labelled_dataset(self.train_paths, self.train_labels, self.data_cfg, sampler=sampler,
                                          batch_size=self.global_batch_size, seed=seed,
-                                         augmenter=self.augmenter(seed), cache="memory")
+                                         augmenter=self.augmenter(seed), cache="memory", memo=self._decoded)
         if not self.fixmatch_enabled:
             return labelled
         return tf.data.Dataset.zip(labelled, self._unlabelled_dataset(seed))

@@ -1,5 +1,7 @@
 """Stratified sampling: stratum frequencies per weighting, unknowns, excluded rows, negatives."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -117,3 +119,28 @@ def test_labelled_dataset_keeps_unknowns_and_pairs(tmp_path, cache):
     assert v1.shape == (16, 8, 8, 3) and lab.shape == (16, 2)
     rows2 = np.rint(v1.numpy()[:, 0, 0, 0] * 25.5).astype(int)
     np.testing.assert_array_equal(rows2, first[0])  # same seed, same first batch
+
+
+def test_cached_images_are_decoded_once_across_epochs(tmp_path):
+    """With a memo kept across epochs (as fine-tuning keeps one), the next epoch's dataset reuses the
+    decoded images: it works even after the files are gone."""
+    from PIL import Image
+
+    labels = np.array([[1.0], [0.0]] * 8, np.float32)
+    paths = []
+    for i in range(len(labels)):
+        Image.fromarray(np.full((8, 8, 3), i * 10, np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    memo: dict = {}
+
+    def epoch(seed):
+        ds = make_labelled_dataset(paths, labels, {"imshape": [8, 8]}, sampler=StratifiedSampler(), batch_size=4,
+                                   seed=seed, cache="memory", memo=memo)
+        return [x.numpy() for x, _ in ds.take(3)]
+
+    first = epoch(0)
+    for path in paths:
+        Path(path).unlink()
+    second = epoch(1)
+    assert len(second) == 3 and not all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert memo["store"].shape == (16, 8, 8, 3)

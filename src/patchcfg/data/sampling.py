@@ -182,7 +182,8 @@ def sampler_from_config(sampler_cfg: dict | None) -> StratifiedSampler:
 
 
 def make_labelled_dataset(paths, labels, data_cfg: dict, *, sampler: StratifiedSampler, batch_size: int,
-                          trainable_mask=None, seed: int = 0, augmenter=None, views: int = 1, cache=None):
+                          trainable_mask=None, seed: int = 0, augmenter=None, views: int = 1, cache=None,
+                          memo: dict | None = None):
     """An endless ``tf.data`` stream of ``(x, labels)`` batches drawn by ``sampler``.
 
     ``paths`` and ``labels`` are aligned row by row (filter both after ``check_images``).
@@ -193,7 +194,9 @@ def make_labelled_dataset(paths, labels, data_cfg: dict, *, sampler: StratifiedS
 
     ``cache`` (None: ``data.cache``): with a cache, the drawable images are decoded once into
     memory and batches are gathered from there; without, each drawn image is decoded on the fly.
-    There is no epoch: take ``steps`` batches (e.g. ``len(rows) // batch_size``).
+    There is no epoch: take ``steps`` batches (e.g. ``len(rows) // batch_size``). ``memo``: a dict
+    the caller keeps from one epoch's dataset to the next; the images decoded for the cache are kept
+    there (the latest set of rows only), so they are decoded once, not every epoch.
     """
     import tensorflow as tf
 
@@ -216,10 +219,17 @@ def make_labelled_dataset(paths, labels, data_cfg: dict, *, sampler: StratifiedS
 
     if cache:
         file_cache = None if cache == "memory" else str(cache)
-        ds_images, channels = loading.image_dataset([paths[i] for i in rows], cfg)
-        if file_cache:
-            ds_images = ds_images.cache(file_cache)
-        store = np.concatenate([b.numpy() for b in ds_images.batch(256).prefetch(tf.data.AUTOTUNE)], 0)
+        key = (tuple(paths[i] for i in rows), file_cache)
+        if memo is not None and memo.get("key") == key:
+            store, channels = memo["store"], memo["channels"]
+        else:
+            ds_images, channels = loading.image_dataset([paths[i] for i in rows], cfg)
+            if file_cache:
+                ds_images = ds_images.cache(file_cache)
+            store = np.concatenate([b.numpy() for b in ds_images.batch(256).prefetch(tf.data.AUTOTUNE)], 0)
+            if memo is not None:
+                memo.clear()
+                memo.update(key=key, store=store, channels=channels)
         position = np.full(len(paths), -1, np.int64)
         position[rows] = np.arange(len(rows))
         h, w = store.shape[1:3]
