@@ -127,7 +127,7 @@ class SignalAt(keras.callbacks.Callback):
     ("simclr", {}),
     ("moco", {"mochi": {"n": 8, "s": 4, "s_prime": 2}, "eqco": {"alpha": 16}}),
     ("deepcluster", {}),
-    ("context_encoder", {"context_weight": 0.1}),
+    ("context_encoder", {"context_weight": 0.1, "adversarial": {"weight": 0.01, "lr": 1e-3}}),
     ("detcon", {"masks": "grid"}),
     ("multitask", {"task_weighting": "adaptive"}),
 ])
@@ -147,6 +147,10 @@ def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, ext
     if method == "moco":
         pairs.append((straight.key_encoder, resumed.key_encoder))
         np.testing.assert_allclose(straight.queue.numpy(), resumed.queue.numpy(), rtol=1e-5, atol=1e-6)
+    if method == "context_encoder":  # the discriminator and its optimizer come back too
+        pairs.append((straight.discriminator, resumed.discriminator))
+        np.testing.assert_allclose(straight.discriminator_optimizer.variables[-1].numpy(),
+                                   resumed.discriminator_optimizer.variables[-1].numpy(), rtol=1e-5, atol=1e-6)
     if method == "deepcluster":  # the interrupted epoch kept its pseudo-labels; the next re-clustered alike
         np.testing.assert_array_equal(straight.assignments.numpy(), resumed.assignments.numpy())
     for a, b in pairs:
@@ -329,3 +333,23 @@ def test_method_settings_that_cannot_work_are_user_errors(digits, tmp_path, meth
 
     with pytest.raises(UserError, match=message):
         run_pretrain(make_config(digits, method, **extra), root=tmp_path, verbose=0)
+
+
+def test_context_encoder_with_the_adversarial_loss_trains_its_discriminator(digits, tmp_path):
+    config = make_config(digits, "context_encoder", epochs=1, adversarial={"weight": 0.1, "lr": 1e-3},
+                         monitor={"every": 0, "C": 1.0, "validation_fraction": 0.2, "views_image": False})
+    method_cls = get_method("context_encoder")
+    from patchcfg.data.images import resolve_image_paths
+    from patchcfg.train.loop import TrainLoop
+
+    method = method_cls(config, resolve_image_paths(config["data"]))
+    loop = TrainLoop(method, epochs=1, steps_per_epoch=2, global_batch_size=16, verbose=0,
+                     optimizer_config={"name": "adam", "lr": 1e-3})
+    loop.build()
+    before = [w.copy() for w in method.discriminator.get_weights()]
+    row = loop.fit()["history"][-1]
+    assert np.isfinite(row["adversarial_loss"]) and np.isfinite(row["discriminator_loss"])
+    # the generator's loss mixes reconstruction and fooling the discriminator, 0.9 : 0.1
+    assert row["loss"] == pytest.approx(0.9 * row["hidden_mse"] + 0.1 * row["adversarial_loss"], rel=1e-4)
+    assert not all(np.allclose(a, b) for a, b in zip(before, method.discriminator.get_weights(), strict=True))
+    assert int(method.discriminator_optimizer.iterations.numpy()) == 2

@@ -126,7 +126,8 @@ def test_two_replicas_give_the_first_step_of_one_device(tmp_path):
                            mochi={"n": 8, "s": 4, "s_prime": 2}, eqco={"alpha": 8}),
                base_config(listing, "detcon", masks="grid", grid=2),
                base_config(listing, "deepcluster", clusters=4, pca_dim=4),
-               base_config(listing, "context_encoder", mask_size=[0.3, 0.6], decoder_filters=16),
+               base_config(listing, "context_encoder", mask_size=[0.3, 0.6], decoder_filters=16,
+                           adversarial={"weight": 0.1, "lr": 1e-3}),
                base_config(listing, "multitask", tasks=[{"labels": str(labels)}], task_weighting="adaptive")]
     code = MIRRORED.replace("sys.argv[1]", repr(json.dumps(configs))).replace("sys.argv[2]", repr(json.dumps(paths)))
     process = run_python(code)

@@ -6,11 +6,13 @@ the paper's ``center``) is replaced by the mean colour of the rest of that image
 pooled features go through a decoder (a dense layer to a small feature map, then upsampling
 convolutions) that predicts the whole image. The loss is the paper's reconstruction loss, the mean
 squared error over the hidden pixels, plus ``context_weight`` times the error over the visible ones
-(0 = the paper's). The adversarial loss of the paper is not implemented.
+(0 = the paper's). With ``adversarial: {weight, lr}`` the paper's adversarial loss joins in: a
+small discriminator (its own Adam at ``lr``) learns to tell real images from inpainted ones, and
+the loss becomes ``(1 - weight) * reconstruction + weight * adversarial`` (the paper: 0.001).
 
 Masks are drawn from ``(seed, optimizer step)`` for the global batch, so a resumed run, or one on
-more replicas, hides the same rectangles as a straight one. TensorBoard gets ``inpainting`` images (hidden | predicted | original)
-on monitored epochs.
+more replicas, hides the same rectangles as a straight one. TensorBoard gets ``inpainting`` images
+(hidden | predicted | original) on monitored epochs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,18 @@ def build_decoder(features: int, imshape, channels: int, filters: int = 64, upsa
     if (start[0] * scale, start[1] * scale) != (height, width):
         x = keras.layers.Resizing(height, width, name="to_imshape")(x)
     return keras.Model(inputs, x, name="decoder")
+
+
+def build_discriminator(input_shape, filters: int = 32) -> keras.Model:
+    """Real or inpainted? Two stride-2 3x3 convolutions with LeakyReLU (no batch norm, so each image
+    is judged alone), global average pooling, one logit. float32 whatever the dtype policy."""
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for i, width in enumerate((filters, 2 * filters)):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", dtype="float32", name=f"conv_{i}")(x)
+        x = keras.layers.LeakyReLU(0.2, dtype="float32")(x)
+    x = keras.layers.GlobalAveragePooling2D(dtype="float32")(x)
+    return keras.Model(inputs, keras.layers.Dense(1, dtype="float32", name="logit")(x), name="discriminator")
 
 
 def hidden_rectangles(batch, height: int, width: int, seed, size=(0.5, 0.5), position: str = "random"):
@@ -100,6 +114,19 @@ class ContextEncoder(PretrainMethod):
         size = self.params.get("mask_size", 0.5)
         if isinstance(size, list | tuple) and float(size[0]) > float(size[1]):
             raise UserError(f"pretrain.mask_size: {list(size)} has low > high; write [low, high]")
+        self.adversarial = self.params.get("adversarial") or None
+        self.discriminator = self.discriminator_optimizer = None
+
+    def build_state(self) -> None:
+        if self.adversarial:
+            self.discriminator = build_discriminator(self.input_shape)
+            self.discriminator_optimizer = keras.optimizers.Adam(float(self.adversarial.get("lr", 2e-4)), beta_1=0.5)
+            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    def extra_state(self) -> dict:
+        if not self.adversarial:
+            return {}
+        return {"discriminator": self.discriminator, "discriminator_optimizer": self.discriminator_optimizer}
 
     def build_head(self, features: int, dim: int | None = None) -> keras.Model:
         return build_decoder(features, self.imshape, self.channels, int(self.params.get("decoder_filters", 64)),
@@ -118,11 +145,39 @@ class ContextEncoder(PretrainMethod):
         step = tf.cast(self.optimizer.iterations, tf.int64)
         every = self.masks(global_batch_size, tf.stack([tf.constant(self.seed, tf.int64), step]))
         masks = every[tf.cast(replica, tf.int32) * local:][:local]
-        predicted = self.head(self.encoder(hide(images, masks), training=True), training=True)
+        predicted = tf.cast(self.head(self.encoder(hide(images, masks), training=True), training=True), tf.float32)
         loss, hidden, visible = inpainting_loss(predicted, images, masks, float(self.params.get("context_weight", 0.0)))
         logs = {"hidden_mse": global_mean(hidden, global_batch_size),
                 "visible_mse": global_mean(visible, global_batch_size)}
-        return global_mean(loss, global_batch_size), logs, {}
+        aux = {}
+        if self.adversarial:
+            # the paper's joint loss: (1 - w) reconstruction + w adversarial (the inpainted image
+            # should pass the discriminator as real)
+            weight = float(self.adversarial.get("weight", 0.001))
+            composite = images * (1.0 - masks) + predicted * masks
+            fooled = tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.ones([local]), logits=self.discriminator(composite, training=True)[:, 0])
+            loss = (1.0 - weight) * loss + weight * fooled
+            logs["adversarial_loss"] = global_mean(fooled, global_batch_size)
+            aux = {"images": images, "composite": composite}
+        return global_mean(loss, global_batch_size), logs, aux
+
+    def train_step(self, batch, optimizer, global_batch_size: int):
+        """The encoder and decoder's step; with ``adversarial``, then the discriminator's."""
+        logs, aux = super().train_step(batch, optimizer, global_batch_size)
+        if not self.adversarial:
+            return logs, aux
+        variables = self.discriminator.trainable_variables
+        local = tf.shape(aux["images"])[0]
+        with tf.GradientTape() as tape:
+            real = self.discriminator(aux["images"], training=True)[:, 0]
+            fake = self.discriminator(tf.stop_gradient(aux["composite"]), training=True)[:, 0]
+            per_example = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones([local]), logits=real) + \
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros([local]), logits=fake)
+            loss = global_mean(per_example, global_batch_size)
+        gradients = tape.gradient(loss, variables)
+        self.discriminator_optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        return {**logs, "discriminator_loss": loss}, {}
 
     def on_epoch_end(self, epoch: int, logs: dict) -> dict:
         out = super().on_epoch_end(epoch, logs)
