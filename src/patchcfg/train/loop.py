@@ -361,16 +361,17 @@ class TrainLoop:
         return step
 
     def _make_state_sync(self):
-        """A function that sets every replica's copy of the models' float non-trainable weights
-        (batch-norm moving statistics) to their mean over all replicas and workers; None with one
-        replica. Each replica updates those statistics from its own share of the batch, so without
-        it workers would score the probe differently (and callbacks could stop one worker alone)."""
+        """A function that sets every replica's copy of the models' batch-norm moving statistics to
+        their mean over all replicas and workers; None with one replica. Each replica updates them
+        from its own share of the batch, so without it workers would score the probe differently
+        (and callbacks could stop one worker alone). Frozen weights are left alone: they agree."""
         if self.strategy.num_replicas_in_sync == 1:
             return None
         variables, seen = [], set()
         for item in [self.task.model, *self.task.checkpoint_items().values()]:
             for variable in getattr(item, "non_trainable_weights", None) or []:
-                if id(variable) not in seen and "float" in str(variable.dtype):
+                statistic = variable.path.rsplit("/", 1)[-1].startswith("moving_")
+                if id(variable) not in seen and statistic and "float" in str(variable.dtype):
                     seen.add(id(variable))
                     variables.append(variable)
         if not variables:
