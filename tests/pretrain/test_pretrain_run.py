@@ -327,10 +327,14 @@ def test_multitask_without_labels_is_a_user_error(digits, tmp_path):
 @pytest.mark.parametrize("method,extra,message", [
     ("multitask", {"tasks": [{"labels": "nosuch.csv"}]}, r"pretrain.tasks\[0\].labels: nosuch.csv: label table not found"),
     ("context_encoder", {"mask_size": [0.6, 0.3]}, r"pretrain.mask_size: \[0.6, 0.3\] has low > high"),
+    ("multitask", {"tasks": [{"labels": "LABELS", "name": "a"}, {"labels": "LABELS", "name": "a"}]},
+     r"pretrain.tasks\[1\].name: 'a' names another task too"),
 ])
 def test_method_settings_that_cannot_work_are_user_errors(digits, tmp_path, method, extra, message):
     from patchcfg.errors import UserError
 
+    for task in extra.get("tasks", []):
+        task["labels"] = task["labels"].replace("LABELS", str(digits / "labels.csv"))
     with pytest.raises(UserError, match=message):
         run_pretrain(make_config(digits, method, **extra), root=tmp_path, verbose=0)
 

@@ -95,9 +95,13 @@ class MultiTask(PretrainMethod):
                 raise type(error)(f"{where}: {error}") from None
         taken: set[str] = set()
         self.task_names = []
-        for spec in specs:
-            self.task_names.append(spec.get("name") or task_name(spec["labels"], taken))
-            taken.add(self.task_names[-1])
+        for i, spec in enumerate(specs):
+            name = spec.get("name") or task_name(spec["labels"], taken)
+            if name in taken:
+                raise UserError(f"pretrain.tasks[{i}].name: '{name}' names another task too; give each a "
+                                "different name")
+            self.task_names.append(name)
+            taken.add(name)
         self.task_weights = [float(spec.get("weight", 1.0)) for spec in specs]
         self.adaptive = self.params.get("task_weighting", "fixed") == "adaptive"
         self.task_paths, self.labels, self.columns = merge_tasks(tables)
