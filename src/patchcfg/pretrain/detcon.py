@@ -138,8 +138,11 @@ class DetCon(PretrainMethod):
         from patchcfg.data.loading import batch_seeds, image_dataset, normalizer
 
         seed = epoch_seed(self.seed, epoch)
-        segments = self.segments().reshape(len(self.paths), -1)
-        images, channels = image_dataset(self.paths, self.data_cfg, labels=segments, shuffle_paths=True, seed=seed)
+        segments = self.segments()
+        # each image carries its row number; its segments are looked up per batch (a graph
+        # constant of every segment map would be capped at 2 GB)
+        rows = np.arange(len(self.paths), dtype=np.int64)[:, None]
+        images, channels = image_dataset(self.paths, self.data_cfg, labels=rows, shuffle_paths=True, seed=seed)
         steps = self.steps_per_epoch or self.epoch_steps()
         if steps * self.global_batch_size > len(self.paths):
             images = images.repeat()
@@ -147,8 +150,12 @@ class DetCon(PretrainMethod):
         height, width = self.imshape
         count = self.num_masks
 
+        def lookup(batch_rows):
+            return segments[batch_rows[:, 0]]
+
         def views(batch, batch_seed):
-            pixels, ids = batch
+            pixels, batch_rows = batch
+            ids = tf.numpy_function(lookup, [batch_rows], tf.int8, stateful=False)
             masks = tf.one_hot(tf.cast(tf.reshape(ids, [-1, height, width]), tf.int32), count, dtype=tf.float32)
             seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(
                 batch_seed, augmenter.seed), 2)
