@@ -342,19 +342,15 @@ def _adjust_contrast(images, factor):
 
 
 def _adjust_hsv(images, saturation=None, hue=None, sat_add=None):
-    """Per image: saturation times ``saturation`` plus ``sat_add`` (clipped to [0, 1]), hue shifted
-    by ``hue`` (in turns, wrapped); value unchanged. Each argument is (B,) or None."""
     hsv = tf.image.rgb_to_hsv(tf.clip_by_value(images, 0.0, 1.0))
-    batch = tf.shape(images)[0]
-    one, zero = tf.ones([batch]), tf.zeros([batch])
-    # (B, 1, 1, 3) scale and shift of (h, s, v): no unstacking of the channel axis
-    scale = tf.stack([one, one if saturation is None else saturation, one], -1)[:, None, None, :]
-    shift = tf.stack([zero if hue is None else hue, zero if sat_add is None else sat_add, zero], -1)[:, None, None, :]
-    hsv = hsv * scale + shift
+    h, s, v = tf.unstack(hsv, axis=-1)
+    if saturation is not None:
+        s = s * tf.reshape(saturation, [-1, 1, 1])
+    if sat_add is not None:
+        s = s + tf.reshape(sat_add, [-1, 1, 1])
     if hue is not None:
-        hsv = hsv - tf.floor(hsv) * tf.constant([1.0, 0.0, 0.0])  # wrap h into [0, 1)
-    hsv = tf.clip_by_value(hsv, 0.0, tf.constant([1.0, 1.0, 1.0]))
-    return tf.image.hsv_to_rgb(hsv)
+        h = tf.math.floormod(h + tf.reshape(hue, [-1, 1, 1]), 1.0)
+    return tf.image.hsv_to_rgb(tf.stack([h, tf.clip_by_value(s, 0.0, 1.0), v], -1))
 
 
 # RGB <-> YIQ (NTSC): Y is luma; hue is the angle and saturation the length of (I, Q).

@@ -141,6 +141,10 @@ class PretrainMethod(TrainTask):
         """Steps of an epoch when ``steps_per_epoch`` is null: one pass over the images."""
         return max(1, len(self.paths) // self.global_batch_size)
 
+    def epoch_draws(self) -> int:
+        """Images one epoch trains on: its steps times the global batch."""
+        return (self.steps_per_epoch or self.epoch_steps()) * self.global_batch_size
+
     def build_encoder(self) -> keras.Model:
         """The encoder trained and saved: the one given, else ``backbone`` built for the images."""
         if self._encoder is not None:
@@ -218,8 +222,7 @@ class PretrainMethod(TrainTask):
             augmenter = self.augmenter()
             # Repeat only when an epoch is longer than one pass: a pipeline that ends by itself does
             # not prepare batches past the end of the epoch that would be thrown away.
-            steps = self.steps_per_epoch or self.epoch_steps()
-            repeat = steps * self.global_batch_size > len(self.paths)
+            repeat = self.epoch_draws() > len(self.paths)
 
             @tf.function(input_signature=[tf.TensorSpec([], tf.int64)], autograph=False)
             def pipeline(seed):
@@ -232,6 +235,15 @@ class PretrainMethod(TrainTask):
 
             self._pipeline = pipeline
         return self._pipeline(tf.constant(epoch_seed(self.seed, epoch), tf.int64))
+
+    def drawn_dataset(self, paths, labels, picks, seed: int) -> tf.data.Dataset:
+        """Batches of the augmented images ``paths[picks]`` and their ``labels[picks]``, in the order
+        drawn (methods that sample their own epoch: DeepCluster over clusters, multitask over tasks)."""
+        from patchcfg.data.loading import make_dataset
+
+        return make_dataset([paths[i] for i in picks], self.data_cfg, batch_size=self.global_batch_size,
+                            labels=np.asarray(labels, np.float32)[picks], seed=seed, augmenter=self.augmenter(),
+                            drop_remainder=True, cache=False)
 
     # ------------------------------------------------------------------ monitoring
     def _features(self, paths: list[str]) -> np.ndarray:

@@ -121,17 +121,12 @@ class DeepCluster(PretrainMethod):
 
     def dataset(self, epoch: int) -> tf.data.Dataset:
         """Augmented images and their pseudo-labels, drawn uniformly over clusters (see the module)."""
-        from patchcfg.data.loading import make_dataset
-
         if int(self.clustered_epoch.numpy()) != epoch:  # else resumed mid-epoch: the same labels
             self.recluster(epoch)
         labels = self.assignments.numpy()
-        steps = self.steps_per_epoch or self.epoch_steps()
         seed = epoch_seed(self.seed, epoch)
-        picks = sample_over_clusters(labels, steps * self.global_batch_size, seed)
-        return make_dataset([self.paths[i] for i in picks], self.data_cfg, batch_size=self.global_batch_size,
-                            labels=labels[picks].astype(np.float32)[:, None], seed=seed,
-                            augmenter=self.augmenter(), drop_remainder=True, cache=False)
+        return self.drawn_dataset(self.paths, labels[:, None], sample_over_clusters(labels, self.epoch_draws(), seed),
+                                  seed)
 
     def compute_loss(self, batch, global_batch_size: int):
         images, labels = batch

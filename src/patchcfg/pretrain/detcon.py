@@ -143,8 +143,7 @@ class DetCon(PretrainMethod):
         # constant of every segment map would be capped at 2 GB)
         rows = np.arange(len(self.paths), dtype=np.int64)[:, None]
         images, channels = image_dataset(self.paths, self.data_cfg, labels=rows, shuffle_paths=True, seed=seed)
-        steps = self.steps_per_epoch or self.epoch_steps()
-        if steps * self.global_batch_size > len(self.paths):
+        if self.epoch_draws() > len(self.paths):
             images = images.repeat()
         augmenter, normalize = self.augmenter(), normalizer(self.data_cfg, channels)
         height, width = self.imshape

@@ -132,15 +132,9 @@ class MultiTask(PretrainMethod):
 
     def dataset(self, epoch: int) -> tf.data.Dataset:
         """Augmented rows drawn with :func:`balanced_probabilities` (seeded by the epoch) and their labels."""
-        from patchcfg.data.loading import make_dataset
-
         seed = epoch_seed(self.seed, epoch)
-        steps = self.steps_per_epoch or self.epoch_steps()
-        picks = np.random.default_rng(seed).choice(len(self.task_paths), size=steps * self.global_batch_size,
-                                                   p=self.probabilities)
-        return make_dataset([self.task_paths[i] for i in picks], self.data_cfg, batch_size=self.global_batch_size,
-                            labels=self.labels[picks], seed=seed, augmenter=self.augmenter(),
-                            drop_remainder=True, cache=False)
+        picks = np.random.default_rng(seed).choice(len(self.task_paths), size=self.epoch_draws(), p=self.probabilities)
+        return self.drawn_dataset(self.task_paths, self.labels, picks, seed)
 
     def compute_loss(self, batch, global_batch_size: int):
         images, labels = batch

@@ -63,10 +63,15 @@ def save_callback_state(callbacks, folder: Path) -> None:
         entry = {"index": index, "class": name, **{a: _plain(getattr(callback, a, None)) for a in RESUMABLE[name]}}
         weights = getattr(callback, "best_weights", None)
         if weights is not None:
-            buffer = io.BytesIO()
-            np.savez(buffer, *weights)
             entry["best_weights"] = f"callback_{index}_best.npz"
-            atomic_write_bytes(folder / entry["best_weights"], buffer.getvalue())
+            # written again only when a new best came (a checkpoint every epoch must not rewrite
+            # a whole model's weights that did not change)
+            if getattr(callback, "_saved_best_epoch", None) != entry["best_epoch"] or \
+                    not (folder / entry["best_weights"]).is_file():
+                buffer = io.BytesIO()
+                np.savez(buffer, *weights)
+                atomic_write_bytes(folder / entry["best_weights"], buffer.getvalue())
+                callback._saved_best_epoch = entry["best_epoch"]
         state.append(entry)
     if state:
         atomic_write_json(folder / STATE_FILE, state)

@@ -330,7 +330,7 @@ class TrainLoop:
             return False
         # Every worker reads the chief's checkpoints (the experiment folder must be shared to
         # resume a multi-worker run); each writes to its own run.checkpoint_dir.
-        latest = tf.train.latest_checkpoint(str(self._sub(self.run.dir / "checkpoints")))
+        latest = tf.train.latest_checkpoint(str(self._resume_dir()))
         if latest is None:
             return False
         self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -439,7 +439,7 @@ class TrainLoop:
         if resumed:
             from patchcfg.train.callbacks import restore_callback_state
 
-            restore_callback_state(self.callbacks, self._sub(self.run.dir / "checkpoints"))
+            restore_callback_state(self.callbacks, self._resume_dir())
         # Each epoch's input pipeline is built (and starts reading) in a background thread while
         # the previous epoch trains, so an epoch does not start with a stall; unless the task's
         # data depends on the model trained so far.
@@ -531,6 +531,10 @@ class TrainLoop:
 
     def _sub(self, path):
         return path / self.subdir if self.subdir else path
+
+    def _resume_dir(self):
+        """The chief's checkpoints: what every worker resumes from."""
+        return self._sub(self.run.dir / "checkpoints")
 
     def _epoch_dataset(self, epoch: int, skip: int):
         """The epoch's batches: a started iterator on one device, else a dataset to distribute."""
