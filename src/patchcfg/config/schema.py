@@ -1,6 +1,6 @@
 """JSON Schema validation of configs, with errors a person can act on.
 
-The schemas in ``schemas/`` are the source of truth: they validate, they carry the defaults
+The schemas in ``patchcfg/schemas/`` are the source of truth: they validate, they carry the defaults
 (``default``) and the documentation (``description``). Every problem is reported, each as
 ``file:line: key.path: what is wrong`` with "did you mean" for unknown keys and enum values.
 """
@@ -23,12 +23,9 @@ MAIN_SCHEMA = "config.schema.json"
 
 
 def schema_dir() -> Path:
-    """The folder of schema files: the repository's ``schemas/`` or the copy inside the package."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[3] / "schemas", here.parents[1] / "_schemas"):
-        if (candidate / MAIN_SCHEMA).is_file():
-            return candidate
-    raise FileNotFoundError("patchcfg schemas not found (looked beside the package)")  # pragma: no cover
+    """The folder of schema files, shipped inside the package (``schemas/`` at the top of the
+    repository is a link to it, for editors and readers)."""
+    return Path(__file__).resolve().parents[1] / "schemas"
 
 
 @lru_cache(maxsize=1)
