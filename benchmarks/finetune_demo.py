@@ -22,9 +22,8 @@ def main() -> int:
 
     from patchcfg.config import load_config
     from patchcfg.demo import DIGIT_CLASSES, write_demo
-    from patchcfg.finetune import run_finetune
     from patchcfg.metrics import exclusive_accuracy
-    from patchcfg.pretrain import run_pretrain
+    from patchcfg.stages import run_finetune, run_pretrain
 
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:

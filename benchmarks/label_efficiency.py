@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
 
     from patchcfg.data.loading import load_images
     from patchcfg.models.backbones import build_backbone
-    from patchcfg.pretrain import run_pretrain
+    from patchcfg.stages import run_pretrain
 
     class Budget(keras.callbacks.Callback):
         """Stop after the epoch when another epoch would overrun the budget."""

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 
     from patchcfg.config import load_config
     from patchcfg.demo import write_demo
-    from patchcfg.pretrain import run_pretrain
+    from patchcfg.stages import run_pretrain
 
     ok = True
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,7 +40,7 @@ def demo_folder(tmp_path_factory):
 @pytest.mark.parametrize("name", METHOD_CONFIGS)
 def test_pretrain_config_runs_on_the_demo_data(name, demo_folder, monkeypatch):
     """Each method's config as shipped (the data paths are the demo's), shortened to one step."""
-    from patchcfg.pretrain import run_pretrain
+    from patchcfg.stages import run_pretrain
 
     monkeypatch.chdir(demo_folder)
     config = load_config(ROOT / "configs" / f"{name}.yaml",

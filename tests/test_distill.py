@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from patchcfg.config import load_config
-from patchcfg.distill import distillation_loss, logit, run_distill
-from patchcfg.finetune import run_finetune
+from patchcfg.distill import distillation_loss, logit
+from patchcfg.stages import run_distill, run_finetune
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from patchcfg.cli import main
-from patchcfg.config import load_config
-from patchcfg.finetune import BestWeights, CyclicLR, build_model, run_finetune, stage_settings
+from patchcfg.config import load_config, with_defaults
+from patchcfg.finetune import build_model, stage_settings
 from patchcfg.labels import read_label_table
+from patchcfg.stages import run_finetune
+from patchcfg.train.callbacks import BestWeights, CyclicLR
 
 pytestmark = pytest.mark.slow
 
@@ -104,14 +106,16 @@ def test_cyclic_lr_modes():
 
 
 def test_stage_settings_follow_musket():
-    finetune = {"stages": [{"epochs": 1}, {"epochs": 1, "unfreeze_encoder": True, "negatives": 2,
-                                           "loss": "dice", "callbacks": {"CyclicLR": {}}}, {"epochs": 1}],
-                "optimizer": {"lr": 0.3}, "loss": "masked_bce", "sampler": {"negatives": "real"},
-                "callbacks": {"EarlyStopping": {}}}
+    finetune = with_defaults("finetune", {
+        "stages": [{"epochs": 1}, {"epochs": 1, "unfreeze_encoder": True, "negatives": 2, "loss": "dice",
+                                   "callbacks": {"CyclicLR": {}}}, {"epochs": 1}],
+        "optimizer": {"lr": 0.3}, "loss": "masked_bce", "sampler": {"negatives": "real"},
+        "callbacks": {"EarlyStopping": {}}})
     first, second, third = stage_settings(finetune, encoder_pretrained=True)
     assert first["frozen"] and not second["frozen"] and not third["frozen"]
     assert first["lr"] == 0.3 and second["loss"] == "dice" and second["negatives"] == 2
-    assert first["callbacks"] == {"EarlyStopping": {}} and second["callbacks"] == {"CyclicLR": {}}
+    assert first["callbacks"] == finetune["callbacks"] and second["callbacks"] == finetune["stages"][1]["callbacks"]
+    assert list(first["callbacks"]) == ["EarlyStopping"] and list(second["callbacks"]) == ["CyclicLR"]
     assert not stage_settings(finetune, encoder_pretrained=False)[0]["frozen"]
 
 

@@ -29,7 +29,6 @@ import io
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +39,19 @@ import pandas as pd
 import yaml
 
 from patchcfg.atomic import atomic_write_figure
+from patchcfg.config import flatten
 from patchcfg.errors import UserError
+from patchcfg.metrics import is_per_class, metric_mode
 from patchcfg.stages import unrelated_sections
 
 STAGES = ("pretrain", "finetune", "distill", "query")
 FORMATS = ("table", "csv", "md", "json")
+#: Which figure a run reports: what its kept model scores (``summary.json``: each fold's model,
+#: the student, the saved encoder), or each metric's best epoch in ``metrics.csv``.
+FIGURES = ("kept", "best-epoch")
+CAPTIONS = {"kept": "figures: what each run's kept model scores (summary.json); --best-epoch for each "
+                    "metric's best epoch",
+            "best-epoch": "figures: each metric's best epoch (metrics.csv), which may not be the kept model's"}
 #: Config keys that do not define a configuration: runs differing only in these are grouped.
 GROUPED_KEYS = ("name", "seed")
 #: Columns of metrics.csv that index rows rather than measure anything.
@@ -55,10 +62,6 @@ TRAINING_COLUMNS = frozenset(
 )
 #: Row-level fields usable with ``--sort-by`` besides metrics and config keys.
 ROW_FIELDS = ("name", "stage", "state", "runs", "n")
-_MIN_TOKENS = frozenset(
-    {"err", "mse", "mae", "rmse", "mape", "msle", "nll", "ece", "brier", "perplexity", "fpr", "fnr",
-     "hamming", "distance", "time", "seconds"}
-)
 _STATUS_FILES = ("status.json", "metrics.csv", "summary.json")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -131,6 +134,7 @@ class Analysis:
     directions: dict[str, str]
     problems: list[Problem]
     curves: pd.DataFrame = field(repr=False)
+    figures: str = "kept"
     run_ids: dict[int, Run] = field(repr=False, default_factory=dict)
 
 
@@ -138,38 +142,12 @@ class Analysis:
 # Config flattening and metric directions
 
 
-def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Flatten a nested config to dotted keys.
-
-    Mappings nest with dots, lists holding mappings are indexed (``finetune.stages.0.lr``), other
-    lists, empty mappings, bools and nulls are kept as values.
-
-    >>> flatten({"a": {"b": True, "c": None}, "s": [{"lr": 0.1}], "shape": [32, 32]})
-    {'a.b': True, 'a.c': None, 's.0.lr': 0.1, 'shape': [32, 32]}
-    """
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        _flatten_into(value, str(key), out)
-    return out
-
-
-def _flatten_into(value: Any, key: str, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping) and value:
-        for sub, item in value.items():
-            _flatten_into(item, f"{key}.{sub}", out)
-    elif isinstance(value, list) and any(isinstance(item, Mapping) for item in value):
-        for index, item in enumerate(value):
-            _flatten_into(item, f"{key}.{index}", out)
-    else:
-        out[key] = value
-
-
 def metric_direction(name: str, minimize: Iterable[str] = (), maximize: Iterable[str] = ()) -> str:
     """``"min"`` or ``"max"``: which way a metric improves.
 
-    Explicit ``minimize``/``maximize`` names win; otherwise names containing ``loss`` or ``error``,
-    or with a part such as ``mse``, ``mae``, ``rmse``, ``nll``, ``err``, ``ece``, ``brier``,
-    ``perplexity``, ``fpr``, ``time`` are minimised, and everything else is maximised.
+    Explicit ``minimize``/``maximize`` names win; otherwise the direction the training loop ranks
+    epochs by (:func:`patchcfg.metrics.metric_mode`: losses, errors, alignment and uniformity are
+    minimised), and a metric with no known direction is maximised.
 
     >>> metric_direction("val_loss"), metric_direction("val_mae"), metric_direction("val_macro_auc")
     ('min', 'min', 'max')
@@ -178,11 +156,7 @@ def metric_direction(name: str, minimize: Iterable[str] = (), maximize: Iterable
         return "min"
     if name in set(maximize):
         return "max"
-    lowered = name.lower()
-    if "loss" in lowered or "error" in lowered:
-        return "min"
-    parts = set(re.split(r"[^a-z0-9]+", lowered))
-    return "min" if parts & _MIN_TOKENS else "max"
+    return metric_mode(name) or "max"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,15 +359,16 @@ def _parse_group(
 # summary.json fallback
 
 
-def read_summary_units(path: Path) -> list[tuple[int, dict[str, float]]]:
-    """``(fold, metrics)`` pairs from a ``summary.json``: per fold if it has folds, else its best."""
+def read_summary_units(path: Path, figures: str = "kept") -> list[tuple[int, dict[str, float]]]:
+    """``(fold, metrics)`` pairs from a ``summary.json``: per fold if it has folds (each fold's kept
+    model), else its ``final`` figures (``kept``) or its ``best`` (``best-epoch``)."""
     summary = _read_json(path)
     if not isinstance(summary, Mapping):
         raise ValueError(f"expected a JSON object, got {type(summary).__name__}")
     folds = summary.get("folds")
     if isinstance(folds, Mapping) and folds:
         return [(_fold_id(key, i), _numbers(value)) for i, (key, value) in enumerate(folds.items())]
-    for key in ("best", "mean", "final"):
+    for key in ("final", "mean", "best") if figures == "kept" else ("best", "mean", "final"):
         if isinstance(summary.get(key), Mapping):
             return [(0, _numbers(summary[key]))]
     return [(0, _numbers(summary))]
@@ -411,6 +386,7 @@ def _numbers(values: Any) -> dict[str, float]:
         values = values["best"]
     if not isinstance(values, Mapping):
         return {}
+    values = {key: value.get("value") if isinstance(value, Mapping) else value for key, value in values.items()}
     return {
         str(key): float(value)
         for key, value in values.items()
@@ -418,14 +394,15 @@ def _numbers(values: Any) -> dict[str, float]:
     }
 
 
-def _summary_best(runs: dict[int, Run], problems: list[Problem]) -> tuple[pd.DataFrame, set[int]]:
+def _summary_best(runs: dict[int, Run], problems: list[Problem], figures: str = "best-epoch"
+                  ) -> tuple[pd.DataFrame, set[int]]:
     records, bad = [], set()
     for run_id, run in runs.items():
         path = run.path / "summary.json"
         if not path.is_file():
             continue
         try:
-            units = read_summary_units(path)
+            units = read_summary_units(path, figures)
         except ValueError as error:
             problems.append(Problem(path, str(error)))
             bad.add(run_id)
@@ -438,12 +415,15 @@ def _summary_best(runs: dict[int, Run], problems: list[Problem]) -> tuple[pd.Dat
 # Aggregation
 
 
-def _metric_columns(curves: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    """Metrics shown by default: numeric, not an index or training column, with some value."""
+def _metric_columns(curves: pd.DataFrame, summary: pd.DataFrame, per_class: bool = False) -> list[str]:
+    """Metrics shown by default: numeric, not an index or training column, with some value; the
+    per-class ones (``val_auc_<class>``) only with ``per_class``."""
     columns = []
     for frame in (curves, summary):
         for column in frame.columns:
             if column == "_run" or column in INDEX_COLUMNS or column in columns:
+                continue
+            if not per_class and is_per_class(str(column)):
                 continue
             lowered = str(column).lower()
             if lowered in TRAINING_COLUMNS or lowered.endswith(("_time", "_seconds")):
@@ -451,6 +431,16 @@ def _metric_columns(curves: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
             if frame[column].notna().any():
                 columns.append(column)
     return columns
+
+
+def last_per_fold(curves: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Each metric's value at the last epoch of the last stage, per ``(_run, fold)`` (what a run
+    without a summary, still running or stopped, has now)."""
+    present = [m for m in metrics if m in curves.columns]
+    if curves.empty:
+        return pd.DataFrame(columns=["_run", "fold", *present])
+    frame = curves.assign(fold=curves["fold"].fillna(0) if "fold" in curves else 0)
+    return frame.groupby(["_run", "fold"], sort=False)[present].last().reset_index()
 
 
 def best_per_fold(curves: pd.DataFrame, metrics: Sequence[str], directions: Mapping[str, str]) -> pd.DataFrame:
@@ -656,29 +646,46 @@ def analyze(
     sort_by: str | None = None,
     ascending: bool | None = None,
     only_changed: bool = True,
+    figures: str = "kept",
+    per_class: bool = False,
     on_problem: Callable[[Problem], None] | None = None,
 ) -> Analysis:
     """Find, read, group and sort the experiments under ``dirs``.
+
+    ``figures``: ``kept`` reports what each run's kept model scores (its ``summary.json``: every
+    fold's model, the distilled student, the saved encoder; a run without one, its last epoch);
+    ``best-epoch`` each metric's best epoch in ``metrics.csv`` (which may not be the kept model).
+    ``per_class`` adds the per-class metrics to the default columns.
 
     ``ascending=None`` sorts a metric best first (anything else ascending). ``on_problem`` is
     called with each unreadable file as it is found (they are also in ``Analysis.problems``).
     Raises :class:`~patchcfg.errors.UserError` for a missing folder, a folder without experiments,
     an unknown metric, filter or sort key, or when nothing readable is left.
     """
+    if figures not in FIGURES:
+        raise UserError(f"figures {figures!r}: expected one of {', '.join(FIGURES)}")
     problems = ProblemLog(on_problem)
     roots = _check_roots(dirs)
     runs = _select(load_runs(roots, problems), roots, stage, filters)
     by_id = dict(enumerate(runs))
     curves, bad_csv = read_curves(by_id, problems)
-    no_csv = {i: r for i, r in by_id.items() if i not in bad_csv and not (r.path / "metrics.csv").is_file()}
-    summary, bad_summary = _summary_best(no_csv, problems)
+    if figures == "kept":
+        from_summary = {i: r for i, r in by_id.items() if (r.path / "summary.json").is_file()}
+    else:
+        from_summary = {i: r for i, r in by_id.items()
+                        if i not in bad_csv and not (r.path / "metrics.csv").is_file()}
+    summary, bad_summary = _summary_best(from_summary, problems, figures)
     by_id = {i: r for i, r in by_id.items() if i not in bad_csv | bad_summary}
     if not by_id:
         raise UserError("no readable runs left: every selected run has an unreadable metrics.csv or summary.json")
 
-    chosen = _choose_metrics(metrics, sort_by, curves, summary)
+    chosen = _choose_metrics(metrics, sort_by, curves, summary, per_class)
     directions = {m: metric_direction(m, minimize, maximize) for m in chosen}
-    parts = [f for f in (best_per_fold(curves, chosen, directions), summary) if len(f)]
+    if figures == "kept":
+        epochs = last_per_fold(curves[~curves["_run"].isin(list(from_summary))], chosen)
+    else:
+        epochs = best_per_fold(curves, chosen, directions)
+    parts = [f for f in (epochs, summary) if len(f)]
     best = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     rows, row_of = group_runs(by_id)
     _aggregate(rows, row_of, best, chosen)
@@ -696,7 +703,7 @@ def analyze(
         if ascending is None:
             ascending = directions.get(sort_by, "min") == "min"
         rows = sort_rows(rows, sort_by, ascending)
-    return Analysis(rows, keys, chosen, directions, list(problems), curves, by_id)
+    return Analysis(rows, keys, chosen, directions, list(problems), curves, by_id, figures)
 
 
 class ProblemLog(list):
@@ -736,10 +743,11 @@ def _unknown(option: str, name: str, candidates: Iterable[str], what: str) -> Us
 
 
 def _choose_metrics(
-    requested: Sequence[str] | None, sort_by: str | None, curves: pd.DataFrame, summary: pd.DataFrame
+    requested: Sequence[str] | None, sort_by: str | None, curves: pd.DataFrame, summary: pd.DataFrame,
+    per_class: bool = False,
 ) -> list[str]:
     """The requested metrics (checked), else the default ones; plus the sort metric if any."""
-    available = _metric_columns(curves, summary)
+    available = _metric_columns(curves, summary, per_class)
     measured = (set(curves.columns) | set(summary.columns)) - {"_run", *INDEX_COLUMNS}
     if not requested:
         chosen = list(available)
@@ -823,7 +831,8 @@ def render_table(analysis: Analysis, precision: int = 4) -> str:
         padded = [v.rjust(widths[i]) if i in right else v.ljust(widths[i]) for i, v in enumerate(values)]
         return "  ".join(padded).rstrip()
 
-    lines = [line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in cells)]
+    lines = [line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in cells),
+             "", CAPTIONS[analysis.figures]]
     errors = [f"  {row.stage} {error}" for row in analysis.rows for error in row.errors]
     if errors:
         lines += ["", "errors:", *errors]
@@ -838,7 +847,8 @@ def render_markdown(analysis: Analysis, precision: int = 4) -> str:
         return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
 
     rule = ["---:" if i in right else "---" for i in range(len(headers))]
-    return "\n".join([line(headers), "| " + " | ".join(rule) + " |", *(line(row) for row in cells)]) + "\n"
+    return "\n".join([line(headers), "| " + " | ".join(rule) + " |", *(line(row) for row in cells),
+                      "", f"*{CAPTIONS[analysis.figures]}*"]) + "\n"
 
 
 def _number_or_empty(value: float) -> str:
@@ -889,6 +899,7 @@ def to_records(analysis: Analysis) -> dict[str, Any]:
             },
         })
     return {
+        "figures": analysis.figures,
         "keys": analysis.keys,
         "metrics": {m: analysis.directions[m] for m in analysis.metrics},
         "rows": rows,

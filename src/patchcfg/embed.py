@@ -37,7 +37,7 @@ def find_encoder(config: dict, experiment_dir: Path, which: str = "auto"):
         return keras.saving.load_model(finetuned, compile=False).get_layer("encoder"), f"{finetuned} (encoder)"
     if which == "backbone":
         data = config["data"]
-        return build_backbone(config.get("backbone") or {}, (*data["imshape"], data["channels"])), "backbone"
+        return build_backbone(config["backbone"], (*data["imshape"], data["channels"])), "backbone"
     if not Path(which).is_file():
         raise UserError(f"--encoder: {which} is not {', '.join(ENCODERS)} nor an existing file")
     return load_encoder(which), which
@@ -59,48 +59,8 @@ def features_of(encoder, images: np.ndarray, data_cfg: dict, batch_size: int = 2
     return np.concatenate(out, 0) if out else np.zeros((0, 0), np.float32)
 
 
-def run_embed(config: dict, root=None, force: bool = False, *, strategy=None, encoder: str = "auto",
-              verbose="auto", log=None) -> dict:
-    """Compute and cache the features of every image (the ``embed`` stage)."""
-    import pandas as pd
-
-    from patchcfg.atomic import atomic_write_bytes, atomic_write_text
-    from patchcfg.data.images import resolve_image_paths
-    from patchcfg.data.loading import check_images, load_images
-    from patchcfg.experiment import Experiment, stage_logs
-
-    log, say = stage_logs(log, verbose)
-    experiment = Experiment(config, root=root, force=force)
-    source_model, source = find_encoder(config, experiment.dir, encoder)
-    inputs = {"encoder": source, "encoder_mtime": Path(source).stat().st_mtime if Path(source).is_file() else None}
-    run = experiment.stage("embed", inputs=inputs)
-    if run.is_complete():
-        say(run.skip_message())
-        return run.read_summary()
-    data_cfg = config["data"]
-    with run:
-        paths, skipped = check_images(resolve_image_paths(data_cfg), data_cfg.get("on_bad_image", "error"),
-                                      data_cfg=data_cfg)
-        features = np.zeros((0, 0), np.float32)
-        for start in range(0, len(paths), 2048):  # bounded memory for large image sets
-            chunk = features_of(source_model, load_images(paths[start:start + 2048], data_cfg), data_cfg)
-            features = chunk if start == 0 else np.concatenate([features, chunk], 0)
-        import io
-
-        buffer = io.BytesIO()
-        np.save(buffer, features.astype(np.float32))
-        atomic_write_bytes(run.path("features.npy"), buffer.getvalue())
-        atomic_write_text(run.path("index.csv"), pd.DataFrame({"filepath": paths}).to_csv(index=False))
-        summary = {"images": len(paths), "dimensions": int(features.shape[1]) if features.size else 0,
-                   "encoder": source, "skipped_images": len(skipped), "skipped": skipped}
-        run.write_summary(summary)
-        say(f"embed: {len(paths)} images -> {features.shape[1] if features.size else 0}-d features from {source} "
-            f"({run.path('features.npy')})")
-    return summary
-
-
 def load_features(experiment_dir: Path) -> tuple[np.ndarray, list[str]]:
-    """Cached features and their file paths, as written by :func:`run_embed`."""
+    """Cached features and their file paths, as written by the embed stage."""
     import pandas as pd
 
     folder = Path(experiment_dir) / "embed"

@@ -6,9 +6,38 @@ and is left out of the macro mean, which says how many classes it covers.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 METRICS = ("auc", "f1", "precision", "recall", "accuracy")
+
+#: name parts of metrics that improve downwards (besides names containing "loss" or "error")
+LOWER_IS_BETTER = frozenset(
+    {"err", "mse", "mae", "rmse", "mape", "msle", "nll", "ece", "brier", "perplexity", "fpr", "fnr",
+     "hamming", "distance", "time", "seconds", "align", "uniform"})
+#: name parts of metrics that improve upwards (besides names containing "acc" or "auc")
+HIGHER_IS_BETTER = frozenset({"f1", "precision", "recall", "nmi", "iou", "map", "r2", "accuracy", "auc"})
+
+
+def metric_mode(name: str) -> str | None:
+    """``"max"`` or ``"min"``: which way a metric improves, or None for a logged value that is no
+    score (``lr``, ``epoch``). Alignment and uniformity (Wang & Isola 2020) improve downwards.
+
+    >>> metric_mode("val_macro_auc"), metric_mode("val_loss"), metric_mode("uniform"), metric_mode("lr")
+    ('max', 'min', 'min', None)
+    """
+    lowered = name.lower()
+    if "acc" in lowered or "auc" in lowered:
+        return "max"
+    if "loss" in lowered or "error" in lowered:
+        return "min"
+    parts = set(re.split(r"[^a-z0-9]+", lowered))
+    if parts & LOWER_IS_BETTER:
+        return "min"
+    if parts & HIGHER_IS_BETTER:
+        return "max"
+    return None
 
 
 def _per_class(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> dict[str, np.ndarray]:

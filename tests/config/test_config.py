@@ -82,6 +82,16 @@ def test_overrides_parse_yaml_and_win(tmp_path):
     assert config["pretrain"]["optimizer"]["lr"] == pytest.approx(1e-4)
 
 
+def test_overrides_and_sweeps_reach_into_lists_the_defaults_create(tmp_path):
+    """The README's ``finetune.stages.0.lr=1e-4`` on a config that states no stages."""
+    path = write(tmp_path, "c.yaml", "name: x\nfinetune: {loss: masked_bce}\n")
+    stages = load_config(path, ["finetune.stages.0.lr=1e-4"])["finetune"]["stages"]
+    assert [s["lr"] for s in stages] == [1e-4, 1e-4] and stages[1]["unfreeze_encoder"] is True
+    swept = expand_sweeps(path, [], ["finetune.stages.1.lr=0.1,0.2"])
+    assert [c["finetune"]["stages"][1]["lr"] for c in swept] == [0.1, 0.2]
+    assert "no list item 5" in " ".join(errors_of(path, ["finetune.stages.5.lr=1"]))
+
+
 def test_unknown_override_key_is_refused_like_a_file_key(tmp_path):
     path = write(tmp_path, "c.yaml", "name: x\npretrain: {method: simclr}\n")
     problems = errors_of(path, ["pretrain.temprature=0.3"])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from patchcfg.config import with_defaults
 from patchcfg.data.sampling import StratifiedSampler, make_labelled_dataset, sampler_from_config
 from patchcfg.errors import ConfigError, DataError
 
@@ -87,7 +88,9 @@ def test_bad_parameters_and_data():
         StratifiedSampler().fit(np.full((3, 2), U))
     with pytest.raises(DataError, match="without any positive"):
         StratifiedSampler(negatives=2).fit(np.ones((3, 2)))
-    assert sampler_from_config({"weighting": "instance"}).weighting == "instance"
+    sampler_cfg = with_defaults("finetune", {"sampler": {"weighting": "instance"}})["sampler"]
+    assert sampler_from_config(sampler_cfg).weighting == "instance"
+    assert sampler_from_config(sampler_cfg, negatives=2).negatives == 2
     with pytest.raises(RuntimeError):
         StratifiedSampler().sample(3)
 

@@ -15,7 +15,8 @@ keras = pytest.importorskip("keras")
 
 from patchcfg.config.schema import load_schemas  # noqa: E402
 from patchcfg.experiment import Experiment  # noqa: E402
-from patchcfg.pretrain import get_method, method_names, run_pretrain  # noqa: E402
+from patchcfg.pretrain import get_method, method_names  # noqa: E402
+from patchcfg.stages import run_pretrain  # noqa: E402
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "even"]
 

@@ -144,7 +144,7 @@ def test_two_replicas_give_the_first_step_of_one_device(tmp_path):
 WORKER = """
     import json, os, sys
     import numpy as np
-    from patchcfg.pretrain import run_pretrain
+    from patchcfg.stages import run_pretrain
     config, root, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
     summary, method = run_pretrain(config, root=root, verbose=0, return_method=True)
     state = [v for item in method.extra_state().values() for v in getattr(item, "weights", [item])]

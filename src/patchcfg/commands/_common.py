@@ -40,7 +40,7 @@ def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrid
     only once every config is valid.
     """
     from patchcfg.config import expand_sweeps
-    from patchcfg.stages import PIPELINE, STAGE_RUNNERS
+    from patchcfg.stages import PIPELINE, run_stage
 
     path, overrides = one_config(args)
     configs = expand_sweeps(path, [*overrides, *extra_overrides], sweeps)
@@ -60,5 +60,5 @@ def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrid
         for stage in stages:
             if len(configs) > 1 or len(stages) > 1:
                 click.echo(f"== {config['name']}: {stage}")
-            results.append(STAGE_RUNNERS[stage]()(config, root=experiments_root, force=force, strategy=strategy))
+            results.append(run_stage(stage, config, root=experiments_root, force=force, strategy=strategy))
     return results

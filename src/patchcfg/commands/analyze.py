@@ -39,20 +39,26 @@ def _split(values: tuple[str, ...]) -> list[str]:
               help="Write the result to FILE instead of the terminal.")
 @click.option("--precision", type=click.IntRange(0, 12), default=4, show_default=True,
               help="Decimals in table and md output (csv and json keep full precision).")
+@click.option("--best-epoch", is_flag=True,
+              help="Report each metric's best epoch (metrics.csv) instead of what the kept model scores.")
+@click.option("--per-class", is_flag=True, help="Also show the per-class metrics (val_<metric>_<class>).")
 @click.option("--plot", "plot_metric", metavar="M", help="Also draw metric M per epoch into --out (PNG).")
 @click.option("--out", "plot_out", type=click.Path(dir_okay=False, path_type=Path), metavar="PNG",
               help="Where --plot writes its figure.")
 def analyze(dirs, stage, metrics, minimize, maximize, sort_by, ascending, only_changed, filters,
-            fmt, output, precision, plot_metric, plot_out):
+            fmt, output, precision, best_epoch, per_class, plot_metric, plot_out):
     """Compare experiments under DIR (default: experiments/): what differs, and how each did.
 
     Every experiment stage found under DIR (searched recursively) becomes a run; runs whose
     configs differ only in name and seed form one row with mean ± std and n over folds × seeds,
     named by the common prefix of their names and "*".
-    Per fold, each metric is taken at its best epoch: lowest for losses and errors (names with
-    loss, error, mse, mae, ...), highest otherwise (override with --minimize/--maximize); with a
-    stage column, over the last fine-tuning stage. Failed, interrupted and running runs are rows
-    of their own, with their state. Unreadable folders are reported on stderr and skipped.
+    Each run reports what its kept model scores (summary.json: every fold's model, the distilled
+    student, the saved encoder), as the stage's own log does. With --best-epoch, each metric is
+    taken at its best epoch per fold instead: lowest for losses, errors, alignment and uniformity,
+    highest otherwise (override with --minimize/--maximize); with a stage column, over the last
+    fine-tuning stage. Macro and stage-level metrics are shown; --per-class adds the per-class
+    ones. Failed, interrupted and running runs are rows of their own, with their state (and their
+    last epoch's figures). Unreadable folders are reported on stderr and skipped.
 
     \b
     Examples:
@@ -68,8 +74,8 @@ def analyze(dirs, stage, metrics, minimize, maximize, sort_by, ascending, only_c
     result = lib.analyze(
         list(dirs) or ["experiments"], stage=stage, metrics=_split(metrics) or None,
         minimize=_split(minimize), maximize=_split(maximize), filters=filters, sort_by=sort_by,
-        ascending=ascending, only_changed=only_changed,
-        on_problem=lambda problem: click.echo(f"warning: skipped {problem}", err=True),
+        ascending=ascending, only_changed=only_changed, figures="best-epoch" if best_epoch else "kept",
+        per_class=per_class, on_problem=lambda problem: click.echo(f"warning: skipped {problem}", err=True),
     )
     if plot_metric:
         lib.plot(result, plot_metric, plot_out)

@@ -38,7 +38,7 @@ def embed(args, labels, encoder, experiments_root, force):
       patchcfg embed configs/demo.yaml
     """
     from patchcfg.config import load_config
-    from patchcfg.embed import run_embed
+    from patchcfg.stages import run_embed
 
     path, overrides = one_config(args)
     config = load_config(path, [*overrides, *_labels(labels)])
@@ -66,7 +66,7 @@ def query(args, labels, strategy, n, subset, explore, out, experiments_root):
       patchcfg query configs/demo.yaml --strategy guide:nine --subset unlabeled:nine
     """
     from patchcfg.config import load_config
-    from patchcfg.query import run_query
+    from patchcfg.stages import run_query
 
     options = {"strategy": strategy, "n": n, "subset": subset, "explore": explore, "out": out}
     path, overrides = one_config(args)

@@ -6,14 +6,16 @@ Nothing here imports TensorFlow: a config is checked completely before anything 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from patchcfg.config.overrides import apply_overrides, sweep_combinations
 from patchcfg.config.schema import fill_defaults, validate
 from patchcfg.config.yaml_loader import load_yaml_file
 from patchcfg.errors import ConfigError
 
-__all__ = ["load_config", "expand_sweeps", "load_raw", "deep_merge"]
+__all__ = ["load_config", "expand_sweeps", "load_raw", "deep_merge", "flatten", "with_defaults"]
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -69,6 +71,38 @@ def resolve(raw: dict, locations: dict, default_location: tuple[str, int]) -> di
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten a nested config to dotted keys.
+
+    Mappings nest with dots, lists holding mappings are indexed (``finetune.stages.0.lr``), other
+    lists, empty mappings, bools and nulls are kept as values.
+
+    >>> flatten({"a": {"b": True, "c": None}, "s": [{"lr": 0.1}], "shape": [32, 32]})
+    {'a.b': True, 'a.c': None, 's.0.lr': 0.1, 'shape': [32, 32]}
+    """
+    out: dict[str, Any] = {}
+
+    def into(value: Any, key: str) -> None:
+        if isinstance(value, Mapping) and value:
+            for sub, item in value.items():
+                into(item, f"{key}.{sub}")
+        elif isinstance(value, list) and any(isinstance(item, Mapping) for item in value):
+            for index, item in enumerate(value):
+                into(item, f"{key}.{index}")
+        else:
+            out[key] = value
+
+    for key, value in config.items():
+        into(value, str(key))
+    return out
+
+
+def with_defaults(section: str, partial: dict) -> dict:
+    """Config section ``section`` as a resolved config holds it: ``partial`` with the schemas'
+    defaults filled in (not validated). For code and tests that build one section by hand."""
+    return fill_defaults({section: copy.deepcopy(partial)})[section]
 
 
 def load_config(path: str | Path, overrides=()) -> dict:

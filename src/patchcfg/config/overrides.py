@@ -47,9 +47,35 @@ def set_path(config: dict, path: tuple, value: Any, source: str) -> None:
     node[last] = value
 
 
+def _default_lists(config: dict, path: tuple) -> None:
+    """Give ``config`` the lists that its defaults would create on the way to ``path`` (so that
+    ``finetune.stages.0.lr=1e-4`` reaches the default stages of a config that states none)."""
+    import copy
+
+    from patchcfg.config.schema import fill_defaults
+
+    for depth in range(1, len(path)):
+        if not isinstance(path[depth], int):
+            continue
+        node, resolved = config, None
+        for part in path[:depth - 1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        key = path[depth - 1]
+        if not isinstance(node, dict) or node.get(key) is not None:
+            continue
+        resolved = fill_defaults(copy.deepcopy(config))
+        for part in path[:depth]:
+            resolved = resolved.get(part) if isinstance(resolved, dict) else None
+        if isinstance(resolved, list):
+            node[key] = resolved
+
+
 def apply_overrides(config: dict, locations: dict, overrides) -> None:
+    """Set each ``key.sub=value`` in the raw config; lists the defaults would create are created
+    first, so an override can address their items."""
     for text in overrides:
         path, value, source = parse_assignment(text)
+        _default_lists(config, path)
         set_path(config, path, value, source)
         for key in [k for k in locations if k[: len(path)] == path]:
             del locations[key]

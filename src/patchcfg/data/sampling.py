@@ -172,13 +172,11 @@ class StratifiedSampler:
             yield self.sample(batch_size, rng)
 
 
-def sampler_from_config(sampler_cfg: dict | None) -> StratifiedSampler:
-    """A sampler from a config mapping ``{type, weighting, negatives}`` (missing keys: defaults)."""
-    cfg = dict(sampler_cfg or {})
-    unknown = set(cfg) - {"type", "weighting", "negatives"}
-    if unknown:
-        raise ConfigError(f"sampler: unknown key(s) {', '.join(sorted(unknown))}; valid: type, weighting, negatives")
-    return StratifiedSampler(**cfg)
+def sampler_from_config(sampler_cfg: dict, negatives=None) -> StratifiedSampler:
+    """The sampler of a resolved ``sampler`` section (``finetune.sampler``); ``negatives``, when
+    given, replaces the section's (a stage's own ``negatives``)."""
+    return StratifiedSampler(type=sampler_cfg["type"], weighting=sampler_cfg["weighting"],
+                             negatives=sampler_cfg["negatives"] if negatives is None else negatives)
 
 
 def make_labelled_dataset(paths, labels, data_cfg: dict, *, sampler: StratifiedSampler, batch_size: int,

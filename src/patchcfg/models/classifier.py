@@ -39,7 +39,6 @@ def _conv_stack(x, spec: str, dropout: float):
 def build_classifier(encoder: keras.Model, n_classes: int, head: dict, output: dict,
                      name: str = "classifier") -> keras.Model:
     """``encoder`` (nested, named ``encoder``) + head + a sigmoid or softmax output of ``n_classes``."""
-    head = {"type": "mlp", "pooling": "avg", "units": [128], "dropout": 0.5, "layers": "128,p,d,128", **head}
     inputs = keras.Input(encoder.input_shape[1:], name="image")
     features = encoder(inputs)
     if len(features.shape) == 2 and encoder_needs_feature_map(head):
@@ -57,10 +56,6 @@ def build_classifier(encoder: keras.Model, n_classes: int, head: dict, output: d
                 x = keras.layers.Dropout(head["dropout"], name=f"head_dense_dropout_{i}")(x)
     elif head["dropout"] and head["type"] == "linear":
         x = keras.layers.Dropout(head["dropout"], name="head_dropout")(x)
-    activation = (output or {}).get("type", "sigmoid")
+    activation = output["type"]
     outputs = keras.layers.Dense(n_classes, activation=activation, dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name=name)
-
-
-def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
-    model.get_layer("encoder").trainable = trainable

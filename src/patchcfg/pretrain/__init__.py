@@ -15,7 +15,6 @@ Adding a method: write ``patchcfg/pretrain/<name>.py`` with a subclass of
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 #: Built-in methods: name -> module that registers it.
 BUILTIN: dict[str, str] = {
@@ -53,13 +52,3 @@ def get_method(name: str) -> type:
     if name not in _REGISTRY:
         raise KeyError(f"unknown pretraining method {name!r}; known: {', '.join(method_names())}")
     return _REGISTRY[name]
-
-
-def run_pretrain(config: dict, root=None, force: bool = False, **kwargs: Any) -> dict:
-    """Run (or resume, or skip) the pretrain stage of a resolved config; returns its summary.
-
-    See :func:`patchcfg.pretrain.base.run_pretrain` for the keyword arguments.
-    """
-    from patchcfg.pretrain.base import run_pretrain as _run
-
-    return _run(config, root=root, force=force, **kwargs)

@@ -16,8 +16,6 @@ stage: experiment folder, data, loop, ``encoder.keras``, ``summary.json``.
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Any
 
 import keras
@@ -26,10 +24,8 @@ import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.train.loop import (
-    TrainLoop,
     TrainTask,
     all_gather,
-    best_metrics,
     global_mean,
     replica_id_and_count,
 )
@@ -289,130 +285,3 @@ class PretrainMethod(TrainTask):
         if self.probe is not None:
             out.update(self.probe.score(self._features(self.probe_paths)))
         return out
-
-
-# ---------------------------------------------------------------------- the stage
-
-
-def _labelled_probe(config: dict, good_paths: list[str], log) -> tuple[Any, list[str], dict]:
-    """A LinearProbe over the label table's labelled, not excluded rows whose image is readable."""
-    from patchcfg.labels import read_label_table
-    from patchcfg.train.monitor import LinearProbe
-
-    labels_path = (config.get("data") or {}).get("labels")
-    monitor = (config.get("pretrain") or {}).get("monitor") or {}
-    if not labels_path or int(monitor.get("every", 1)) == 0:
-        return None, [], {}
-    table = read_label_table(labels_path)
-    usable = {os.path.realpath(p) for p in good_paths}
-    paths = table.resolved_paths()
-    matrix = table.label_matrix()
-    keep = np.array([os.path.realpath(p) in usable for p in paths], dtype=bool) & ~table.exclude & table.labelled()
-    if not keep.any():
-        log("monitor: the label table has no labelled rows; no linear probe")
-        return None, [], {}
-    rows = np.flatnonzero(keep)
-    probe = LinearProbe(matrix[rows], table.validation[rows], table.classes, C=float(monitor.get("C", 1.0)),
-                        seed=int(config.get("seed", 0)),
-                        validation_fraction=float(monitor.get("validation_fraction", 0.2)))
-    if not probe.usable():
-        log("monitor: too few labelled rows for a linear probe (need a class with both values, and "
-            "held-out rows); no probe")
-        return None, [], {}
-    info = {"probe_train_rows": len(probe.train_rows_), "probe_heldout_rows": len(probe.val_rows_),
-            "probe_split": probe.split_, "probe_accuracy_kind": probe.accuracy_kind_,
-            "probe_exclusive_classes": [table.classes[c] for c in probe.exclusive_]}
-    log(f"monitor: linear probe on {info['probe_train_rows']} labelled rows, scored on "
-        f"{info['probe_heldout_rows']} ({probe.split_}); accuracy: {probe.accuracy_kind_}")
-    probe_paths = [paths[r] for r in rows[probe.rows]]
-    return probe, probe_paths, info
-
-
-def run_pretrain(config: dict, root=None, force: bool = False, *, strategy=None, encoder=None,
-                 verbose: str | int = "auto", log=None, callbacks=(), return_method: bool = False):
-    """Run the pretrain stage of a resolved config: skip it if complete, resume it if interrupted.
-
-    Args:
-        config: resolved config (``patchcfg.config.load_config``).
-        root: experiments root (default ``$PATCHCFG_EXPERIMENTS`` or ``experiments``).
-        force: replace an experiment of the same name that ran with another config.
-        strategy: a ``tf.distribute.Strategy`` (default: from ``distribute.strategy``).
-        encoder: use this encoder instead of building ``backbone``.
-        verbose, log: progress output (see :class:`patchcfg.train.loop.TrainLoop`).
-        callbacks: extra Keras callbacks besides ``pretrain.callbacks``.
-        return_method: also return the trained method object: ``(summary, method)``.
-
-    Returns the stage summary (also written to ``summary.json``).
-    """
-    from patchcfg.data.images import resolve_image_paths
-    from patchcfg.data.loading import check_images
-    from patchcfg.experiment import Experiment, stage_logs
-    from patchcfg.pretrain import get_method
-    from patchcfg.train import distribute
-    from patchcfg.train.callbacks import build_callbacks
-    from patchcfg.train.loop import flatten_config
-
-    chief = distribute.is_chief()
-    log, say = stage_logs(log, verbose, chief)
-    experiment = Experiment(config, root=root, force=force, is_chief=chief)
-    run = experiment.stage("pretrain")
-    if run.is_complete():
-        say(run.skip_message())
-        summary = run.read_summary()
-        return (summary, None) if return_method else summary
-    params = config["pretrain"]
-    strategy = strategy or distribute.make_strategy((config.get("distribute") or {}).get("strategy", "auto"))
-    started = time.time()
-    with run:
-        run.update_env(**distribute.describe(strategy))
-        data_cfg = config["data"]
-        paths, skipped = check_images(resolve_image_paths(data_cfg), data_cfg.get("on_bad_image", "error"),
-                                      data_cfg=data_cfg)
-        if skipped:
-            say(f"skipped {len(skipped)} unreadable image(s); listed in summary.json")
-        gbs = int(params["batch_size"])
-        if len(paths) < gbs:
-            raise UserError(f"pretrain.batch_size {gbs} is larger than the number of images ({len(paths)}); "
-                            "use a smaller batch_size")
-        probe, probe_paths, probe_info = _labelled_probe(config, paths, say)
-        method_cls = get_method(params["method"])
-        method = method_cls(config, paths, probe=probe, probe_paths=probe_paths, encoder=encoder)
-        steps = int(params.get("steps_per_epoch") or method.epoch_steps())
-        say(f"pretrain {params['method']}: {len(paths)} images, {params['epochs']} epochs x {steps} steps "
-            f"of {gbs} ({strategy.num_replicas_in_sync} replica(s), {type(strategy).__name__}) -> {run.dir}")
-        loop = TrainLoop(
-            method, run=run, strategy=strategy, epochs=params["epochs"], steps_per_epoch=steps,
-            global_batch_size=gbs, optimizer_config=params.get("optimizer") or {},
-            callbacks=[*build_callbacks(params.get("callbacks")), *callbacks],
-            checkpoint_every=params.get("checkpoint_every", 1), mixed_precision=params.get("mixed_precision", False),
-            hparams=flatten_config({k: v for k, v in config.items() if k not in ("name", "description")}),
-            trial_id=config["name"], verbose=verbose, log=log)
-        result = loop.fit()
-        if chief:
-            method.encoder.save(run.path("encoder.keras"))
-            if params.get("export_savedmodel"):
-                method.encoder.export(str(run.path("encoder_savedmodel")), verbose=False)
-        history = result["history"]
-        final = dict(history[-1]) if history else {"epoch": result["epochs_completed"], **result["final"]}
-        summary = {
-            "method": params["method"],
-            "epochs_completed": result["epochs_completed"],
-            "stopped_early": result["stopped_early"],
-            "final": final,
-            "best": best_metrics(history),
-            "images": len(paths),
-            "skipped_images": len(skipped),
-            "skipped": skipped,
-            "steps_per_epoch": steps,
-            "global_batch_size": gbs,
-            "replicas": strategy.num_replicas_in_sync,
-            "train_seconds": result["train_seconds"],
-            "seconds": round(time.time() - started, 3),
-            "images_per_second": result["images_per_second"],
-            "resumed": result["resumed"],
-            "encoder": str(run.path("encoder.keras")),
-            **probe_info,
-        }
-        run.write_summary(summary)
-    say(f"pretrain complete: {run.dir}")
-    return (summary, method) if return_method else summary

@@ -50,6 +50,7 @@ import keras
 import tensorflow as tf
 
 from patchcfg.errors import UserError
+from patchcfg.metrics import metric_mode
 from patchcfg.train.optim import build_optimizer, current_lr
 
 
@@ -80,6 +81,12 @@ def all_gather(tensor):
     if context is None or context.num_replicas_in_sync == 1:
         return tensor
     return context.all_gather(tensor, axis=0)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's data order and augmentation: the same (seed, epoch), the same batches
+    (resume relies on it); neighbouring epochs and seeds far apart."""
+    return int((int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**31 - 1))
 
 
 class TrainTask:
@@ -119,6 +126,10 @@ class TrainTask:
         raise NotImplementedError
 
     # -- optional -------------------------------------------------------------------------
+    def epoch_seed(self, epoch: int) -> int:
+        """The seed of ``epoch``'s data (:func:`epoch_seed` of the task's seed)."""
+        return epoch_seed(self.seed, epoch)
+
     def trainable_variables(self) -> list:
         return list(self.model.trainable_variables)
 
@@ -190,32 +201,13 @@ def mixed_precision_policy() -> str:
     return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
 
 
-def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and None become strings (HParams values)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, name + "."))
-        elif isinstance(value, bool | int | float | str):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
+def flatten_config(config: dict) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (:func:`patchcfg.config.flatten`) with every value an
+    HParams value: lists and None become strings."""
+    from patchcfg.config import flatten
 
-
-LOWER_IS_BETTER = ("loss", "align", "uniform")
-HIGHER_IS_BETTER = ("acc", "auc")
-
-
-def metric_mode(name: str) -> str | None:
-    """``max`` for accuracies/AUCs, ``min`` for losses (and alignment/uniformity), else None."""
-    lowered = name.lower()
-    if any(word in lowered for word in HIGHER_IS_BETTER):
-        return "max"
-    if any(word in lowered for word in LOWER_IS_BETTER):
-        return "min"
-    return None
+    return {key: value if isinstance(value, bool | int | float | str) else str(value)
+            for key, value in flatten(config).items()}
 
 
 def best_metrics(rows: Sequence[dict]) -> dict[str, dict]:

@@ -1,0 +1,78 @@
+"""The distill stage: a student learns the teacher's soft labels over every non-excluded image
+(:mod:`patchcfg.distill`); student and teacher are scored side by side on the validation rows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from patchcfg.errors import UserError
+from patchcfg.stages.runner import Stage
+
+
+class DistillStage(Stage):
+    name = "distill"
+    needs_labels = "its rows are the images, its validation rows score student and teacher"
+
+    def prepare(self) -> None:
+        from patchcfg.labels import read_label_table
+        from patchcfg.predict import resolve_models
+
+        teacher = self.params["teacher"]
+        source = self.experiment.dir if teacher == "finetune" else Path(teacher)
+        self.teachers, self.teacher_data, teacher_classes = resolve_models(source)
+        self.table = read_label_table(self.data_cfg["labels"])
+        self.classes = teacher_classes or self.table.classes
+        missing = [c for c in self.classes if c not in self.table.classes]
+        if missing:
+            raise UserError(f"distill: the teacher's classes {', '.join(missing)} are not in "
+                            f"{self.data_cfg['labels']}")
+
+    def execute(self) -> dict:
+        from patchcfg.data.loading import load_images
+        from patchcfg.distill import DistillTask
+        from patchcfg.metrics import masked_metrics
+        from patchcfg.predict import predict_arrays
+        from patchcfg.train.loop import best_metrics
+
+        distill, table, classes, say = self.params, self.table, self.classes, self.say
+        all_paths = np.array(table.resolved_paths())
+        rows = np.flatnonzero(~table.exclude)
+        good = set(self.readable(list(all_paths[rows])))
+        rows = np.array([r for r in rows if all_paths[r] in good], int)
+        images = load_images(list(all_paths[rows]), self.data_cfg)
+        say(f"distill: teacher ({len(self.teachers)} model(s)) labels {len(rows)} images")
+        soft = predict_arrays(self.teachers, images, self.teacher_data, distill["tta"])
+        labels = table.label_matrix(classes)[rows]
+        is_val = table.validation[rows]
+        val_images, val_labels = images[is_val], labels[is_val]
+        teacher_metrics = masked_metrics(val_labels, soft[is_val], classes) if is_val.any() else {}
+        gbs = int(distill["batch_size"])
+        if len(rows) < gbs:
+            raise UserError(f"distill.batch_size {gbs} is larger than the number of images ({len(rows)})")
+        steps = int(distill["steps_per_epoch"] or max(1, len(rows) // gbs))
+        train_labels = np.where(is_val[:, None], -1.0, labels)  # validation labels only score, never train
+        task = DistillTask(self.config, classes, list(all_paths[rows]), soft, train_labels, val_images, val_labels,
+                           seed=int(self.config["seed"]))
+        task.global_batch_size = gbs
+        say(f"distill: student {distill['student']['name']} for {distill['epochs']} epochs x {steps} steps, "
+            f"T={distill['temperature']}")
+        result = self.loop(task, epochs=distill["epochs"], steps_per_epoch=steps, global_batch_size=gbs,
+                           optimizer_config=distill["optimizer"]).fit()
+        student_metrics = task.on_epoch_end(distill["epochs"] - 1, {})
+        if self.chief:
+            task.model.save(self.stage_run.path("model.keras"))
+        gap = teacher_metrics.get("val_macro_auc", math.nan) - student_metrics.get("val_macro_auc", math.nan)
+        return {"classes": classes, "images": len(rows),
+                "teacher": {k: v for k, v in teacher_metrics.items() if "macro" in k},
+                "student": {k: v for k, v in student_metrics.items() if "macro" in k},
+                "teacher_minus_student_val_macro_auc": gap,
+                "final": student_metrics, "best": best_metrics(result["history"]),
+                "train_seconds": result["train_seconds"]}
+
+    def done_message(self, summary: dict) -> str:
+        return (f"distill done: student val_macro_auc {summary['student'].get('val_macro_auc', math.nan):.4f}, "
+                f"teacher {summary['teacher'].get('val_macro_auc', math.nan):.4f} -> "
+                f"{self.stage_run.path('model.keras')}")

@@ -1,0 +1,324 @@
+"""The finetune stage: a classifier on the partially labelled label table, over folds and stages.
+
+Musket's semantics: each stage of ``finetune.stages`` (``epochs``, ``lr``, ``loss``, ``negatives``,
+``freeze_encoder`` / ``unfreeze_encoder``, ``initial_weights``, ``callbacks``) starts from the
+previous stage's best weights (best by ``primary_metric``); with ``folds_count`` k > 1 every fold
+trains on the other folds' labelled rows and is scored on its own, the ``validation`` rows being a
+holdout scored by the fold ensemble. Every fold x stage is a resumable unit: an interrupted run
+resumes from the last checkpoint of the unit it was in, and finished units are not trained again.
+The model and its task are in :mod:`patchcfg.finetune`.
+
+Outputs in ``experiments/<name>/finetune/``: ``fold_<k>/model.keras`` (best weights),
+``metrics.csv`` (fold, stage, epoch rows), ``predictions.csv`` (out-of-fold and holdout
+probabilities beside the known labels), ``summary.json`` (per fold, mean and std),
+``roc_fold_<k>.png`` and ``folds.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from patchcfg.data.folds import HOLDOUT
+from patchcfg.errors import UserError
+from patchcfg.finetune import (
+    FinetuneTask,
+    build_model,
+    check_monitored,
+    load_model_weights,
+    primary_mode,
+    resolve_encoder_spec,
+    stage_settings,
+)
+from patchcfg.losses import build_loss
+from patchcfg.metrics import masked_metrics
+from patchcfg.stages.runner import Stage
+from patchcfg.train.callbacks import BestWeights, build_callbacks
+from patchcfg.train.loop import best_metrics
+
+
+class UnitRun:
+    """One fold x stage of the finetune stage, as the training loop sees a run.
+
+    Checkpoints and TensorBoard logs live under ``fold_<k>/stage_<s>/``; metric rows go to the
+    stage's one ``metrics.csv`` with ``fold`` and ``stage`` columns.
+    """
+
+    def __init__(self, run, fold: int, stage: int):
+        self.parent, self.fold, self.stage = run, fold, stage
+        self.is_chief = run.is_chief
+        self.dir = run.dir / f"fold_{fold}" / f"stage_{stage}"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        if self.is_chief:
+            return self.dir / "checkpoints"
+        return self.parent.checkpoint_dir / f"fold_{self.fold}_stage_{self.stage}"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.parent.tensorboard_dir / f"fold_{self.fold}" / f"stage_{self.stage}"
+
+    def append_metrics(self, row: dict) -> None:
+        self.parent.append_metrics({"fold": self.fold, "stage": self.stage, **row})
+
+    def read_metrics(self) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in ("fold", "stage")} for r in self.parent.read_metrics()
+                if r.get("fold") == self.fold and r.get("stage") == self.stage]
+
+    @property
+    def done_path(self) -> Path:
+        return self.dir / "done.json"
+
+    @property
+    def best_weights_path(self) -> Path:
+        return self.dir / "best.weights.h5"
+
+    def done(self) -> dict | None:
+        try:
+            return json.loads(self.done_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+
+
+def _rows(table, classes, folds, fold: int, k: int):
+    labels = table.label_matrix(classes)
+    known = (labels >= 0).any(axis=1) & ~table.exclude
+    if k > 1:
+        train = known & (folds >= 0) & (folds != fold)
+        val = known & (folds == fold)
+    else:
+        train = known & ~table.validation
+        val = known & table.validation
+    return np.flatnonzero(train), np.flatnonzero(val)
+
+
+def _roc_plot(path: Path, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    from patchcfg.atomic import atomic_write_figure
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for c, name in enumerate(classes):
+        known = labels[:, c] >= 0
+        truth = labels[known, c] > 0.5
+        if 0 < truth.sum() < truth.size:
+            fpr, tpr, _ = roc_curve(truth, probabilities[known, c])
+            ax.plot(fpr, tpr, label=name, linewidth=1)
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.5)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    if len(classes) <= 20:
+        ax.legend(fontsize=7, loc="lower right")
+    atomic_write_figure(path, fig)
+    plt.close(fig)
+
+
+def _prediction_rows(paths, labels, probabilities, classes, split: str, fold) -> list[dict]:
+    rows = []
+    for path, y, p in zip(paths, labels, probabilities, strict=True):
+        row = {"filepath": path, "split": split, "fold": fold}
+        row.update({f"p_{c}": float(v) for c, v in zip(classes, p, strict=True)})
+        row.update({f"y_{c}": (int(v) if v >= 0 else None) for c, v in zip(classes, y, strict=True)})
+        rows.append(row)
+    return rows
+
+
+def _mean_std(per_fold: dict[int, dict]) -> tuple[dict, dict]:
+    keys = sorted({k for m in per_fold.values() for k, v in m.items() if isinstance(v, int | float)})
+    mean, std = {}, {}
+    for key in keys:
+        values = np.array([m[key] for m in per_fold.values() if isinstance(m.get(key), int | float)], float)
+        values = values[np.isfinite(values)]
+        if values.size:
+            mean[key] = float(values.mean())
+            std[key] = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return mean, std
+
+
+class FoldTrainer:
+    """Trains one fold's stages in order, each a resumable unit starting from the previous best."""
+
+    def __init__(self, stage: FinetuneStage, *, classes, paths, labels, encoder_spec, stages, unlabelled):
+        self.stage, self.config, self.classes, self.paths, self.labels = stage, stage.config, classes, paths, labels
+        self.run, self.encoder_spec, self.stages = stage.stage_run, encoder_spec, stages
+        self.unlabelled, self.say = unlabelled, stage.say
+        self.finetune = stage.params
+        self.primary, self.mode = self.finetune["primary_metric"], primary_mode(self.finetune)
+
+    def train_fold(self, fold: int, train_rows, val_rows) -> keras.Model:
+        """The fold's model with its last stage's best weights."""
+        weights = None
+        for stage in self.stages:
+            weights = self.train_unit(fold, stage, train_rows, val_rows, weights)
+        model = build_model(self.config, self.encoder_spec, len(self.classes))
+        if isinstance(weights, list):
+            model.set_weights(weights)
+        else:
+            load_model_weights(model, weights)
+        return model
+
+    def train_unit(self, fold: int, stage: dict, train_rows, val_rows, weights):
+        """Train one fold x stage (or skip it when done); returns its best weights (list or file)."""
+        from patchcfg.atomic import atomic_write_json
+
+        unit, say, primary = UnitRun(self.run, fold, stage["index"]), self.say, self.primary
+        done = unit.done()
+        if done is not None and unit.best_weights_path.is_file():
+            say(f"fold {fold + 1} stage {stage['index'] + 1}: already trained (best {primary} {done['best']:.4g}); "
+                "skipping")
+            return str(unit.best_weights_path)
+        gbs = int(self.finetune["batch_size"])
+        steps = int(stage["steps_per_epoch"] or max(1, math.ceil(len(train_rows) / gbs)))
+        task = FinetuneTask(
+            config=self.config, classes=self.classes, encoder_spec=self.encoder_spec, stage=stage,
+            train_paths=list(self.paths[train_rows]), train_labels=self.labels[train_rows],
+            val_paths=list(self.paths[val_rows]), val_labels=self.labels[val_rows],
+            start_weights=stage["initial_weights"] or weights,
+            seed=int(self.config["seed"]) * 100 + fold * 10 + stage["index"])
+        task.global_batch_size = gbs
+        task.unlabelled_paths = self.unlabelled
+        chief = self.run.is_chief
+        best = BestWeights(primary, self.mode, unit.best_weights_path if chief else None,
+                           unit.dir / "best.json" if chief else None)
+        optimizer_cfg = {**(self.finetune.get("optimizer") or {}), "lr": stage["lr"]}
+        if any(n in stage["callbacks"] for n in ("ReduceLROnPlateau", "CyclicLR")):
+            optimizer_cfg["schedule"] = "constant"  # the callback owns the learning rate
+        say(f"fold {fold + 1} stage {stage['index'] + 1}: {stage['epochs']} epochs x {steps} steps, "
+            f"lr {stage['lr']:g}, loss {stage['loss']}, encoder {'frozen' if stage['frozen'] else 'trained'}")
+        loop = self.stage.loop(task, run=unit, hparams=fold == 0 and stage["index"] == 0, epochs=stage["epochs"],
+                               steps_per_epoch=steps, global_batch_size=gbs, optimizer_config=optimizer_cfg,
+                               callbacks=[best, *build_callbacks(stage["callbacks"], primary, self.mode)])
+        loop.fit()
+        best.restore()
+        if chief:
+            unit.dir.mkdir(parents=True, exist_ok=True)
+            if not unit.best_weights_path.is_file():
+                task.model.save_weights(str(unit.best_weights_path))
+            atomic_write_json(unit.done_path, {"best": best.best, "epoch": best.best_epoch, "metric": primary})
+        return task.model.get_weights()
+
+
+
+class FinetuneStage(Stage):
+    name = "finetune"
+    needs_labels = "its labelled rows train and score the classifier"
+
+    def prepare(self) -> None:
+        from patchcfg.labels import read_label_table
+
+        labels = self.data_cfg["labels"]
+        self.table = table = read_label_table(labels)
+        self.classes = classes = self.params["classes"] or table.classes
+        missing = [c for c in classes if c not in table.classes]
+        if missing:
+            raise UserError(f"finetune.classes: {', '.join(missing)} not in {labels} "
+                            f"(its classes: {', '.join(table.classes)})")
+        if not classes:
+            raise UserError(f"{labels}: no class columns; add one with `patchcfg labels add-class`")
+        check_monitored(self.params, classes)
+
+    def usable_rows(self) -> np.ndarray:
+        """Rows with a readable image among the labelled, not excluded ones (``on_bad_image``)."""
+        table = self.table
+        candidates = np.flatnonzero((table.label_matrix(self.classes) >= 0).any(axis=1) & ~table.exclude)
+        paths = table.resolved_paths()
+        good = set(self.readable([paths[i] for i in candidates]))
+        usable = np.zeros(len(table), bool)
+        usable[[i for i in candidates if paths[i] in good]] = True
+        return usable
+
+    def predict(self, models, paths) -> np.ndarray:
+        from patchcfg.data.loading import load_images
+        from patchcfg.predict import predict_arrays
+
+        return predict_arrays(models, load_images(list(paths), self.data_cfg), self.data_cfg, self.params["tta"])
+
+    def execute(self) -> dict:
+        import pandas as pd
+
+        from patchcfg.atomic import atomic_write_text
+        from patchcfg.data.folds import load_or_assign_folds
+
+        finetune, table, classes, run, say = self.params, self.table, self.classes, self.stage_run, self.say
+        primary, mode = finetune["primary_metric"], primary_mode(finetune)
+        threshold = finetune["output"]["threshold"]
+        k = int(finetune["folds_count"])
+        encoder_spec, pretrained = resolve_encoder_spec(self.config, self.experiment.dir)
+        stages = stage_settings(finetune, pretrained)
+        usable = self.usable_rows()
+        folds = load_or_assign_folds(table, k, int(self.config["seed"]), run.dir if self.chief else run.checkpoint_dir)
+        paths = np.array(table.resolved_paths())
+        labels = table.label_matrix(classes)
+        per_fold, prediction_rows, holdout = {}, [], []
+        unlabelled = []
+        if finetune["fixmatch"]["enabled"]:
+            unlabelled = self.readable(list(paths[~table.exclude & ~table.validation & ~(labels >= 0).any(axis=1)]))
+            say(f"fixmatch: {len(unlabelled)} unlabelled images")
+        trainer = FoldTrainer(self, classes=classes, paths=paths, labels=labels, encoder_spec=encoder_spec,
+                              stages=stages, unlabelled=unlabelled)
+        for fold in range(k):
+            train_rows, val_rows = (r[usable[r]] for r in _rows(table, classes, folds, fold, k))
+            if len(val_rows) == 0:
+                raise UserError(
+                    f"fold {fold}: no labelled rows to validate on; mark some labelled rows validation=True "
+                    "in the label table, or set finetune.folds_count >= 2")
+            if len(train_rows) == 0:
+                raise UserError(f"fold {fold}: no labelled training rows")
+            say(f"fold {fold + 1}/{k}: {len(train_rows)} labelled training rows, {len(val_rows)} validation rows, "
+                f"{len(classes)} classes")
+            model = trainer.train_fold(fold, train_rows, val_rows)
+            probabilities = self.predict([model], paths[val_rows])
+            per_fold[fold] = masked_metrics(labels[val_rows], probabilities, classes, threshold=threshold)
+            per_fold[fold]["val_loss"] = float(build_loss(stages[-1]["loss"])(labels[val_rows], probabilities))
+            split = "oof" if k > 1 else "validation"
+            prediction_rows += _prediction_rows(paths[val_rows], labels[val_rows], probabilities, classes, split, fold)
+            if self.chief:
+                model.save(run.path(f"fold_{fold}") / "model.keras")
+                if finetune["roc_plot"]:
+                    _roc_plot(run.path(f"roc_fold_{fold}.png"), labels[val_rows], probabilities, classes,
+                              f"{self.config['name']}: fold {fold} ({split})")
+            if k > 1:
+                holdout.append(model)
+        summary: dict[str, Any] = {"classes": classes, "folds_count": k, "primary_metric": primary,
+                                   "primary_metric_mode": mode, "folds": {str(f): m for f, m in per_fold.items()}}
+        summary["mean"], summary["std"] = _mean_std(per_fold)
+        if k > 1:
+            holdout_rows = np.flatnonzero(usable & (folds == HOLDOUT))
+            if len(holdout_rows):
+                probabilities = self.predict(holdout, paths[holdout_rows])
+                summary["holdout"] = masked_metrics(labels[holdout_rows], probabilities, classes, threshold=threshold)
+                prediction_rows += _prediction_rows(paths[holdout_rows], labels[holdout_rows], probabilities,
+                                                    classes, "validation", "ensemble")
+        summary["best_epochs"] = best_metrics_by_unit(run, k, len(stages), primary)
+        if self.chief:
+            frame = pd.DataFrame(prediction_rows)
+            atomic_write_text(run.path("predictions.csv"), frame.to_csv(index=False, lineterminator="\n"))
+        return summary
+
+    def done_message(self, summary: dict) -> str:
+        primary, k = summary["primary_metric"], summary["folds_count"]
+        return (f"finetune done: {primary} {summary['mean'].get(primary, float('nan')):.4f}"
+                + (f" ± {summary['std'].get(primary, 0):.4f} over {k} folds" if k > 1 else "")
+                + f" -> {self.stage_run.dir}")
+
+
+def best_metrics_by_unit(run, k: int, n_stages: int, primary: str) -> dict:
+    rows = run.read_metrics()
+    out = {}
+    for fold in range(k):
+        for stage in range(n_stages):
+            unit_rows = [r for r in rows if r.get("fold") == fold and r.get("stage") == stage]
+            best = best_metrics(unit_rows).get(primary)
+            if best:
+                out[f"fold_{fold}_stage_{stage}"] = best
+    return out

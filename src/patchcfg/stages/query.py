@@ -1,0 +1,118 @@
+"""The query stage: which images to label next, ranked, as a CSV.
+
+Images are scored by this experiment's fine-tuned fold ensemble, or by a quick head (logistic
+regression) on the cached features of the embed stage; the strategies live in
+:mod:`patchcfg.active`. A query always runs afresh (the label table changes between queries).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from patchcfg.errors import UserError
+from patchcfg.stages.runner import Stage
+
+
+class QueryStage(Stage):
+    name = "query"
+    distributed = False
+    always_runs = True
+    needs_labels = "its rows are the candidates"
+
+    def prepare(self) -> None:
+        from patchcfg import active
+        from patchcfg.labels import read_label_table
+
+        query = self.params
+        self.table = read_label_table(self.data_cfg["labels"])
+        self.strategy_name, _ = active.parse_strategy(query["strategy"], self.table.classes)
+        self.candidates = active.candidate_mask(self.table, query["subset"])
+        has_model = (self.experiment.dir / "finetune" / "summary.json").is_file()
+        scorer = query["scorer"]
+        if scorer == "auto":
+            scorer = "model" if has_model else "quick_head"
+        if scorer == "model" and not has_model:
+            raise UserError(f"query.scorer: model, but {self.experiment.dir}/finetune has no trained models; "
+                            "run `patchcfg finetune` first, or use query.scorer=quick_head")
+        self.scorer = scorer
+        self.features = None
+        if scorer == "quick_head" or self.strategy_name in active.USES_FEATURES:
+            self.features = self.cached_features()
+
+    def cached_features(self) -> np.ndarray:
+        """Every row's cached features (embedding the images first when there are none)."""
+        from patchcfg.embed import load_features
+        from patchcfg.stages import run_embed
+
+        if not (self.experiment.dir / "embed" / "features.npy").is_file():
+            run_embed(self.config, root=self.root, verbose=self.verbose, log=self.log)
+        cached, cached_paths = load_features(self.experiment.dir)
+        where = {p: i for i, p in enumerate(cached_paths)}
+        paths = self.table.resolved_paths()
+        missing = [p for p, c in zip(paths, self.candidates, strict=True) if c and p not in where]
+        if missing:
+            raise UserError(f"{len(missing)} candidate image(s) have no cached features (e.g. {missing[0]}); "
+                            "run `patchcfg embed --force` after adding images")
+        features = np.zeros((len(paths), cached.shape[1]), np.float32)
+        known_rows = [i for i, p in enumerate(paths) if p in where]
+        features[known_rows] = cached[[where[paths[i]] for i in known_rows]]
+        return features
+
+    def model_probabilities(self, labels: np.ndarray) -> np.ndarray:
+        """The fine-tuned ensemble's probabilities on the candidates and labelled rows; rows whose
+        image cannot be read stop being candidates."""
+        from patchcfg.data.loading import check_images, load_images
+        from patchcfg.predict import predict_arrays, resolve_models
+
+        classes, paths = self.table.classes, self.table.resolved_paths()
+        models, model_data, model_classes = resolve_models(self.experiment.dir)
+        if model_classes and model_classes != classes:
+            raise UserError(f"the fine-tuned models know the classes {model_classes}, the label table has "
+                            f"{classes}; fine-tune again, or use query.scorer=quick_head")
+        rows = np.flatnonzero(self.candidates | (labels >= 0).any(axis=1))
+        good, _ = check_images([paths[i] for i in rows], "skip", data_cfg=self.data_cfg)
+        good_set = set(good)
+        rows = np.array([r for r in rows if paths[r] in good_set], int)
+        self.candidates &= np.isin(np.arange(len(paths)), rows)
+        probabilities = np.full((len(paths), len(classes)), 0.5, np.float32)  # rows not scored: no candidates
+        tta = self.config["finetune"]["tta"] if self.config.get("finetune") else "none"
+        probabilities[rows] = predict_arrays(models, load_images([paths[i] for i in rows], self.data_cfg),
+                                             model_data, tta)
+        return probabilities
+
+    def execute(self) -> dict:
+        import pandas as pd
+
+        from patchcfg import active
+        from patchcfg.atomic import atomic_write_text
+
+        query, table, seed = self.params, self.table, int(self.config["seed"])
+        labels = table.label_matrix()
+        if self.scorer == "model":
+            probabilities = self.model_probabilities(labels)
+        elif self.strategy_name == "random":
+            probabilities = None
+        else:
+            probabilities = active.quick_head_probabilities(self.features, labels, ~table.exclude & ~table.validation,
+                                                            seed=seed)
+        exclusive = bool(self.config.get("finetune")) and self.config["finetune"]["output"]["type"] == "softmax"
+        ranking = active.rank(query["strategy"], probabilities=probabilities, features=self.features,
+                              classes=table.classes, candidates=self.candidates, n=int(query["n"]), labels=labels,
+                              explore=float(query["explore"]), sampling=query["sampling"], mix=float(query["mix"]),
+                              exclusive=exclusive, seed=seed)
+        frame = pd.DataFrame({"filepath": [table.df["filepath"][r] for r in ranking["row"]],
+                              "rank": ranking["rank"].to_numpy(), "score": ranking["score"].to_numpy(),
+                              "picked_by": ranking["picked_by"].to_numpy(), "strategy": query["strategy"]})
+        if probabilities is not None:
+            for c, cls in enumerate(table.classes):
+                frame[f"p_{cls}"] = probabilities[ranking["row"].to_numpy(), c]
+        out = Path(query["out"]) if query["out"] else self.stage_run.path("queue.csv")
+        atomic_write_text(out, frame.to_csv(index=False, lineterminator="\n"))
+        return {"strategy": query["strategy"], "subset": query["subset"], "scorer": self.scorer,
+                "candidates": int(self.candidates.sum()), "picked": len(frame), "out": str(out)}
+
+    def done_message(self, summary: dict) -> str:
+        return (f"query {summary['strategy']} ({summary['scorer']}) over {summary['candidates']} "
+                f"{summary['subset']} rows: {summary['picked']} to label next -> {summary['out']}")

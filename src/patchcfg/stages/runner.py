@@ -1,0 +1,161 @@
+"""The one runner every stage goes through.
+
+A stage is a small subclass of :class:`Stage` that says only what is its own::
+
+    class EmbedStage(Stage):
+        name = "embed"                  # its folder, experiments/<name>/embed/
+        distributed = False             # no tf.distribute strategy to build
+
+        def execute(self) -> dict:      # inside the run: status.json says running
+            paths = self.readable(resolve_image_paths(self.data_cfg))
+            ...
+            return {"images": len(paths)}   # the summary; seconds and skipped images are added
+
+:meth:`Stage.run` owns the rest, in this order: :meth:`~Stage.check` (before any file is
+written), the experiment folder (a config that differs from the one on disk is refused, unless
+``--force``), the skip of a complete stage (same config, same :meth:`~Stage.inputs`), then
+:meth:`~Stage.prepare`, the strategy and ``env.json``, :meth:`~Stage.execute`, ``summary.json``
+and the closing line. ``status.json`` records running / complete / failed / interrupted; an
+interrupted stage resumes from its checkpoints. :meth:`Stage.loop` builds the training loop with
+the settings every stage shares (strategy, HParams, trial id, progress output).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from patchcfg.errors import UserError
+
+
+class Stage:
+    """One stage of an experiment. Subclasses set :attr:`name` and implement :meth:`execute`.
+
+    Args:
+        config: the resolved config (``patchcfg.config.load_config``).
+        root: experiments root (default ``$PATCHCFG_EXPERIMENTS`` or ``experiments``).
+        force: replace an experiment of the same name that ran with another config.
+        strategy: a ``tf.distribute.Strategy`` (default: from ``distribute.strategy``).
+        verbose: ``"auto"``, 0 (quiet) or 1; log: where progress lines go (default: print).
+    """
+
+    #: the stage's name: its folder and its config section
+    name: ClassVar[str]
+    #: builds a ``tf.distribute`` strategy (and only the chief worker writes files)
+    distributed: ClassVar[bool] = True
+    #: a label table is required; its checksum is an input (an edited table trains afresh)
+    needs_labels: ClassVar[str | None] = None
+    #: run even when complete (a query reads a label table that changes between queries)
+    always_runs: ClassVar[bool] = False
+
+    def __init__(self, config: dict, root=None, force: bool = False, *, strategy=None,
+                 verbose: str | int = "auto", log=None):
+        from patchcfg.experiment import stage_logs
+
+        self.config, self.root, self.force = config, root, force
+        self.data_cfg = config["data"]
+        self.params = config.get(self.name)
+        self.strategy, self.verbose = strategy, verbose
+        if self.distributed:
+            from patchcfg.train import distribute
+
+            self.chief = distribute.is_chief()
+        else:
+            self.chief = True
+        self.log, self.say = stage_logs(log, verbose, self.chief)
+        self.skipped: list[dict] = []
+        self.experiment = self.stage_run = None
+
+    # ------------------------------------------------------------------ what a stage supplies
+    def check(self) -> None:
+        """Checks that need no experiment folder (raise :class:`UserError`); the default checks
+        the label table a stage needs."""
+        from pathlib import Path
+
+        if self.needs_labels is None:
+            return
+        labels = self.data_cfg["labels"]
+        if not labels:
+            raise UserError(f"{self.name} needs a label table ({self.needs_labels}): set data.labels in the "
+                            "config or pass --labels labels.csv")
+        if not Path(labels).is_file():
+            raise UserError(f"data.labels: {labels} not found")
+
+    def inputs(self) -> dict | None:
+        """What the result depends on besides the config: the label table's checksum by default."""
+        if self.needs_labels is None:
+            return None
+        from patchcfg.experiment import file_digest
+
+        return {"labels_sha256": file_digest(self.data_cfg["labels"])}
+
+    def prepare(self) -> None:
+        """After the skip check, before the run starts: read inputs, refuse what cannot run."""
+
+    def execute(self) -> dict:
+        """The stage's own work, inside the run; returns its summary."""
+        raise NotImplementedError
+
+    def done_message(self, summary: dict) -> str:
+        return f"{self.name} complete: {self.stage_run.dir}"
+
+    # ------------------------------------------------------------------ helpers for stages
+    def readable(self, paths) -> list[str]:
+        """The paths whose image can be read (``data.on_bad_image``: error raises, skip leaves the
+        others out, says so, and lists them in summary.json)."""
+        from patchcfg.data.loading import check_images
+
+        good, skipped = check_images(paths, self.data_cfg["on_bad_image"], data_cfg=self.data_cfg)
+        if skipped:
+            self.say(f"skipped {len(skipped)} unreadable image(s); listed in summary.json")
+            self.skipped += skipped
+        return good
+
+    def hparams(self) -> dict[str, Any]:
+        """The config as TensorBoard HParams (flat keys; the name is the trial id)."""
+        from patchcfg.train.loop import flatten_config
+
+        return flatten_config({k: v for k, v in self.config.items() if k not in ("name", "description")})
+
+    def loop(self, task, *, run=None, hparams: bool = True, **schedule):
+        """A :class:`~patchcfg.train.loop.TrainLoop` for ``task`` with this stage's strategy,
+        progress output and HParams; ``schedule``: epochs, steps_per_epoch, global_batch_size,
+        optimizer_config, callbacks..."""
+        from patchcfg.train.loop import TrainLoop
+
+        return TrainLoop(task, run=run or self.stage_run, strategy=self.strategy,
+                         hparams=self.hparams() if hparams else None, trial_id=self.config["name"],
+                         verbose=self.verbose, log=self.log, **schedule)
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        """Run the stage: skipped if complete, resumed if interrupted; returns its summary."""
+        from patchcfg.experiment import Experiment
+
+        self.check()
+        self.experiment = Experiment(self.config, root=self.root, force=self.force, is_chief=self.chief)
+        self.stage_run = self.experiment.stage(self.name, inputs=self.inputs())
+        if not self.always_runs:
+            if self.stage_run.is_complete():
+                self.say(self.stage_run.skip_message())
+                return self.stage_run.read_summary()
+            if self.needs_labels is not None and self.stage_run.inputs_changed():
+                self.say(f"{self.data_cfg['labels']} changed since the last {self.name} of "
+                         f"'{self.config['name']}': training afresh")
+        self.prepare()
+        if self.distributed:
+            from patchcfg.train import distribute
+
+            self.strategy = self.strategy or distribute.make_strategy(self.config["distribute"]["strategy"])
+        started = time.time()
+        with self.stage_run:
+            if self.distributed:
+                from patchcfg.train import distribute
+
+                self.stage_run.update_env(**distribute.describe(self.strategy))
+            summary = self.execute()
+            summary.update({"skipped_images": len(self.skipped), "skipped": self.skipped,
+                            "seconds": round(time.time() - started, 3)})
+            self.stage_run.write_summary(summary)
+        self.say(self.done_message(summary))
+        return summary
