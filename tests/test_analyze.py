@@ -373,7 +373,9 @@ def test_table_format(two_configs):
 
 
 def test_markdown_format(two_configs):
-    lines = lib.render(two_configs, "md", precision=2).splitlines()
+    text = lib.render(two_configs, "md", precision=2)
+    assert text.rstrip().endswith(f"*{lib.CAPTIONS['kept']}*")
+    lines = text.split("\n\n")[0].splitlines()
     assert lines[0].startswith("| name | stage | state | runs | n |")
     assert lines[1].startswith("| --- | --- | --- | ---: | ---: |")
     assert len(lines) == 2 + len(two_configs.rows)
@@ -462,3 +464,36 @@ def test_a_stage_is_compared_only_on_the_settings_that_can_change_it(tmp_path):
     pretrain_rows = [r for r in result.rows if r.stage == "pretrain"]
     assert len(pretrain_rows) == 1 and len(pretrain_rows[0].runs) == 2
     assert result.keys == ["finetune.stages.0.lr"]  # what differs within a stage, not across stages
+
+
+# --- which figure: the kept model's, or the best epoch's ---------------------------------------
+
+
+def test_default_figures_are_the_kept_models_and_best_epoch_is_an_option(tmp_path):
+    """The distill log and summary.json report the kept student; analyze must show the same."""
+    curves_ = pd.DataFrame({"epoch": [1, 2, 3], "loss": [0.5, 0.4, 0.45], "val_macro_auc": [0.99, 0.9995, 0.999]})
+    make_run(tmp_path, "d", stage="distill", metrics=curves_,
+             summary={"final": {"epoch": 3, "val_macro_auc": 0.999, "loss": 0.45}})
+    kept = lib.analyze([tmp_path], stage="distill")
+    assert kept.figures == "kept" and kept.rows[0].metrics["val_macro_auc"][0] == pytest.approx(0.999)
+    best = lib.analyze([tmp_path], stage="distill", figures="best-epoch")
+    assert best.rows[0].metrics["val_macro_auc"][0] == pytest.approx(0.9995)
+    assert best.rows[0].metrics["loss"][0] == pytest.approx(0.4)
+    assert lib.CAPTIONS["kept"] in lib.render(kept) and lib.CAPTIONS["best-epoch"] in lib.render(best)
+
+
+def test_alignment_and_uniformity_are_ranked_as_the_training_loop_ranks_them(tmp_path):
+    curves_ = pd.DataFrame({"epoch": [1, 2, 3], "align": [0.1439, 0.1267, 0.13],
+                            "uniform": [-0.3662, -0.9395, -0.9]})
+    make_run(tmp_path, "p", stage="pretrain", metrics=curves_)
+    row = lib.analyze([tmp_path], figures="best-epoch").rows[0]
+    assert row.metrics["align"][0] == pytest.approx(0.1267)
+    assert row.metrics["uniform"][0] == pytest.approx(-0.9395)
+
+
+def test_per_class_columns_only_on_request(tmp_path):
+    summary = {"folds": {"0": {"val_macro_auc": 0.9, "val_auc_cat": 0.8, "val_f1_dog": 0.7, "val_loss": 0.3}}}
+    make_run(tmp_path, "f", summary=summary)
+    assert lib.analyze([tmp_path]).metrics == ["val_macro_auc", "val_loss"]
+    assert lib.analyze([tmp_path], per_class=True).metrics == ["val_macro_auc", "val_auc_cat", "val_f1_dog",
+                                                                 "val_loss"]

@@ -134,8 +134,8 @@ class Analysis:
     directions: dict[str, str]
     problems: list[Problem]
     curves: pd.DataFrame = field(repr=False)
-    figures: str = "kept"
     run_ids: dict[int, Run] = field(repr=False, default_factory=dict)
+    figures: str = "kept"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ def read_summary_units(path: Path, figures: str = "kept") -> list[tuple[int, dic
     if isinstance(folds, Mapping) and folds:
         return [(_fold_id(key, i), _numbers(value)) for i, (key, value) in enumerate(folds.items())]
     for key in ("final", "mean", "best") if figures == "kept" else ("best", "mean", "final"):
-        if isinstance(summary.get(key), Mapping):
+        if isinstance(summary.get(key), Mapping) and _numbers(summary[key]):
             return [(0, _numbers(summary[key]))]
     return [(0, _numbers(summary))]
 

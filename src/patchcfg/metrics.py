@@ -83,8 +83,9 @@ def masked_metrics(y_true, y_prob, classes: list[str], threshold: float = 0.5,
 
 
 def is_per_class(name: str) -> bool:
-    """``val_auc_cat`` is; ``val_macro_auc``, ``val_loss`` and ``loss`` are not."""
-    return name.startswith("val_") and not name.startswith("val_macro_") and name != "val_loss"
+    """``val_auc_cat`` is (a :func:`masked_metrics` metric of one class); ``val_macro_auc``,
+    ``val_auc``, ``val_loss`` and ``loss`` are not."""
+    return any(name.startswith(f"val_{metric}_") for metric in METRICS)
 
 
 def exclusive_accuracy(y_true, y_prob) -> float:

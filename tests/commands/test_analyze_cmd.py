@@ -43,9 +43,11 @@ def test_table_on_the_terminal(experiments):
     result = invoke(str(experiments), "--metric", "val_macro_auc", "--sort-by", "val_macro_auc")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
+    rows = lines[2:lines.index("")]
     assert lines[0].split() == ["name", "stage", "state", "runs", "n", "finetune.stages.0.lr", "val_macro_auc"]
-    assert [line.split()[0] for line in lines[2:]] == ["lr-0.01", "lr-0.001.seed-*", "lr-0.1"]
-    assert "failed" in lines[-1]
+    assert [line.split()[0] for line in rows] == ["lr-0.01", "lr-0.001.seed-*", "lr-0.1"]
+    assert lines[lines.index("") + 1].startswith("figures: what each run's kept model scores")
+    assert "failed" in rows[-1]
     assert "0.8150 ± 0.0058" in lines[3]  # folds x seeds: 0.81, 0.82, 0.81, 0.82
 
 
@@ -53,7 +55,8 @@ def test_ascending_and_default_dir(experiments, monkeypatch):
     monkeypatch.chdir(experiments.parent)
     result = invoke("--metric", "val_macro_auc", "--sort-by", "val_macro_auc", "--ascending")
     assert result.exit_code == 0, result.output
-    assert [line.split()[0] for line in result.stdout.splitlines()[2:]] == ["lr-0.1", "lr-0.001.seed-*", "lr-0.01"]
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[2:lines.index("")]] == ["lr-0.1", "lr-0.001.seed-*", "lr-0.01"]
 
 
 def test_output_file_format_from_suffix(experiments, tmp_path):
