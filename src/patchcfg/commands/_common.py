@@ -54,7 +54,7 @@ def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrid
     # The strategy comes first: a MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     from patchcfg.train.distribute import make_strategy
 
-    strategy = make_strategy((configs[0].get("distribute") or {}).get("strategy", "auto"))
+    strategy = make_strategy(configs[0]["distribute"]["strategy"])
     results = []
     for config in configs:
         for stage in stages:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from patchcfg.config.overrides import apply_overrides, sweep_combinations
-from patchcfg.config.schema import fill_defaults, validate
+from patchcfg.config.schema import fill_defaults, load_schemas, validate
 from patchcfg.config.yaml_loader import load_yaml_file
 from patchcfg.errors import ConfigError
 
-__all__ = ["load_config", "expand_sweeps", "load_raw", "deep_merge", "flatten", "with_defaults"]
+__all__ = ["load_config", "expand_sweeps", "load_raw", "deep_merge", "flatten", "with_defaults", "schema_defaults"]
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -103,6 +103,12 @@ def with_defaults(section: str, partial: dict) -> dict:
     """Config section ``section`` as a resolved config holds it: ``partial`` with the schemas'
     defaults filled in (not validated). For code and tests that build one section by hand."""
     return fill_defaults({section: copy.deepcopy(partial)})[section]
+
+
+def schema_defaults(schema_id: str, partial: dict) -> dict:
+    """``partial`` with the defaults of the schema file ``schema_id`` filled in (not validated):
+    for a value of a shared schema (``optimizer.schema.json``) wherever it comes from."""
+    return fill_defaults(copy.deepcopy(partial), load_schemas()[schema_id], schema_id)
 
 
 def load_config(path: str | Path, overrides=()) -> dict:

@@ -26,19 +26,17 @@ import tensorflow as tf
 from patchcfg.data.readers import ImageInfo, probe, read_unit
 from patchcfg.errors import ConfigError, DataError
 
-__all__ = ["check_images", "make_dataset", "load_images", "output_channels", "DATA_DEFAULTS"]
+__all__ = ["check_images", "make_dataset", "load_images", "output_channels"]
 
-DATA_DEFAULTS = {
-    "labels": None, "images": None, "imshape": [32, 32], "channels": 3, "extra_channels": "truncate",
-    "on_bad_image": "error", "cache": None, "normalize": "unit", "resize": "bilinear",
-    "num_parallel_calls": "auto",
-}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _cfg(data_cfg: dict | None) -> dict:
-    return {**DATA_DEFAULTS, **(data_cfg or {})}
+    """The ``data`` section with the schema's defaults (a resolved config has them already)."""
+    from patchcfg.config import with_defaults
+
+    return with_defaults("data", data_cfg or {})
 
 
 def _fit_reason(info: ImageInfo, channels: int, extra: str, target: int | None) -> str | None:
@@ -167,7 +165,7 @@ def normalizer(data_cfg: dict, channels: int):
 
 
 def _parallel(cfg: dict):
-    value = cfg.get("num_parallel_calls", "auto")
+    value = cfg["num_parallel_calls"]
     return tf.data.AUTOTUNE if value in (None, "auto") else int(value)
 
 

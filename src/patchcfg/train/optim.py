@@ -175,21 +175,29 @@ class LARS(keras.optimizers.Optimizer):
         return config
 
 
+def _resolved(cfg: dict) -> dict:
+    """The section with the optimizer schema's defaults (a resolved config has them already)."""
+    from patchcfg.config import schema_defaults
+
+    return schema_defaults("optimizer.schema.json", cfg)
+
+
 def build_schedule(cfg: dict, steps_per_epoch: int, epochs: int) -> keras.optimizers.schedules.LearningRateSchedule:
     """The schedule named by ``cfg["schedule"]``, its periods converted from epochs to steps."""
-    lr = float(cfg.get("lr", 1e-3))
-    name = cfg.get("schedule", "constant")
+    cfg = _resolved(cfg)
+    lr = float(cfg["lr"])
+    name = cfg["schedule"]
     total = max(1, int(steps_per_epoch) * int(epochs))
     if name == "constant":
         return Constant(lr)
     if name == "cosine":
-        return Cosine(lr, total, cfg.get("final_lr_ratio", 0.0))
+        return Cosine(lr, total, cfg["final_lr_ratio"])
     if name == "warmup_cosine":
-        warmup = int(round(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch))
-        return WarmupCosine(lr, warmup, total, cfg.get("final_lr_ratio", 0.0))
+        warmup = int(round(float(cfg["warmup_epochs"]) * steps_per_epoch))
+        return WarmupCosine(lr, warmup, total, cfg["final_lr_ratio"])
     if name == "staircase":
-        period = max(1, int(round(float(cfg.get("decay_epochs", 30)) * steps_per_epoch)))
-        return Staircase(lr, period, cfg.get("decay_rate", 0.1))
+        period = max(1, int(round(float(cfg["decay_epochs"]) * steps_per_epoch)))
+        return Staircase(lr, period, cfg["decay_rate"])
     raise ValueError(f"unknown learning-rate schedule {name!r}")
 
 
@@ -203,25 +211,25 @@ def build_optimizer(cfg: dict, steps_per_epoch: int, epochs: int, variables=None
     Call inside ``strategy.scope()``. With ``variables`` the optimizer is built on them, rank <= 1
     variables excluded from weight decay.
     """
-    if learning_rate is None and cfg.get("schedule", "constant") == "constant":
-        learning_rate = float(cfg.get("lr", 1e-3))  # a variable: callbacks may change it, checkpoints keep it
+    cfg = _resolved(cfg)
+    if learning_rate is None and cfg["schedule"] == "constant":
+        learning_rate = float(cfg["lr"])  # a variable: callbacks may change it, checkpoints keep it
     schedule = build_schedule(cfg, steps_per_epoch, epochs) if learning_rate is None else learning_rate
-    name = cfg.get("name", "adam")
-    wd = float(cfg.get("weight_decay", 0.0)) or None
+    name = cfg["name"]
+    wd = float(cfg["weight_decay"]) or None
     common = {}
-    if cfg.get("clipnorm"):
+    if cfg["clipnorm"]:
         common["clipnorm"] = float(cfg["clipnorm"])
     if name == "adam":
         opt = keras.optimizers.Adam(schedule, weight_decay=wd, **common)
     elif name == "adamw":
         opt = keras.optimizers.AdamW(schedule, weight_decay=wd or 0.0, **common)
     elif name == "sgd":
-        opt = keras.optimizers.SGD(schedule, momentum=float(cfg.get("momentum", 0.9)),
-                                   nesterov=bool(cfg.get("nesterov", False)), weight_decay=wd, **common)
+        opt = keras.optimizers.SGD(schedule, momentum=float(cfg["momentum"]), nesterov=bool(cfg["nesterov"]),
+                                   weight_decay=wd, **common)
     elif name == "lars":
-        opt = LARS(schedule, momentum=float(cfg.get("momentum", 0.9)), weight_decay_rate=wd or 0.0,
-                   trust_coefficient=float(cfg.get("trust_coefficient", 0.001)),
-                   nesterov=bool(cfg.get("nesterov", False)), **common)
+        opt = LARS(schedule, momentum=float(cfg["momentum"]), weight_decay_rate=wd or 0.0,
+                   trust_coefficient=float(cfg["trust_coefficient"]), nesterov=bool(cfg["nesterov"]), **common)
     else:
         raise ValueError(f"unknown optimizer {name!r}")
     if variables is not None:
