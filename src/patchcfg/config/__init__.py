@@ -15,7 +15,8 @@ from patchcfg.config.schema import fill_defaults, load_schemas, validate
 from patchcfg.config.yaml_loader import load_yaml_file
 from patchcfg.errors import ConfigError
 
-__all__ = ["load_config", "expand_sweeps", "load_raw", "deep_merge", "flatten", "with_defaults", "schema_defaults"]
+__all__ = ["load_config", "expand_sweeps", "load_raw", "deep_merge", "flatten", "with_defaults", "schema_defaults",
+           "resolve_config"]
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -109,6 +110,12 @@ def schema_defaults(schema_id: str, partial: dict) -> dict:
     """``partial`` with the defaults of the schema file ``schema_id`` filled in (not validated):
     for a value of a shared schema (``optimizer.schema.json``) wherever it comes from."""
     return fill_defaults(copy.deepcopy(partial), load_schemas()[schema_id], schema_id)
+
+
+def resolve_config(config: dict, source: str = "(config)") -> dict:
+    """A config built in Python, resolved as a file would be: a copy with the defaults filled in,
+    validated (:class:`ConfigError` naming each key path). A resolved config comes back unchanged."""
+    return resolve(config, {}, (source, 0))
 
 
 def load_config(path: str | Path, overrides=()) -> dict:

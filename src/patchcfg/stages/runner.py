@@ -32,7 +32,8 @@ class Stage:
     """One stage of an experiment. Subclasses set :attr:`name` and implement :meth:`execute`.
 
     Args:
-        config: the resolved config (``patchcfg.config.load_config``).
+        config: the config, resolved (``patchcfg.config.load_config``) or built in Python (it is
+            resolved here: defaults filled in, validated).
         root: experiments root (default ``$PATCHCFG_EXPERIMENTS`` or ``experiments``).
         force: replace an experiment of the same name that ran with another config.
         strategy: a ``tf.distribute.Strategy`` (default: from ``distribute.strategy``).
@@ -50,11 +51,12 @@ class Stage:
 
     def __init__(self, config: dict, root=None, force: bool = False, *, strategy=None,
                  verbose: str | int = "auto", log=None):
+        from patchcfg.config import resolve_config
         from patchcfg.experiment import stage_logs
 
-        self.config, self.root, self.force = config, root, force
-        self.data_cfg = config["data"]
-        self.params = config.get(self.name)
+        self.config, self.root, self.force = resolve_config(config), root, force
+        self.data_cfg = self.config["data"]
+        self.params = self.config.get(self.name)
         self.strategy, self.verbose = strategy, verbose
         if self.distributed:
             from patchcfg.train import distribute
