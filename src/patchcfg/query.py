@@ -16,9 +16,9 @@ from patchcfg.errors import UserError
 
 
 def _needs_features(strategy: str, scorer: str) -> bool:
-    from patchcfg.active import USES_FEATURES
+    from patchcfg.active.strategies import feature_users
 
-    return scorer == "quick_head" or strategy.split(":")[0] in USES_FEATURES
+    return scorer == "quick_head" or strategy.split(":")[0] in feature_users()
 
 
 def run_query(config: dict, root=None, force: bool = False, *, strategy=None, verbose="auto", log=None) -> dict:

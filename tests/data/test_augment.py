@@ -123,7 +123,7 @@ def test_geometry_is_right():
 
 def test_jitter_saturation_and_hue_follow_their_definitions():
     """Saturation blends with the luma image; hue rotates the chroma about the grey axis."""
-    from patchcfg.data.ops._kernels import Seeds
+    from patchcfg.data.kernels import Seeds
     from patchcfg.data.ops.jitter import RGB_TO_YIQ, jitter, saturation_hue_matrices
 
     x = batch(n=3).numpy().reshape(3, -1, 3)

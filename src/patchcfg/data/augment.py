@@ -12,7 +12,7 @@ order, which is what makes a parallel ``tf.data`` pipeline reproducible (the dat
 Called without a seed, the augmenter draws the next one from its own counter, so successive calls
 differ and a fresh augmenter with the same ``seed`` repeats the sequence.
 
-Every op draws its randomness from a :class:`~patchcfg.data.ops._kernels.Seeds` stream derived from
+Every op draws its randomness from a :class:`~patchcfg.data.kernels.Seeds` stream derived from
 the batch seed and the step's place in the recipe (Keras 3 preprocessing layers included).
 """
 
@@ -23,8 +23,8 @@ import random as _pyrandom
 import numpy as np
 import tensorflow as tf
 
+from patchcfg.data.kernels import Seeds, coin, rect_mask, select
 from patchcfg.data.ops import OPS
-from patchcfg.data.ops._kernels import Seeds, coin, rect_mask, select
 from patchcfg.data.recipes import expand_recipe
 from patchcfg.errors import ConfigError
 

@@ -196,18 +196,9 @@ def expand_recipe(aug_cfg: dict | None) -> list[tuple[str, dict]]:
 
 def schema_text() -> str:
     """:func:`augmentation_schema` as the text of schemas/augmentation.schema.json (short nodes inline)."""
-    def dump(node, indent=0):
-        flat = json.dumps(node, ensure_ascii=False)
-        if len(flat) + indent <= 100 or not isinstance(node, (dict, list)) or not node:
-            return flat
-        pad = " " * (indent + 2)
-        if isinstance(node, dict):
-            body = ",\n".join(f"{pad}{json.dumps(k)}: {dump(v, indent + 2)}" for k, v in node.items())
-            return "{\n" + body + "\n" + " " * indent + "}"
-        body = ",\n".join(pad + dump(v, indent + 2) for v in node)
-        return "[\n" + body + "\n" + " " * indent + "]"
+    from patchcfg.config.docs import json_text
 
-    return dump(augmentation_schema()) + "\n"
+    return json_text(augmentation_schema())
 
 
 def reference_markdown() -> str:

@@ -3,7 +3,7 @@
 An op module declares each name with :func:`register`: its family, a one-line doc, its parameters
 (JSON schema, default, doc), the parameter a bare value sets, and a builder
 ``build(params) -> run(images, seeds)`` returning a batched function on float32 ``(B, H, W, C)`` in
-[0, 1] whose random draws come from ``seeds`` (a :class:`~patchcfg.data.ops._kernels.Seeds`).
+[0, 1] whose random draws come from ``seeds`` (a :class:`~patchcfg.data.kernels.Seeds`).
 Builders import TensorFlow themselves, so importing the registry stays cheap; every module of this
 package is imported on first use of :data:`OPS`. The registry is the single source of the JSON
 schema (``schemas/augmentation.schema.json``) and of the README's recipe reference.

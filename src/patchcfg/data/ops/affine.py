@@ -41,7 +41,7 @@ def _xy(value, default):
 def _affine(params, *, scale=1.0, translate=0.0, rotate=0.0, shear=0.0, same_scale=True):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import project, sample
+    from patchcfg.data.kernels import project, sample
 
     degrees = math.pi / 180
 

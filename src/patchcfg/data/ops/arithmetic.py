@@ -9,7 +9,7 @@ def _factors(params, key):
     """run(images, seeds) -> (B, 1, 1, C) factors drawn from ``params[key]`` (per channel as asked)."""
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import per_channel_sample
+    from patchcfg.data.kernels import per_channel_sample
 
     def draw(images, seeds):
         batch, channels = tf.shape(images)[0], images.shape[-1]

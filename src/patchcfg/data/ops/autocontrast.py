@@ -8,7 +8,7 @@ from patchcfg.data.ops import PROB, Param, register
 def autocontrast(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, with_prob
+    from patchcfg.data.kernels import chance, with_prob
 
     def run(images, seeds):
         shifted = images - tf.reduce_mean(images, [1, 2, 3], keepdims=True)

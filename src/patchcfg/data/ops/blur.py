@@ -9,7 +9,7 @@ from patchcfg.data.ops import PROB, Param, register, value_range
 def _blur(images, sigma, radius):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import depthwise_per_image
+    from patchcfg.data.kernels import depthwise_per_image
 
     grid = tf.cast(tf.range(-radius, radius + 1), tf.float32)[None, :]
     sigma = tf.maximum(sigma, 1e-3)[:, None]
@@ -31,7 +31,7 @@ def _max_radius(images, wanted):
 def gaussian_blur(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, coin, sample, select
+    from patchcfg.data.kernels import chance, coin, sample, select
 
     p = chance(params["p"])
 
@@ -48,7 +48,7 @@ def gaussian_blur(params):
 def gaussian_blur_imgaug(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import pair, sample
+    from patchcfg.data.kernels import pair, sample
 
     _, hi = pair(params["sigma"])
 

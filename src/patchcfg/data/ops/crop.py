@@ -11,7 +11,7 @@ from patchcfg.data.ops import Param, register, value_range
 def crop(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import crop_resize, sample
+    from patchcfg.data.kernels import crop_resize, sample
 
     def run(images, seeds):
         batch = tf.shape(images)[0]

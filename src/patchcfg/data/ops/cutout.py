@@ -12,7 +12,7 @@ from patchcfg.data.ops import Param, number, register, value_range
 def cutout(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import rect_mask, sample, uniform
+    from patchcfg.data.kernels import rect_mask, sample, uniform
 
     def run(images, seeds):
         batch = tf.shape(images)[0]

@@ -9,7 +9,7 @@ def _delta(name, doc, default, hi=1, rgb_only=False):
     def build(params):
         import tensorflow as tf
 
-        from patchcfg.data.ops._kernels import adjust_hsv, uniform
+        from patchcfg.data.kernels import adjust_hsv, uniform
 
         delta = float(params["delta"])
 

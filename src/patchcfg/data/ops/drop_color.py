@@ -9,7 +9,7 @@ from patchcfg.data.ops import PROB, Param, register
 def drop_color(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, with_prob
+    from patchcfg.data.kernels import chance, with_prob
 
     def run(images, seeds):
         # the channel mean broadcasts over the channels in the blend of with_prob

@@ -11,7 +11,7 @@ PER_CHANNEL = Param(BOOL_OR_PROB, False, "Sample per channel (true) or per image
 def dropout(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import coin, sample, select
+    from patchcfg.data.kernels import coin, sample, select
 
     def run(images, seeds):
         batch = tf.shape(images)[0]
@@ -34,7 +34,7 @@ def dropout(params):
 def coarse_dropout(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import coin, sample, select
+    from patchcfg.data.kernels import coin, sample, select
 
     def cell_of(size, cells):
         positions = tf.cast(tf.range(size), tf.float32)[None, :]

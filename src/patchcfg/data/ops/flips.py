@@ -6,7 +6,7 @@ from patchcfg.data.ops import BOOL_OR_PROB, PROB, Param, register
 def _flip(axis, p):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, coin, select
+    from patchcfg.data.kernels import chance, coin, select
 
     p = chance(p)
 

@@ -11,7 +11,7 @@ from patchcfg.data.ops import PROB, Param, number, register
 def gaussian_noise(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, with_prob
+    from patchcfg.data.kernels import chance, with_prob
 
     std = float(params["std"])
 

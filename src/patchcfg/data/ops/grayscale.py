@@ -8,7 +8,7 @@ from patchcfg.data.ops import Param, register, value_range
 def grayscale(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import gray, sample
+    from patchcfg.data.kernels import gray, sample
 
     def run(images, seeds):
         alpha = tf.reshape(sample(seeds, tf.shape(images)[0], params["alpha"]), [-1, 1, 1, 1])

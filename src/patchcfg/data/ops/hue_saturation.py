@@ -14,7 +14,7 @@ from patchcfg.data.ops import Param, nullable, register, value_range
 def add_to_hue_and_saturation(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import adjust_hsv, sample
+    from patchcfg.data.kernels import adjust_hsv, sample
 
     hue = params["value_hue"] if params["value_hue"] is not None else params["value"]
     saturation = params["value_saturation"] if params["value_saturation"] is not None else params["value"]

@@ -42,7 +42,7 @@ def jitter(params):
     """
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import uniform
+    from patchcfg.data.kernels import uniform
 
     strength = float(params["strength"])
     delta, hue = 0.8 * strength, 0.2 * strength

@@ -9,7 +9,7 @@ from patchcfg.data.ops import PROB, Param, register
 def mask(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, rect_mask, uniform, with_prob
+    from patchcfg.data.kernels import chance, rect_mask, uniform, with_prob
 
     def run(images, seeds):
         batch = tf.shape(images)[0]
@@ -29,7 +29,7 @@ def mask(params):
 def pixel_mask(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, with_prob
+    from patchcfg.data.kernels import chance, with_prob
 
     drop = float(params["drop"])
 

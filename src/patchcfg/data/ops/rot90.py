@@ -11,7 +11,7 @@ from patchcfg.data.ops import BOOL_OR_PROB, Param, register
 def rot90(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, coin, select
+    from patchcfg.data.kernels import chance, coin, select
 
     p = chance(params["p"], true=0.75)
 

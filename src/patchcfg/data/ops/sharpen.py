@@ -9,7 +9,7 @@ from patchcfg.data.ops import Param, register, value_range
 def sharpen(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import depthwise_per_image, sample
+    from patchcfg.data.kernels import depthwise_per_image, sample
 
     def run(images, seeds):
         batch = tf.shape(images)[0]

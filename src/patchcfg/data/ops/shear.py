@@ -9,7 +9,7 @@ from patchcfg.data.ops import Param, number, register
 def shear(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import project, uniform
+    from patchcfg.data.kernels import project, uniform
 
     factor = float(params["factor"])
 

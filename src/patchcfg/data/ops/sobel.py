@@ -8,7 +8,7 @@ from patchcfg.data.ops import PROB, Param, register
 def sobel_prob(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, coin, select
+    from patchcfg.data.kernels import chance, coin, select
 
     p = chance(params["p"])
 

@@ -8,7 +8,7 @@ from patchcfg.data.ops import PROB, Param, register, value_range
 def solarize(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import chance, uniform, with_prob
+    from patchcfg.data.kernels import chance, uniform, with_prob
 
     def run(images, seeds):
         threshold = tf.reshape(uniform(seeds, [tf.shape(images)[0]], 0.0, 1.0), [-1, 1, 1, 1])
@@ -23,7 +23,7 @@ def solarize(params):
 def solarize_imgaug(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import coin, sample, select
+    from patchcfg.data.kernels import coin, sample, select
 
     def run(images, seeds):
         batch = tf.shape(images)[0]

@@ -20,7 +20,7 @@ def zoom_scale(params):
     appendix A."""
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import crop_resize, uniform
+    from patchcfg.data.kernels import crop_resize, uniform
 
     lo_ratio, hi_ratio = (math.log(r) for r in params["ratio"])
     scale = float(params["scale"])
@@ -44,7 +44,7 @@ def zoom_scale(params):
 def center_zoom_scale(params):
     import tensorflow as tf
 
-    from patchcfg.data.ops._kernels import crop_resize, uniform
+    from patchcfg.data.kernels import crop_resize, uniform
 
     scale = float(params["scale"])
 

@@ -1,5 +1,6 @@
-"""Batched TensorFlow helpers shared by the op modules: stateless random draws, per-image selection,
-resampling and separable filtering. Every random draw is keyed by a seed from :class:`Seeds`."""
+"""Batched TensorFlow helpers for augmentation ops (:mod:`patchcfg.data.ops`): stateless random draws,
+per-image selection, resampling and separable filtering. Every random draw is keyed by a seed from
+:class:`Seeds`, which :class:`~patchcfg.data.augment.Augmenter` derives per batch and per step."""
 
 from __future__ import annotations
 
