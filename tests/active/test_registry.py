@@ -27,21 +27,21 @@ from patchcfg.errors import UserError
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-class MeanEntropy(Strategy):
-    """The README's example: rows uncertain about many classes at once first."""
-
-    name = "mean_entropy"
-    ranks_first = "rows uncertain about many classes at once"
-    sigmoid_score = "mean over classes of H2(p_c)"
-
-    def score(self, query, rng):
-        return S.binary_entropy(query.probabilities).mean(axis=1)
+def readme_example(heading):
+    """The Python blocks of a README section: the file to write, then its test."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    section = section[:section.index("\n##", len(heading))]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
 @pytest.fixture
 def mean_entropy():
-    register(MeanEntropy)
-    yield MeanEntropy
+    """The README's example strategy, registered from its text."""
+    module, test = readme_example("### A query strategy")
+    namespace = {}
+    exec(compile(module, "mean_entropy.py", "exec"), namespace)
+    yield namespace["MeanEntropy"], test
     unregister("mean_entropy")
 
 
@@ -77,6 +77,10 @@ def test_help_and_readme_name_every_strategy():
 
 
 def test_a_strategy_registered_outside_the_package_works_end_to_end(mean_entropy):
+    _, readme_test = mean_entropy
+    namespace = {}
+    exec(compile(readme_test, "test_mean_entropy.py", "exec"), namespace)
+    namespace["test_mean_entropy_ranks_rows_uncertain_about_every_class_first"]()
     p = np.array([[0.5, 0.99], [0.6, 0.6], [0.9, 0.1], [0.5, 0.5], [0.01, 0.99]])
     assert parse_strategy("mean_entropy", ["cat", "dog"]) == ("mean_entropy", None)
     picks = rank("mean_entropy", probabilities=p, features=None, classes=["cat", "dog"],
@@ -99,7 +103,8 @@ def test_a_strategy_registered_outside_the_package_works_end_to_end(mean_entropy
 def test_unregistering_restores_the_builtin_listing(mean_entropy):
     unregister("mean_entropy")
     assert strategy_listing() == STRATEGIES
-    register(MeanEntropy)  # for the fixture's teardown
+    assert docs.query_schema_text() == (schema_dir() / "query.schema.json").read_text(encoding="utf-8")
+    register(mean_entropy[0])  # for the fixture's teardown
 
 
 def test_a_name_is_registered_once_and_has_no_colon():

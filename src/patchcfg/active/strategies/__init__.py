@@ -112,6 +112,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make ``cls`` the strategy ``cls.name``."""
     if not cls.name or ":" in cls.name:
         raise ValueError(f"{cls.__name__}: a strategy needs a name without ':'")
+    _load_builtin()  # a name of this package is taken even before the registry is first used
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"strategy {cls.name!r} is registered twice")
     _REGISTRY[cls.name] = cls

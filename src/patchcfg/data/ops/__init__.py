@@ -143,6 +143,7 @@ def register(name: str, family: str, doc: str, params: Mapping[str, Param], *, p
         raise ValueError(f"augmentation op {name!r}: primary {primary!r} is not one of its parameters")
 
     def decorator(build):
+        _load_builtin()  # a name of this package is taken even before the registry is first used
         if name in _REGISTRY:
             raise ValueError(f"augmentation op {name!r} is registered twice")
         _REGISTRY[name] = Op(name=name, family=family, doc=doc, params={**params, "sometimes": SOMETIMES},
@@ -160,10 +161,16 @@ def unregister(name: str) -> None:
     OPS.clear()
 
 
+_LOADED = False
+
+
 def _load_builtin() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for module in pkgutil.iter_modules(__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{module.name}")
 
 
 class _Ops(Mapping):
