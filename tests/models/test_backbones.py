@@ -14,7 +14,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from patchcfg.errors import UserError  # noqa: E402
-from patchcfg.models import backbones  # noqa: E402
+from patchcfg.models import download, registry  # noqa: E402
 from patchcfg.models.backbones import (  # noqa: E402
     SPEC_DEFAULTS,
     available_backbones,
@@ -151,7 +151,7 @@ def test_module_function_backbone(tmp_path, monkeypatch):
 
 
 def test_register_backbone(monkeypatch):
-    monkeypatch.setattr(backbones, "_REGISTRY", dict(backbones._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
     @register_backbone("flat_test_net")
     def flat_test_net(input_shape, *, width=1.0, sync_batchnorm=False):
@@ -195,7 +195,7 @@ def offline_keras(monkeypatch, tmp_path):
 
 def test_imagenet_without_network_names_the_file(offline_keras, monkeypatch):
     requested, failing_get_file, home = offline_keras
-    monkeypatch.setattr(backbones, "_can_reach", lambda url, timeout=3.0: True)  # the download itself fails
+    monkeypatch.setattr(download, "can_reach", lambda url, timeout=3.0: True)  # the download itself fails
     spec = {"name": "MobileNetV2", "width": 0.35, "weights": "imagenet"}
     with pytest.raises(UserError) as info:
         build_backbone(spec, (32, 32, 3))
@@ -213,7 +213,7 @@ def test_imagenet_without_network_names_the_file(offline_keras, monkeypatch):
 
 def test_imagenet_offline_is_detected_before_downloading(offline_keras, monkeypatch):
     requested, _, home = offline_keras
-    monkeypatch.setattr(backbones, "_can_reach", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(download, "can_reach", lambda url, timeout=3.0: False)
     with pytest.raises(UserError, match="no network connection") as info:
         build_backbone({"name": "MobileNetV2", "kwargs": {"alpha": 0.35}, "weights": "imagenet"}, (32, 32, 1))
     assert requested == []  # no download attempted
