@@ -70,7 +70,8 @@ def _missing_weights_error(
         f"which could not be downloaded ({reason}).\n"
         f"Download it where there is network access:\n    {origin}\n"
         f"and put it at\n    {target}\n"
-        "(Keras's weights cache: ~/.keras/models/, or $KERAS_HOME/models/), then run again. Or give a local file instead of imagenet:\n"
+        "(Keras's weights cache: ~/.keras/models/, or $KERAS_HOME/models/), then run again. "
+        "Or give a local file instead of imagenet:\n"
         f"    weights: /path/to/{file_name}      (that Keras file)\n"
         "    weights: /path/to/file.weights.h5   (weights saved from this same backbone)"
     )

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 def _schema_defaults() -> dict[str, Any]:
     from patchcfg.config.schema import load_schemas
 
-    return {key: prop["default"] for key, prop in load_schemas()["backbone.schema.json"]["properties"].items()}
+    properties = load_schemas()["backbone.schema.json"]["properties"]
+    return {key: prop["default"] for key, prop in properties.items()}
 
 
 #: Defaults of a backbone spec, read from ``schemas/backbone.schema.json``.

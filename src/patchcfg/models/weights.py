@@ -33,7 +33,8 @@ def _mismatch_hint(spec: dict, input_shape: tuple) -> str:
         "build the backbone with the same name, width, channels and options as the one that saved the weights"
     )
     if input_shape[-1] != 3 and spec["name"] in keras_application_names():
-        hint += " (an encoder built with ImageNet weights and channels != 3 has a channel_adapter: set channel_adapter: true)"
+        hint += (" (an encoder built with ImageNet weights and channels != 3 has a channel_adapter: "
+                 "set channel_adapter: true)")
     return hint
 
 
@@ -122,7 +123,8 @@ def load_weights(model: keras.Model, path: str, spec: dict, input_shape: tuple) 
             return (order.get(group, len(order)), key)
 
         differences = [
-            f"{_h5_readable(key, readable)}: backbone {expected.get(key, 'has none')}, file {found.get(key, 'has none')}"
+            f"{_h5_readable(key, readable)}: backbone {expected.get(key, 'has none')}, "
+            f"file {found.get(key, 'has none')}"
             for key in sorted(set(expected) | set(found), key=sort_key)
             if expected.get(key) != found.get(key)
         ]
