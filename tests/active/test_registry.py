@@ -27,18 +27,10 @@ from patchcfg.errors import UserError
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def readme_example(heading):
-    """The Python blocks of a README section: the file to write, then its test."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index(heading):]
-    section = section[:section.index("\n##", len(heading))]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
-
-
 @pytest.fixture
 def mean_entropy():
     """The README's example strategy, registered from its text."""
-    module, test = readme_example("### A query strategy")
+    module, test = docs.readme_examples(README.read_text(encoding="utf-8"), "### A query strategy")
     namespace = {}
     exec(compile(module, "mean_entropy.py", "exec"), namespace)
     yield namespace["MeanEntropy"], test

@@ -1,7 +1,6 @@
 """The op registry: every op declares what the schema says; an op written outside the package (as
 the README's "Extending patchcfg" shows) runs in a recipe and appears in the schema and reference."""
 
-import re
 from pathlib import Path
 
 import jsonschema
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from patchcfg.config import docs
 from patchcfg.config.schema import schema_dir
 from patchcfg.data.augment import build_augmenter
 from patchcfg.data.ops import FAMILIES, OPS, PROB, Param, register, unregister
@@ -17,18 +17,10 @@ from patchcfg.data.recipes import augmentation_schema, expand_recipe, reference_
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def readme_example(heading):
-    """The Python blocks of a README section: the file to write, then its test."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index(heading):]
-    section = section[:section.index("\n##", len(heading))]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
-
-
 @pytest.fixture
 def example_op():
     """The README's example op, registered from its text; yields its builder and the README's test."""
-    module, test = readme_example("### An augmentation op")
+    module, test = docs.readme_examples(README.read_text(encoding="utf-8"), "### An augmentation op")
     namespace = {}
     exec(compile(module, "channel_dropout.py", "exec"), namespace)
     yield namespace["channel_dropout"], test

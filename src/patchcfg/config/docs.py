@@ -105,6 +105,15 @@ def readme_section(text: str, begin: str = BEGIN, end: str = END) -> str | None:
     return text[text.index(begin): text.index(end) + len(end)]
 
 
+def readme_examples(text: str, heading: str) -> list[str]:
+    """The Python code blocks of the README section that starts at ``heading`` (up to the next heading)."""
+    import re
+
+    section = text[text.index(heading):]
+    section = section[:section.index("\n##", len(heading))]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
 def update_readme(text: str) -> str:
     """``text`` with its generated blocks rewritten; a missing config reference is appended (the
     recipe and strategy references are only rewritten where their markers stand)."""

@@ -25,12 +25,12 @@ Importing this package is cheap (numpy only). Adding a strategy is one file::
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from patchcfg.registries import import_modules
 
 #: Where the built-in strategies stand in listings (plain ones first, then those taking a class);
 #: strategies not named here follow, by name.
@@ -105,7 +105,6 @@ class Strategy:
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}
-_LOADED = False
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -125,12 +124,7 @@ def unregister(name: str) -> None:
 
 
 def _load_builtin() -> None:
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        for module in pkgutil.iter_modules(__path__):
-            if not module.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{module.name}")
+    import_modules(__name__)
 
 
 def registered() -> list[Strategy]:

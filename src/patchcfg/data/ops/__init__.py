@@ -27,11 +27,11 @@ Adding an op is one file::
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from patchcfg.registries import import_modules
 
 FAMILIES = ("patchwork", "imgaug", "keras")
 
@@ -161,16 +161,8 @@ def unregister(name: str) -> None:
     OPS.clear()
 
 
-_LOADED = False
-
-
 def _load_builtin() -> None:
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        for module in pkgutil.iter_modules(__path__):
-            if not module.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{module.name}")
+    import_modules(__name__)
 
 
 class _Ops(Mapping):
