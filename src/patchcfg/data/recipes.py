@@ -54,7 +54,6 @@ PRESET_DOCS = {
     "simclr": "SimCLR (Chen et al. 2020): zoom_scale 0.08, flip_left_right, jitter 1.0 on 80% of images, "
               "drop_color 0.2, gaussian_blur 0.5.",
 }
-RESERVED_KEYS = ("preset", "engine")
 
 # --------------------------------------------------------------------------- schema
 

@@ -67,7 +67,7 @@ class Strategy:
     name: str = ""
     takes_class: bool = False
     needs: tuple[str, ...] = ("probabilities",)
-    uses_features: bool = False  # features are loaded for it when present (set for every one needing them)
+    uses_features: bool = False  # features are loaded for it when present (implied by needing them)
     ranks_first: str = ""  # what comes first, one line
     sigmoid_score: str = ""  # its score for sigmoid (multi-hot) probabilities
     softmax_score: str = "same"  # ... and for softmax (exclusive) ones
