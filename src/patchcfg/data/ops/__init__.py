@@ -193,8 +193,3 @@ class _Ops(Mapping):
 
 #: name -> :class:`Op`, every op of this package and every op registered since.
 OPS: Mapping[str, Op] = _Ops()
-
-
-def geometric_names() -> frozenset[str]:
-    """Names that move pixels (flips, crops, affine and elastic warps)."""
-    return frozenset(name for name, op in OPS.items() if op.geometric)
