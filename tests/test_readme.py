@@ -2,7 +2,16 @@
 
 from pathlib import Path
 
-from patchcfg.config.docs import RECIPES_BEGIN, RECIPES_END, readme_section, recipe_markdown, schema_markdown
+from patchcfg.config.docs import (
+    RECIPES_BEGIN,
+    RECIPES_END,
+    STRATEGIES_BEGIN,
+    STRATEGIES_END,
+    readme_section,
+    recipe_markdown,
+    schema_markdown,
+    strategy_markdown,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -22,3 +31,9 @@ def test_recipe_reference_matches_the_registry():
     section = readme_section(README.read_text(encoding="utf-8"), RECIPES_BEGIN, RECIPES_END)
     assert section == recipe_markdown(), (
         "README's augmentation recipe reference is out of date: run `patchcfg schema --update-readme README.md`")
+
+
+def test_strategy_reference_matches_the_registry():
+    section = readme_section(README.read_text(encoding="utf-8"), STRATEGIES_BEGIN, STRATEGIES_END)
+    assert section == strategy_markdown(), (
+        "README's query strategy table is out of date: run `patchcfg schema --update-readme README.md`")

@@ -4,12 +4,32 @@
 - :func:`parse_strategy` — ``"high:eight"`` -> ``("high", 8)``, with did-you-mean errors.
 - :func:`rank` — the top-n picks of a strategy, mixed with random exploration.
 - :func:`quick_head_probabilities` — scores from cached features, without a GPU.
+- :mod:`patchcfg.active.strategies` — the strategies, one file each, on a registry.
+
+Importing this package is cheap: each name is imported from its module on first use.
 """
 
-from patchcfg.active.batch import BadgeSampler, KCenterGreedy
-from patchcfg.active.quick_head import quick_head_probabilities
-from patchcfg.active.strategies import SAMPLING, STRATEGIES, USES_FEATURES, parse_strategy, rank
-from patchcfg.active.subsets import SUBSETS, candidate_mask
+from __future__ import annotations
 
-__all__ = ["BadgeSampler", "KCenterGreedy", "SAMPLING", "STRATEGIES", "USES_FEATURES", "SUBSETS", "candidate_mask",
-           "parse_strategy", "quick_head_probabilities", "rank"]
+import importlib
+
+_WHERE = {
+    "BadgeSampler": "batch", "KCenterGreedy": "batch", "quick_head_probabilities": "quick_head",
+    "SAMPLING": "ranking", "STRATEGIES": "ranking", "USES_FEATURES": "ranking", "parse_strategy": "ranking",
+    "rank": "ranking", "SUBSETS": "subsets", "candidate_mask": "subsets",
+}
+
+__all__ = ["BadgeSampler", "KCenterGreedy", "SAMPLING", "STRATEGIES", "USES_FEATURES", "SUBSETS",
+           "candidate_mask", "parse_strategy", "quick_head_probabilities", "rank"]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

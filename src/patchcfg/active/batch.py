@@ -1,4 +1,5 @@
-"""Strategies that pick a batch as a whole or from neighbours: BADGE, k-center greedy, GUIDE search.
+"""Samplers that pick a batch as a whole or from neighbours: BADGE, k-center greedy, GUIDE search;
+and the helpers that mix picks (explore, GUIDE's entropy share).
 
 Small estimator-like objects: the constructor stores parameters, ``fit`` picks and leaves its
 result in attributes ending with ``_`` (``picks_``: indices into the rows given, in pick order;
@@ -6,6 +7,8 @@ result in attributes ending with ``_`` (``picks_``: indices into the rows given,
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy.stats import rankdata
@@ -160,3 +163,15 @@ def weighted_order(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         keys = np.log(w) + rng.gumbel(size=len(w))
     keys = np.where(w > 0, keys, -np.inf)
     return np.lexsort((np.arange(len(w)), -keys))
+
+
+def interleave(a: int, b: int) -> np.ndarray:
+    """Positions merging a primary list of length a with a secondary one of length b, the secondary
+    spread evenly (item j of b at about (j + 1) / (b + 1) of the way through)."""
+    keys = np.concatenate([(np.arange(a) + 1) / (a + 1), (np.arange(b) + 1) / (b + 1)])
+    tiebreak = np.concatenate([np.zeros(a), np.ones(b)])
+    return np.lexsort((tiebreak, keys))
+
+
+def round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5 + 1e-9))

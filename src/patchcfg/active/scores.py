@@ -61,5 +61,3 @@ def least_confidence(p: np.ndarray, exclusive: bool = False) -> np.ndarray:
         return 1.0 - np.maximum(p, 1 - p).prod(axis=1)
     return 1.0 - p.max(axis=1)
 
-
-UNCERTAINTY = {"entropy": entropy, "margin": margin, "least_confidence": least_confidence}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from patchcfg.active._names import class_index, unknown
+from patchcfg.active.names import class_index, unknown
 from patchcfg.errors import UserError
 
 PLAIN_SUBSETS = ("unlabeled", "partial", "labeled", "excluded", "validation", "all")

@@ -64,14 +64,17 @@ def show(args, sweeps):
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 @click.option("--markdown", is_flag=True, help="The config reference as a Markdown table instead.")
 @click.option("--update-readme", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Rewrite the config reference inside this README (atomically).")
-def schema(out, markdown, update_readme):
+              help="Rewrite the generated references inside this README (atomically).")
+@click.option("--update-schemas", is_flag=True,
+              help="Rewrite the schema files generated from registries (augmentation ops, query strategies).")
+def schema(out, markdown, update_readme, update_schemas):
     """Print the JSON schema of configs (one self-contained file), for editors.
 
     \b
     Example:
       patchcfg schema --out patchcfg.schema.json
       patchcfg schema --markdown          # the config reference table
+      patchcfg schema --update-schemas --update-readme README.md   # after adding an op or a strategy
       # then, first line of a config:  # yaml-language-server: $schema=patchcfg.schema.json
     """
     from pathlib import Path
@@ -80,10 +83,15 @@ def schema(out, markdown, update_readme):
     from patchcfg.config import docs
     from patchcfg.config.schema import bundled_schema
 
+    if update_schemas:
+        changed = docs.update_schemas()
+        click.echo(f"rewrote {', '.join(changed)}" if changed
+                   else "the generated schema files are up to date")
     if update_readme:
         readme = Path(update_readme)
         atomic_write_text(readme, docs.update_readme(readme.read_text(encoding="utf-8")))
-        click.echo(f"updated the config reference in {readme}")
+        click.echo(f"updated the generated references in {readme}")
+    if update_schemas or update_readme:
         return
     text = docs.schema_markdown() + "\n" if markdown else json.dumps(bundled_schema(), indent=2) + "\n"
     if out:

@@ -36,7 +36,7 @@ def musket(musket_config, out, name):
       patchcfg validate configs/exp01.yaml
     """
     from patchcfg.atomic import atomic_write_text
-    from patchcfg.convert import NOT_CONVERTED, convert_musket_file
+    from patchcfg.interop.musket import NOT_CONVERTED, convert_musket_file
 
     text, _config, messages = convert_musket_file(musket_config, name=name)
     for message in messages:

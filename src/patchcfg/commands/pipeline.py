@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from patchcfg.active.strategies import cli_help as strategy_help
 from patchcfg.commands._common import (
     config_args,
     experiments_option,
@@ -48,7 +49,7 @@ def embed(args, labels, encoder, experiments_root, force):
 @click.command()
 @config_args
 @labels_option
-@click.option("--strategy", default=None, help="e.g. entropy, margin, maxent:CLASS, high:CLASS, guide:CLASS, badge.")
+@click.option("--strategy", default=None, help=strategy_help())
 @click.option("--n", "n", type=click.IntRange(1), default=None, help="How many images to propose.")
 @click.option("--subset", default=None, help="unlabeled, partial, labeled, contains:CLASS, lacks:CLASS, ...")
 @click.option("--explore", type=click.FloatRange(0, 1), default=None, help="Fraction of random picks.")

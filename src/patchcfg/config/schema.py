@@ -65,7 +65,7 @@ def bundled_schema() -> dict:
 
 # --------------------------------------------------------------------------- walking the schema
 
-def _resolve(schema: dict, base: str) -> tuple[dict, str]:
+def follow_refs(schema: dict, base: str) -> tuple[dict, str]:
     """Follow ``$ref`` chains; return the target schema and its base URI."""
     seen = 0
     while isinstance(schema, dict) and "$ref" in schema and seen < 32:
@@ -81,7 +81,7 @@ def _branches(schema: dict, instance: Any, base: str):
     """Subschemas that apply to ``instance`` besides ``schema`` itself: allOf and matching if/then."""
     yield from schema.get("allOf", [])
     if "if" in schema:
-        condition, cbase = _resolve(schema["if"], base)
+        condition, cbase = follow_refs(schema["if"], base)
         matched = validator(condition).is_valid(instance) if isinstance(condition, dict) else bool(condition)
         branch = schema.get("then" if matched else "else")
         if branch is not None:
@@ -90,7 +90,7 @@ def _branches(schema: dict, instance: Any, base: str):
 
 def _applicable(schema: dict, instance: Any, base: str):
     """(schema, base) pairs that describe ``instance``: itself, its $ref, allOf and matched if/then."""
-    schema, base = _resolve(schema, base)
+    schema, base = follow_refs(schema, base)
     if not isinstance(schema, dict):
         return
     yield schema, base
@@ -208,7 +208,7 @@ def _message(error: jsonschema.ValidationError, instance_root: Any) -> list[tupl
             return _message(best, instance_root)
         kinds = []
         for sub in error.validator_value:
-            sub, _ = _resolve(sub, "")
+            sub, _ = follow_refs(sub, "")
             desc = sub.get("x-kind") or sub.get("type") or ("one of " + ", ".join(map(str, sub["enum"]))
                                                             if "enum" in sub else None)
             if desc:

@@ -23,6 +23,7 @@ class QueryStage(Stage):
 
     def prepare(self) -> None:
         from patchcfg import active
+        from patchcfg.active.strategies import feature_users
         from patchcfg.labels import read_label_table
 
         query = self.params
@@ -38,7 +39,7 @@ class QueryStage(Stage):
                             "run `patchcfg finetune` first, or use query.scorer=quick_head")
         self.scorer = scorer
         self.features = None
-        if scorer == "quick_head" or self.strategy_name in active.USES_FEATURES:
+        if scorer == "quick_head" or self.strategy_name in feature_users():
             self.features = self.cached_features()
 
     def cached_features(self) -> np.ndarray:

@@ -11,16 +11,16 @@ from click.testing import CliRunner
 from patchcfg.cli import main
 from patchcfg.config import load_config
 from patchcfg.config.yaml_loader import load_yaml_file
-from patchcfg.convert import (
+from patchcfg.errors import ConfigError
+from patchcfg.interop.musket import (
     LABELS_PLACEHOLDER,
     convert_musket_file,
     musket_to_patchcfg,
     name_from_path,
     render_yaml,
 )
-from patchcfg.errors import ConfigError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "musket"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "musket"
 EXAMPLE = FIXTURES / "example.yaml"
 STAGED = FIXTURES / "staged.yaml"
 
@@ -247,7 +247,7 @@ def test_losses_without_equivalent_are_reported(loss):
 
 
 def test_loss_names_match_the_loss_registry():
-    from patchcfg.convert import LOSS_NAMES
+    from patchcfg.interop.musket import LOSS_NAMES
     from patchcfg.losses import ALIASES, LOSSES
 
     for musket, ours in LOSS_NAMES.items():
@@ -428,9 +428,9 @@ def test_every_output_validates_even_from_odd_input():
 
 
 def test_an_invalid_result_is_a_converter_bug(monkeypatch):
-    import patchcfg.convert as convert_module
+    import patchcfg.interop.musket as musket_module
 
-    monkeypatch.setattr(convert_module._Converter, "data", lambda self: {"imshape": "oops"})
+    monkeypatch.setattr(musket_module, "convert_data", lambda musket, report: {"imshape": "oops"})
     with pytest.raises(ConfigError, match="bug in patchcfg's Musket converter"):
         convert({"stages": [{"epochs": 1}]})
 
@@ -511,6 +511,6 @@ def test_cli_help_has_an_example():
 
 
 def test_import_does_not_load_tensorflow():
-    code = ("import sys, patchcfg.convert, patchcfg.commands.convert; "
+    code = ("import sys, patchcfg.interop.musket, patchcfg.commands.convert; "
             "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -1,0 +1,203 @@
+"""Query strategies on a registry: one file per strategy, each a small class registered by name.
+
+A strategy declares its ``name``, whether it ``takes_class`` (``high:<class>``), what it ``needs``
+(``probabilities``, ``features``), whether it ``uses_features`` when given, one line for each column
+of the README's table, and how it picks: pointwise strategies give a ``score`` per candidate row
+(higher = label first) and the base class takes the top k; batch strategies (badge, diversity,
+guide) override ``select``. :func:`patchcfg.active.rank` owns what every strategy shares: input
+checks, the exploration share, the output table. The schema pattern of ``query.strategy``, the
+CLI help of ``patchcfg query --strategy`` and the README's strategy table are generated from here.
+
+Importing this package is cheap (numpy only). Adding a strategy is one file::
+
+    # src/patchcfg/active/strategies/coinflip.py
+    from patchcfg.active.strategies import Strategy, register
+
+    @register
+    class CoinFlip(Strategy):
+        name = "coinflip"
+        needs = ()
+        ranks_first = "heads before tails"
+
+        def score(self, query, rng):
+            return rng.integers(0, 2, len(query.rows)).astype(float)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from patchcfg.registries import import_modules
+
+#: Where the built-in strategies stand in listings (plain ones first, then those taking a class);
+#: strategies not named here follow, by name.
+LISTED = ("random", "entropy", "margin", "least_confidence", "badge", "diversity", "maxent", "high", "low",
+          "guide")
+HINTS = {"features": "run `patchcfg embed` first to cache features",
+         "probabilities": "score the images first (the fine-tuned model, or the quick head on cached "
+                          "features)"}
+
+
+@dataclass
+class Query:
+    """What a strategy ranks: the candidate ``rows`` (indices into the label table) and its inputs.
+
+    ``probabilities`` are those of the candidate rows (rows, classes) or None; ``features`` and
+    ``labels`` (1 / 0 / -1 unknown) cover every row of the table, or are None. ``cls`` is the class
+    index of ``high:<class>``-style strategies; ``label`` is the strategy as shown (``high:cat``).
+    """
+
+    label: str
+    cls: int | None
+    rows: np.ndarray
+    probabilities: np.ndarray | None
+    features: np.ndarray | None
+    labels: np.ndarray | None
+    sampling: str = "top"
+    mix: float = 0.0
+    exclusive: bool = False
+
+
+class Strategy:
+    """Base of every query strategy; a subclass sets the class attributes and ``score`` or ``select``."""
+
+    name: str = ""
+    takes_class: bool = False
+    needs: tuple[str, ...] = ("probabilities",)
+    uses_features: bool = False  # features are loaded for it when present (implied by needing them)
+    ranks_first: str = ""  # what comes first, one line
+    sigmoid_score: str = ""  # its score for sigmoid (multi-hot) probabilities
+    softmax_score: str = "same"  # ... and for softmax (exclusive) ones
+    needs_text: str = ""  # what it needs, in words (default: ``needs``)
+
+    @property
+    def shown(self) -> str:
+        """The name as written in configs: ``entropy``, ``high:<class>``."""
+        return f"{self.name}:<class>" if self.takes_class else self.name
+
+    def check(self, label: str, probabilities, features, mix: float) -> None:
+        """Raise :class:`~patchcfg.errors.UserError` when an input the strategy needs is missing."""
+        from patchcfg.errors import UserError
+
+        given = {"probabilities": probabilities, "features": features}
+        missing = [k for k in self.needs if given[k] is None]
+        if missing:
+            raise UserError(f"{label} needs {' and '.join(self.needs)} (missing: {', '.join(missing)}); "
+                            + "; ".join(HINTS[m] for m in missing))
+
+    def score(self, query: Query, rng: np.random.Generator) -> np.ndarray:
+        """Pointwise strategies: one score per candidate row, higher = label first."""
+        raise NotImplementedError(f"strategy {self.name!r} defines neither score nor select")
+
+    def order(self, score: np.ndarray, query: Query, rng: np.random.Generator) -> np.ndarray:
+        """Candidate positions in the order they are picked (default: by score, highest first)."""
+        return np.argsort(-score, kind="stable")
+
+    def select(self, query: Query, k: int, rng: np.random.Generator):
+        """The strategy's own ``k`` picks: (positions in ``query.rows``, their scores, picked_by,
+        every candidate's score or None when the strategy does not score rows one by one)."""
+        score = self.score(query, rng)
+        picks = self.order(score, query, rng)[:k]
+        return picks, score[picks], [query.label] * k, score
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make ``cls`` the strategy ``cls.name``."""
+    if not cls.name or ":" in cls.name:
+        raise ValueError(f"{cls.__name__}: a strategy needs a name without ':'")
+    _load_builtin()  # a name of this package is taken even before the registry is first used
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"strategy {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove the strategy ``name`` (one registered from outside this package, e.g. in a test)."""
+    del _REGISTRY[name]
+
+
+def _load_builtin() -> None:
+    import_modules(__name__)
+
+
+def registered() -> list[Strategy]:
+    """Every strategy (an instance of each), in listing order: plain ones first, then class ones."""
+    _load_builtin()
+
+    def key(cls):
+        return cls.takes_class, LISTED.index(cls.name) if cls.name in LISTED else len(LISTED), cls.name
+
+    return [cls() for cls in sorted(_REGISTRY.values(), key=key)]
+
+
+def get_strategy(name: str) -> Strategy | None:
+    """The strategy registered as ``name`` (no ``:<class>``), or None."""
+    _load_builtin()
+    cls = _REGISTRY.get(name)
+    return cls() if cls is not None else None
+
+
+def strategy_listing() -> tuple[str, ...]:
+    """``("random", ..., "maxent:<class>", ...)``: every strategy as written in configs."""
+    return tuple(s.shown for s in registered())
+
+
+def feature_users() -> tuple[str, ...]:
+    """Names of the strategies that use features (required, or used when present)."""
+    return tuple(s.name for s in registered() if s.uses_features or "features" in s.needs)
+
+
+# --------------------------------------------------------------------------- generated text
+
+
+def cli_help() -> str:
+    """The help of ``patchcfg query --strategy``."""
+    return "One of: " + ", ".join(s.shown.replace("<class>", "CLASS") for s in registered()) + "."
+
+
+def schema_property(current: dict) -> dict:
+    """The ``query.strategy`` property of query.schema.json: ``current`` with its description,
+    pattern, message and examples generated from the registry (its default kept)."""
+    strategies = registered()
+    plain = [s.name for s in strategies if not s.takes_class]
+    with_class = [s.name for s in strategies if s.takes_class]
+    described = "; ".join(f"{s.shown} ({s.ranks_first})" for s in strategies)
+    prop: dict[str, Any] = {
+        "description": f"Which rows to label first: {described}.",
+        "type": "string",
+        "pattern": f"^({'|'.join(plain)}|({'|'.join(with_class)}):.+)$",
+        "x-message": (f"must be {', '.join(plain)}, or {'/'.join(f'{n}:' for n in with_class)} "
+                      "followed by a class name"),
+    }
+    if "default" in current:
+        prop["default"] = current["default"]
+    prop["examples"] = plain + [f"{n}:nine" for n in with_class]
+    return prop
+
+
+def reference_markdown() -> str:
+    """The README's strategy table."""
+    lines = ["| strategy | ranks first | sigmoid score | softmax score | needs |",
+             "| --- | --- | --- | --- | --- |"]
+    for s in registered():
+        shown = s.shown.replace("<class>", "<c>")
+        needs = s.needs_text or (" and ".join(s.needs) if s.needs else "nothing")
+        cells = [f"`{shown}`", s.ranks_first, s.sigmoid_score, s.softmax_score, needs]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def __getattr__(name: str):
+    # the ranking functions once lived here; they now live in patchcfg.active.ranking
+    if name in ("rank", "parse_strategy", "STRATEGIES", "USES_FEATURES", "SAMPLING"):
+        from patchcfg.active import ranking
+
+        return getattr(ranking, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Configs of other tools carried over to patchcfg: :mod:`patchcfg.interop.musket`."""
