@@ -58,3 +58,74 @@ def client_of():
     yield make
     for client in started:
         client.__exit__(None, None, None)
+
+
+class Served:
+    """A real `patchcfg label` process on a free port of 127.0.0.1."""
+
+    def __init__(self, config_path, root, *extra):
+        import os
+        import re
+        import subprocess
+        import sys
+        import time
+        from pathlib import Path
+
+        src = str(Path(__file__).resolve().parents[2] / "src")
+        env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "patchcfg.cli", "label", str(config_path), "--port", "0", "--no-browser",
+             "--no-embed", "--experiments", str(root), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines = []
+        deadline = time.time() + 60
+        self.url = None
+        while time.time() < deadline and self.url is None:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                break
+            self.lines.append(line)
+            found = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=(\S+)", line)
+            if found:
+                self.url, self.base, self.port, self.token = found.group(0), found.group(1), found.group(2), found.group(3)
+        if self.url is None:
+            self.proc.kill()
+            raise RuntimeError("the app did not start:\n" + "".join(self.lines) + (self.proc.stdout.read() or ""))
+
+    def client(self, name="one"):
+        import httpx
+
+        return httpx.Client(base_url=self.base, headers={"X-Patchcfg-Token": self.token, "X-Patchcfg-Client": name},
+                            cookies={f"patchcfg_token_{self.port}": self.token}, timeout=30)
+
+    def stop(self, sig=None):
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except Exception:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.lines.append(out or "")
+        return self.proc.returncode
+
+    @property
+    def output(self):
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def served():
+    """``served(config_path, root, *options)`` -> a running :class:`Served`; stopped at the end."""
+    running = []
+
+    def start(config_path, root, *extra):
+        process = Served(config_path, root, *extra)
+        running.append(process)
+        return process
+
+    yield start
+    for process in running:
+        process.stop()

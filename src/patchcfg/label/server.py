@@ -96,6 +96,8 @@ def serve(label_app, host: str, port: int, *, open_browser: bool, echo=print) ->
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is what was asked
+        pass
     finally:
         sock.close()
         label_app.stop()  # idempotent: the lifespan has flushed already unless start-up failed
