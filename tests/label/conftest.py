@@ -13,6 +13,12 @@ def write_config(folder, labels, **sections):
 
 
 @pytest.fixture
+def config_file():
+    """``config_file(folder, labels, **sections)`` -> path of a small config for the app."""
+    return write_config
+
+
+@pytest.fixture
 def lab(tmp_path, digits_table):
     """(config dict, label table path, experiments root) for 24 unlabelled digit images, classes zero, one."""
     import pandas as pd

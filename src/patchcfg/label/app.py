@@ -278,6 +278,7 @@ async def classes(request: Request):
         result = await run_in_threadpool(app.store.rename_class, body["rename"], body["to"], client)
     else:
         raise RequestError('give {"add": "name"} or {"rename": "old", "to": "new"}')
+    app.learner.refit_async()  # the last scores know the old classes only
     result["error"] = app.store.error
     return JSONResponse(result)
 

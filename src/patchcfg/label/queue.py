@@ -56,8 +56,10 @@ class Queue:
         if name != "random":
             if snapshot.features is None:
                 why = f"features not ready ({self.learner.features_message})"
+            elif probabilities is None and snapshot.version:
+                why = "the model is refitted for the changed classes"
             elif probabilities is None:
-                why = "no model fitted yet (label a few images of each class, or retrain)"
+                why = "no model fitted yet (label some images, or retrain)"
             elif name in active.USES_FEATURES and features is None:
                 why = "this strategy needs the cached features"
             if why:

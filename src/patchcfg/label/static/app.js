@@ -17,7 +17,16 @@ const S = {
   seq: 0, generation: 0,
   images: new Map(),  // "row:size" -> {url, error}
   loading: false,
+  chain: Promise.resolve(), // key actions run one after another, in the order pressed
+  busy: 0,                  // actions queued or running (tests wait for 0)
 };
+window.patchcfg = S;
+
+function enqueue(work) {
+  S.busy++;
+  S.chain = S.chain.then(work).catch((e) => say(e.message, "error")).finally(() => { S.busy--; });
+  return S.chain;
+}
 
 const $ = (id) => document.getElementById(id);
 
@@ -227,6 +236,7 @@ function render() {
 async function renderSingle() {
   const item = current();
   if (!item) return;
+  $("single").dataset.row = item.row;
   $("caption").innerHTML = `row ${item.row} · ${esc(item.filepath)} · ${S.pos + 1}/${S.batch.length}` +
     (item.picked_by ? ` · picked by ${esc(item.picked_by)}` : "") + (item.score != null ? ` (${item.score})` : "") +
     `<div class="chips">${chips(item)}</div>`;
@@ -243,7 +253,7 @@ function renderGrid() {
   const n = gridN();
   const g = $("grid");
   g.style.gridTemplateColumns = `repeat(${n}, minmax(0, 1fr))`;
-  g.style.maxWidth = `min(100%, ${n * 200}px)`;
+  g.style.maxWidth = "min(100%, calc(100vh - 90px))";
   g.innerHTML = "";
   S.batch.forEach((item, i) => {
     const tile = document.createElement("div");
@@ -288,7 +298,7 @@ function renderClasses() {
       <button class="state ${cls}">${text}</button>
       <div class="prob" title="the model's probability">${p == null ? "" : `<div class="bar" style="width:${Math.round(p * 100)}%"></div><span>${p.toFixed(2)}</span>`}</div>`;
     div.querySelector(".name").textContent = c;
-    div.querySelector(".state").addEventListener("click", () => cycleClass(c));
+    div.querySelector(".state").addEventListener("click", () => enqueue(() => cycleClass(c)));
     div.querySelector(".name").addEventListener("dblclick", () => startRename(div, c));
     box.append(div);
   });
@@ -326,7 +336,7 @@ function startRename(div, old) {
 function setView(view) {
   S.view = view;
   localStorage.setItem("patchcfg-view", view);
-  if (view === "grid" && S.batch.length < gridN() * gridN()) return nextBatch();
+  if (view === "grid") return nextBatch();  // a fresh page of images to label
   render();
 }
 
@@ -350,7 +360,8 @@ async function send(items, changes, advance) {
 
 function advanceView() {
   if (S.view === "grid") { S.selected.clear(); return nextBatch(); }
-  if (S.pos + 1 < S.batch.length) { S.pos++; render(); } else nextBatch();
+  if (S.pos + 1 < S.batch.length) { S.pos++; render(); return Promise.resolve(); }
+  return nextBatch();
 }
 
 function classChange(items, c, value) {
@@ -370,7 +381,7 @@ function cycleClass(c) {
   const v = items[0].labels[c];
   const next = v === null ? 1 : v === 1 ? 0 : null;
   if (S.state.exclusive && next === 1) return send(items, classChange(items, c, 1), false);
-  send(items, {[c]: next}, false);
+  return send(items, {[c]: next}, false);
 }
 
 function restAbsent() {
@@ -385,9 +396,9 @@ function restAbsent() {
     groups.get(key).items.push(it);
   }
   if (!groups.size) return advanceView();
-  (async () => {
+  return (async () => {
     for (const g of groups.values()) await send(g.items, g.changes, false);
-    advanceView();
+    return advanceView();
   })();
 }
 
@@ -404,14 +415,14 @@ function acceptModel() {
     for (const c of S.state.classes) if (it.labels[c] === null) changes[c] = it.probabilities[c] >= 0.5 ? 1 : 0;
   }
   if (!Object.keys(changes).length) return advanceView();
-  send([it], changes, true);
+  return send([it], changes, true);
 }
 
 function toggleFlag(key) {
   const items = targets();
   if (!items.length) return;
   const all = items.every((it) => it[key]);
-  send(items, {[key]: !all}, false);
+  return send(items, {[key]: !all}, false);
 }
 
 async function undo() {
@@ -490,31 +501,31 @@ document.addEventListener("keydown", (ev) => {
     return;
   }
   const c = classForKey(ev);
-  if (c) { ev.preventDefault(); const items = targets(); if (items.length) send(items, classChange(items, c, ev.shiftKey ? 0 : 1), false); return; }
+  const shift = ev.shiftKey;
+  if (c) {
+    ev.preventDefault();
+    enqueue(() => { const items = targets(); return items.length ? send(items, classChange(items, c, shift ? 0 : 1), false) : null; });
+    return;
+  }
   const n = gridN();
   const move = (d) => { S.pos = Math.max(0, Math.min(S.batch.length - 1, S.pos + d)); render(); };
-  switch (ev.key) {
-    case "Enter": restAbsent(); break;
-    case "a": acceptModel(); break;
-    case "x": toggleFlag("exclude"); break;
-    case "v": toggleFlag("validation"); break;
-    case "z": undo(); break;
-    case "g": setView(S.view === "grid" ? "single" : "grid"); break;
-    case "q": nextBatch(); break;
-    case "r": retrain(); break;
-    case "s": save(); break;
-    case "c": $("new-class").focus(); break;
-    case "ArrowRight": if (S.view === "single" && S.pos + 1 >= S.batch.length) nextBatch(); else move(1); break;
-    case "ArrowLeft": move(-1); break;
-    case "ArrowDown": if (S.view === "grid") move(n); else return; break;
-    case "ArrowUp": if (S.view === "grid") move(-n); else return; break;
-    case " ":
-      if (S.view === "grid") { if (S.selected.has(S.pos)) S.selected.delete(S.pos); else S.selected.add(S.pos); render(); }
-      else move(1);
-      break;
-    default: return;
-  }
+  const actions = {
+    "Enter": restAbsent, "a": acceptModel, "x": () => toggleFlag("exclude"), "v": () => toggleFlag("validation"),
+    "z": undo, "g": () => setView(S.view === "grid" ? "single" : "grid"), "q": nextBatch, "r": retrain, "s": save,
+    "ArrowRight": () => (S.view === "single" && S.pos + 1 >= S.batch.length ? nextBatch() : move(1)),
+    "ArrowLeft": () => move(-1),
+    "ArrowDown": () => S.view === "grid" && move(n),
+    "ArrowUp": () => S.view === "grid" && move(-n),
+    " ": () => {
+      if (S.view !== "grid") return move(1);
+      if (S.selected.has(S.pos)) S.selected.delete(S.pos); else S.selected.add(S.pos);
+      render();
+    },
+  };
+  if (ev.key === "c") { $("new-class").focus(); ev.preventDefault(); return; }
+  if (!(ev.key in actions)) return;
   ev.preventDefault();
+  enqueue(actions[ev.key]);
 });
 
 async function retrain() {
@@ -541,13 +552,13 @@ $("btn-retrain").addEventListener("click", retrain);
 $("btn-save").addEventListener("click", save);
 $("btn-help").addEventListener("click", () => { $("help").hidden = !$("help").hidden; });
 $("help").addEventListener("click", () => { $("help").hidden = true; });
-$("btn-rest").addEventListener("click", restAbsent);
-$("btn-accept").addEventListener("click", acceptModel);
+$("btn-rest").addEventListener("click", () => enqueue(restAbsent));
+$("btn-accept").addEventListener("click", () => enqueue(acceptModel));
 $("btn-prev").addEventListener("click", () => { S.pos = Math.max(0, S.pos - 1); render(); });
-$("btn-next").addEventListener("click", () => advanceView());
-$("btn-undo").addEventListener("click", undo);
-$("flag-exclude").addEventListener("click", () => toggleFlag("exclude"));
-$("flag-validation").addEventListener("click", () => toggleFlag("validation"));
+$("btn-next").addEventListener("click", () => enqueue(advanceView));
+$("btn-undo").addEventListener("click", () => enqueue(undo));
+$("flag-exclude").addEventListener("click", () => enqueue(() => toggleFlag("exclude")));
+$("flag-validation").addEventListener("click", () => enqueue(() => toggleFlag("validation")));
 $("strategy").addEventListener("change", (ev) => { ev.target.blur(); nextBatch(); });
 $("subset").addEventListener("change", (ev) => { ev.target.blur(); nextBatch(); });
 $("add-class").addEventListener("submit", (ev) => {
@@ -555,7 +566,7 @@ $("add-class").addEventListener("submit", (ev) => {
   const name = $("new-class").value.trim();
   $("new-class").value = "";
   $("new-class").blur();
-  if (name) addClass(name);
+  if (name) enqueue(() => addClass(name));
 });
 
 (async () => {
