@@ -135,6 +135,8 @@ class LabelApp:
         self._flusher.start()
 
     def _flush_loop(self) -> None:
+        import patchcfg.active  # noqa: F401  (scikit-learn: imported here, not on the first queue request)
+
         while not self._stop.wait(0.5):
             try:
                 self.store.idle_flush(self.idle_seconds)

@@ -100,7 +100,8 @@ class LabelStore:
         self.session_cells = 0
         self.session_started = time.time()
         self.first_label_time: float | None = None
-        self._dirty_since: float | None = None
+        self._dirty_since: float | None = None  # the first change the CSV does not hold yet
+        self._last_change = 0.0
         self._action_counter = 0
         self._recent: list[tuple[int, int]] = []  # (seq, row) of cell changes this session
         self.generation = 0  # grows when rows or columns may have moved: pages then reload everything
@@ -160,7 +161,7 @@ class LabelStore:
             if action not in self.actions:
                 self.actions.append(action)
         if pending:
-            self._dirty_since = time.time()  # the CSV does not hold them yet
+            self._changed()  # the CSV does not hold them yet
         return applied
 
     def _apply_entries(self, table: LabelTable, entries: list[dict]) -> int:
@@ -323,7 +324,7 @@ class LabelStore:
         self.session_rows.update(rows)
         self.session_cells += cells
         self.first_label_time = self.first_label_time or time.time()
-        self._dirty_since = self._dirty_since or time.time()
+        self._changed()
 
     def undo(self, client: str) -> dict:
         """Revert this client's last action that is not yet undone. Cells changed since by someone
@@ -355,7 +356,7 @@ class LabelStore:
                 self._recent.append((entry["seq"], r))
             action.undone = True
             rows = sorted({r for r, *_ in action.cells if r < len(df)})
-            self._dirty_since = self._dirty_since or time.time()
+            self._changed()
             return {"undone": action.id, "changed": len(cells), "seq": self.seq,
                     "kept": kept, "rows": [self.row(r) for r in rows]}
 
@@ -375,7 +376,7 @@ class LabelStore:
             self.seq += 1
             self.table.add_class(name)
             self.generation += 1
-            self._dirty_since = self._dirty_since or time.time()
+            self._changed()
             self.flush()
             return {"classes": self.classes, "seq": self.seq}
 
@@ -399,15 +400,26 @@ class LabelStore:
             self.generation += 1
             for action in self.actions:
                 action.cells = [(r, new if c == old else c, o, n) for r, c, o, n in action.cells]
-            self._dirty_since = self._dirty_since or time.time()
+            self._changed()
             self.flush()
             return {"classes": self.classes, "seq": self.seq}
 
     # ----------------------------------------------------------------- the CSV
 
     def external_change(self) -> bool:
-        """Whether the CSV on disk is no longer what the app last read or wrote."""
-        return _fingerprint(self.path) != self._seen
+        """Whether the CSV on disk is no longer what the app last read or wrote: its time or size
+        differ and so does its hash (a file touched but not changed is not a change)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return self._seen is not None
+        if self._seen is not None and (stat.st_mtime_ns, stat.st_size) == self._seen[:2]:
+            return False
+        now = _fingerprint(self.path)
+        if self._seen is not None and now is not None and now[2] == self._seen[2]:
+            self._seen = now
+            return False
+        return True
 
     def merge_external(self) -> bool:
         """Re-read a CSV another program changed and apply the pending journal on top."""
@@ -419,7 +431,7 @@ class LabelStore:
                 self.note(f"{self.path} was deleted while the app ran; it is written again from the labels in "
                           "memory and the journal", level="error")
                 self._seen = None
-                self._dirty_since = self._dirty_since or time.time()
+                self._changed()
                 return True
             try:
                 fresh = read_label_table(self.path)
@@ -436,7 +448,7 @@ class LabelStore:
             self.generation += 1
             self.note(f"{self.path.name} was changed by another program: read again, {len(pending)} change(s) "
                       "of this session not yet in it applied on top")
-            self._dirty_since = self._dirty_since or time.time()
+            self._changed()
             return True
 
     def flush(self) -> bool:
@@ -472,15 +484,20 @@ class LabelStore:
     def _fingerprint_is_bad(self) -> bool:
         return getattr(self, "_seen_bad", None) is not None and _fingerprint(self.path) == self._seen_bad
 
+    def _changed(self) -> None:
+        self._last_change = time.time()
+        self._dirty_since = self._dirty_since or self._last_change
+
     def pending(self) -> int:
         return self.seq - self.flushed_seq
 
-    def idle_flush(self, idle_seconds: float) -> None:
-        """Called periodically: merge external edits, write the CSV once nothing changed for a while."""
+    def idle_flush(self, idle_seconds: float, at_most: float = 60.0) -> None:
+        """Called periodically: merge external edits; write the CSV once nothing changed for
+        ``idle_seconds``, or ``at_most`` seconds after the first change it lacks."""
         if self.external_change() and not self._fingerprint_is_bad():
             self.merge_external()
-        since = self._dirty_since
-        if since is not None and time.time() - since >= idle_seconds:
+        since, now = self._dirty_since, time.time()
+        if since is not None and (now - self._last_change >= idle_seconds or now - since >= at_most):
             self.flush()
 
     def changes_since(self, seq: int) -> dict:
