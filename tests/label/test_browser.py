@@ -1,8 +1,9 @@
 """The page in a real browser (headless Chromium through Selenium and Debian's chromedriver).
 
 Under ``CI=true`` a missing browser fails the test; elsewhere it is skipped with the reason.
-Screenshots of each view go to the test's tmp folder; with ``PATCHCFG_SCREENSHOT=path`` the
-single view is also saved there (the README's picture is made this way).
+Screenshots of each view go to the test's tmp folder; with ``PATCHCFG_SCREENSHOTS=folder`` the
+single and grid views are also saved there as label.png and label-grid.png (the README's pictures,
+``PATCHCFG_SCREENSHOTS=docs``).
 """
 
 import os
@@ -137,6 +138,8 @@ def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_tab
     assert len(bulk) == 4 and not set(bulk) & {*expected, excluded}
     press(driver, "3")
     wait(driver, "return document.querySelectorAll('#grid .tile.selected .chip.present').length === 4", "chips")
+    wait(driver, "return [...document.querySelectorAll('#counts td')].map((td) => td.textContent).join(' ')"
+                 ".startsWith('zero 5 4 50 0 0 one 0 9 50 0 0 round 4 0 55')", "the counts")
     driver.save_screenshot(str(tmp_path / "grid.png"))
     press(driver, "?")
     driver.save_screenshot(str(tmp_path / "help.png"))
@@ -156,8 +159,9 @@ def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_tab
         assert all(c in chips for c, v in item["labels"].items() if v == 1)
         press(driver, Keys.ARROW_RIGHT)
     driver.save_screenshot(str(tmp_path / "single-after-reload.png"))
-    if os.environ.get("PATCHCFG_SCREENSHOT"):
-        shutil.copy(tmp_path / "single.png", os.environ["PATCHCFG_SCREENSHOT"])
+    if os.environ.get("PATCHCFG_SCREENSHOTS"):
+        shutil.copy(tmp_path / "single-after-reload.png", os.path.join(os.environ["PATCHCFG_SCREENSHOTS"], "label.png"))
+        shutil.copy(tmp_path / "grid.png", os.path.join(os.environ["PATCHCFG_SCREENSHOTS"], "label-grid.png"))
 
     assert app.stop(signal.SIGINT) == 0, app.output
     df = read_label_table(labels).df
