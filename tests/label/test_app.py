@@ -301,3 +301,29 @@ def test_retrain_without_features_says_why(lab, client_of):
     c = client_of(config, root)
     reply = c.post("/api/retrain")
     assert reply.status_code == 409 and "embed" in reply.json()["error"]
+
+
+def test_an_external_edit_that_breaks_the_table_is_left_alone(lab, client_of):
+    config, labels, root = lab
+    original = labels.read_text()
+    c = client_of(config, root, idle=3600)
+    c.post("/api/label", json={"row": 1, "changes": {"zero": 1}})
+    labels.write_text("filepath,zero\nimg/0.png,7\n")
+    assert c.post("/api/flush").status_code == 503
+    assert labels.read_text() == "filepath,zero\nimg/0.png,7\n"
+    assert "no longer reads as a label table" in c.get("/api/state").json()["error"]
+    assert c.post("/api/label", json={"row": 2, "changes": {"zero": 1}}).status_code == 200
+    from patchcfg.errors import UserError
+
+    with pytest.raises(UserError, match="row 2, column 'zero'"):  # a restart refuses the broken table
+        client_of(config, root)
+    labels.write_text(original)  # mended: the journal brings both labels back
+    assert client_of(config, root).label_app.store.table.df.loc[[1, 2], "zero"].tolist() == [1, 1]
+
+
+def test_hosts_a_browser_may_name():
+    from patchcfg.label.server import allowed_hosts, is_loopback
+
+    assert allowed_hosts("127.0.0.1", 8765) == {"127.0.0.1:8765", "localhost:8765", "[::1]:8765"}
+    assert allowed_hosts("0.0.0.0", 8765) is None and allowed_hosts("192.168.1.5", 80) >= {"192.168.1.5:80"}
+    assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("10.0.0.1")

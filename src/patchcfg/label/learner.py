@@ -2,7 +2,9 @@
 
 The :class:`Learner` owns the cached features of ``patchcfg embed`` (computed in a background
 thread when missing; until then the queue is random) and a quick head (``patchcfg.active``) fitted
-on every labelled training row. It refits in a background thread after ``label.retrain_every`` new
+on every labelled training row. When the experiment has a fine-tuned fold ensemble, its
+probabilities are computed in the background at start (one version); later refits of the quick
+head are newer versions and take over. It refits in a background thread after ``label.retrain_every`` new
 labels, or on request, scores the validation rows (``learning_curve.csv`` in the experiment's
 ``label/`` folder), and stops refitting once every ``label.stop_when`` threshold holds. The
 server only asks it for a :meth:`snapshot`; it never waits for a fit.
@@ -28,6 +30,7 @@ class Snapshot:
     probabilities: np.ndarray | None  # (rows, classes), or None before the first fit
     features: np.ndarray | None  # (rows, dims) aligned with the table, or None
     has_features: np.ndarray | None  # (rows,) bool
+    scored: np.ndarray | None  # (rows,) bool: rows whose probabilities are the model's
     version: int
     source: str
     classes: list[str]
@@ -80,6 +83,7 @@ class Learner:
         self.features_started: float | None = None
         self._probabilities = None
         self._probability_classes: list[str] = []
+        self._scored = None  # rows the probabilities are about (None: those with features)
         self._features = None  # (features, paths) as cached
         self._aligned = None  # (generation, rows, features, has_features)
         self._labels_since_fit = 0
@@ -89,7 +93,10 @@ class Learner:
     # ----------------------------------------------------------------- features
 
     def start(self) -> None:
-        """Load the cached features, or compute them in the background (when allowed)."""
+        """Load the cached features, or compute them in the background (when allowed); score with
+        the fine-tuned ensemble in the background when there is one."""
+        if (self.experiment_dir / "finetune" / "summary.json").is_file():
+            self._spawn(self._score_with_ensemble)
         if (self.experiment_dir / "embed" / "features.npy").is_file():
             self._load_features()
         elif self.embed:
@@ -130,6 +137,38 @@ class Learner:
             self.features_message = f"computing features failed ({error}); the queue stays random"
             self.store.note(self.features_message, level="error")
 
+    def _score_with_ensemble(self) -> None:
+        """Probabilities of every readable row from the experiment's fine-tuned fold ensemble."""
+        try:
+            from patchcfg.data.loading import check_images, load_images
+            from patchcfg.predict import predict_arrays, resolve_models
+
+            models, model_data, model_classes = resolve_models(self.experiment_dir)
+            with self.store.lock:
+                classes, paths = list(self.store.classes), self.store.table.resolved_paths()
+            if model_classes and model_classes != classes:
+                self.store.note(f"the fine-tuned models know the classes {model_classes}, the table has {classes}: "
+                                "their scores are not used", level="warning")
+                return
+            good, _ = check_images(paths, "skip", data_cfg=self.config["data"])
+            good_set = set(good)
+            rows = np.array([i for i, p in enumerate(paths) if p in good_set], int)
+            probabilities = np.full((len(paths), len(classes)), 0.5, np.float32)
+            tta = (self.config.get("finetune") or {}).get("tta", "none")
+            for start in range(0, len(rows), 2048):  # bounded memory for large tables
+                chunk = rows[start:start + 2048]
+                probabilities[chunk] = predict_arrays(models, load_images([paths[i] for i in chunk], model_data),
+                                                      model_data, tta)
+            scored = np.zeros(len(paths), bool)
+            scored[rows] = True
+            with self.lock:
+                self.version += 1
+                self._probabilities, self._probability_classes, self._scored = probabilities, classes, scored
+                self.source = "fine-tuned ensemble"
+            self.log(f"scores of the fine-tuned ensemble ready (v{self.version}, {len(rows)} images)")
+        except Exception as error:  # noqa: BLE001 - shown on the page; the quick head still scores
+            self.store.note(f"scoring with the fine-tuned ensemble failed: {error}", level="error")
+
     def _aligned_features(self):
         """(features, has_features) over the table's current rows."""
         with self.lock:
@@ -156,7 +195,11 @@ class Learner:
             if probabilities is not None and (self._probability_classes != self.store.classes
                                               or len(probabilities) != len(self.store)):
                 probabilities = None  # fitted before a class was added or renamed, or rows moved
-            return Snapshot(probabilities, features, has, self.version, self.source, list(self.store.classes))
+            scored = self._scored if self._scored is not None else has
+            if probabilities is None or scored is None or len(scored) != len(self.store):
+                scored = None
+            return Snapshot(probabilities, features, has, scored, self.version, self.source,
+                            list(self.store.classes))
 
     def notify(self, new_labels: int) -> None:
         """Called after labels changed; refits in the background every ``retrain_every`` labels."""
@@ -202,6 +245,7 @@ class Learner:
             self.version += 1
             self._probabilities = probabilities.astype(np.float32)
             self._probability_classes = classes
+            self._scored = None
             self.source = "quick head"
             self.metrics = metrics
             version = self.version

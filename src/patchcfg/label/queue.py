@@ -54,18 +54,22 @@ class Queue:
         probabilities, features = snapshot.probabilities, snapshot.features
         scored_by = f"{snapshot.source} v{snapshot.version}"
         if name != "random":
-            if snapshot.features is None:
+            if probabilities is None and snapshot.features is None:
                 why = f"features not ready ({self.learner.features_message})"
             elif probabilities is None and snapshot.version:
                 why = "the model is refitted for the changed classes"
             elif probabilities is None:
                 why = "no model fitted yet (label some images, or retrain)"
             elif name in active.USES_FEATURES and features is None:
-                why = "this strategy needs the cached features"
+                why = f"{name} needs the cached features ({self.learner.features_message})"
             if why:
                 name, probabilities, features = "random", None, None
             else:
-                candidates &= snapshot.has_features
+                candidates &= snapshot.scored
+                if name in active.USES_FEATURES:
+                    candidates &= snapshot.has_features
+                else:
+                    features = None
         with self.lock:
             now = time.time()
             self.reservations = {r: v for r, v in self.reservations.items() if v[1] > now}
@@ -104,7 +108,7 @@ class Queue:
         """Add the model's probability per class (pre-annotation) to a row item."""
         snapshot = snapshot or self.learner.snapshot()
         p = snapshot.probabilities
-        if p is not None and snapshot.has_features is not None and snapshot.has_features[item["row"]] \
+        if p is not None and snapshot.scored is not None and snapshot.scored[item["row"]] \
                 and snapshot.classes == list(item["labels"]):
             item["probabilities"] = {c: round(float(p[item["row"], j]), 3) for j, c in enumerate(snapshot.classes)}
         else:

@@ -436,8 +436,12 @@ class LabelStore:
             try:
                 fresh = read_label_table(self.path)
             except UserError as error:
-                self.note(f"{self.path} was changed by another program and no longer reads as a label table "
-                          f"({error}); it is left as it is and not overwritten until it reads again", level="error")
+                message = (f"{self.path} was changed by another program and no longer reads as a label table "
+                           f"({error}); it is left as it is, and not written, until it reads again. Every label "
+                           f"of this session is safe in {self.journal_path.name}")
+                if self.error != message:
+                    self.note(message, level="error")
+                self.error = message
                 self._seen_bad = now
                 return False
             pending = [e for e in self._read_journal() if int(e["seq"]) > self.flushed_seq]
