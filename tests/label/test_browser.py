@@ -174,3 +174,61 @@ def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_tab
     assert not df["validation"].any()
     for name in ("single.png", "grid.png", "help.png", "single-after-reload.png"):
         assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_exclusive_classes_mouse_shift_and_accepting_the_model(tmp_path, digits_table, served, browser, config_file):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    labels = digits_table(tmp_path / "data", n=30)
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    frame["two"] = ""  # digits 0, 1, 2: three exclusive classes, the first rows known
+    frame["zero"] = [v if i < 12 else "" for i, v in enumerate(frame["zero"])]
+    frame["one"] = [v if i < 12 else "" for i, v in enumerate(frame["one"].replace("", "0"))]
+    frame.loc[:11, "two"] = [str(int(z == "0" and o == "0")) for z, o in zip(frame["zero"][:12], frame["one"][:12],
+                                                                            strict=True)]
+    frame["validation"] = "False"
+    frame.to_csv(labels, index=False)
+    root = tmp_path / "experiments"
+    write_features(labels, root)
+    config_path = config_file(tmp_path, labels, finetune={"output": {"type": "softmax"}},
+                              query={"strategy": "entropy"}, label={"retrain_every": 0})
+    app = served(config_path, root)
+    driver = browser
+    driver.get(app.url)
+    wait(driver, "return document.querySelectorAll('#classes .cls').length === 3", "the classes")
+    wait(driver, IDLE, "the first images")
+    press(driver, "r")  # refit now: the page then shows the model's guesses
+    wait(driver, "return window.patchcfg.state.model.version >= 1", "a model")
+    press(driver, "q")
+    wait(driver, "return document.querySelectorAll('#classes .prob .bar').length === 3", "probabilities")
+    first = current_row(driver)
+    press(driver, "2")  # exclusive: one present, zero and two absent
+    wait(driver, "return [...document.querySelectorAll('#classes .state')].map((b) => b.textContent).join() "
+                 "=== 'absent,present,absent'", "one present, the others absent")
+    press(driver, Keys.SHIFT + "2")  # one absent; every class is known now
+    press(driver, Keys.ENTER)
+    second = current_row(driver)
+    assert second != first
+    guess = driver.execute_script("return window.patchcfg.batch[window.patchcfg.pos].probabilities")
+    press(driver, "a")  # the model's guess: the most likely class present, the others absent
+    third = current_row(driver)
+    driver.find_element(By.CSS_SELECTOR, '#classes .cls[data-cls="zero"] .state').click()  # the mouse: present, exclusive
+    wait(driver, IDLE, "the click")
+    press(driver, "x")
+    app.stop(signal.SIGINT)
+    df = read_label_table(labels).df
+    assert [df.at[first, c] for c in ("zero", "one", "two")] == [0, 0, 0]
+    best = max(guess, key=guess.get)
+    assert [df.at[second, c] for c in ("zero", "one", "two")] == [float(c == best) for c in ("zero", "one", "two")]
+    assert [df.at[third, c] for c in ("zero", "one", "two")] == [1, 0, 0] and df.at[third, "exclude"]
+
+
+def test_a_missing_browser_fails_under_ci_and_is_skipped_elsewhere(monkeypatch):
+    monkeypatch.setitem(globals(), "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but /nonexistent/chromium missing"):
+        _browser()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium chromium-driver"):
+        _browser()
