@@ -70,7 +70,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        lines = ["filepath,exclude,validation,a,b,c"] + [f"img/{i:06d}.png,False,False,,," for i in range(args.rows)]
+        rows = [f"img/{i:06d}.png,False,False,,," for i in range(args.rows)]
+        lines = ["filepath,exclude,validation,a,b,c", *rows]
         (folder / "labels.csv").write_text("\n".join(lines) + "\n")
         config = folder / "bench.yaml"
         config.write_text(f"name: bench\ndata: {{labels: {folder / 'labels.csv'}}}\n")
@@ -83,7 +84,8 @@ def main() -> None:
                 row = int(i * (args.rows // args.posts))
                 values = rng.integers(0, 2, 2).tolist()
                 began = time.perf_counter()
-                reply = http.post("/api/label", json={"row": row, "changes": {"a": values[0], "b": values[1]}})
+                changes = {"a": values[0], "b": values[1]}
+                reply = http.post("/api/label", json={"row": row, "changes": changes})
                 latencies.append((time.perf_counter() - began) * 1000)
                 reply.raise_for_status()
                 acknowledged[row] = values
@@ -94,7 +96,8 @@ def main() -> None:
             for i in range(args.kill_after):
                 row = int(i * (args.rows // args.posts)) + 1
                 values = rng.integers(0, 2, 2).tolist()
-                http.post("/api/label", json={"row": row, "changes": {"a": values[0], "b": values[1]}}).raise_for_status()
+                changes = {"a": values[0], "b": values[1]}
+                http.post("/api/label", json={"row": row, "changes": changes}).raise_for_status()
                 acknowledged[row] = values
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -110,7 +113,8 @@ def main() -> None:
                       "p95_ms": round(float(np.percentile(latencies, 95)), 2),
                       "max_ms": round(float(np.max(latencies)), 2),
                       "queue_p50_ms": round(float(np.percentile(queue_latencies, 50)), 2),
-                      "killed_after_acknowledged": args.kill_after, "labels_lost": lost, "labels_extra": extra,
+                      "killed_after_acknowledged": args.kill_after, "labels_lost": lost,
+                      "labels_extra": extra,
                       "startup_s": round(startup, 2), "restart_with_replay_s": round(restart, 2)}))
 
 

@@ -52,7 +52,8 @@ def client_of():
 
     def make(config, root, **kwargs):
         messages = []
-        label_app = build(config, root, embed=False, log=messages.append, idle_seconds=kwargs.pop("idle", 0.2))
+        idle = kwargs.pop("idle", 0.2)
+        label_app = build(config, root, embed=False, log=messages.append, idle_seconds=idle)
         client = TestClient(create_app(label_app, "T", {"testserver"}), **kwargs)
         client.__enter__()
         client.cookies.set("patchcfg_token", "T")
@@ -93,15 +94,17 @@ class Served:
             self.lines.append(line)
             found = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=(\S+)", line)
             if found:
-                self.url, self.base, self.port, self.token = found.group(0), found.group(1), found.group(2), found.group(3)
+                self.url, self.base, self.port, self.token = found.group(0, 1, 2, 3)
         if self.url is None:
             self.proc.kill()
-            raise RuntimeError("the app did not start:\n" + "".join(self.lines) + (self.proc.stdout.read() or ""))
+            rest = self.proc.stdout.read() or ""
+            raise RuntimeError("the app did not start:\n" + "".join(self.lines) + rest)
 
     def client(self, name="one"):
         import httpx
 
-        return httpx.Client(base_url=self.base, headers={"X-Patchcfg-Token": self.token, "X-Patchcfg-Client": name},
+        headers = {"X-Patchcfg-Token": self.token, "X-Patchcfg-Client": name}
+        return httpx.Client(base_url=self.base, headers=headers,
                             cookies={f"patchcfg_token_{self.port}": self.token}, timeout=30)
 
     def stop(self, sig=None):

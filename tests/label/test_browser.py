@@ -27,7 +27,8 @@ def _browser():
     except ImportError:
         missing.append("the selenium package")
     if missing:
-        reason = f"{', '.join(missing)} missing (apt-get install chromium chromium-driver; pip install selenium)"
+        reason = (f"{', '.join(missing)} missing "
+                  "(apt-get install chromium chromium-driver; pip install selenium)")
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {reason}")
         pytest.skip(reason)
@@ -71,8 +72,8 @@ def press(driver, keys):
 
 
 def current_row(driver):
-    return int(wait(driver, "const r = document.getElementById('single').dataset.row; return r === undefined ? null : r",
-                    "an image"))
+    script = "const r = document.getElementById('single').dataset.row; return r === undefined ? null : r"
+    return int(wait(driver, script, "an image"))
 
 
 def write_features(labels, root):
@@ -88,7 +89,8 @@ def write_features(labels, root):
     pd.DataFrame({"filepath": paths}).to_csv(folder / "index.csv", index=False)
 
 
-def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_table, served, browser, config_file):
+def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_table, served, browser,
+                                                            config_file):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -134,10 +136,12 @@ def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_tab
     wait(driver, "return document.querySelectorAll('#grid .tile').length === 16", "the grid")
     for key in (" ", Keys.ARROW_RIGHT, " ", Keys.ARROW_RIGHT, " ", Keys.ARROW_RIGHT, " "):
         press(driver, key)
-    bulk = [int(t.get_attribute("data-row")) for t in driver.find_elements(By.CSS_SELECTOR, "#grid .tile.selected")]
+    tiles = driver.find_elements(By.CSS_SELECTOR, "#grid .tile.selected")
+    bulk = [int(t.get_attribute("data-row")) for t in tiles]
     assert len(bulk) == 4 and not set(bulk) & {*expected, excluded}
     press(driver, "3")
-    wait(driver, "return document.querySelectorAll('#grid .tile.selected .chip.present').length === 4", "chips")
+    wait(driver, "return document.querySelectorAll('#grid .tile.selected .chip.present').length === 4",
+         "chips")
     wait(driver, "return [...document.querySelectorAll('#counts td')].map((td) => td.textContent).join(' ')"
                  ".startsWith('zero 5 4 50 0 0 one 0 9 50 0 0 round 4 0 55')", "the counts")
     driver.save_screenshot(str(tmp_path / "grid.png"))
@@ -148,8 +152,10 @@ def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_tab
     driver.refresh()
     wait(driver, "return document.querySelectorAll('#counts tr').length === 4", "the counts after reload")
     wait(driver, IDLE, "the page after reload")
-    counts = {row.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in row.find_elements(By.TAG_NAME, "td")[1:]]
-              for row in driver.find_elements(By.CSS_SELECTOR, "#counts tr")[1:]}
+    counts = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "#counts tr")[1:]:
+        cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        counts[cells[0]] = cells[1:]
     assert counts["zero"][:2] == ["5", "4"] and counts["one"][:2] == ["0", "9"] and counts["round"][0] == "4"
     assert driver.execute_script("return window.patchcfg.view") == "grid"
     press(driver, "g")
@@ -160,8 +166,9 @@ def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_tab
         press(driver, Keys.ARROW_RIGHT)
     driver.save_screenshot(str(tmp_path / "single-after-reload.png"))
     if os.environ.get("PATCHCFG_SCREENSHOTS"):
-        shutil.copy(tmp_path / "single-after-reload.png", os.path.join(os.environ["PATCHCFG_SCREENSHOTS"], "label.png"))
-        shutil.copy(tmp_path / "grid.png", os.path.join(os.environ["PATCHCFG_SCREENSHOTS"], "label-grid.png"))
+        docs = os.environ["PATCHCFG_SCREENSHOTS"]
+        shutil.copy(tmp_path / "single-after-reload.png", os.path.join(docs, "label.png"))
+        shutil.copy(tmp_path / "grid.png", os.path.join(docs, "label-grid.png"))
 
     assert app.stop(signal.SIGINT) == 0, app.output
     df = read_label_table(labels).df
@@ -176,7 +183,8 @@ def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_tab
         assert (tmp_path / name).stat().st_size > 5000
 
 
-def test_exclusive_classes_mouse_shift_and_accepting_the_model(tmp_path, digits_table, served, browser, config_file):
+def test_exclusive_classes_mouse_shift_and_accepting_the_model(tmp_path, digits_table, served, browser,
+                                                               config_file):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -185,8 +193,8 @@ def test_exclusive_classes_mouse_shift_and_accepting_the_model(tmp_path, digits_
     frame["two"] = ""  # digits 0, 1, 2: three exclusive classes, the first rows known
     frame["zero"] = [v if i < 12 else "" for i, v in enumerate(frame["zero"])]
     frame["one"] = [v if i < 12 else "" for i, v in enumerate(frame["one"].replace("", "0"))]
-    frame.loc[:11, "two"] = [str(int(z == "0" and o == "0")) for z, o in zip(frame["zero"][:12], frame["one"][:12],
-                                                                            strict=True)]
+    known = zip(frame["zero"][:12], frame["one"][:12], strict=True)
+    frame.loc[:11, "two"] = [str(int(z == "0" and o == "0")) for z, o in known]
     frame["validation"] = "False"
     frame.to_csv(labels, index=False)
     root = tmp_path / "experiments"
@@ -213,14 +221,16 @@ def test_exclusive_classes_mouse_shift_and_accepting_the_model(tmp_path, digits_
     guess = driver.execute_script("return window.patchcfg.batch[window.patchcfg.pos].probabilities")
     press(driver, "a")  # the model's guess: the most likely class present, the others absent
     third = current_row(driver)
-    driver.find_element(By.CSS_SELECTOR, '#classes .cls[data-cls="zero"] .state').click()  # the mouse: present, exclusive
+    # the mouse: zero present, and (exclusive) the others absent
+    driver.find_element(By.CSS_SELECTOR, '#classes .cls[data-cls="zero"] .state').click()
     wait(driver, IDLE, "the click")
     press(driver, "x")
     app.stop(signal.SIGINT)
     df = read_label_table(labels).df
     assert [df.at[first, c] for c in ("zero", "one", "two")] == [0, 0, 0]
     best = max(guess, key=guess.get)
-    assert [df.at[second, c] for c in ("zero", "one", "two")] == [float(c == best) for c in ("zero", "one", "two")]
+    names = ("zero", "one", "two")
+    assert [df.at[second, c] for c in names] == [float(c == best) for c in names]
     assert [df.at[third, c] for c in ("zero", "one", "two")] == [1, 0, 0] and df.at[third, "exclude"]
 
 

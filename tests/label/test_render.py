@@ -28,7 +28,8 @@ def test_16bit_tiff_is_stretched_and_bands_are_picked(tmp_path):
     rng = np.random.default_rng(1)
     dark = (rng.random((32, 32, 5)) * 900 + 100).astype(np.uint16)  # 16-bit, far below 65535
     tifffile.imwrite(tmp_path / "five.tif", dark, photometric="minisblack", planarconfig="contig")
-    data, error = Renderer({"bands": [4, 2, 0], "stretch": "percentile"}).render(str(tmp_path / "five.tif"), "full")
+    renderer = Renderer({"bands": [4, 2, 0], "stretch": "percentile"})
+    data, error = renderer.render(str(tmp_path / "five.tif"), "full")
     shown = decode(data)
     assert error is None and shown.dtype == np.uint8 and shown.shape[2] == 3 and shown.shape[0] >= 320
     assert shown.max() == 255 and shown.min() == 0  # stretched, not a black picture

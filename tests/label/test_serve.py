@@ -58,11 +58,13 @@ def test_bad_config_or_table_exit_2_before_serving(lab, tmp_path):
     broken = tmp_path / "broken.csv"
     broken.write_text("filepath,zero\na.png,7\n")
     table = run(config_path, "--labels", broken)
-    assert table.returncode == 2 and "row 2, column 'zero'" in table.stderr and "Traceback" not in table.stderr
+    assert table.returncode == 2 and "row 2, column 'zero'" in table.stderr
+    assert "Traceback" not in table.stderr
     journal = Path(str(labels) + ".journal.jsonl")
     journal.write_text('{"seq": 1}\nnot json\n{"seq": 3}\n')
     corrupt = run(config_path)
-    assert corrupt.returncode == 2 and "journal.jsonl:2" in corrupt.stderr and "Traceback" not in corrupt.stderr
+    assert corrupt.returncode == 2 and "journal.jsonl:2" in corrupt.stderr
+    assert "Traceback" not in corrupt.stderr
     journal.unlink()
     busy = run(config_path, "--host", "256.1.1.1")
     assert busy.returncode == 2 and "cannot listen" in busy.stderr

@@ -17,7 +17,8 @@ def _echo(text: str, flush: bool = True) -> None:
 
 @click.command()
 @config_args
-@click.option("--labels", type=click.Path(dir_okay=False), default=None, help="The label table (sets data.labels).")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="The label table (sets data.labels).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback exposes the table to the network.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,

@@ -38,6 +38,15 @@ TOKEN_HEADER = "x-patchcfg-token"
 CLIENT_HEADER = "x-patchcfg-client"
 _CLIENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_BODY = 1 << 20
+# The page runs only its own script, loads nothing from elsewhere and cannot be framed by another site.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _error(message: str, status: int) -> JSONResponse:
@@ -56,7 +65,8 @@ class Guard:
         request = Request(scope)
         host = request.headers.get("host", "")
         if self.allowed_hosts is not None and host not in self.allowed_hosts:
-            response = _error(f"this app answers only at {', '.join(sorted(self.allowed_hosts))}, not at Host "
+            hosts = ", ".join(sorted(self.allowed_hosts))
+            response = _error(f"this app answers only at {hosts}, not at Host "
                               f"'{host}' (a page of another site cannot reach it)", 421)
             return await response(scope, receive, send)
         given = request.query_params.get("token") or request.headers.get(TOKEN_HEADER) \
@@ -68,7 +78,8 @@ class Guard:
         if request.method not in ("GET", "HEAD"):
             header = request.headers.get(TOKEN_HEADER, "")
             if not hmac.compare_digest(header.encode(), self.token.encode()):
-                return await _error(f"every change needs the {TOKEN_HEADER} header", 403)(scope, receive, send)
+                response = _error(f"every change needs the {TOKEN_HEADER} header", 403)
+                return await response(scope, receive, send)
         if request.method == "GET" and scope["path"] == "/" and request.query_params.get("token"):
             # Trade the token in the address for a cookie, and drop it from the address bar.
             response = RedirectResponse("/", status_code=303)
@@ -98,7 +109,7 @@ async def _body(request: Request) -> dict:
 
 
 def _api(handler):
-    """Turn refusals into 4xx JSON and unexpected failures into a 500 JSON message (never a traceback page)."""
+    """Refusals become 4xx JSON, unexpected failures a 500 JSON message (never a traceback page)."""
 
     async def endpoint(request: Request):
         try:
@@ -176,7 +187,8 @@ class LabelApp:
 
 def _row_param(store, text: str) -> int:
     if not re.fullmatch(r"\d{1,12}", text):
-        raise RequestError(f"images are addressed by row number only (0 to {len(store) - 1}), got '{text[:80]}'")
+        raise RequestError(f"images are addressed by row number only (0 to {len(store) - 1}), "
+                           f"got '{text[:80]}'")
     return store.check_row(int(text))
 
 
@@ -185,7 +197,7 @@ async def page(request: Request):
     text = (STATIC / "index.html").read_text(encoding="utf-8")
     text = text.replace("{{TOKEN}}", html.escape(request.app.state.token))
     text = text.replace("{{TITLE}}", html.escape(app.store.path.name))
-    return HTMLResponse(text, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(text, headers=PAGE_HEADERS)
 
 
 @_api

@@ -39,7 +39,8 @@ class Snapshot:
 def check_stop_when(stop_when: dict) -> None:
     unknown = [k for k in stop_when if k not in METRICS]
     if unknown:
-        raise UserError(f"label.stop_when: unknown metric '{unknown[0]}'; the app measures {', '.join(METRICS)}")
+        raise UserError(f"label.stop_when: unknown metric '{unknown[0]}'; "
+                        f"the app measures {', '.join(METRICS)}")
 
 
 def validation_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> dict:
@@ -73,6 +74,7 @@ class Learner:
         self.log = log
         self.seed = int(config["seed"])
         self.lock = threading.Lock()
+        self._fit_lock = threading.Lock()
         self.version = 0
         self.source = "none"
         self.metrics: dict = {}
@@ -117,7 +119,8 @@ class Learner:
             self._features = (features.astype(np.float32), paths)
             self._aligned = None
             self.features_state = "ready"
-            self.features_message = f"{len(paths)} cached features ({features.shape[1] if features.size else 0}-d)"
+            dims = features.shape[1] if features.size else 0
+            self.features_message = f"{len(paths)} cached features ({dims}-d)"
         self.refit_async()
 
     def _compute_features(self) -> None:
@@ -147,7 +150,8 @@ class Learner:
             with self.store.lock:
                 classes, paths = list(self.store.classes), self.store.table.resolved_paths()
             if model_classes and model_classes != classes:
-                self.store.note(f"the fine-tuned models know the classes {model_classes}, the table has {classes}: "
+                self.store.note(f"the fine-tuned models know the classes {model_classes}, "
+                                f"the table has {classes}: "
                                 "their scores are not used", level="warning")
                 return
             good, _ = check_images(paths, "skip", data_cfg=self.config["data"])
@@ -157,8 +161,8 @@ class Learner:
             tta = (self.config.get("finetune") or {}).get("tta", "none")
             for start in range(0, len(rows), 2048):  # bounded memory for large tables
                 chunk = rows[start:start + 2048]
-                probabilities[chunk] = predict_arrays(models, load_images([paths[i] for i in chunk], model_data),
-                                                      model_data, tta)
+                images = load_images([paths[i] for i in chunk], model_data)
+                probabilities[chunk] = predict_arrays(models, images, model_data, tta)
             scored = np.zeros(len(paths), bool)
             scored[rows] = True
             with self.lock:
@@ -225,6 +229,10 @@ class Learner:
 
     def refit(self) -> dict:
         """Fit the quick head on every labelled training row now; returns the new version's summary."""
+        with self._fit_lock:  # one fit at a time (a background refit and one asked for)
+            return self._refit()
+
+    def _refit(self) -> dict:
         from patchcfg import active
 
         features, has = self._aligned_features()
@@ -253,7 +261,8 @@ class Learner:
         stop = self.settings["stop_when"]
         if stop and all(metrics.get(k) is not None and metrics[k] >= v for k, v in stop.items()):
             self.stopped = True
-            self.store.note(f"every label.stop_when threshold holds ({', '.join(f'{k} >= {v}' for k, v in stop.items())}):"
+            holds = ", ".join(f"{k} >= {v}" for k, v in stop.items())
+            self.store.note(f"every label.stop_when threshold holds ({holds}):"
                             " retraining stops; the queue keeps its last ranking")
         return {"version": version, "source": self.source, "metrics": metrics}
 
@@ -272,9 +281,10 @@ class Learner:
             self.store.note(f"cannot write {folder}/learning_curve.csv ({error.strerror})", level="error")
 
     def state(self) -> dict:
-        return {"version": self.version, "source": self.source, "metrics": self.metrics, "fitting": self.fitting,
-                "stopped": self.stopped, "features": self.features_state, "features_message": self.features_message,
-                "features_seconds": round(time.time() - self.features_started, 1) if self.features_started else None}
+        seconds = round(time.time() - self.features_started, 1) if self.features_started else None
+        return {"version": self.version, "source": self.source, "metrics": self.metrics,
+                "fitting": self.fitting, "stopped": self.stopped, "features": self.features_state,
+                "features_message": self.features_message, "features_seconds": seconds}
 
     def join(self, timeout: float = 5.0) -> None:
         for thread in self._threads:

@@ -79,9 +79,10 @@ class Queue:
             self.calls += 1
             used = strategy if name != "random" or strategy == "random" else "random"
             ranking = active.rank(used, probabilities=probabilities, features=features, classes=classes,
-                                  candidates=candidates, n=n, labels=labels, explore=float(self.query["explore"]),
-                                  sampling=self.query["sampling"], mix=float(self.query["mix"]),
-                                  exclusive=self.exclusive, seed=self.seed + self.calls)
+                                  candidates=candidates, n=n, labels=labels,
+                                  explore=float(self.query["explore"]), sampling=self.query["sampling"],
+                                  mix=float(self.query["mix"]), exclusive=self.exclusive,
+                                  seed=self.seed + self.calls)
             rows = [int(r) for r in ranking["row"]]
             for r, (c, _) in list(self.reservations.items()):
                 if c == client:
@@ -110,7 +111,8 @@ class Queue:
         p = snapshot.probabilities
         if p is not None and snapshot.scored is not None and snapshot.scored[item["row"]] \
                 and snapshot.classes == list(item["labels"]):
-            item["probabilities"] = {c: round(float(p[item["row"], j]), 3) for j, c in enumerate(snapshot.classes)}
+            row = item["row"]
+            item["probabilities"] = {c: round(float(p[row, j]), 3) for j, c in enumerate(snapshot.classes)}
         else:
             item["probabilities"] = None
         return item
@@ -123,8 +125,9 @@ class Queue:
                 holder = self.reservations.get(r)
                 if holder and holder[0] != client and holder[1] > now:
                     left = int(holder[1] - now)
-                    raise RequestError(f"row {r} is being labelled by another annotator (reserved for {left} s "
-                                       "more); your hold on it had expired. Load the next images", 409)
+                    raise RequestError(f"row {r} is being labelled by another annotator (reserved for "
+                                       f"{left} s more); your hold on it had expired. Load the next images",
+                                       409)
             for r in rows:
                 if r in self.reservations:
                     self.reservations[r] = (client, now + self.reserve_seconds)

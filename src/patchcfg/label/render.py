@@ -97,7 +97,7 @@ class Renderer:
         self._lock = threading.Lock()
 
     def render(self, path: str, size: str) -> tuple[bytes, str | None]:
-        """(PNG bytes, error or None) for the image at ``path`` (a path from the table, never from a client)."""
+        """(PNG bytes, error or None) for the image at ``path`` (from the table, never from a client)."""
         limit = SIZES[size]
         try:
             stat = os.stat(path)

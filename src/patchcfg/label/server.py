@@ -31,7 +31,7 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
 
 
 def build(config: dict, experiments_root=None, *, embed: bool = True, log=print, idle_seconds: float = 2.0):
-    """The :class:`~patchcfg.label.app.LabelApp` for a resolved config (the table read, the journal replayed)."""
+    """The :class:`~patchcfg.label.app.LabelApp` of a resolved config (table read, journal replayed)."""
     from patchcfg.experiment import experiments_root as root_of
     from patchcfg.label.app import LabelApp
     from patchcfg.label.learner import Learner, check_stop_when
@@ -85,17 +85,19 @@ def serve(label_app, host: str, port: int, *, open_browser: bool, echo=print) ->
     url = f"http://{shown}:{port}/?token={token}"
     app = create_app(label_app, token, allowed_hosts(host, port), port=port)
     if not is_loopback(host):
-        echo(f"warning: --host {host} is not loopback: anyone who can reach this machine and learns the token can "
-             "read the images and change the labels; the token travels unencrypted (plain HTTP)")
+        echo(f"warning: --host {host} is not loopback: anyone who can reach this machine and learns the "
+             "token can read the images and change the labels; the token travels unencrypted (plain HTTP)")
     store = label_app.store
-    echo(f"labelling {store.path} ({len(store)} rows, {len(store.classes)} classes); journal {store.journal_path}")
+    echo(f"labelling {store.path} ({len(store)} rows, {len(store.classes)} classes); "
+         f"journal {store.journal_path}")
     echo(url, flush=True)
     echo("Ctrl-C stops the app (every label is written first)", flush=True)
     if open_browser:
         import webbrowser
 
         webbrowser.open(url)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

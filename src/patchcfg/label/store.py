@@ -133,7 +133,8 @@ class LabelStore:
                     os.truncate(self.journal_path, keep)
                     continue
                 raise UserError(f"{self.journal_path}:{number}: not a journal line ({error}); the file was "
-                                "edited by hand? Move it aside to start without it (the CSV stays as it is)") from None
+                                "edited by hand? Move it aside to start without it (the CSV stays as "
+                                "it is)") from None
             entries.append(entry)
         return entries
 
@@ -207,7 +208,8 @@ class LabelStore:
             finally:
                 os.close(fd)
         except OSError as error:
-            message = (f"cannot write the journal {self.journal_path} ({error.strerror}); nothing was changed. "
+            message = (f"cannot write the journal {self.journal_path} ({error.strerror}); "
+                       "nothing was changed. "
                        "Make its folder writable; labels acknowledged so far are safe")
             self.note(message, level="error")
             raise RequestError(message, 503) from None
@@ -383,7 +385,8 @@ class LabelStore:
     def rename_class(self, old, new, client: str) -> dict:
         with self.lock:
             if old not in self.classes:
-                raise RequestError(f"unknown class '{old}'; classes: {', '.join(self.classes) or '(none)'}", 404)
+                known = ", ".join(self.classes) or "(none)"
+                raise RequestError(f"unknown class '{old}'; classes: {known}", 404)
             if not isinstance(new, str):
                 raise RequestError(f"a class name must be a string, got {json.dumps(new)}")
             if new in self.table.df.columns:
@@ -428,7 +431,8 @@ class LabelStore:
             if now == self._seen:
                 return False
             if now is None:
-                self.note(f"{self.path} was deleted while the app ran; it is written again from the labels in "
+                self.note(f"{self.path} was deleted while the app ran; it is written again from the "
+                          "labels in "
                           "memory and the journal", level="error")
                 self._seen = None
                 self._changed()
@@ -437,7 +441,8 @@ class LabelStore:
                 fresh = read_label_table(self.path)
             except UserError as error:
                 message = (f"{self.path} was changed by another program and no longer reads as a label table "
-                           f"({error}); it is left as it is, and not written, until it reads again. Every label "
+                           f"({error}); it is left as it is, and not written, until it reads again. "
+                           "Every label "
                            f"of this session is safe in {self.journal_path.name}")
                 if self.error != message:
                     self.note(message, level="error")
@@ -450,13 +455,15 @@ class LabelStore:
             self._index = {p: i for i, p in enumerate(fresh.df["filepath"])}
             self._seen = now
             self.generation += 1
-            self.note(f"{self.path.name} was changed by another program: read again, {len(pending)} change(s) "
+            self.note(f"{self.path.name} was changed by another program: read again, "
+                      f"{len(pending)} change(s) "
                       "of this session not yet in it applied on top")
             self._changed()
             return True
 
     def flush(self) -> bool:
-        """Write the CSV from the table (atomic, one .bak) if anything is pending; merge external edits first."""
+        """Write the CSV from the table (atomic, one .bak) if anything is pending; merge outside
+        edits first."""
         with self.lock:
             if self.external_change():
                 self.merge_external()
@@ -471,7 +478,8 @@ class LabelStore:
                                "sha256": self._seen[2] if self._seen else None}])
             except (OSError, UserError) as error:
                 reason = getattr(error, "strerror", None) or str(error)
-                message = (f"cannot write {self.path} ({reason}); every label is kept in {self.journal_path.name} "
+                message = (f"cannot write {self.path} ({reason}); every label is kept in "
+                           f"{self.journal_path.name} "
                            "and written when it can be (make the file and its folder writable)")
                 if self.error != message:
                     self.note(message, level="error")

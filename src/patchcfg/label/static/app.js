@@ -44,7 +44,11 @@ async function api(method, path, body) {
   }
   let data = null;
   try { data = await response.json(); } catch (e) { data = {error: response.statusText}; }
-  if (!response.ok) { const err = new Error(data.error || response.statusText); err.status = response.status; throw err; }
+  if (!response.ok) {
+    const err = new Error(data.error || response.statusText);
+    err.status = response.status;
+    throw err;
+  }
   if (data && typeof data.seq === "number") S.seq = Math.max(S.seq, data.seq);
   return data;
 }
@@ -93,7 +97,11 @@ function fillSelects() {
     const keep = el.value || localStorage.getItem("patchcfg-" + id) || chosen;
     el.innerHTML = "";
     if (!options.includes(keep)) options.push(keep);
-    for (const o of options) { const opt = document.createElement("option"); opt.value = opt.textContent = o; el.append(opt); }
+    for (const o of options) {
+      const opt = document.createElement("option");
+      opt.value = opt.textContent = o;
+      el.append(opt);
+    }
     el.value = keep;
   };
   pick("strategy", strategies, st.query.strategy);
@@ -107,27 +115,34 @@ function renderProgress() {
   $("session").innerHTML = "";
   for (const [label, value] of [["labelled", sess.rows_labelled], ["per hour", sess.labels_per_hour],
                                 ["rows", st.counts.rows], ["excluded", st.counts.excluded]]) {
-    const d = document.createElement("div"); d.innerHTML = `<b>${value}</b><span class="muted">${label}</span>`;
+    const d = document.createElement("div");
+    d.innerHTML = `<b>${value}</b><span class="muted">${label}</span>`;
     $("session").append(d);
   }
   const t = $("counts");
-  t.innerHTML = "<tr><th>class</th><th>✓ train</th><th>✗ train</th><th>? train</th><th>✓ val</th><th>✗ val</th></tr>";
+  t.innerHTML = "<tr><th>class</th><th>✓ train</th><th>✗ train</th><th>? train</th>" +
+    "<th>✓ val</th><th>✗ val</th></tr>";
   for (const c of st.classes) {
     const k = st.counts.classes[c];
     const tr = document.createElement("tr");
     tr.innerHTML = `<td></td><td class="p">${k.train.present}</td><td class="a">${k.train.absent}</td>
-      <td>${k.train.unknown}</td><td class="p">${k.validation.present}</td><td class="a">${k.validation.absent}</td>`;
+      <td>${k.train.unknown}</td><td class="p">${k.validation.present}</td>
+      <td class="a">${k.validation.absent}</td>`;
     tr.firstChild.textContent = c;
     t.append(tr);
   }
   $("order").textContent = "next images: " + st.ordered_by;
   const m = st.model;
   let model = m.version ? `model: ${m.source} v${m.version}` : "model: none yet";
-  if (m.metrics && m.metrics.val_macro_auc != null) model += ` · val macro AUC ${m.metrics.val_macro_auc.toFixed(3)}`;
+  if (m.metrics && m.metrics.val_macro_auc != null) {
+    model += ` · val macro AUC ${m.metrics.val_macro_auc.toFixed(3)}`;
+  }
   if (m.fitting) model += " · refitting…";
   if (m.stopped) model += " · stop_when reached, retraining stopped";
   model += ` · features: ${m.features}`;
-  if (m.features === "computing") model += ` (${Math.round(m.features_seconds || 0)} s: ${m.features_message})`;
+  if (m.features === "computing") {
+    model += ` (${Math.round(m.features_seconds || 0)} s: ${m.features_message})`;
+  }
   $("model").textContent = model;
   const banner = $("banner");
   banner.hidden = !st.error;
@@ -152,7 +167,8 @@ async function nextBatch() {
     localStorage.setItem("patchcfg-strategy", strategy);
     localStorage.setItem("patchcfg-subset", subset);
     const n = Math.max(gridN() * gridN(), S.view === "grid" ? 0 : 12);
-    const q = await api("GET", `/api/queue?strategy=${encodeURIComponent(strategy)}&subset=${encodeURIComponent(subset)}&n=${n}`);
+    const query = new URLSearchParams({strategy, subset, n});
+    const q = await api("GET", `/api/queue?${query}`);
     S.batch = q.rows;
     S.pos = 0;
     S.selected.clear();
@@ -169,7 +185,9 @@ async function nextBatch() {
 function current() { return S.batch[S.pos]; }
 
 function targets() {
-  if (S.view === "grid" && S.selected.size) return [...S.selected].sort((a, b) => a - b).map((i) => S.batch[i]);
+  if (S.view === "grid" && S.selected.size) {
+    return [...S.selected].sort((a, b) => a - b).map((i) => S.batch[i]);
+  }
   return current() ? [current()] : [];
 }
 
@@ -199,7 +217,8 @@ async function imageOf(row, size) {
 }
 
 function prefetch() {
-  for (let i = S.pos; i < Math.min(S.batch.length, S.pos + 4); i++) imageOf(S.batch[i].row, S.view === "grid" ? "thumb" : "full");
+  const size = S.view === "grid" ? "thumb" : "full";
+  for (let i = S.pos; i < Math.min(S.batch.length, S.pos + 4); i++) imageOf(S.batch[i].row, size);
 }
 
 // ------------------------------------------------------------------ rendering
@@ -220,7 +239,8 @@ function chips(item) {
 }
 
 function esc(text) {
-  return String(text).replace(/[&<>"']/g, (ch) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[ch]));
+  const named = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
+  return String(text).replace(/[&<>"']/g, (ch) => named[ch]);
 }
 
 function render() {
@@ -238,7 +258,8 @@ async function renderSingle() {
   if (!item) return;
   $("single").dataset.row = item.row;
   $("caption").innerHTML = `row ${item.row} · ${esc(item.filepath)} · ${S.pos + 1}/${S.batch.length}` +
-    (item.picked_by ? ` · picked by ${esc(item.picked_by)}` : "") + (item.score != null ? ` (${item.score})` : "") +
+    (item.picked_by ? ` · picked by ${esc(item.picked_by)}` : "") +
+    (item.score != null ? ` (${item.score})` : "") +
     `<div class="chips">${chips(item)}</div>`;
   const wanted = item.row;
   const img = await imageOf(item.row, "full");
@@ -257,7 +278,8 @@ function renderGrid() {
   g.innerHTML = "";
   S.batch.forEach((item, i) => {
     const tile = document.createElement("div");
-    tile.className = "tile" + (i === S.pos ? " cursor" : "") + (S.selected.has(i) ? " selected" : "") + (isDone(item) ? " done" : "");
+    tile.className = "tile" + (i === S.pos ? " cursor" : "") + (S.selected.has(i) ? " selected" : "") +
+      (isDone(item) ? " done" : "");
     tile.dataset.index = i;
     tile.dataset.row = item.row;
     tile.innerHTML = `<img alt=""><div class="chips">${chips(item)}</div><div class="num">${item.row}</div>`;
@@ -273,7 +295,12 @@ function renderGrid() {
     g.append(tile);
     imageOf(item.row, "thumb").then((img) => {
       tile.querySelector("img").src = img.url;
-      if (img.error) { const e = document.createElement("div"); e.className = "err"; e.textContent = img.error; tile.append(e); }
+      if (img.error) {
+        const e = document.createElement("div");
+        e.className = "err";
+        e.textContent = img.error;
+        tile.append(e);
+      }
     });
   });
 }
@@ -282,21 +309,26 @@ function renderClasses() {
   const st = S.state;
   if (!st) return;
   const items = targets();
-  $("target").textContent = items.length > 1 ? `${items.length} selected` : items.length ? `row ${items[0].row}` : "";
+  $("target").textContent = items.length > 1 ? `${items.length} selected`
+    : items.length ? `row ${items[0].row}` : "";
   const box = $("classes");
   box.innerHTML = "";
   st.classes.forEach((c, k) => {
     const values = new Set(items.map((it) => it.labels[c]));
     const v = values.size === 1 ? [...values][0] : "mixed";
-    const cls = v === 1 ? "present" : v === 0 ? "absent" : v === null || v === undefined ? "unknown" : "mixed";
+    const cls = v === 1 ? "present" : v === 0 ? "absent"
+      : v === null || v === undefined ? "unknown" : "mixed";
     const text = {present: "present", absent: "absent", unknown: "?", mixed: "mixed"}[cls];
     const p = items.length === 1 && items[0].probabilities ? items[0].probabilities[c] : null;
     const div = document.createElement("div");
     div.className = "cls";
     div.dataset.cls = c;
-    div.innerHTML = `<kbd>${k < 10 ? (k + 1) % 10 : ""}</kbd><span class="name" title="double-click to rename"></span>
+    const bar = p == null ? ""
+      : `<div class="bar" style="width:${Math.round(p * 100)}%"></div><span>${p.toFixed(2)}</span>`;
+    div.innerHTML = `<kbd>${k < 10 ? (k + 1) % 10 : ""}</kbd>
+      <span class="name" title="double-click to rename"></span>
       <button class="state ${cls}">${text}</button>
-      <div class="prob" title="the model's probability">${p == null ? "" : `<div class="bar" style="width:${Math.round(p * 100)}%"></div><span>${p.toFixed(2)}</span>`}</div>`;
+      <div class="prob" title="the model's probability">${bar}</div>`;
     div.querySelector(".name").textContent = c;
     div.querySelector(".state").addEventListener("click", () => enqueue(() => cycleClass(c)));
     div.querySelector(".name").addEventListener("dblclick", () => startRename(div, c));
@@ -385,7 +417,8 @@ function cycleClass(c) {
 }
 
 function restAbsent() {
-  const items = S.view === "grid" ? (S.selected.size ? targets() : S.batch.filter((it) => !it.exclude)) : targets();
+  const whole = S.view === "grid" && !S.selected.size;  // the grid without a selection: the whole page
+  const items = whole ? S.batch.filter((it) => !it.exclude) : targets();
   const groups = new Map();
   for (const it of items) {
     const changes = {};
@@ -405,14 +438,21 @@ function restAbsent() {
 function acceptModel() {
   const items = targets();
   const it = items[0];
-  if (!it || !it.probabilities) { say("no model guess for this image yet (retrain, or label a few of each class)", "error"); return; }
+  if (!it || !it.probabilities) {
+    say("no model guess for this image yet (retrain, or label a few of each class)", "error");
+    return;
+  }
   const changes = {};
   if (S.state.exclusive) {
     let best = null;
-    for (const c of S.state.classes) if (best === null || it.probabilities[c] > it.probabilities[best]) best = c;
+    for (const c of S.state.classes) {
+      if (best === null || it.probabilities[c] > it.probabilities[best]) best = c;
+    }
     for (const c of S.state.classes) if (it.labels[c] === null) changes[c] = c === best ? 1 : 0;
   } else {
-    for (const c of S.state.classes) if (it.labels[c] === null) changes[c] = it.probabilities[c] >= 0.5 ? 1 : 0;
+    for (const c of S.state.classes) {
+      if (it.labels[c] === null) changes[c] = it.probabilities[c] >= 0.5 ? 1 : 0;
+    }
   }
   if (!Object.keys(changes).length) return advanceView();
   return send([it], changes, true);
@@ -433,7 +473,8 @@ async function undo() {
       const i = S.batch.findIndex((it) => it.row === result.rows[0].row);
       if (i >= 0) S.pos = i; else { S.batch.splice(S.pos, 0, ...result.rows.slice(0, 1)); }
     }
-    say(`undone (${result.changed} change${result.changed === 1 ? "" : "s"})` + (result.kept.length ? `; kept newer: ${result.kept.join(", ")}` : ""));
+    const kept = result.kept.length ? `; kept newer: ${result.kept.join(", ")}` : "";
+    say(`undone (${result.changed} change${result.changed === 1 ? "" : "s"})${kept}`);
     render();
     refreshStateSoon();
   });
@@ -443,7 +484,9 @@ async function reloadAll() {
   await loadState();
   fillSelects();
   for (const it of S.batch) {
-    try { const fresh = await api("GET", `/api/row/${it.row}`); replaceRows([fresh]); } catch (e) { /* row gone */ }
+    try {
+      replaceRows([await api("GET", `/api/row/${it.row}`)]);
+    } catch (e) { /* the row is gone */ }
   }
   render();
 }
@@ -467,7 +510,9 @@ async function poll() {
     if (S.state) {
       const before = S.state.model.version;
       S.state.model = ev.model; S.state.error = ev.error; S.state.ordered_by = ev.ordered_by;
-      if (ev.model.version !== before && ev.model.version > 0) say(`model v${ev.model.version} ready: q ranks the next images with it`);
+      if (ev.model.version !== before && ev.model.version > 0) {
+        say(`model v${ev.model.version} ready: q ranks the next images with it`);
+      }
       renderProgress();
     }
   } catch (e) {
@@ -497,21 +542,29 @@ document.addEventListener("keydown", (ev) => {
   if (ev.key === "Escape") { help.hidden = true; S.selected.clear(); render(); return; }
   if (ev.altKey || ev.metaKey) return;
   if (ev.ctrlKey) {
-    if (ev.key === "a" && S.view === "grid") { S.batch.forEach((_, i) => S.selected.add(i)); render(); ev.preventDefault(); }
+    if (ev.key === "a" && S.view === "grid") {
+      S.batch.forEach((_, i) => S.selected.add(i));
+      render();
+      ev.preventDefault();
+    }
     return;
   }
   const c = classForKey(ev);
   const shift = ev.shiftKey;
   if (c) {
     ev.preventDefault();
-    enqueue(() => { const items = targets(); return items.length ? send(items, classChange(items, c, shift ? 0 : 1), false) : null; });
+    enqueue(() => {
+      const items = targets();
+      return items.length ? send(items, classChange(items, c, shift ? 0 : 1), false) : null;
+    });
     return;
   }
   const n = gridN();
   const move = (d) => { S.pos = Math.max(0, Math.min(S.batch.length - 1, S.pos + d)); render(); };
   const actions = {
-    "Enter": restAbsent, "a": acceptModel, "x": () => toggleFlag("exclude"), "v": () => toggleFlag("validation"),
-    "z": undo, "g": () => setView(S.view === "grid" ? "single" : "grid"), "q": nextBatch, "r": retrain, "s": save,
+    "Enter": restAbsent, "a": acceptModel, "z": undo, "q": nextBatch, "r": retrain, "s": save,
+    "x": () => toggleFlag("exclude"), "v": () => toggleFlag("validation"),
+    "g": () => setView(S.view === "grid" ? "single" : "grid"),
     "ArrowRight": () => (S.view === "single" && S.pos + 1 >= S.batch.length ? nextBatch() : move(1)),
     "ArrowLeft": () => move(-1),
     "ArrowDown": () => S.view === "grid" && move(n),
@@ -532,7 +585,8 @@ async function retrain() {
   await guarded(async () => {
     say("retraining the quick head…");
     const r = await api("POST", "/api/retrain", {});
-    say(`model v${r.version} ready` + (r.metrics.val_macro_auc != null ? ` (val macro AUC ${r.metrics.val_macro_auc.toFixed(3)})` : ""));
+    const auc = r.metrics.val_macro_auc;
+    say(`model v${r.version} ready` + (auc != null ? ` (val macro AUC ${auc.toFixed(3)})` : ""));
     await loadState();
   });
 }
@@ -547,6 +601,8 @@ async function save() {
 
 // ------------------------------------------------------------------ wiring
 
+// A clicked button gives the focus back, so that Enter and Space keep meaning what the keys say.
+document.addEventListener("click", (ev) => { const b = ev.target.closest("button"); if (b) b.blur(); });
 $("btn-view").addEventListener("click", () => setView(S.view === "grid" ? "single" : "grid"));
 $("btn-retrain").addEventListener("click", retrain);
 $("btn-save").addEventListener("click", save);
