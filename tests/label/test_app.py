@@ -24,6 +24,21 @@ def test_page_and_state(lab, client_of):
     assert state["counts"]["classes"]["zero"]["train"] == {"present": 0, "absent": 0, "unknown": 24}
     assert state["settings"]["grid"] == 4 and state["query"] == {"strategy": "entropy", "subset": "unlabeled"}
     assert "random over unlabeled" in c.get("/api/queue?n=3").json()["ordered_by"]
+    session = json.loads((root / "lab" / "label" / "session.json").read_text())
+    assert session["label"]["grid"] == 4 and session["classes"] == ["zero", "one"]
+    assert state["subset_values"] == [] and "subset:<name>" in state["subsets"]
+
+
+def test_subsets_of_the_subset_column(lab, client_of):
+    config, labels, root = lab
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    frame["subset"] = ["north" if i % 2 else "south" for i in range(len(frame))]
+    frame.to_csv(labels, index=False)
+    c = client_of(config, root)
+    assert c.get("/api/state").json()["subset_values"] == ["north", "south"]
+    rows = c.get("/api/queue?subset=subset:north&n=30").json()["rows"]
+    assert len(rows) == 12 and all(r["subset"] == "north" for r in rows)
+    assert "west" in c.get("/api/queue?subset=subset:west").json()["error"]
 
 
 def test_label_one_row_journal_then_csv(lab, client_of):

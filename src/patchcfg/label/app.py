@@ -141,6 +141,7 @@ class LabelApp:
         self._flusher: threading.Thread | None = None
 
     def start(self) -> None:
+        _write_session(self)
         self.learner.start()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True)
         self._flusher.start()
@@ -159,6 +160,12 @@ class LabelApp:
         if self._flusher:
             self._flusher.join(5)
         self.store.flush()
+
+    def _subset_values(self) -> list[str]:
+        with self.store.lock:
+            if "subset" not in self.store.table.df.columns:
+                return []
+            return sorted(set(self.store.table.subsets()) - {""})
 
     def state(self) -> dict:
         from patchcfg import active
@@ -180,9 +187,25 @@ class LabelApp:
                          "display": self.settings["display"], "stop_when": self.settings["stop_when"]},
             "query": {"strategy": self.config["query"]["strategy"], "subset": self.config["query"]["subset"]},
             "strategies": list(active.STRATEGIES), "subsets": list(active.SUBSETS),
+            "subset_values": self._subset_values(),
             "seq": store.seq, "generation": store.generation, "pending": store.pending(),
             "error": store.error, "messages": store.messages[-8:],
         }
+
+
+def _write_session(app: LabelApp) -> None:
+    """The session's settings in ``experiments/<name>/label/session.json`` (beside the learning curve)."""
+    from patchcfg.atomic import atomic_write_text
+
+    folder = app.learner.experiment_dir / "label"
+    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": str(app.store.path.resolve()),
+               "journal": str(app.store.journal_path.resolve()), "rows": len(app.store),
+               "classes": app.store.classes, "label": app.settings, "query": app.config["query"]}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "session.json", json.dumps(session, indent=2) + "\n")
+    except OSError as error:
+        app.store.note(f"cannot write {folder}/session.json ({error.strerror})", level="warning")
 
 
 def _row_param(store, text: str) -> int:

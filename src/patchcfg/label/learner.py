@@ -129,9 +129,8 @@ class Learner:
         self.features_state, self.features_started = "computing", time.time()
         self.features_message = "computing the features of every image (patchcfg embed)"
         self.log(f"{self.features_message}; the queue is random until they are ready")
-        config = {k: v for k, v in self.config.items() if k != "label"}
         try:
-            run_embed(config, root=self.experiment_dir.parent, verbose=0,
+            run_embed(self.config, root=self.experiment_dir.parent, verbose=0,
                       log=lambda text: setattr(self, "features_message", text))
             self._load_features()
             self.log(f"features ready: {self.features_message}")

@@ -90,7 +90,8 @@ function fillSelects() {
   const subsets = [];
   for (const s of st.subsets) {
     if (s.endsWith(":<class>")) for (const c of st.classes) subsets.push(s.replace("<class>", c));
-    else if (s !== "subset:<name>") subsets.push(s);
+    else if (s === "subset:<name>") for (const v of st.subset_values) subsets.push(`subset:${v}`);
+    else subsets.push(s);
   }
   const pick = (id, options, chosen) => {
     const el = $(id);
