@@ -171,6 +171,8 @@ async function nextBatch() {
     const query = new URLSearchParams({strategy, subset, n});
     const q = await api("GET", `/api/queue?${query}`);
     S.batch = q.rows;
+    S.touched = false;  // nothing labelled in this batch yet
+    S.batchVersion = q.version;  // the model version that ranked it (0: none, random)
     S.pos = 0;
     S.selected.clear();
     if (S.state) { S.state.ordered_by = q.ordered_by; renderProgress(); }
@@ -379,6 +381,7 @@ async function send(items, changes, advance) {
   if (!items.length) return;
   const rows = items.map((it) => it.row);
   const body = rows.length === 1 ? {row: rows[0], changes} : {rows, changes};
+  S.touched = true;
   try {
     const result = await api("POST", "/api/label", body);
     replaceRows(result.rows);
@@ -512,7 +515,9 @@ async function poll() {
       const before = S.state.model.version;
       S.state.model = ev.model; S.state.error = ev.error; S.state.ordered_by = ev.ordered_by;
       if (ev.model.version !== before && ev.model.version > 0) {
-        say(`model v${ev.model.version} ready: q ranks the next images with it`);
+        // The first model while the first images are still untouched: rank them now.
+        if (!S.batchVersion && !S.touched && S.pos === 0) enqueue(nextBatch);
+        else say(`model v${ev.model.version} ready: q ranks the next images with it`);
       }
       renderProgress();
     }
