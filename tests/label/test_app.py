@@ -126,6 +126,7 @@ def test_bad_label_requests_are_refused_with_a_message(lab, client_of, body, sta
     reply = c.post("/api/label", json=body)
     assert reply.status_code == status and words in reply.json()["error"], reply.text
     assert not os.path.exists(str(labels) + ".journal.jsonl")
+    assert any(m.startswith("refused POST /api/label") and words in m for m in c.messages)  # the terminal
 
 
 def test_malformed_bodies_and_params(lab, client_of):

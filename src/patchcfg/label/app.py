@@ -114,10 +114,10 @@ def _api(handler):
     async def endpoint(request: Request):
         try:
             return await handler(request)
-        except RequestError as error:
-            return _error(str(error), error.status)
-        except UserError as error:
-            return _error(str(error), 400)
+        except UserError as error:  # RequestError included: the page shows it, the terminal too
+            status = getattr(error, "status", 400)
+            request.app.state.label.store.log(f"refused {request.method} {request.url.path} ({status}): {error}")
+            return _error(str(error), status)
         except Exception as error:  # noqa: BLE001 - logged in the terminal; the page gets the message
             state = request.app.state.label
             state.store.note(f"{request.method} {request.url.path} failed: {type(error).__name__}: {error}",
