@@ -125,7 +125,7 @@ def test_bad_label_requests_are_refused_with_a_message(lab, client_of, body, sta
     c = client_of(config, root)
     reply = c.post("/api/label", json=body)
     assert reply.status_code == status and words in reply.json()["error"], reply.text
-    assert not os.path.exists(str(labels) + ".journal.jsonl")
+    assert os.path.getsize(str(labels) + ".journal.jsonl") == 0
     assert any(m.startswith("refused POST /api/label") and words in m for m in c.messages)  # the terminal
 
 
@@ -228,8 +228,9 @@ def test_journal_replayed_after_a_crash(lab, client_of):
     c.post("/api/label", json={"row": 9, "changes": {"tall": 1, "one": 0}})
     assert labels.read_bytes() != before
     crashed = labels.read_bytes()
-    c.label_app._stop.set()  # a crash: nothing more is written
+    c.label_app._stop.set()  # a crash: nothing more is written, and the system frees the journal's lock
     c.label_app.store.flush = lambda: True
+    c.label_app.store.close()
     with open(str(labels) + ".journal.jsonl", "ab") as journal:
         journal.write(b'{"seq": 999, "row": 3, "col')  # a line cut short by SIGKILL
     assert labels.read_bytes() == crashed
@@ -277,6 +278,7 @@ def test_deleted_or_unwritable_table_keeps_every_label(lab, client_of):
     assert failed.status_code == 503 and "Permission denied" in failed.json()["error"]
     assert "journal" in c.get("/api/state").json()["error"]
     assert c.post("/api/label", json={"row": 3, "changes": {"zero": 1}}).status_code == 200
+    c.label_app.store.close()
     d = client_of(config, root)  # what a restart finds: the journal has rows 2 and 3
     assert d.label_app.store.table.df.loc[[1, 2, 3], "zero"].tolist() == [1, 1, 1]
 
@@ -336,6 +338,7 @@ def test_an_external_edit_that_breaks_the_table_is_left_alone(lab, client_of):
     assert c.post("/api/label", json={"row": 2, "changes": {"zero": 1}}).status_code == 200
     from patchcfg.errors import UserError
 
+    c.label_app.store.close()
     with pytest.raises(UserError, match="row 2, column 'zero'"):  # a restart refuses the broken table
         client_of(config, root)
     labels.write_text(original)  # mended: the journal brings both labels back
@@ -348,3 +351,28 @@ def test_hosts_a_browser_may_name():
     assert allowed_hosts("127.0.0.1", 8765) == {"127.0.0.1:8765", "localhost:8765", "[::1]:8765"}
     assert allowed_hosts("0.0.0.0", 8765) is None and allowed_hosts("192.168.1.5", 80) >= {"192.168.1.5:80"}
     assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("10.0.0.1")
+
+
+def test_undo_survives_a_restart_and_a_rename(lab, client_of):
+    config, labels, root = lab
+    c = client_of(config, root)
+    c.post("/api/label", json={"rows": [1, 2], "changes": {"one": 1}})
+    c.post("/api/label", json={"row": 3, "changes": {"zero": 0}})
+    c.post("/api/undo")
+    c.post("/api/classes", json={"rename": "one", "to": "single"})
+    c.label_app.store.close()
+    d = client_of(config, root)  # the same page after a restart: its undo stack comes from the journal
+    undone = d.post("/api/undo").json()
+    assert undone["changed"] == 2 and [r["labels"]["single"] for r in undone["rows"]] == [None, None]
+    assert d.post("/api/undo").status_code == 409
+
+
+def test_one_app_per_table(lab, client_of):
+    from patchcfg.errors import UserError
+
+    config, labels, root = lab
+    c = client_of(config, root)
+    with pytest.raises(UserError, match="already being served by another `patchcfg label`"):
+        client_of(config, root)
+    c.label_app.stop()
+    client_of(config, root)  # the first one stopped: the table is free

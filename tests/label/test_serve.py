@@ -1,10 +1,14 @@
 """The app as a real process: the printed address, Ctrl-C writes every label, SIGKILL loses none."""
 
+import os
 import signal
+from pathlib import Path
 
 import httpx
 
 from patchcfg.labels import read_label_table
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def test_ctrl_c_writes_every_label_and_sigkill_loses_none(lab, served):
@@ -12,6 +16,13 @@ def test_ctrl_c_writes_every_label_and_sigkill_loses_none(lab, served):
     config_path = labels.parent.parent / "lab.yaml"
     app = served(config_path, root)
     assert app.url.startswith("http://127.0.0.1:") and len(app.token) >= 20
+    import subprocess
+    import sys
+
+    second = subprocess.run([sys.executable, "-m", "patchcfg.cli", "label", str(config_path), "--port", "0",
+                             "--no-browser", "--no-embed", "--experiments", str(root)],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": SRC})
+    assert second.returncode == 2 and "already being served" in second.stderr
     with app.client() as c:
         assert c.get("/api/state").status_code == 200
         assert c.post("/api/label", json={"rows": [0, 1], "changes": {"zero": 1}}).status_code == 200

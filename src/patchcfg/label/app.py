@@ -116,7 +116,8 @@ def _api(handler):
             return await handler(request)
         except UserError as error:  # RequestError included: the page shows it, the terminal too
             status = getattr(error, "status", 400)
-            request.app.state.label.store.log(f"refused {request.method} {request.url.path} ({status}): {error}")
+            where = f"{request.method} {request.url.path}"
+            request.app.state.label.store.log(f"refused {where} ({status}): {error}")
             return _error(str(error), status)
         except Exception as error:  # noqa: BLE001 - logged in the terminal; the page gets the message
             state = request.app.state.label
@@ -160,6 +161,8 @@ class LabelApp:
         if self._flusher:
             self._flusher.join(5)
         self.store.flush()
+        self.learner.join(1.0)
+        self.store.close()
 
     def _subset_values(self) -> list[str]:
         with self.store.lock:

@@ -106,7 +106,6 @@ def serve(label_app, host: str, port: int, *, open_browser: bool, echo=print) ->
     finally:
         sock.close()
         label_app.stop()  # idempotent: the lifespan has flushed already unless start-up failed
-        label_app.learner.join(1.0)
     if store.error:
         raise UserError(f"stopped, but {store.error}")
     echo(f"stopped; {store.path} holds every label ({len(store.session_rows)} rows labelled this session)")

@@ -90,6 +90,7 @@ class LabelStore:
         self.log = log
         self.lock = threading.RLock()
         self.table: LabelTable = read_label_table(self.path)
+        self._lock_fd = self._lock()
         self._seen = _fingerprint(self.path)
         self.seq = 0
         self.flushed_seq = 0
@@ -105,13 +106,41 @@ class LabelStore:
         self._action_counter = 0
         self._recent: list[tuple[int, int]] = []  # (seq, row) of cell changes this session
         self.generation = 0  # grows when rows or columns may have moved: pages then reload everything
-        replayed = self._replay()
+        try:
+            replayed = self._replay()
+        except BaseException:
+            self.close()
+            raise
         self._index = {p: i for i, p in enumerate(self.table.df["filepath"])}
         if replayed:
             self.note(f"{self.journal_path.name}: {replayed} change(s) not yet in {self.path.name} replayed")
             self.flush()
 
     # ----------------------------------------------------------------- journal
+
+    def _lock(self) -> int:
+        """Hold the journal locked while serving: one app per table (two would interleave journals)."""
+        import fcntl
+
+        try:
+            fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as error:
+            raise UserError(f"cannot open the journal {self.journal_path} ({error.strerror}); the folder "
+                            "of the label table must be writable") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(f"{self.path} is already being served by another `patchcfg label` (its "
+                            f"journal {self.journal_path.name} is locked); stop that one first, or label "
+                            "there") from None
+        return fd
+
+    def close(self) -> None:
+        """Let go of the journal's lock (the app has stopped)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _read_journal(self) -> list[dict]:
         if not self.journal_path.is_file():
@@ -155,12 +184,18 @@ class LabelStore:
                 if entry.get("undoes") in by_action:
                     by_action[entry["undoes"]].undone = True
                 continue
+            if entry.get("op") == "rename_class":  # earlier actions now name the new column
+                old, new = entry["old"], entry["new"]
+                for action in self.actions:
+                    action.cells = [(r, new if c == old else c, o, n) for r, c, o, n in action.cells]
+                continue
             if action_id is None or "column" not in entry or entry.get("undo_of"):
                 continue
-            action = by_action.setdefault(action_id, Action(action_id, entry.get("client", ""), []))
-            action.cells.append((int(entry["row"]), entry["column"], entry["old"], entry["new"]))
-            if action not in self.actions:
-                self.actions.append(action)
+            if action_id not in by_action:
+                by_action[action_id] = Action(action_id, entry.get("client", ""), [])
+                self.actions.append(by_action[action_id])
+            cell = (int(entry["row"]), entry["column"], entry["old"], entry["new"])
+            by_action[action_id].cells.append(cell)
         if pending:
             self._changed()  # the CSV does not hold them yet
         return applied
