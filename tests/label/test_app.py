@@ -319,6 +319,38 @@ def test_quick_head_scores_rank_the_queue(lab, client_of):
     assert (root / "lab" / "label" / "learning_curve.csv").is_file()
 
 
+def test_background_refits_every_n_labels_until_stop_when_holds(lab, client_of):
+    import time
+
+    import numpy as np
+
+    config, labels, root = lab
+    config["label"].update(retrain_every=4, stop_when={"val_accuracy": 0.0})
+    folder = root / "lab" / "embed"
+    folder.mkdir(parents=True)
+    paths = read_label_table(labels).resolved_paths()
+    np.save(folder / "features.npy", np.random.default_rng(1).normal(size=(24, 4)).astype(np.float32))
+    pd.DataFrame({"filepath": paths}).to_csv(folder / "index.csv", index=False)
+    c = client_of(config, root)
+    learner = c.label_app.learner
+    learner.join()
+    assert learner.version == 1 and not learner.stopped  # the fit at start: no validation rows yet
+    c.post("/api/label", json={"rows": [0, 1, 2], "changes": {"zero": 1, "one": 0, "validation": True}})
+    assert learner.version == 1  # three labels: not yet
+    c.post("/api/label", json={"rows": [3, 4], "changes": {"zero": 0, "one": 1}})
+    deadline = time.time() + 30
+    while learner.version < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    learner.join()
+    assert learner.version == 2 and learner.stopped
+    assert any("stop_when" in m["text"] for m in c.get("/api/state").json()["messages"])
+    c.post("/api/label", json={"rows": [5, 6, 7, 8], "changes": {"zero": 0}})
+    learner.join()
+    assert learner.version == 2  # stopped: no more refits
+    curve = pd.read_csv(root / "lab" / "label" / "learning_curve.csv")
+    assert curve["version"].tolist() == [1, 2] and curve["val_accuracy"].notna().tolist() == [False, True]
+
+
 def test_retrain_without_features_says_why(lab, client_of):
     config, labels, root = lab
     c = client_of(config, root)
