@@ -28,6 +28,7 @@ demo: install
 	@echo "  $(EXPERIMENTS)/digits-demo/finetune/   fold_0/model.keras, predictions.csv, summary.json, roc_fold_0.png"
 	@echo "  $(EXPERIMENTS)/digits-demo/query/queue.csv   the 50 images to label next (entropy + 20% random)"
 	@echo "  $(EXPERIMENTS)/digits-demo/distill/    the student model.keras; summary.json compares it with the teacher"
+	@echo "  $(BIN)/patchcfg label configs/demo.yaml --experiments $(EXPERIMENTS)   label the demo in the browser (keys, ranked queue, grid, undo)"
 	@echo "  $(BIN)/tensorboard --logdir $(EXPERIMENTS)   curves, augmented views, hparams"
 	@echo "  $(BIN)/patchcfg predict $(EXPERIMENTS)/digits-demo data/demo/images --out preds.csv --tta flips"
 

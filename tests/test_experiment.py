@@ -63,6 +63,11 @@ def test_sections_of_stages_not_yet_run_may_change(tmp_path):
         run_stage(tmp_path, config(finetune={"folds_count": 5}))
 
 
+def test_query_and_label_settings_may_change(tmp_path):
+    run_stage(tmp_path, config(query={"n": 5}, label={"grid": 4}))
+    assert run_stage(tmp_path, config(query={"n": 9}, label={"grid": 6})) == "skipped"
+
+
 def test_failure_is_recorded_and_resumes(tmp_path):
     with pytest.raises(RuntimeError):
         run_stage(tmp_path, config(), fail=RuntimeError("out of memory"))

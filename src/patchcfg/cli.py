@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "query": ("patchcfg.commands.pipeline", "query", "Which images to label next (active learning)."),
     "distill": ("patchcfg.commands.pipeline", "distill", "Train a student on the teacher's soft labels."),
     "run": ("patchcfg.commands.pipeline", "run_all", "Run every stage a config declares."),
+    "label": ("patchcfg.commands.label", "label", "Label images in the browser (keys, queue, grid, undo)."),
     "convert": ("patchcfg.commands.convert", "convert", "Convert other tools' configs (Musket) to ours."),
     "analyze": ("patchcfg.commands.analyze", "analyze", "Compare experiments: what differs, how they did."),
 }

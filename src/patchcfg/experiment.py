@@ -102,10 +102,11 @@ class Experiment:
 
     def comparable(self, config: dict) -> dict:
         """What must not change under one name: everything but the sections of stages not yet run
-        (and ``query``, whose settings are chosen afresh for every query)."""
+        (and ``query`` and ``label``, whose settings are chosen afresh for every query and every
+        labelling session)."""
         started = self.started_stages()
         return {k: v for k, v in config.items()
-                if k not in ("description", "query") and not (k in STAGES and k not in started)}
+                if k not in ("description", "query", "label") and not (k in STAGES and k not in started)}
 
     def check_config(self) -> None:
         """Refuse to mix two different configs under one name (unless ``force``).

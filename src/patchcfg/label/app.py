@@ -1,0 +1,396 @@
+"""The labelling app's routes (Starlette). JSON in and out; every refusal is a 4xx with a message.
+
+``GET /`` the page; ``GET /api/state``; ``GET /api/queue?strategy=&subset=&n=``;
+``GET /api/row/{row}``; ``GET /api/image/{row}?size=thumb|full``; ``POST /api/label``;
+``POST /api/undo``; ``POST /api/classes``; ``POST /api/retrain``; ``POST /api/flush``;
+``GET /api/events?since=N`` (a poll: rows other clients changed, the model's version, messages).
+
+Security: every request needs the token (``?token=`` once, then an HttpOnly SameSite=Strict
+cookie); every request that changes something also carries it in the ``X-Patchcfg-Token`` header;
+the Host header must name the address the app is bound to (DNS rebinding); images are addressed
+by row number only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import os
+import re
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from patchcfg.errors import UserError
+from patchcfg.label.store import RequestError
+
+STATIC = Path(__file__).resolve().parent / "static"
+TOKEN_HEADER = "x-patchcfg-token"
+CLIENT_HEADER = "x-patchcfg-client"
+_CLIENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_BODY = 1 << 20
+# The page runs only its own script, loads nothing from elsewhere and cannot be framed by another site.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class Guard:
+    """ASGI middleware: the Host header and the token, before any route runs."""
+
+    def __init__(self, app, token: str, allowed_hosts: set[str] | None, cookie: str):
+        self.app, self.token, self.allowed_hosts, self.cookie = app, token, allowed_hosts, cookie
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        host = request.headers.get("host", "")
+        if self.allowed_hosts is not None and host not in self.allowed_hosts:
+            hosts = ", ".join(sorted(self.allowed_hosts))
+            response = _error(f"this app answers only at {hosts}, not at Host "
+                              f"'{host}' (a page of another site cannot reach it)", 421)
+            return await response(scope, receive, send)
+        given = request.query_params.get("token") or request.headers.get(TOKEN_HEADER) \
+            or request.cookies.get(self.cookie) or ""
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            message = ("missing or wrong token: open the address `patchcfg label` printed "
+                       "(http://HOST:PORT/?token=...)")
+            return await _error(message, 401)(scope, receive, send)
+        if request.method not in ("GET", "HEAD"):
+            header = request.headers.get(TOKEN_HEADER, "")
+            if not hmac.compare_digest(header.encode(), self.token.encode()):
+                response = _error(f"every change needs the {TOKEN_HEADER} header", 403)
+                return await response(scope, receive, send)
+        if request.method == "GET" and scope["path"] == "/" and request.query_params.get("token"):
+            # Trade the token in the address for a cookie, and drop it from the address bar.
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(self.cookie, self.token, httponly=True, samesite="strict")
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _client(request: Request) -> str:
+    client = request.headers.get(CLIENT_HEADER, "api")
+    if not _CLIENT.match(client):
+        raise RequestError(f"{CLIENT_HEADER} must be 1 to 64 letters, digits, '-' or '_'")
+    return client
+
+
+async def _body(request: Request) -> dict:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise RequestError(f"request body too large ({len(raw)} bytes; at most {MAX_BODY})", 413)
+    try:
+        body = json.loads(raw or b"null")
+    except ValueError as error:
+        raise RequestError(f"the body is not JSON ({error})") from None
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object")
+    return body
+
+
+def _api(handler):
+    """Refusals become 4xx JSON, unexpected failures a 500 JSON message (never a traceback page)."""
+
+    async def endpoint(request: Request):
+        try:
+            return await handler(request)
+        except UserError as error:  # RequestError included: the page shows it, the terminal too
+            status = getattr(error, "status", 400)
+            where = f"{request.method} {request.url.path}"
+            request.app.state.label.store.log(f"refused {where} ({status}): {error}")
+            return _error(str(error), status)
+        except Exception as error:  # noqa: BLE001 - logged in the terminal; the page gets the message
+            state = request.app.state.label
+            state.store.note(f"{request.method} {request.url.path} failed: {type(error).__name__}: {error}",
+                             level="error")
+            return _error(f"internal error: {type(error).__name__}: {error}", 500)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+class LabelApp:
+    """What the routes share: the store, the queue, the learner, the renderer and the settings."""
+
+    def __init__(self, store, queue, learner, renderer, config: dict, idle_seconds: float = 2.0):
+        self.store, self.queue, self.learner, self.renderer = store, queue, learner, renderer
+        self.config = config
+        self.settings = config["label"]
+        self.idle_seconds = idle_seconds
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def start(self) -> None:
+        _write_session(self)
+        self.learner.start()
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        import patchcfg.active  # noqa: F401  (scikit-learn: imported here, not on the first queue request)
+
+        while not self._stop.wait(0.5):
+            try:
+                self.store.idle_flush(self.idle_seconds)
+            except Exception as error:  # noqa: BLE001 - the journal holds every label; try again
+                self.store.note(f"writing the table failed: {error}", level="error")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._flusher:
+            self._flusher.join(5)
+        self.store.flush()
+        self.learner.join(1.0)
+        self.store.close()
+
+    def _subset_values(self) -> list[str]:
+        with self.store.lock:
+            if "subset" not in self.store.table.df.columns:
+                return []
+            return sorted(set(self.store.table.subsets()) - {""})
+
+    def state(self) -> dict:
+        from patchcfg import active
+
+        store = self.store
+        counts = store.counts()
+        labelled = len(store.session_rows)
+        hours = max(time.time() - (store.first_label_time or time.time()), 60.0) / 3600
+        return {
+            "table": str(store.path), "journal": str(store.journal_path), "classes": store.classes,
+            "counts": counts, "exclusive": self.queue.exclusive,
+            "session": {"rows_labelled": labelled, "cells_changed": store.session_cells,
+                        "labels_per_hour": round(labelled / hours, 1) if labelled else 0.0,
+                        "seconds": round(time.time() - self.started)},
+            "model": self.learner.state(), "ordered_by": self.queue.ordered_by,
+            "settings": {"grid": self.settings["grid"], "retrain_every": self.settings["retrain_every"],
+                         "reserve_seconds": self.settings["reserve_seconds"],
+                         "validation_fraction": self.settings["validation_fraction"],
+                         "display": self.settings["display"], "stop_when": self.settings["stop_when"]},
+            "query": {"strategy": self.config["query"]["strategy"], "subset": self.config["query"]["subset"]},
+            "strategies": list(active.STRATEGIES), "subsets": list(active.SUBSETS),
+            "subset_values": self._subset_values(),
+            "seq": store.seq, "generation": store.generation, "pending": store.pending(),
+            "error": store.error, "messages": store.messages[-8:],
+        }
+
+
+def _write_session(app: LabelApp) -> None:
+    """The session's settings in ``experiments/<name>/label/session.json`` (beside the learning curve)."""
+    from patchcfg.atomic import atomic_write_text
+
+    folder = app.learner.experiment_dir / "label"
+    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": str(app.store.path.resolve()),
+               "journal": str(app.store.journal_path.resolve()), "rows": len(app.store),
+               "classes": app.store.classes, "label": app.settings, "query": app.config["query"]}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "session.json", json.dumps(session, indent=2) + "\n")
+    except OSError as error:
+        app.store.note(f"cannot write {folder}/session.json ({error.strerror})", level="warning")
+
+
+def _row_param(store, text: str) -> int:
+    if not re.fullmatch(r"\d{1,12}", text):
+        raise RequestError(f"images are addressed by row number only (0 to {len(store) - 1}), "
+                           f"got '{text[:80]}'")
+    return store.check_row(int(text))
+
+
+async def page(request: Request):
+    app: LabelApp = request.app.state.label
+    text = (STATIC / "index.html").read_text(encoding="utf-8")
+    text = text.replace("{{TOKEN}}", html.escape(request.app.state.token))
+    text = text.replace("{{TITLE}}", html.escape(app.store.path.name))
+    return HTMLResponse(text, headers=PAGE_HEADERS)
+
+
+@_api
+async def state(request: Request):
+    app: LabelApp = request.app.state.label
+    return JSONResponse(await run_in_threadpool(app.state))
+
+
+@_api
+async def queue(request: Request):
+    app: LabelApp = request.app.state.label
+    params = request.query_params
+    strategy = params.get("strategy") or app.config["query"]["strategy"]
+    subset = params.get("subset") or app.config["query"]["subset"]
+    try:
+        n = int(params.get("n") or app.settings["grid"] ** 2)
+    except ValueError:
+        raise RequestError(f"n must be a whole number, got '{params.get('n')}'") from None
+    result = await run_in_threadpool(app.queue.next, _client(request), strategy, subset, n)
+    return JSONResponse(result)
+
+
+@_api
+async def row(request: Request):
+    app: LabelApp = request.app.state.label
+    index = _row_param(app.store, request.path_params["row"])
+    with app.store.lock:
+        item = app.store.row(index)
+    return JSONResponse(app.queue.annotate(item))
+
+
+@_api
+async def image(request: Request):
+    app: LabelApp = request.app.state.label
+    index = _row_param(app.store, request.path_params["row"])
+    size = request.query_params.get("size", "thumb")
+    if size not in ("thumb", "full"):
+        raise RequestError(f"size must be thumb or full, got '{size}'")
+    path = _path_of(app.store, index)
+    data, error = await run_in_threadpool(app.renderer.render, path, size)
+    headers = {"Cache-Control": "private, max-age=60"}
+    if error:
+        headers["X-Patchcfg-Image-Error"] = error.encode("ascii", "replace").decode()
+    return Response(data, media_type="image/png", headers=headers)
+
+
+def _path_of(store, index: int) -> str:
+    """The image of a row: the table's path, never one from the request."""
+    with store.lock:
+        path = str(store.table.df.at[index, "filepath"])
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(store.table.root, path))
+
+
+@_api
+async def label(request: Request):
+    app: LabelApp = request.app.state.label
+    body = await _body(request)
+    client = _client(request)
+    if ("row" in body) == ("rows" in body):
+        raise RequestError('give "row": N or "rows": [N, ...] (row numbers), and "changes"')
+    rows = [body["row"]] if "row" in body else body["rows"]
+    if not isinstance(rows, list) or not rows:
+        raise RequestError('"rows" must be a non-empty list of row numbers')
+    if len(rows) > 10000:
+        raise RequestError("at most 10000 rows in one request")
+    for r in rows:
+        app.store.check_row(r)
+    app.queue.check(client, rows)
+    result = await run_in_threadpool(app.store.label, rows, body.get("changes"), client)
+    if result["changed"]:
+        app.learner.notify(len(rows))
+    result["rows"] = [app.queue.annotate(item) for item in result["rows"]]
+    return JSONResponse(result)
+
+
+@_api
+async def undo(request: Request):
+    app: LabelApp = request.app.state.label
+    result = await run_in_threadpool(app.store.undo, _client(request))
+    result["rows"] = [app.queue.annotate(item) for item in result["rows"]]
+    return JSONResponse(result)
+
+
+@_api
+async def classes(request: Request):
+    app: LabelApp = request.app.state.label
+    body = await _body(request)
+    client = _client(request)
+    if "add" in body:
+        result = await run_in_threadpool(app.store.add_class, body["add"], client)
+    elif "rename" in body and "to" in body:
+        result = await run_in_threadpool(app.store.rename_class, body["rename"], body["to"], client)
+    else:
+        raise RequestError('give {"add": "name"} or {"rename": "old", "to": "new"}')
+    app.learner.refit_async()  # the last scores know the old classes only
+    result["error"] = app.store.error
+    return JSONResponse(result)
+
+
+@_api
+async def retrain(request: Request):
+    app: LabelApp = request.app.state.label
+    if app.learner.snapshot().features is None:
+        raise RequestError(f"cannot retrain yet: {app.learner.features_message or 'no features'}", 409)
+    result = await run_in_threadpool(app.learner.refit)
+    return JSONResponse(result)
+
+
+@_api
+async def flush(request: Request):
+    app: LabelApp = request.app.state.label
+    written = await run_in_threadpool(app.store.flush)
+    return JSONResponse({"written": written, "error": app.store.error, "pending": app.store.pending()},
+                        status_code=200 if written else 503)
+
+
+@_api
+async def events(request: Request):
+    app: LabelApp = request.app.state.label
+    try:
+        since = int(request.query_params.get("since", "0"))
+    except ValueError:
+        raise RequestError("since must be a whole number (the seq of the last event seen)") from None
+    changes = app.store.changes_since(since)
+    with app.store.lock:
+        items = [app.store.row(r) for r in changes["rows"][:500] if r < len(app.store)]
+    return JSONResponse({**changes, "rows": [app.queue.annotate(i) for i in items],
+                         "model": app.learner.state(), "error": app.store.error,
+                         "messages": app.store.messages[-8:], "ordered_by": app.queue.ordered_by})
+
+
+def create_app(label_app: LabelApp, token: str, allowed_hosts: set[str] | None, port: int | None = None):
+    """The ASGI app. ``allowed_hosts`` None accepts any Host header (only for a wildcard bind)."""
+
+    @asynccontextmanager
+    async def lifespan(app):
+        label_app.start()
+        try:
+            yield
+        finally:
+            label_app.stop()
+
+    routes = [
+        Route("/", page),
+        Route("/api/state", state),
+        Route("/api/queue", queue),
+        Route("/api/row/{row:path}", row),
+        Route("/api/image/{row:path}", image),
+        Route("/api/label", label, methods=["POST"]),
+        Route("/api/undo", undo, methods=["POST"]),
+        Route("/api/classes", classes, methods=["POST"]),
+        Route("/api/retrain", retrain, methods=["POST"]),
+        Route("/api/flush", flush, methods=["POST"]),
+        Route("/api/events", events),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.label = label_app
+    app.state.token = token
+    cookie = f"patchcfg_token_{port}" if port else "patchcfg_token"
+    app.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts, cookie=cookie)
+
+    async def not_found(request, exc):
+        status = getattr(exc, "status_code", 404)
+        what = "no such route" if status == 404 else "method not allowed"
+        return _error(f"{what}: {request.method} {request.url.path}", status)
+
+    app.add_exception_handler(404, not_found)
+    app.add_exception_handler(405, not_found)
+    return app

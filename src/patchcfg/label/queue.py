@@ -1,0 +1,140 @@
+"""What each annotator sees next: the candidates of a subset ranked by a strategy, reserved for them.
+
+Ranking goes through :mod:`patchcfg.active` (``candidate_mask``, ``parse_strategy``, ``rank``)
+with the learner's latest scores. Rows handed to one client are reserved for
+``label.reserve_seconds``: no other client is handed them meanwhile, and a label for a row that
+another client holds is refused (409) with a message.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from patchcfg.label.store import RequestError
+
+
+class Queue:
+    def __init__(self, store, learner, config: dict):
+        self.store = store
+        self.learner = learner
+        self.query = config["query"]
+        self.reserve_seconds = float(config["label"]["reserve_seconds"])
+        self.seed = int(config["seed"])
+        self.exclusive = ((config.get("finetune") or {}).get("output") or {}).get("type") == "softmax"
+        self.reservations: dict[int, tuple[str, float]] = {}
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.ordered_by = f"{self.query['strategy']} over {self.query['subset']} (not asked yet)"
+
+    def held_by_others(self, client: str, now: float) -> np.ndarray:
+        held = [r for r, (c, until) in self.reservations.items() if c != client and until > now]
+        return np.array(held, int)
+
+    def next(self, client: str, strategy: str, subset: str, n: int) -> dict:
+        from patchcfg import active
+        from patchcfg.active.strategies import feature_users
+
+        if not 1 <= n <= 1000:
+            raise RequestError(f"n must be between 1 and 1000, got {n}")
+        snapshot = self.learner.snapshot()
+        with self.store.lock:
+            table = self.store.table
+            classes = list(table.classes)
+            try:
+                name, _ = active.parse_strategy(strategy, classes)
+                candidates = active.candidate_mask(table, subset)
+            except RequestError:
+                raise
+            except Exception as error:  # UserError with did-you-mean, or a malformed name
+                raise RequestError(str(error)) from None
+            labels = table.label_matrix()
+        why = ""
+        probabilities, features = snapshot.probabilities, snapshot.features
+        scored_by = f"{snapshot.source} v{snapshot.version}"
+        if name != "random":
+            if probabilities is None and snapshot.features is None:
+                why = f"features not ready ({self.learner.features_message})"
+            elif probabilities is None and snapshot.version:
+                why = "the model is refitted for the changed classes"
+            elif probabilities is None:
+                why = "no model fitted yet (label some images, or retrain)"
+            elif name in feature_users() and features is None:
+                why = f"{name} needs the cached features ({self.learner.features_message})"
+            if why:
+                name, probabilities, features = "random", None, None
+            else:
+                candidates &= snapshot.scored
+                if name in feature_users():
+                    candidates &= snapshot.has_features
+                else:
+                    features = None
+        with self.lock:
+            now = time.time()
+            self.reservations = {r: v for r, v in self.reservations.items() if v[1] > now}
+            held = self.held_by_others(client, now)
+            if len(held):
+                candidates[held] = False
+            self.calls += 1
+            used = strategy if name != "random" or strategy == "random" else "random"
+            ranking = active.rank(used, probabilities=probabilities, features=features, classes=classes,
+                                  candidates=candidates, n=n, labels=labels,
+                                  explore=float(self.query["explore"]), sampling=self.query["sampling"],
+                                  mix=float(self.query["mix"]), exclusive=self.exclusive,
+                                  seed=self.seed + self.calls)
+            rows = [int(r) for r in ranking["row"]]
+            for r, (c, _) in list(self.reservations.items()):
+                if c == client:
+                    del self.reservations[r]
+            for r in rows:
+                self.reservations[r] = (client, now + self.reserve_seconds)
+        if used == "random":
+            self.ordered_by = f"random over {subset}" + (f" ({strategy} waits: {why})" if why else "")
+        else:
+            self.ordered_by = f"{strategy} over {subset}, scored by the {scored_by}"
+        items = []
+        scores = ranking["score"].to_numpy()
+        picked = ranking["picked_by"].to_numpy()
+        with self.store.lock:
+            for i, r in enumerate(rows):
+                item = self.store.row(r)
+                item["score"] = None if not np.isfinite(scores[i]) else round(float(scores[i]), 4)
+                item["picked_by"] = str(picked[i])
+                items.append(self.annotate(item, snapshot))
+        return {"rows": items, "ordered_by": self.ordered_by, "candidates": int(candidates.sum()),
+                "version": snapshot.version, "reserved_seconds": self.reserve_seconds}
+
+    def annotate(self, item: dict, snapshot=None) -> dict:
+        """Add the model's probability per class (pre-annotation) to a row item."""
+        snapshot = snapshot or self.learner.snapshot()
+        p = snapshot.probabilities
+        if p is not None and snapshot.scored is not None and snapshot.scored[item["row"]] \
+                and snapshot.classes == list(item["labels"]):
+            row = item["row"]
+            item["probabilities"] = {c: round(float(p[row, j]), 3) for j, c in enumerate(snapshot.classes)}
+        else:
+            item["probabilities"] = None
+        return item
+
+    def check(self, client: str, rows: list[int]) -> None:
+        """Refuse labels for rows another client holds; renew this client's hold on the others."""
+        with self.lock:
+            now = time.time()
+            for r in rows:
+                holder = self.reservations.get(r)
+                if holder and holder[0] != client and holder[1] > now:
+                    left = int(holder[1] - now)
+                    raise RequestError(f"row {r} is being labelled by another annotator (reserved for "
+                                       f"{left} s more); your hold on it had expired. Load the next images",
+                                       409)
+            for r in rows:
+                if r in self.reservations:
+                    self.reservations[r] = (client, now + self.reserve_seconds)
+
+    def release(self, client: str) -> None:
+        with self.lock:
+            for r, (c, _) in list(self.reservations.items()):
+                if c == client:
+                    del self.reservations[r]

@@ -1,0 +1,247 @@
+"""The page in a real browser (headless Chromium through Selenium and Debian's chromedriver).
+
+Under ``CI=true`` a missing browser fails the test; elsewhere it is skipped with the reason.
+Screenshots of each view go to the test's tmp folder; with ``PATCHCFG_SCREENSHOTS=folder`` the
+single and grid views are also saved there as label.png and label-grid.png (the README's pictures,
+``PATCHCFG_SCREENSHOTS=docs``).
+"""
+
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from patchcfg.labels import read_label_table
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _browser():
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package")
+    if missing:
+        reason = (f"{', '.join(missing)} missing "
+                  "(apt-get install chromium chromium-driver; pip install selenium)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900",
+                "--disable-gpu", "--disable-extensions", "--no-first-run"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def browser():
+    driver = _browser()
+    yield driver
+    driver.quit()
+
+
+def wait(driver, condition, what, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = driver.execute_script(condition)
+        if value:
+            return value
+        time.sleep(0.05)
+    log = driver.execute_script("return document.getElementById('log').innerText")
+    raise AssertionError(f"timed out waiting for {what}; page log: {log}")
+
+
+IDLE = "return window.patchcfg && window.patchcfg.busy === 0 && !window.patchcfg.loading"
+
+
+def press(driver, keys):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).send_keys(keys).perform()
+    wait(driver, IDLE, f"the page to finish {keys!r}")
+
+
+def current_row(driver):
+    script = "const r = document.getElementById('single').dataset.row; return r === undefined ? null : r"
+    return int(wait(driver, script, "an image"))
+
+
+def write_features(labels, root):
+    """The digits' own pixels as cached features, so the quick head has something real to learn from."""
+    from PIL import Image
+
+    table = read_label_table(labels)
+    paths = table.resolved_paths()
+    features = np.stack([np.asarray(Image.open(p).convert("L"), np.float32).ravel() / 255 for p in paths])
+    folder = root / "lab" / "embed"
+    folder.mkdir(parents=True)
+    np.save(folder / "features.npy", features)
+    pd.DataFrame({"filepath": paths}).to_csv(folder / "index.csv", index=False)
+
+
+def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_table, served, browser,
+                                                            config_file):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    labels = digits_table(tmp_path / "data", n=60)
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    frame["zero"], frame["one"], frame["validation"] = "", "", "False"
+    frame.to_csv(labels, index=False)
+    root = tmp_path / "experiments"
+    write_features(labels, root)
+    config_path = config_file(tmp_path, labels, query={"strategy": "entropy"}, label={"retrain_every": 10})
+    app = served(config_path, root)
+    driver = browser
+    driver.get(app.url)
+    wait(driver, "return document.querySelectorAll('#classes .cls').length === 2", "the classes")
+    wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model")
+    wait(driver, IDLE, "the first images")
+    expected = {}
+    for i in range(10):
+        row = current_row(driver)
+        if i % 2 == 0:
+            press(driver, "1")
+            press(driver, Keys.ENTER)
+            expected[row] = {"zero": 1, "one": 0}
+        else:
+            press(driver, Keys.ENTER)
+            expected[row] = {"zero": 0, "one": 0}
+        wait(driver, f"return document.getElementById('single').dataset.row !== '{row}'", "the next image")
+    driver.save_screenshot(str(tmp_path / "single.png"))
+    press(driver, "z")  # undo the last action: the tenth image is unknown again, and shown
+    undone = current_row(driver)
+    assert undone == list(expected)[-1]
+    expected[undone] = {"zero": None, "one": None}
+    press(driver, Keys.ARROW_RIGHT)
+    excluded = current_row(driver)
+    assert excluded not in expected
+    press(driver, "x")
+    wait(driver, "return document.getElementById('flag-exclude').classList.contains('on')", "exclude shown")
+    press(driver, "c")
+    field = driver.find_element(By.ID, "new-class")
+    field.send_keys("round\n")
+    wait(driver, "return document.querySelectorAll('#classes .cls').length === 3", "the new class")
+    wait(driver, IDLE, "the page")
+    press(driver, "g")
+    wait(driver, "return document.querySelectorAll('#grid .tile').length === 16", "the grid")
+    for key in (" ", Keys.ARROW_RIGHT, " ", Keys.ARROW_RIGHT, " ", Keys.ARROW_RIGHT, " "):
+        press(driver, key)
+    tiles = driver.find_elements(By.CSS_SELECTOR, "#grid .tile.selected")
+    bulk = [int(t.get_attribute("data-row")) for t in tiles]
+    labelled = {row for row, values in expected.items() if values["zero"] is not None}
+    assert len(bulk) == 4 and not set(bulk) & {*labelled, excluded}  # the undone row may be among them
+    press(driver, "3")
+    wait(driver, "return document.querySelectorAll('#grid .tile.selected .chip.present').length === 4",
+         "chips")
+    wait(driver, "return [...document.querySelectorAll('#counts td')].map((td) => td.textContent).join(' ')"
+                 ".startsWith('zero 5 4 50 0 0 one 0 9 50 0 0 round 4 0 55')", "the counts")
+    driver.save_screenshot(str(tmp_path / "grid.png"))
+    press(driver, "?")
+    driver.save_screenshot(str(tmp_path / "help.png"))
+    press(driver, Keys.ESCAPE)
+
+    driver.refresh()
+    wait(driver, "return document.querySelectorAll('#counts tr').length === 4", "the counts after reload")
+    wait(driver, IDLE, "the page after reload")
+    counts = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "#counts tr")[1:]:
+        cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        counts[cells[0]] = cells[1:]
+    assert counts["zero"][:2] == ["5", "4"] and counts["one"][:2] == ["0", "9"] and counts["round"][0] == "4"
+    assert driver.execute_script("return window.patchcfg.view") == "grid"
+    press(driver, "g")
+    for _ in range(3):  # the page's single view shows what it holds
+        item = driver.execute_script("return window.patchcfg.batch[window.patchcfg.pos]")
+        chips = driver.find_element(By.ID, "caption").text
+        assert all(c in chips for c, v in item["labels"].items() if v == 1)
+        press(driver, Keys.ARROW_RIGHT)
+    driver.save_screenshot(str(tmp_path / "single-after-reload.png"))
+    if os.environ.get("PATCHCFG_SCREENSHOTS"):
+        docs = os.environ["PATCHCFG_SCREENSHOTS"]
+        shutil.copy(tmp_path / "single-after-reload.png", os.path.join(docs, "label.png"))
+        shutil.copy(tmp_path / "grid.png", os.path.join(docs, "label-grid.png"))
+
+    assert app.stop(signal.SIGINT) == 0, app.output
+    df = read_label_table(labels).df
+    for row in range(len(df)):
+        want = expected.get(row, {"zero": None, "one": None})
+        got = {c: None if pd.isna(df.at[row, c]) else int(df.at[row, c]) for c in ("zero", "one")}
+        assert got == want, (row, got, want)
+        assert df.at[row, "exclude"] == (row == excluded)
+        assert (df.at[row, "round"] == 1) if row in bulk else pd.isna(df.at[row, "round"])
+    assert not df["validation"].any()
+    for name in ("single.png", "grid.png", "help.png", "single-after-reload.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_exclusive_classes_mouse_shift_and_accepting_the_model(tmp_path, digits_table, served, browser,
+                                                               config_file):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    labels = digits_table(tmp_path / "data", n=30)
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    frame["two"] = ""  # digits 0, 1, 2: three exclusive classes, the first rows known
+    frame["zero"] = [v if i < 12 else "" for i, v in enumerate(frame["zero"])]
+    frame["one"] = [v if i < 12 else "" for i, v in enumerate(frame["one"].replace("", "0"))]
+    known = zip(frame["zero"][:12], frame["one"][:12], strict=True)
+    frame.loc[:11, "two"] = [str(int(z == "0" and o == "0")) for z, o in known]
+    frame["validation"] = "False"
+    frame.to_csv(labels, index=False)
+    root = tmp_path / "experiments"
+    write_features(labels, root)
+    config_path = config_file(tmp_path, labels, finetune={"output": {"type": "softmax"}},
+                              query={"strategy": "entropy"}, label={"retrain_every": 0})
+    app = served(config_path, root)
+    driver = browser
+    driver.get(app.url)
+    wait(driver, "return document.querySelectorAll('#classes .cls').length === 3", "the classes")
+    wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model")
+    wait(driver, IDLE, "the first images")
+    press(driver, "r")  # refit now: the page then shows the model's guesses
+    wait(driver, "return window.patchcfg.state.model.version >= 1", "a model")
+    press(driver, "q")
+    wait(driver, "return document.querySelectorAll('#classes .prob .bar').length === 3", "probabilities")
+    first = current_row(driver)
+    press(driver, "2")  # exclusive: one present, zero and two absent
+    wait(driver, "return [...document.querySelectorAll('#classes .state')].map((b) => b.textContent).join() "
+                 "=== 'absent,present,absent'", "one present, the others absent")
+    press(driver, Keys.SHIFT + "2")  # one absent; every class is known now
+    press(driver, Keys.ENTER)
+    second = current_row(driver)
+    assert second != first
+    guess = driver.execute_script("return window.patchcfg.batch[window.patchcfg.pos].probabilities")
+    press(driver, "a")  # the model's guess: the most likely class present, the others absent
+    third = current_row(driver)
+    # the mouse: zero present, and (exclusive) the others absent
+    driver.find_element(By.CSS_SELECTOR, '#classes .cls[data-cls="zero"] .state').click()
+    wait(driver, IDLE, "the click")
+    press(driver, "x")
+    app.stop(signal.SIGINT)
+    df = read_label_table(labels).df
+    assert [df.at[first, c] for c in ("zero", "one", "two")] == [0, 0, 0]
+    best = max(guess, key=guess.get)
+    names = ("zero", "one", "two")
+    assert [df.at[second, c] for c in names] == [float(c == best) for c in names]
+    assert [df.at[third, c] for c in ("zero", "one", "two")] == [1, 0, 0] and df.at[third, "exclude"]
+
+
+def test_a_missing_browser_fails_under_ci_and_is_skipped_elsewhere(monkeypatch):
+    monkeypatch.setitem(globals(), "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but /nonexistent/chromium missing"):
+        _browser()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium chromium-driver"):
+        _browser()

@@ -1,0 +1,56 @@
+"""No features yet: the queue is random while they are computed in the background, then ranked."""
+
+import time
+
+import pytest
+
+
+@pytest.mark.slow
+def test_features_computed_in_the_background_then_the_queue_is_ranked(lab):
+    from patchcfg.label.server import build
+
+    config, labels, root = lab
+    messages = []
+    app = build(config, root, embed=True, log=messages.append)
+    app.start()
+    try:
+        first = app.queue.next("one", "entropy", "unlabeled", 4)
+        assert first["ordered_by"].startswith("random over unlabeled (entropy waits: features not ready")
+        deadline = time.time() + 240
+        while app.learner.features_state != "ready" and time.time() < deadline:
+            assert app.learner.features_state != "failed", app.learner.features_message
+            time.sleep(0.5)
+        assert app.learner.features_state == "ready" and (root / "lab" / "embed" / "features.npy").is_file()
+        app.store.label([0, 1, 2], {"zero": 1, "one": 0}, "one")
+        app.store.label([3, 4, 5], {"zero": 0, "one": 1}, "one")
+        assert app.learner.refit()["version"] >= 1
+        ranked = app.queue.next("one", "entropy", "unlabeled", 4)
+        assert "scored by the quick head" in ranked["ordered_by"] and ranked["rows"][0]["probabilities"]
+    finally:
+        app.stop()
+        app.learner.join()
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_ensemble_scores_the_queue(tmp_path, digits_table, finetune_config):
+    from patchcfg.config import load_config
+    from patchcfg.stages import run_finetune
+    from patchcfg.label.server import build
+
+    labels = digits_table(tmp_path / "data", n=36)
+    config = load_config(finetune_config(tmp_path, labels, folds_count=2), ["query={}", "label={}"])
+    root = tmp_path / "experiments"
+    run_finetune(config, root=root, verbose=0)
+    app = build(config, root, embed=False, log=lambda text: None)
+    app.start()
+    try:
+        deadline = time.time() + 240
+        while app.learner.version < 1 and time.time() < deadline:
+            time.sleep(0.5)
+        assert app.learner.source == "fine-tuned ensemble", app.store.messages
+        ranked = app.queue.next("one", "margin", "all", 5)
+        assert "scored by the fine-tuned ensemble v1" in ranked["ordered_by"]
+        assert all(0 <= r["probabilities"]["zero"] <= 1 for r in ranked["rows"])
+    finally:
+        app.stop()
+        app.learner.join()
