@@ -83,9 +83,9 @@ class LazyGroup(click.Group):
 
 
 # TensorFlow's start-up chatter on a CPU machine (oneDNN notes, CUDA probing, "failed call to
-# cuInit") looks like failures and hides what matters. Unless --verbose (or TF_CPP_MIN_LOG_LEVEL
-# set by the user), it is kept off the terminal: the C++ log level is set before TensorFlow is
-# imported, and the lines its libraries print while they load are dropped (others are kept).
+# cuInit") looks like failures and hides what matters. Unless --verbose (or TF_CPP_MIN_LOG_LEVEL=0),
+# it is kept off the terminal: the C++ log level is set before TensorFlow is imported, and the log
+# lines its libraries print while they load are dropped (other output is kept).
 _CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
                       r"|[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] )")
 
@@ -138,9 +138,8 @@ def quiet_tensorflow(verbose: bool = False) -> None:
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3") == "0" or "tensorflow" in sys.modules:
+        return  # the user asked for everything, or it is too late to filter
     if not any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlow())
 

@@ -21,12 +21,25 @@ def _needs_features(strategy: str, scorer: str) -> bool:
     return scorer == "quick_head" or strategy.split(":")[0] in USES_FEATURES
 
 
-def run_query(config: dict, root=None, force: bool = False, *, strategy=None, verbose="auto", log=None) -> dict:
+QUEUE_HEADER = "filepath,rank,score,picked_by,strategy"
+
+
+def is_queue_file(path: Path) -> bool:
+    """True when ``path`` is a queue CSV this command wrote (its header says so)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().startswith(QUEUE_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def run_query(config: dict, root=None, force: bool = False, *, strategy=None, verbose="auto", log=None,
+              overwrite: bool = False, protect=()) -> dict:
     """Rank the candidate rows of the label table; write ``query/queue.csv`` (or ``query.out``)."""
     import pandas as pd
 
     from patchcfg import active
-    from patchcfg.atomic import atomic_write_text
+    from patchcfg.atomic import atomic_write_text, check_output
     from patchcfg.embed import load_features, run_embed
     from patchcfg.experiment import Experiment, stage_logs
     from patchcfg.labels import read_label_table
@@ -36,6 +49,9 @@ def run_query(config: dict, root=None, force: bool = False, *, strategy=None, ve
     if not data_cfg.get("labels"):
         raise UserError("query needs the label table (data.labels or --labels)")
     table = read_label_table(data_cfg["labels"])
+    if query.get("out"):
+        check_output(query["out"], protected=[("label table", data_cfg["labels"]), *protect],
+                     ours=is_queue_file, force=overwrite, option="--out (query.out)")
     classes = table.classes
     name, _ = active.parse_strategy(query["strategy"], classes)
     candidates = active.candidate_mask(table, query["subset"])

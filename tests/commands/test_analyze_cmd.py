@@ -113,3 +113,26 @@ def test_help_explains_options_with_an_example():
     for text in ("--sort-by", "--only-changed / --all", "--filter KEY=VALUE", "--plot M",
                  "patchcfg analyze experiments/ --metric val_macro_auc --sort-by val_macro_auc"):
         assert text in result.output
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_stage_whose_process_was_killed_shows_interrupted(experiments):
+    """After SIGKILL status.json still says running; the dead pid says otherwise."""
+    status = experiments / "lr-0.01" / "finetune" / "status.json"
+    status.write_text(json.dumps({"state": "running", "error": None, "pid": dead_pid()}))
+    alive = experiments / "lr-0.1" / "finetune" / "status.json"
+    alive.write_text(json.dumps({"state": "running", "error": None, "pid": __import__("os").getpid()}))
+    result = invoke(str(experiments), "--metric", "val_macro_auc")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if line.startswith("lr-0.01"))
+    assert row.split()[2] == "interrupted"
+    assert "lr-0.01: interrupted (process gone)" in result.stdout
+    assert next(line for line in result.stdout.splitlines() if line.startswith("lr-0.1 ")).split()[2] == "running"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from patchcfg.commands._common import config_args, experiments_option, force_option, run_stages, sweep_option
+from patchcfg.commands._common import (
+    config_args,
+    experiments_option,
+    force_option,
+    literal,
+    run_stages,
+    sweep_option,
+)
 
 
 @click.command()
@@ -26,5 +33,5 @@ def finetune(args, labels, sweeps, experiments_root, force):
       patchcfg finetune configs/finetune.yaml --labels data/demo/labels.csv
       patchcfg finetune configs/finetune.yaml finetune.folds_count=3 --sweep seed=1,2
     """
-    extra = [f"data.labels={labels}"] if labels else []
+    extra = [literal("data.labels", labels)] if labels else []
     run_stages(args, sweeps, experiments_root, force, ["finetune"], extra)

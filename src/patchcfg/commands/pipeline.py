@@ -8,6 +8,7 @@ from patchcfg.commands._common import (
     config_args,
     experiments_option,
     force_option,
+    literal,
     one_config,
     run_stages,
     sweep_option,
@@ -18,7 +19,7 @@ labels_option = click.option("--labels", type=click.Path(dir_okay=False), defaul
 
 
 def _labels(labels) -> list[str]:
-    return [f"data.labels={labels}"] if labels else []
+    return [literal("data.labels", labels)] if labels else []
 
 
 @click.command()
@@ -53,8 +54,9 @@ def embed(args, labels, encoder, experiments_root, force):
 @click.option("--subset", default=None, help="unlabeled, partial, labeled, contains:CLASS, lacks:CLASS, ...")
 @click.option("--explore", type=click.FloatRange(0, 1), default=None, help="Fraction of random picks.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="The queue CSV to write.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file that is not a queue this command wrote.")
 @experiments_option
-def query(args, labels, strategy, n, subset, explore, out, experiments_root):
+def query(args, labels, strategy, n, subset, explore, out, force, experiments_root):
     """Rank the images to label next (active learning) and write them as a CSV.
 
     Defaults come from the config's query section; the options override them. Scores come from
@@ -73,8 +75,14 @@ def query(args, labels, strategy, n, subset, explore, out, experiments_root):
     overrides = [*overrides, *_labels(labels)]
     if "query" not in load_config(path, overrides):
         overrides.append("query={}")  # the defaults of the query section
-    config = load_config(path, [*overrides, *(f"query.{k}={v}" for k, v in options.items() if v is not None)])
-    run_query(config, root=experiments_root)
+    config = load_config(path, [*overrides, *(literal(f"query.{k}", v) for k, v in options.items() if v is not None)])
+    from patchcfg.config.checks import label_table_problems
+    from patchcfg.errors import ConfigError
+
+    problems = label_table_problems(config, ["query"])
+    if problems:
+        raise ConfigError([f"{path}: {p}" for p in problems])
+    run_query(config, root=experiments_root, overwrite=force, protect=[("config", path)])
 
 
 @click.command()
