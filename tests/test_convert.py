@@ -470,12 +470,18 @@ def test_cli_prints_yaml_on_stdout_and_messages_on_stderr(tmp_path):
     assert load_config(out)["finetune"]["loss"] == "masked_bce"
 
 
-def test_cli_out_writes_the_file(tmp_path):
+def test_cli_out_writes_the_file(tmp_path, monkeypatch):
     out = tmp_path / "configs" / "new.yaml"
     result = invoke("convert", "musket", STAGED, "--out", out, "--name", "exp-7")
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and f"wrote {out}" in result.stderr
     assert load_config(out)["name"] == "exp-7"
+    # validate reads the label table the config names: the placeholder, until a table is there
+    monkeypatch.chdir(tmp_path)
+    placeholder = load_config(out)["data"]["labels"]
+    result = invoke("validate", out)
+    assert result.exit_code == 2 and f"{placeholder}: label table not found" in result.output
+    (tmp_path / placeholder).write_text("filepath,cat\na.png,1\n")
     assert invoke("validate", out).exit_code == 0
 
 
