@@ -165,6 +165,7 @@ def file_lock(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT):
                 _held[key] -= 1
         return
     try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock, "a+")
     except OSError as error:
         raise UserError(

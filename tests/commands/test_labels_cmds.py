@@ -92,6 +92,23 @@ def test_new_files_get_the_umask_mode(tmp_path):
         os.umask(old)
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE((tmp_path / "labels.csv").stat().st_mode) == 0o644
+    result = invoke("init", tmp_path, "--out", tmp_path / "new" / "folder" / "labels.csv")
+    assert result.exit_code == 0, result.output  # its folder is made, as before
+
+
+def test_experiment_files_get_the_umask_mode(tmp_path):
+    from patchcfg.experiment import Experiment
+
+    old = os.umask(0o027)
+    try:
+        run = Experiment({"name": "e", "pretrain": {}}, root=tmp_path).stage("pretrain")
+        with run:
+            run.write_summary({"final": {}})
+    finally:
+        os.umask(old)
+    for name in ("status.json", "summary.json", "env.json"):
+        assert stat.S_IMODE((run.dir / name).stat().st_mode) == 0o640, name
+    assert stat.S_IMODE((tmp_path / "e" / "config.yaml").stat().st_mode) == 0o640
 
 
 def test_read_only_table_is_refused_and_kept(tmp_path):

@@ -80,3 +80,14 @@ def test_unknown_class_lists_the_valid_classes(setup, tmp_path):
     result = invoke("query", config, "--strategy", "maxent:zer", "--experiments", tmp_path / "exp")
     assert result.exit_code == 2 and "valid classes: zero, one" in result.output
     assert "classs" not in result.output
+
+
+def test_predict_never_replaces_a_label_table_without_force(setup, tmp_path):
+    labels, _ = setup
+    result = invoke("predict", tmp_path / "no-model", tmp_path, "--out", labels)
+    assert result.exit_code == 2 and "already exists and was not written by this command" in result.output
+    assert labels.read_text() == TABLE
+    earlier = tmp_path / "preds.csv"
+    earlier.write_text("filepath,zero,one\na.png,0.25,0.75\n")
+    result = invoke("predict", tmp_path / "no-model", tmp_path, "--out", earlier)
+    assert "already exists" not in result.output  # an earlier predictions file may be replaced
