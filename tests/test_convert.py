@@ -520,3 +520,12 @@ def test_import_does_not_load_tensorflow():
     code = ("import sys, patchcfg.convert, patchcfg.commands.convert; "
             "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_cli_out_never_writes_over_the_config_it_reads(tmp_path):
+    old = tmp_path / "config.yaml"
+    old.write_text(Path(EXAMPLE).read_text())
+    for source in (old, tmp_path):
+        result = invoke("convert", "musket", source, "--out", old)
+        assert result.exit_code == 2 and "is the Musket config this command reads" in result.output
+    assert old.read_text() == Path(EXAMPLE).read_text()

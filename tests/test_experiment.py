@@ -235,3 +235,13 @@ def test_name_of_dots_through_the_command_line_writes_nothing(tmp_path, monkeypa
         result = CliRunner().invoke(main, ["pretrain", str(path), f"name={name}", "--experiments", "exp"])
         assert result.exit_code == 2 and "not only dots" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_an_experiment_folder_linked_outside_the_root_is_refused(tmp_path):
+    root = tmp_path / "experiments"
+    root.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "exp").symlink_to(elsewhere)
+    with pytest.raises(ExperimentError, match="outside the experiments root"):
+        Experiment(config(), root=root)

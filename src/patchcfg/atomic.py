@@ -223,8 +223,8 @@ def check_output(out: str | os.PathLike, *, protected=(), ours=None, force: bool
     for what, path in protected:
         if path is not None and same_file(out, path):
             raise UserError(
-                f"{option} {out} is the {what} this command reads; it is never replaced. Write to "
-                "another file (e.g. queue.csv)")
+                f"{option} {out} is the {what} this command reads; it is never replaced: write to "
+                "another file")
     if force or not os.path.lexists(out):
         return
     if os.path.isdir(out):

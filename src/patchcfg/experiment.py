@@ -49,6 +49,10 @@ def experiment_dir(root: Path, name: str) -> Path:
         raise ExperimentError(
             f"name {name!r}: the experiment folder {folder} would not be a folder inside the experiments "
             f"root {root}; use letters, digits, '.', '_' and '-', not only dots (e.g. name=my-run)")
+    if folder.is_symlink() and folder.resolve().parent != root.resolve():
+        raise ExperimentError(
+            f"{folder} is a link to {folder.resolve()}, outside the experiments root {root}; an experiment "
+            "is written only inside its root: remove the link, or give the real place with --experiments DIR")
     return folder
 
 

@@ -35,9 +35,15 @@ def musket(musket_config, out, name):
       patchcfg convert musket experiments/exp01/config.yaml --out configs/exp01.yaml
       patchcfg validate configs/exp01.yaml
     """
-    from patchcfg.atomic import atomic_write_text
+    import os
+
+    from patchcfg.atomic import atomic_write_text, check_output
     from patchcfg.convert import NOT_CONVERTED, convert_musket_file
 
+    if out:  # never over the config it reads
+        check_output(out, protected=[("Musket config", musket_config),
+                                     ("Musket config", os.path.join(musket_config, "config.yaml"))],
+                     force=True)
     text, _config, messages = convert_musket_file(musket_config, name=name)
     for message in messages:
         click.echo(message, err=True)
