@@ -50,3 +50,15 @@ def test_augment_skips_bad_images_and_reports_config_errors(tmp_path, monkeypatc
 def test_augment_help_has_an_example():
     result = invoke("augment", "--help")
     assert result.exit_code == 0 and "patchcfg augment configs/simclr.yaml" in result.output
+
+
+def test_out_never_writes_over_the_config_or_the_label_table(tmp_path):
+    config = tmp_path / "c.yaml"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filepath,cat\na.png,1\n")
+    config.write_text(f"name: prev\ndata: {{labels: {labels}, imshape: [16, 16]}}\n")
+    for out, what in ((config, "config"), (labels, "label table")):
+        before = out.read_text()
+        result = invoke("augment", config, "--out", out)
+        assert result.exit_code == 2 and f"is the {what} this command reads" in result.output
+        assert out.read_text() == before

@@ -111,10 +111,12 @@ def augment(args, out, n, views):
       patchcfg augment configs/simclr.yaml --out preview.png
       patchcfg augment configs/simclr.yaml augmentation.jitter=0.5 --n 4 --views 3
     """
+    from patchcfg.atomic import check_output
     from patchcfg.config import load_config
 
     path, overrides = one_config(args)
     config = load_config(path, overrides)
+    check_output(out, protected=[("config", path), ("label table", config["data"].get("labels"))], force=True)
     result = write_preview(config, out, n=n, views=views)
     click.echo(f"wrote {result['path']} ({result['images']} images x {views} views)")
     for item in result["skipped"]:
