@@ -9,7 +9,7 @@ from __future__ import annotations
 from patchcfg.errors import ConfigError, LabelTableError
 
 #: Stages that train or rank on the label table's rows: they need a table with rows.
-NEEDS_ROWS = ("finetune", "query")
+NEEDS_ROWS = ("finetune", "query", "distill")
 
 
 def _where(locations: dict, path: tuple, default: tuple[str, int]) -> str:
