@@ -5,7 +5,7 @@ each frame in one piece, so the time grows with the cells, not with a pandas blo
 and pandas warns of no fragmentation.
 
 Prints one JSON line:
-``{"benchmark": "label_table_width", "classes": 50000, "rows": 20, "seconds": ..., "target": 5.0, "ok": true}``
+``{"benchmark": "label_table_width", "classes": 50000, "rows": 20, "seconds": ..., "ok": true, ...}``
 
     python benchmarks/label_table_width.py [--classes N] [--rows R] [--target S]
 """

@@ -68,7 +68,8 @@ def _run_cli(args, cwd=None, drop_privileges=False, env=None, timeout=120):
         caps = "-dac_override,-dac_read_search"
         command = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
     src = str(Path(__file__).resolve().parents[1] / "src")
-    environment = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+    path = src + os.pathsep + os.environ.get("PYTHONPATH", "")
+    environment = {**os.environ, "PYTHONPATH": path, **(env or {})}
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=environment, timeout=timeout)
 
 

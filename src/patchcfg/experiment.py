@@ -296,7 +296,8 @@ class StageRun:
                 self.experiment.write_config()
                 if (self.experiment.force and self.state in ("complete", "failed", "interrupted")) \
                         or self.inputs_changed():
-                    shutil.rmtree(self.dir, ignore_errors=True)  # start afresh: asked to, or its inputs changed
+                    # start afresh: asked to, or its inputs changed
+                    shutil.rmtree(self.dir, ignore_errors=True)
                 previous = self.state
                 self.resuming = previous in ("running", "interrupted", "failed") and \
                     self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.iterdir())

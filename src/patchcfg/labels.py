@@ -131,7 +131,8 @@ class LabelTable:
 def add_classes(path: str | os.PathLike, names: list[str]) -> list[str]:
     """Add class columns (all unknown) to the table at ``path``, under its lock, and write it."""
     if not names:
-        raise LabelTableError(f"{path}: no class name given (e.g. `patchcfg labels add-class {path} cat,dog`)")
+        raise LabelTableError(
+            f"{path}: no class name given (e.g. `patchcfg labels add-class {path} cat,dog`)")
     with file_lock(path):
         table = read_label_table(path)
         for name in names:

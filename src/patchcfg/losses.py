@@ -172,7 +172,8 @@ def _check_user_loss(name: str, fn, params: dict | None = None) -> None:
 
     module = name.partition(":")[0]
     if module.split(".")[0] in sys.stdlib_module_names or module.split(".")[0] == "builtins":
-        raise ConfigError(f"loss '{name}': {module} is part of Python's standard library, not a loss; {LOSS_SHAPE}")
+        raise ConfigError(
+            f"loss '{name}': {module} is part of Python's standard library, not a loss; {LOSS_SHAPE}")
     if not callable(fn) or inspect.isclass(fn):
         raise ConfigError(f"loss '{name}': {type(fn).__name__} is not a function; {LOSS_SHAPE}")
     try:
@@ -213,10 +214,10 @@ def check_loss(text: str) -> None:
             try:
                 inspect.signature(fn).bind(None, None, **dict(term.params))
             except TypeError:
-                known = [p for p in list(inspect.signature(fn).parameters)[2:]]
-                raise ConfigError(f"loss '{text}': {term.name} takes no parameter "
-                                  f"{', '.join(k for k, _ in term.params if k not in known)}; its parameters: "
-                                  f"{', '.join(known) or 'none'}") from None
+                known = list(inspect.signature(fn).parameters)[2:]
+                unknown = ", ".join(k for k, _ in term.params if k not in known)
+                raise ConfigError(f"loss '{text}': {term.name} takes no parameter {unknown}; "
+                                  f"its parameters: {', '.join(known) or 'none'}") from None
 
 
 def build_loss(text: str) -> Callable:

@@ -135,4 +135,5 @@ def test_a_stage_whose_process_was_killed_shows_interrupted(experiments):
     row = next(line for line in result.stdout.splitlines() if line.startswith("lr-0.01"))
     assert row.split()[2] == "interrupted"
     assert "lr-0.01: interrupted (process gone)" in result.stdout
-    assert next(line for line in result.stdout.splitlines() if line.startswith("lr-0.1 ")).split()[2] == "running"
+    other = next(line for line in result.stdout.splitlines() if line.startswith("lr-0.1 "))
+    assert other.split()[2] == "running"

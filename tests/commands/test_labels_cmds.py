@@ -54,9 +54,9 @@ def test_add_class_waits_for_the_lock_and_no_class_is_lost(tmp_path):
     command = [sys.executable, "-m", "patchcfg.cli", "labels", "add-class", str(path)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     with file_lock(path):
-        first = subprocess.Popen([*command, "dog"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        second = subprocess.Popen([*command, "bird"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
+        pipes = {"env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        first = subprocess.Popen([*command, "dog"], **pipes)
+        second = subprocess.Popen([*command, "bird"], **pipes)
         time.sleep(4)  # long enough for both to start, read and (without a lock) write
         assert first.poll() is None and second.poll() is None, "a writer did not wait for the table's lock"
         assert path.read_text() == TABLE

@@ -20,7 +20,8 @@ def setup(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text(TABLE)
     config = tmp_path / "c.yaml"
-    config.write_text(f"name: q\ndata: {{labels: {labels}}}\nfinetune: {{}}\nquery: {{strategy: entropy, n: 2}}\n")
+    config.write_text(f"name: q\ndata: {{labels: {labels}}}\nfinetune: {{}}\n"
+                      "query: {strategy: entropy, n: 2}\n")
     return labels, config
 
 

@@ -180,8 +180,8 @@ def test_full_disk_under_tensorboard_is_one_message(tmp_path, monkeypatch):
 
     def full(self, epoch, row):
         raise tf.errors.ResourceExhaustedError(
-            None, None, "{{function_node __wrapped__WriteSummary_device_/job:localhost/replica:0/task:0/device:CPU:0}}"
-            f" {events}; No space left on device\n\tFailed to flush 3 events to {events}")
+            None, None, "{{function_node __wrapped__WriteSummary_device_/job:localhost/replica:0/task:0/"
+            f"device:CPU:0}}}} {events}; No space left on device\n\tFailed to flush 3 events to {events}")
 
     monkeypatch.setattr(TrainLoop, "_write_scalars", full)
     result = CliRunner().invoke(main, ["pretrain", str(path), "--experiments", str(tmp_path / "experiments")])
@@ -199,18 +199,19 @@ def test_a_command_that_loads_tensorflow_prints_no_failure_lines(tmp_path):
     (tmp_path / "imgs").mkdir()
     for i in range(2):
         Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / "imgs" / f"{i}.png")
-    (tmp_path / "c.yaml").write_text("name: p\ndata: {images: imgs, imshape: [8, 8]}\naugmentation: {preset: none}\n")
+    (tmp_path / "c.yaml").write_text("name: p\ndata: {images: imgs, imshape: [8, 8]}\n"
+                                     "augmentation: {preset: none}\n")
     from pathlib import Path
 
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
-    result = subprocess.run([sys.executable, "-m", "patchcfg.cli", "augment", "c.yaml", "--out", "p.png", "--n", "2",
-                             "--views", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "patchcfg.cli", "augment", "c.yaml", "--out", "p.png", "--n", "2",
+               "--views", "1"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     noisy = [line for line in result.stderr.splitlines()
              if re.search(r"^[IWEF]\d{4} |error|fail|cuInit|CUDA|oneDNN|absl", line, re.IGNORECASE)]
     assert noisy == [], "\n".join(noisy)
-    verbose = subprocess.run([sys.executable, "-m", "patchcfg.cli", "--verbose", "augment", "c.yaml", "--out", "p.png",
-                              "--n", "2", "--views", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=300)
+    verbose = subprocess.run([*command[:3], "--verbose", *command[3:]], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 0 and "oneDNN" in verbose.stderr  # --verbose brings them back

@@ -22,7 +22,8 @@ def unknown(what: str, name: str, valid: Sequence[str], context: str = "", shown
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     where = f" in '{context}'" if context and context != name else ""
     plural = f"{what}es" if what.endswith(("s", "x", "sh", "ch")) else f"{what}s"
-    return UserError(f"unknown {what} '{name}'{where}{hint}; valid {plural}: {listing(shown or valid) or 'none'}")
+    return UserError(f"unknown {what} '{name}'{where}{hint}; "
+                     f"valid {plural}: {listing(shown or valid) or 'none'}")
 
 
 def class_index(name: str, classes: Sequence[str], context: str) -> int:

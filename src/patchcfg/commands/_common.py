@@ -79,7 +79,8 @@ def run_stages(args, sweeps, experiments_root_, force, stages=None, extra_overri
                 click.echo(f"== {config['name']}: {stage}")
             status = Experiment(config, root=experiments_root_).stage(stage).status() or {}
             if "process gone" in str(status.get("error")):
-                click.echo(f"{stage} of '{config['name']}': interrupted (process gone: pid {status.get('pid')} "
-                           "stopped without a word); resuming")
-            results.append(STAGE_RUNNERS[stage]()(config, root=experiments_root_, force=force, strategy=strategy))
+                click.echo(f"{stage} of '{config['name']}': interrupted (process gone: pid "
+                           f"{status.get('pid')} stopped without a word); resuming")
+            runner = STAGE_RUNNERS[stage]()
+            results.append(runner(config, root=experiments_root_, force=force, strategy=strategy))
     return results

@@ -54,7 +54,8 @@ def embed(args, labels, encoder, experiments_root, force):
 @click.option("--subset", default=None, help="unlabeled, partial, labeled, contains:CLASS, lacks:CLASS, ...")
 @click.option("--explore", type=click.FloatRange(0, 1), default=None, help="Fraction of random picks.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="The queue CSV to write.")
-@click.option("--force", is_flag=True, help="Replace an existing --out file that is not a queue this command wrote.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --out file that is not a queue this command wrote.")
 @experiments_option
 def query(args, labels, strategy, n, subset, explore, out, force, experiments_root):
     """Rank the images to label next (active learning) and write them as a CSV.
@@ -75,7 +76,8 @@ def query(args, labels, strategy, n, subset, explore, out, force, experiments_ro
     overrides = [*overrides, *_labels(labels)]
     if "query" not in load_config(path, overrides):
         overrides.append("query={}")  # the defaults of the query section
-    config = load_config(path, [*overrides, *(literal(f"query.{k}", v) for k, v in options.items() if v is not None)])
+    chosen = [literal(f"query.{k}", v) for k, v in options.items() if v is not None]
+    config = load_config(path, [*overrides, *chosen])
     from patchcfg.config.checks import label_table_problems
     from patchcfg.errors import ConfigError
 

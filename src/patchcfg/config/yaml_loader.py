@@ -167,7 +167,8 @@ def load_yaml_file(path: str | Path) -> tuple[Any, dict[KeyPath, Location]]:
         with open(path, "rb") as handle:  # read with a cap: what stat says may not be what is there
             data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
-        raise ConfigError(f"{where}: cannot read ({error.strerror}); check the path and its permissions") from None
+        raise ConfigError(
+            f"{where}: cannot read ({error.strerror}); check the path and its permissions") from None
     if len(data) > MAX_CONFIG_BYTES:
         size = max(path.stat().st_size, len(data))
         raise ConfigError(
