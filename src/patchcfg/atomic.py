@@ -129,8 +129,9 @@ def backup(path: str | os.PathLike) -> Path | None:
 
 # --------------------------------------------------------------------------- locks
 
-_held: dict[str, int] = {}
-_held_guard = threading.Lock()
+_thread_locks: dict[str, threading.RLock] = {}
+_depth: dict[str, int] = {}
+_guard = threading.Lock()
 
 
 def lock_path(path: str | os.PathLike) -> Path:
@@ -139,31 +140,46 @@ def lock_path(path: str | os.PathLike) -> Path:
     return target.with_name(target.name + ".lock")
 
 
+def _busy(path, lock: Path, holder: str) -> UserError:
+    return UserError(f"{path} is being written by {holder} (lock {lock}); wait for it to finish and try again")
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT):
     """Hold an exclusive lock on ``path`` (a ``flock`` on ``<file>.lock`` beside it) for the block.
 
-    Every program that writes a label table takes it, around its whole read-modify-write; a
-    second one waits (up to ``timeout`` seconds, then a message naming the holder). The lock is
-    re-entrant within a process and released when the process dies.
+    Every program that writes a label table takes it, around its whole read-modify-write; another
+    process or thread waits (up to ``timeout`` seconds, then a message naming the holder). The
+    lock is re-entrant in the thread that holds it and released when the process dies.
     """
-    import fcntl
-
     lock = lock_path(path)
     key = str(lock)
-    with _held_guard:
-        if _held.get(key):
-            _held[key] += 1
-            reentered = True
-        else:
-            reentered = False
-    if reentered:
-        try:
-            yield lock
-        finally:
-            with _held_guard:
-                _held[key] -= 1
-        return
+    with _guard:
+        local = _thread_locks.setdefault(key, threading.RLock())
+    if not local.acquire(timeout=timeout):
+        raise _busy(path, lock, "another thread of this process")
+    try:
+        if _depth.get(key):  # this thread holds it already
+            _depth[key] += 1
+            try:
+                yield lock
+            finally:
+                _depth[key] -= 1
+            return
+        with _flock(path, lock, timeout):
+            _depth[key] = 1
+            try:
+                yield lock
+            finally:
+                _depth.pop(key, None)
+    finally:
+        local.release()
+
+
+@contextlib.contextmanager
+def _flock(path, lock: Path, timeout: float):
+    import fcntl
+
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock, "a+")
@@ -183,22 +199,15 @@ def file_lock(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT):
                     raise
                 if time.monotonic() >= deadline:
                     handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    raise UserError(
-                        f"{path} is being written by {holder} (lock {lock}); wait for it to finish "
-                        "and try again") from None
+                    raise _busy(path, lock, handle.read().strip() or "another process") from None
                 time.sleep(0.05)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
         handle.flush()
-        with _held_guard:
-            _held[key] = 1
         try:
-            yield lock
+            yield
         finally:
-            with _held_guard:
-                _held.pop(key, None)
             handle.seek(0)
             handle.truncate()
     finally:
