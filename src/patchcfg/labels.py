@@ -133,6 +133,8 @@ def add_classes(path: str | os.PathLike, names: list[str]) -> list[str]:
     if not names:
         raise LabelTableError(
             f"{path}: no class name given (e.g. `patchcfg labels add-class {path} cat,dog`)")
+    if not Path(path).is_file():
+        read_label_table(path)  # says what is wrong, before a lock file is made beside nothing
     with file_lock(path):
         table = read_label_table(path)
         for name in names:

@@ -206,3 +206,9 @@ def test_duplicate_spellings_in_the_library(tmp_path, spelling):
     path = table(tmp_path, f"filepath,cat\na.png,1\n{spelling},0\n")
     with pytest.raises(LabelTableError, match="row 3: .* already appears on row 2"):
         read_label_table(path)
+
+
+def test_add_class_to_a_missing_table_leaves_nothing_behind(tmp_path):
+    result = invoke("labels", "add-class", tmp_path / "sub" / "labels.csv", "dog")
+    assert_one_message(result, "label table not found", "patchcfg init")
+    assert list(tmp_path.iterdir()) == []
