@@ -529,3 +529,14 @@ def test_cli_out_never_writes_over_the_config_it_reads(tmp_path):
         result = invoke("convert", "musket", source, "--out", old)
         assert result.exit_code == 2 and "is the Musket config this command reads" in result.output
     assert old.read_text() == Path(EXAMPLE).read_text()
+
+
+def test_cli_out_replaces_only_what_it_wrote(tmp_path):
+    out = tmp_path / "new.yaml"
+    assert invoke("convert", "musket", EXAMPLE, "--out", out).exit_code == 0
+    assert invoke("convert", "musket", EXAMPLE, "--out", out).exit_code == 0  # its own earlier output
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("name: mine\n")
+    result = invoke("convert", "musket", EXAMPLE, "--out", mine)
+    assert result.exit_code == 2 and "--force" in result.output and mine.read_text() == "name: mine\n"
+    assert invoke("convert", "musket", EXAMPLE, "--out", mine, "--force").exit_code == 0

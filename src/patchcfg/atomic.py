@@ -141,7 +141,8 @@ def lock_path(path: str | os.PathLike) -> Path:
 
 
 def _busy(path, lock: Path, holder: str) -> UserError:
-    return UserError(f"{path} is being written by {holder} (lock {lock}); wait for it to finish and try again")
+    return UserError(
+        f"{path} is being written by {holder} (lock {lock}); wait for it to finish and try again")
 
 
 @contextlib.contextmanager
@@ -220,6 +221,20 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return real_path(a) == real_path(b)
+
+
+def starts_with(prefixes) -> callable:
+    """A predicate for :func:`check_output`: the file's first bytes begin with one of ``prefixes``."""
+    prefixes = tuple(p.encode() if isinstance(p, str) else p for p in prefixes)
+
+    def ours(path: Path) -> bool:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(256).startswith(prefixes)
+        except OSError:
+            return False
+
+    return ours
 
 
 def check_output(out: str | os.PathLike, *, protected=(), ours=None, force: bool = False,

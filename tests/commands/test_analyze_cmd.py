@@ -137,3 +137,16 @@ def test_a_stage_whose_process_was_killed_shows_interrupted(experiments):
     assert "lr-0.01: interrupted (process gone)" in result.stdout
     other = next(line for line in result.stdout.splitlines() if line.startswith("lr-0.1 "))
     assert other.split()[2] == "running"
+
+
+def test_output_replaces_an_earlier_result_but_not_a_file_of_the_user(experiments, tmp_path):
+    out = tmp_path / "results.csv"
+    for _ in range(2):  # an earlier result is replaced
+        assert invoke(str(experiments), "--output", str(out)).exit_code == 0
+    mine = tmp_path / "labels.csv"
+    mine.write_text("filepath,cat\na.png,1\n")
+    result = CliRunner().invoke(main, ["analyze", str(experiments), "--output", str(mine)])
+    assert result.exit_code == 2 and "already exists and was not written by this command" in result.output
+    assert mine.read_text() == "filepath,cat\na.png,1\n"
+    forced = CliRunner().invoke(main, ["analyze", str(experiments), "--output", str(mine), "--force"])
+    assert forced.exit_code == 0

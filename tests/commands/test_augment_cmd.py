@@ -62,3 +62,13 @@ def test_out_never_writes_over_the_config_or_the_label_table(tmp_path):
         result = invoke("augment", config, "--out", out)
         assert result.exit_code == 2 and f"is the {what} this command reads" in result.output
         assert out.read_text() == before
+
+
+def test_out_over_a_file_that_is_not_a_png_needs_force(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: prev\ndata: {images: imgs, imshape: [16, 16]}\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    result = CliRunner().invoke(main, ["augment", str(config), "--out", str(notes)])
+    assert result.exit_code == 2 and "already exists and was not written by this command" in result.output
+    assert notes.read_text() == "mine\n"
