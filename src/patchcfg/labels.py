@@ -229,10 +229,12 @@ def _csv_frame(text: str, path) -> pd.DataFrame:
     import csv
 
     try:
-        rows = [row for row in csv.reader(io.StringIO(text, newline=""), skipinitialspace=True) if row]
+        rows = [row for row in csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""),
+                                          skipinitialspace=True)
+                if any(cell.strip() for cell in row)]  # blank lines are skipped
     except csv.Error as error:
         raise LabelTableError(f"{path}: not a valid CSV ({error})") from None
-    header = [name.strip() for name in rows[0]]
+    header = [name.lstrip() for name in rows[0]]  # as skipinitialspace: trailing spaces are refused later
     if any(not name for name in header):
         raise LabelTableError(f"{path}: a column has no name; every column needs a header")
     seen: set[str] = set()
