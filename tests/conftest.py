@@ -49,3 +49,33 @@ def digits_table():
 def finetune_config():
     """``finetune_config(folder, labels, **finetune_keys)`` -> path of a tiny, fast finetune config."""
     return small_finetune_config
+
+
+def _run_cli(args, cwd=None, drop_privileges=False, env=None, timeout=120):
+    """``python -m patchcfg.cli ARGS`` in a subprocess. ``drop_privileges``: when run as root, without
+    the capabilities that let root ignore file modes (so a read-only file or folder is read-only)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [sys.executable, "-m", "patchcfg.cli", *map(str, args)]
+    if drop_privileges and os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and setpriv (util-linux) is missing: root would ignore file modes")
+        caps = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    path = src + os.pathsep + os.environ.get("PYTHONPATH", "")
+    environment = {**os.environ, "PYTHONPATH": path, **(env or {})}
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=environment, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(*args, cwd=None, drop_privileges=False, env=None)`` -> CompletedProcess of the real CLI."""
+    def run(*args, **kwargs):
+        return _run_cli(args, **kwargs)
+    return run

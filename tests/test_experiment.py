@@ -181,3 +181,72 @@ def test_file_digest_changes_with_content(tmp_path):
     before = file_digest(path)
     path.write_text("b")
     assert file_digest(path) != before
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "../x"])
+def test_the_experiment_folder_is_strictly_inside_the_root(tmp_path, name):
+    with pytest.raises(ExperimentError, match="would not be a folder inside the experiments root"):
+        Experiment(config(name=name), root=tmp_path / "experiments")
+
+
+def test_a_killed_process_leaves_an_interrupted_stage(tmp_path):
+    run = Experiment(config(), root=tmp_path).stage("pretrain")
+    with run:
+        pass
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    status = json.loads((run.dir / "status.json").read_text())
+    (run.dir / "status.json").write_text(json.dumps({**status, "state": "running", "pid": proc.pid}))
+    assert run.state == "interrupted" and "process gone" in run.status()["error"]
+
+
+def test_experiments_root_that_is_a_file_is_one_message(tmp_path):
+    from click.testing import CliRunner
+
+    from patchcfg.cli import main
+
+    root = tmp_path / "experiments"
+    root.write_text("a file\n")
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\npretrain: {method: simclr}\n")
+    result = CliRunner().invoke(main, ["pretrain", str(path), "--experiments", str(root)])
+    assert result.exit_code == 2 and f"{root}: the experiments root is a file, not a folder" in result.output
+    assert root.read_text() == "a file\n"
+
+
+def test_read_only_experiments_root_is_one_message(tmp_path, run_cli):
+    root = tmp_path / "experiments"
+    root.mkdir()
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\npretrain: {method: simclr}\n")
+    os.chmod(root, 0o555)
+    try:
+        result = run_cli("pretrain", path, "--experiments", root, drop_privileges=True)
+    finally:
+        os.chmod(root, 0o755)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and f"{root}/c: permission denied" in result.stderr
+
+
+def test_name_of_dots_through_the_command_line_writes_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from patchcfg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\npretrain: {method: simclr}\n")
+    for name in ("..", "."):
+        result = CliRunner().invoke(main, ["pretrain", str(path), f"name={name}", "--experiments", "exp"])
+        assert result.exit_code == 2 and "not only dots" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_an_experiment_folder_linked_outside_the_root_is_refused(tmp_path):
+    root = tmp_path / "experiments"
+    root.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "exp").symlink_to(elsewhere)
+    with pytest.raises(ExperimentError, match="outside the experiments root"):
+        Experiment(config(), root=root)

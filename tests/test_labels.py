@@ -123,3 +123,10 @@ def test_stats_counts(tmp_path):
     assert frame.loc[("c", "train")].tolist() == [1, 0, 1]
     assert frame.loc[("c", "validation")].tolist() == [0, 1, 0]
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_a_byte_order_mark_and_blank_lines_are_read_as_before(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("\ufefffilepath,cat\na.png,1\n\n  \n\"b, c.png\",0\n", encoding="utf-8")
+    table = read_label_table(path)
+    assert table.df["filepath"].tolist() == ["a.png", "b, c.png"] and table.classes == ["cat"]

@@ -41,6 +41,7 @@ import yaml
 from patchcfg.atomic import atomic_write_figure
 from patchcfg.config import flatten
 from patchcfg.errors import UserError
+from patchcfg.experiment import live_status
 from patchcfg.metrics import is_per_class, metric_mode
 from patchcfg.stages import unrelated_sections
 
@@ -229,6 +230,7 @@ def read_status(stage_dir: Path) -> tuple[str, str | None]:
     status = _read_json(path)
     if not isinstance(status, Mapping):
         raise ValueError(f"expected a JSON object, got {type(status).__name__}")
+    status = live_status(status)  # "running" by a process that is gone: interrupted
     state = status.get("state") or "unknown"
     error = status.get("error")
     return str(state), (str(error) if error else None)

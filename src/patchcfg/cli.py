@@ -7,13 +7,15 @@ Each verb lives in ``patchcfg/commands/<verb>.py`` and is imported only when it 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.util
 import os
+import re
 import sys
 
 import click
 
-from patchcfg.errors import UserError
+from patchcfg.errors import UserError, describe_library_os_error, describe_os_error
 
 # verb -> (module, attribute, one-line help shown by ``patchcfg --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -67,19 +69,86 @@ class LazyGroup(click.Group):
         except UserError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
+        except OSError as error:  # the operating system said no (permissions, full disk, ...)
+            click.echo(f"error: {describe_os_error(error)}", err=True)
+            ctx.exit(2)
+        except Exception as error:  # the same, reported by TensorFlow as its own error
+            message = describe_library_os_error(error)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
 
 
-# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines, CPU feature notes) hides what
-# matters; set TF_CPP_MIN_LOG_LEVEL yourself to see it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's start-up chatter on a CPU machine (oneDNN notes, CUDA probing, "failed call to
+# cuInit") looks like failures and hides what matters. Unless --verbose (or TF_CPP_MIN_LOG_LEVEL=0),
+# it is kept off the terminal: the C++ log level is set before TensorFlow is imported, and the log
+# lines its libraries print while they load are dropped (other output is kept).
+_CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+                      r"|[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] )")
+
+
+def _load_quietly(exec_module, module) -> None:
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            exec_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not _CHATTER.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl comes with TensorFlow
+        pass
+
+
+class _QuietTensorFlow(importlib.abc.MetaPathFinder):
+    """Loads ``tensorflow`` with its load-time log lines filtered (see :data:`_CHATTER`)."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+        spec.loader.exec_module = lambda module: _load_quietly(exec_module, module)
+        return spec
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Before TensorFlow is imported: its chatter off (``verbose``: everything TensorFlow says)."""
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3") == "0" or "tensorflow" in sys.modules:
+        return  # the user asked for everything, or it is too late to filter
+    if not any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlow())
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="patchcfg")
-def main():
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own log lines (hidden by default).")
+def main(verbose):
     """patchcfg: label-efficient image classification, every experiment in one YAML file.
 
     \b
@@ -89,6 +158,7 @@ def main():
       patchcfg pretrain configs/simclr.yaml pretrain.epochs=5 name=quick
       patchcfg analyze experiments/
     """
+    quiet_tensorflow(verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

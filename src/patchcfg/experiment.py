@@ -37,6 +37,25 @@ def experiments_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get("PATCHCFG_EXPERIMENTS") or DEFAULT_ROOT)
 
 
+def experiment_dir(root: Path, name: str) -> Path:
+    """``root/name``, refused unless it is a folder strictly inside ``root`` (never ``root`` itself,
+    the working folder or anything outside), and ``root`` is a folder where it exists."""
+    if root.exists() and not root.is_dir():
+        raise ExperimentError(
+            f"{root}: the experiments root is a file, not a folder; give a folder "
+            "(--experiments DIR or $PATCHCFG_EXPERIMENTS)")
+    folder = Path(os.path.normpath(root / str(name)))
+    if not name or os.sep in str(name) or "/" in str(name) or folder.parent != Path(os.path.normpath(root)):
+        raise ExperimentError(
+            f"name {name!r}: the experiment folder {folder} would not be a folder inside the experiments "
+            f"root {root}; use letters, digits, '.', '_' and '-', not only dots (e.g. name=my-run)")
+    if folder.is_symlink() and folder.resolve().parent != root.resolve():
+        raise ExperimentError(
+            f"{folder} is a link to {folder.resolve()}, outside the experiments root {root}; an experiment "
+            "is written only inside its root: remove the link, or give the real place with --experiments DIR")
+    return folder
+
+
 def dump_config(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=None, allow_unicode=True)
 
@@ -72,6 +91,31 @@ def _devices() -> list[str] | None:
     return [f"{d.device_type}:{d.name}" for d in tf.config.list_logical_devices()]
 
 
+def _process_gone(pid: Any, host: Any) -> bool:
+    """True when ``pid`` on this host (or an unnamed one) is certainly no longer running."""
+    if not isinstance(pid, int) or pid <= 0 or (host and host != socket.gethostname()):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def live_status(status: dict | None) -> dict | None:
+    """``status.json`` as it stands now: a stage recorded as ``running`` whose process is gone
+    (killed with SIGKILL, the machine lost power) is ``interrupted (process gone)``."""
+    if not isinstance(status, dict) or status.get("state") != "running":
+        return status
+    if not _process_gone(status.get("pid"), status.get("host")):
+        return status
+    return {**status, "state": "interrupted",
+            "error": f"interrupted (process gone): pid {status.get('pid')} stopped without a word; "
+                     "run the same command again to resume"}
+
+
 class Experiment:
     """One experiment folder. Constructing it checks, but does not yet write, anything."""
 
@@ -80,7 +124,7 @@ class Experiment:
         self.config = config
         self.name = config["name"]
         self.root = experiments_root(root)
-        self.dir = self.root / self.name
+        self.dir = experiment_dir(self.root, self.name)
         self.force = force
         self.is_chief = is_chief
         self.config_text = dump_config(config)
@@ -216,7 +260,7 @@ class StageRun:
 
     def status(self) -> dict | None:
         try:
-            return json.loads((self.dir / "status.json").read_text(encoding="utf-8"))
+            return live_status(json.loads((self.dir / "status.json").read_text(encoding="utf-8")))
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
@@ -251,8 +295,10 @@ class StageRun:
             self._lock.acquire()
             try:
                 self.experiment.write_config()
-                if (self.experiment.force and self.state == "complete") or self.inputs_changed():
-                    shutil.rmtree(self.dir, ignore_errors=True)  # start afresh: its inputs changed
+                if (self.experiment.force and self.state in ("complete", "failed", "interrupted")) \
+                        or self.inputs_changed():
+                    # start afresh: asked to, or its inputs changed
+                    shutil.rmtree(self.dir, ignore_errors=True)
                 previous = self.state
                 self.resuming = previous in ("running", "interrupted", "failed") and \
                     self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.iterdir())
@@ -305,7 +351,8 @@ class StageRun:
             return
         atomic_write_json(self.dir / "status.json", {
             "state": state, "stage": self.stage, "started": self.started, "inputs": self.inputs,
-            "ended": None if state == "running" else _now(), "error": error, "pid": os.getpid()})
+            "ended": None if state == "running" else _now(), "error": error, "pid": os.getpid(),
+            "host": socket.gethostname()})
 
     def _write_env(self) -> None:
         self.write_json("env.json", {

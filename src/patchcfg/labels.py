@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from patchcfg.atomic import atomic_write_text
+from patchcfg.atomic import atomic_write_text, backup, check_writable, file_lock
 from patchcfg.errors import LabelTableError
 
 RESERVED = ("filepath", "exclude", "validation", "subset")
@@ -89,23 +88,59 @@ class LabelTable:
         self.df[name] = np.nan
 
     def to_csv_text(self) -> str:
-        out = self.df.copy()
-        for col in BOOL_COLUMNS:
-            out[col] = out[col].map({True: "True", False: "False"})
-        for col in self.classes:
-            out[col] = out[col].map(lambda v: "" if pd.isna(v) else str(int(v)))
+        """The table as CSV text: bools as True/False, labels as 1/0/blank (written row by row, so a
+        table with tens of thousands of classes is as quick as a narrow one)."""
+        import csv
+
+        columns = list(self.df.columns)
+        classes = self.classes
+        values = self.df[classes].to_numpy(dtype=float)
+        labels = np.where(np.isnan(values), "", np.nan_to_num(values).astype(int).astype(str)).astype(object)
+        where = {c: i for i, c in enumerate(classes)}
+        parts = []
+        for col in columns:
+            if col in where:
+                parts.append(labels[:, where[col]])
+            elif col in BOOL_COLUMNS:
+                parts.append(np.where(self.df[col].to_numpy(dtype=bool), "True", "False"))
+            else:
+                parts.append(np.array(["" if pd.isna(v) else str(v) for v in self.df[col]], dtype=object))
         buffer = io.StringIO()
-        out.to_csv(buffer, index=False, lineterminator="\n")
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(zip(*parts, strict=True) if parts else [])
         return buffer.getvalue()
 
     def write(self, path: str | os.PathLike | None = None) -> Path:
-        """Write atomically; the previous version is kept as ``<path>.bak``."""
+        """Write atomically under the table's lock; the previous version is kept as ``<path>.bak``.
+
+        A symlinked table is written through the link (its target is replaced), the file's mode
+        is kept, and a read-only table is refused (:class:`patchcfg.atomic.ReadOnlyFileError`).
+        Callers that read, change and write hold :func:`patchcfg.atomic.file_lock` around all three.
+        """
         target = Path(path or self.path)
-        if target.exists():
-            shutil.copy2(target, target.with_name(target.name + ".bak"))
-        atomic_write_text(target, self.to_csv_text())
+        text = self.to_csv_text()
+        with file_lock(target):
+            check_writable(target)
+            backup(target)
+            atomic_write_text(target, text)
         self.path = target
         return target
+
+
+def add_classes(path: str | os.PathLike, names: list[str]) -> list[str]:
+    """Add class columns (all unknown) to the table at ``path``, under its lock, and write it."""
+    if not names:
+        raise LabelTableError(
+            f"{path}: no class name given (e.g. `patchcfg labels add-class {path} cat,dog`)")
+    if not Path(path).is_file():
+        read_label_table(path)  # says what is wrong, before a lock file is made beside nothing
+    with file_lock(path):
+        table = read_label_table(path)
+        for name in names:
+            table.add_class(name)
+        table.write()
+    return list(names)
 
 
 def _check_class_name(name: str, where) -> None:
@@ -128,15 +163,22 @@ def _parse_bool(series: pd.Series, column: str, path) -> pd.Series:
     return lowered.isin(_TRUE)
 
 
-def _parse_class(series: pd.Series, column: str, path) -> pd.Series:
-    text = series.fillna("").astype(str).str.strip()
-    ok = text.isin(["", "0", "1", "0.0", "1.0"])
-    if not ok.all():
-        row = int(np.flatnonzero(~ok.to_numpy())[0])
+def _parse_classes(frame: pd.DataFrame, classes: list[str], path) -> np.ndarray:
+    """(rows, classes) float: 1, 0, NaN for blank; the first bad cell (by column, then row) is named."""
+    cells = frame.to_numpy(dtype=object)
+    cells = np.where(pd.isna(cells), "", cells).astype(str)
+    cells = np.char.strip(cells)
+    present, absent = np.isin(cells, ["1", "1.0"]), np.isin(cells, ["0", "0.0"])
+    bad = ~(present | absent | (cells == ""))
+    if bad.any():
+        column, row = (int(i) for i in np.argwhere(bad.T)[0])
         raise LabelTableError(
-            f"{path}: row {row + 2}, column '{column}': {series.iloc[row]!r} is not a label "
+            f"{path}: row {row + 2}, column '{classes[column]}': {frame.iloc[row, column]!r} is not a label "
             "(use 1 = present, 0 = absent, blank = unknown)")
-    return text.replace("", np.nan).astype(float)
+    values = np.full(cells.shape, np.nan)
+    values[present] = 1.0
+    values[absent] = 0.0
+    return values
 
 
 def from_dataframe(raw: pd.DataFrame, root: Path, path) -> LabelTable:
@@ -155,29 +197,71 @@ def from_dataframe(raw: pd.DataFrame, root: Path, path) -> LabelTable:
     if empty.any():
         row = int(np.flatnonzero(empty.to_numpy())[0])
         raise LabelTableError(f"{where}: row {row + 2}: empty filepath")
-    dup = filepaths.duplicated(keep="first")
+    # One image may be spelled several ways (./a.png, a.png, sub/../a.png, /abs/a.png): compare
+    # the paths they resolve to.
+    base = str(root)
+    resolved = pd.Series([os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
+                          for p in filepaths], index=filepaths.index)
+    dup = resolved.duplicated(keep="first")
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
-        first = int(np.flatnonzero((filepaths == filepaths.iloc[row]).to_numpy())[0])
+        first = int(np.flatnonzero((resolved == resolved.iloc[row]).to_numpy())[0])
+        same = "" if filepaths.iloc[first] == filepaths.iloc[row] else f" (as '{filepaths.iloc[first]}')"
         raise LabelTableError(
             f"{where}: row {row + 2}: filepath '{filepaths.iloc[row]}' already appears on row "
-            f"{first + 2}; each image may appear once")
+            f"{first + 2}{same}; each image may appear once: remove one of the two rows")
     df["filepath"] = filepaths
     for col in BOOL_COLUMNS:
         df[col] = _parse_bool(raw[col], col, where) if col in raw.columns else False
     if "subset" in raw.columns:
         df["subset"] = raw["subset"].fillna("").astype(str)
-    for col in raw.columns:
-        if col in RESERVED:
-            continue
-        _check_class_name(str(col), where)
-        df[str(col)] = _parse_class(raw[col], str(col), where)
+    classes = [str(col) for col in raw.columns if col not in RESERVED]
+    for col in classes:
+        _check_class_name(col, where)
+    # Every class column at once: a table may have tens of thousands of them.
+    values = _parse_classes(raw[[c for c in raw.columns if c not in RESERVED]], classes, where)
+    df = pd.concat([df, pd.DataFrame(values, index=raw.index, columns=classes)], axis=1)
     return LabelTable(df=df.reset_index(drop=True), root=Path(root), path=Path(path) if path else None)
+
+
+def _csv_frame(text: str, path) -> pd.DataFrame:
+    """The CSV as a frame of strings, built in one piece (tables may have tens of thousands of columns)."""
+    import csv
+
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""),
+                                          skipinitialspace=True)
+                if any(cell.strip() for cell in row)]  # blank lines are skipped
+    except csv.Error as error:
+        raise LabelTableError(f"{path}: not a valid CSV ({error})") from None
+    header = [name.lstrip() for name in rows[0]]  # as skipinitialspace: trailing spaces are refused later
+    if any(not name for name in header):
+        raise LabelTableError(f"{path}: a column has no name; every column needs a header")
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise LabelTableError(f"{path}: column '{name}' appears more than once")
+        seen.add(name)
+    width = len(header)
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) > width:
+            raise LabelTableError(
+                f"{path}: row {number} has {len(row)} fields but the header names {width} columns; "
+                "quote values that hold commas, or add the missing column names")
+        if len(row) < width:
+            row.extend([""] * (width - len(row)))
+    cells = np.empty((len(rows) - 1, width), dtype=object)
+    if len(rows) > 1:
+        cells[:] = rows[1:]
+    return pd.DataFrame(cells, columns=header, dtype=object)
 
 
 def read_label_table(path: str | os.PathLike) -> LabelTable:
     """Read and validate a label table; errors name the file, row and column."""
     path = Path(path)
+    if path.is_dir():
+        raise LabelTableError(f"{path}: is a folder, not a label table; give the CSV file inside it "
+                              f"(or build one with `patchcfg init {path} --out labels.csv`)")
     if not path.is_file():
         raise LabelTableError(f"{path}: label table not found (create one with `patchcfg init IMAGES --out {path}`)")
     try:
@@ -186,16 +270,7 @@ def read_label_table(path: str | os.PathLike) -> LabelTable:
         raise LabelTableError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     if not text.strip():
         raise LabelTableError(f"{path}: the file is empty; the first line must name the columns")
-    try:
-        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[],
-                          skipinitialspace=True)
-    except pd.errors.ParserError as error:
-        raise LabelTableError(f"{path}: not a valid CSV ({error})") from None
-    dupcols = [c for c in raw.columns if "." in str(c) and str(c).rsplit(".", 1)[0] in raw.columns
-               and str(c).rsplit(".", 1)[1].isdigit()]
-    if dupcols:
-        raise LabelTableError(f"{path}: column '{str(dupcols[0]).rsplit('.', 1)[0]}' appears more than once")
-    return from_dataframe(raw, path.resolve().parent, path)
+    return from_dataframe(_csv_frame(text, path), path.resolve().parent, path)
 
 
 def list_images(spec: str | os.PathLike) -> list[str]:

@@ -160,14 +160,39 @@ def parse_loss(text: str) -> list[Term]:
         sign = 1.0 if op == "+" else -1.0
 
 
-def resolve_loss_function(name: str) -> Callable:
+LOSS_SHAPE = ("a loss is a Python function fn(y_true, y_pred, **params) returning a scalar tensor, "
+              "in your own module (e.g. my_losses:weighted_bce), or a registered name")
+
+
+def _check_user_loss(name: str, fn, params: dict | None = None) -> None:
+    """Refuse what cannot be a loss: standard-library functions, non-callables, and functions
+    that do not take ``(y_true, y_pred, **params)``."""
+    import inspect
+    import sys
+
+    module = name.partition(":")[0]
+    if module.split(".")[0] in sys.stdlib_module_names or module.split(".")[0] == "builtins":
+        raise ConfigError(
+            f"loss '{name}': {module} is part of Python's standard library, not a loss; {LOSS_SHAPE}")
+    if not callable(fn) or inspect.isclass(fn):
+        raise ConfigError(f"loss '{name}': {type(fn).__name__} is not a function; {LOSS_SHAPE}")
+    try:
+        inspect.signature(fn).bind(None, None, **(params or {}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"loss '{name}': cannot be called as fn(y_true, y_pred"
+                          f"{''.join(f', {k}=...' for k in params or {})}) ({error}); {LOSS_SHAPE}") from None
+
+
+def resolve_loss_function(name: str, params: dict | None = None) -> Callable:
     """A registered name (or alias), or ``module:function`` for a user's own loss."""
     if ":" in name:
         module, _, attr = name.partition(":")
         try:
-            return getattr(importlib.import_module(module), attr)
+            fn = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as error:
             raise ConfigError(f"loss '{name}': cannot import {attr} from {module} ({error})") from None
+        _check_user_loss(name, fn, params)
+        return fn
     key = ALIASES.get(name, name)
     if key not in LOSSES:
         import difflib
@@ -179,9 +204,25 @@ def resolve_loss_function(name: str) -> Callable:
     return LOSSES[key]
 
 
+def check_loss(text: str) -> None:
+    """Parse ``text`` and resolve every name, without TensorFlow; ConfigError when it cannot run."""
+    import inspect
+
+    for term in parse_loss(text):
+        fn = resolve_loss_function(term.name, dict(term.params))
+        if ":" not in term.name and term.params:
+            try:
+                inspect.signature(fn).bind(None, None, **dict(term.params))
+            except TypeError:
+                known = list(inspect.signature(fn).parameters)[2:]
+                unknown = ", ".join(k for k, _ in term.params if k not in known)
+                raise ConfigError(f"loss '{text}': {term.name} takes no parameter {unknown}; "
+                                  f"its parameters: {', '.join(known) or 'none'}") from None
+
+
 def build_loss(text: str) -> Callable:
     """A callable ``(y_true, y_pred) -> scalar`` for a loss expression; names are checked now."""
-    terms = [(term, resolve_loss_function(term.name)) for term in parse_loss(text)]
+    terms = [(term, resolve_loss_function(term.name, dict(term.params))) for term in parse_loss(text)]
 
     def composite(y_true, y_pred):
         total = 0.0

@@ -307,7 +307,7 @@ def test_subsets(table, subset, rows):
 @pytest.mark.parametrize("subset, message", [
     ("unlabelled", "unknown subset 'unlabelled' (did you mean 'unlabeled'?); valid subsets: unlabeled, partial"),
     ("contain:cat", "unknown subset 'contain:' in 'contain:cat' (did you mean 'contains:'?)"),
-    ("contains:cta", "unknown class 'cta' in 'contains:cta' (did you mean 'cat'?); valid classs: cat, dog"),
+    ("contains:cta", "unknown class 'cta' in 'contains:cta' (did you mean 'cat'?); valid classes: cat, dog"),
     ("subset:c", "unknown subset value 'c' in 'subset:c'; valid subset values: a, b"),
     ("contains:", "unknown subset 'contains:'"),
 ])
@@ -333,7 +333,7 @@ def test_parse_strategy():
 
 @pytest.mark.parametrize("text, message", [
     ("entropyy", "unknown strategy 'entropyy' (did you mean 'entropy'?); valid strategys: random, entropy"),
-    ("maxent:dgo", "unknown class 'dgo' in 'maxent:dgo' (did you mean 'dog'?); valid classs: cat, dog"),
+    ("maxent:dgo", "unknown class 'dgo' in 'maxent:dgo' (did you mean 'dog'?); valid classes: cat, dog"),
     ("hihg:cat", "unknown strategy 'hihg:' in 'hihg:cat' (did you mean 'high:'?)"),
     ("maxent", "strategy 'maxent' needs a class: 'maxent:<class>' (classes: cat, dog)"),
     ("high:", "needs a class after the colon"),

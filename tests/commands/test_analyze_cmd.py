@@ -116,3 +116,40 @@ def test_help_explains_options_with_an_example():
     for text in ("--sort-by", "--only-changed / --all", "--filter KEY=VALUE", "--plot M",
                  "patchcfg analyze experiments/ --metric val_macro_auc --sort-by val_macro_auc"):
         assert text in result.output
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_stage_whose_process_was_killed_shows_interrupted(experiments):
+    """After SIGKILL status.json still says running; the dead pid says otherwise."""
+    status = experiments / "lr-0.01" / "finetune" / "status.json"
+    status.write_text(json.dumps({"state": "running", "error": None, "pid": dead_pid()}))
+    alive = experiments / "lr-0.1" / "finetune" / "status.json"
+    alive.write_text(json.dumps({"state": "running", "error": None, "pid": __import__("os").getpid()}))
+    result = invoke(str(experiments), "--metric", "val_macro_auc")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if line.startswith("lr-0.01"))
+    assert row.split()[2] == "interrupted"
+    assert "lr-0.01: interrupted (process gone)" in result.stdout
+    other = next(line for line in result.stdout.splitlines() if line.startswith("lr-0.1 "))
+    assert other.split()[2] == "running"
+
+
+def test_output_replaces_an_earlier_result_but_not_a_file_of_the_user(experiments, tmp_path):
+    out = tmp_path / "results.csv"
+    for _ in range(2):  # an earlier result is replaced
+        assert invoke(str(experiments), "--output", str(out)).exit_code == 0
+    mine = tmp_path / "labels.csv"
+    mine.write_text("filepath,cat\na.png,1\n")
+    result = CliRunner().invoke(main, ["analyze", str(experiments), "--output", str(mine)])
+    assert result.exit_code == 2 and "already exists and was not written by this command" in result.output
+    assert mine.read_text() == "filepath,cat\na.png,1\n"
+    forced = CliRunner().invoke(main, ["analyze", str(experiments), "--output", str(mine), "--force"])
+    assert forced.exit_code == 0

@@ -50,3 +50,25 @@ def test_augment_skips_bad_images_and_reports_config_errors(tmp_path, monkeypatc
 def test_augment_help_has_an_example():
     result = invoke("augment", "--help")
     assert result.exit_code == 0 and "patchcfg augment configs/simclr.yaml" in result.output
+
+
+def test_out_never_writes_over_the_config_or_the_label_table(tmp_path):
+    config = tmp_path / "c.yaml"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filepath,cat\na.png,1\n")
+    config.write_text(f"name: prev\ndata: {{labels: {labels}, imshape: [16, 16]}}\n")
+    for out, what in ((config, "config"), (labels, "label table")):
+        before = out.read_text()
+        result = invoke("augment", config, "--out", out)
+        assert result.exit_code == 2 and f"is the {what} this command reads" in result.output
+        assert out.read_text() == before
+
+
+def test_out_over_a_file_that_is_not_a_png_needs_force(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: prev\ndata: {images: imgs, imshape: [16, 16]}\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    result = CliRunner().invoke(main, ["augment", str(config), "--out", str(notes)])
+    assert result.exit_code == 2 and "already exists and was not written by this command" in result.output
+    assert notes.read_text() == "mine\n"

@@ -104,3 +104,127 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "patchcfg.cli", "validate", str(bad)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "binary file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- validate finds what a run finds
+
+def finetune_yaml(tmp_path, labels, loss="masked_bce", name="v"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\ndata: {{labels: {labels}}}\nfinetune:\n  loss: {loss}\n")
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "label table not found"),
+    ("filepath,cat\na.png,1\nb.png,yes\n", "row 3, column 'cat': 'yes' is not a label"),
+    ("filepath,cat\n", "no rows"),
+])
+def test_validate_reads_the_label_table_as_the_stages_do(tmp_path, text, message):
+    labels = tmp_path / "labels.csv"
+    if text is not None:
+        labels.write_text(text)
+    result = invoke("validate", finetune_yaml(tmp_path, labels))
+    assert result.exit_code == 2 and message in result.output and "ok:" not in result.output
+    assert str(labels) in result.output
+
+
+def test_validate_checks_the_labels_option_and_a_folder_is_named_a_folder(tmp_path):
+    good = tmp_path / "labels.csv"
+    good.write_text("filepath,cat\na.png,1\n")
+    config = finetune_yaml(tmp_path, good)
+    assert invoke("validate", config).exit_code == 0
+    result = invoke("validate", config, "--labels", tmp_path / "missing.csv")
+    assert result.exit_code == 2 and "missing.csv: label table not found" in result.output
+    result = invoke("validate", config, f"data.labels={tmp_path}")
+    assert result.exit_code == 2 and "is a folder" in result.output and "not found" not in result.output
+
+
+def test_finetune_on_a_header_only_table_says_no_rows(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filepath,validation,cat\n")
+    result = invoke("finetune", finetune_yaml(tmp_path, labels), "--experiments", tmp_path / "exp")
+    assert result.exit_code == 2 and "has no rows" in result.output
+    assert "validation rows" not in result.output
+
+
+@pytest.mark.parametrize("loss, message", [
+    ("masked_bce+0.1*dise", "loss 'dise': unknown (did you mean 'dice'?)"),
+    ("masked_bce; import os", "cannot read"),
+    ("__import__('os').system('true')", "cannot read"),
+    ("os:system", "not a loss; a loss is a Python function fn(y_true, y_pred, **params)"),
+    ("focal(gama=2)", "takes no parameter gama"),
+])
+def test_validate_checks_every_loss_expression(tmp_path, loss, message):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filepath,cat\na.png,1\n")
+    config = finetune_yaml(tmp_path, labels, loss=f'"{loss}"')
+    result = invoke("validate", config)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert f"{config}:4: finetune.loss:" in result.output
+
+
+def test_a_stage_loss_is_checked_at_its_line(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filepath,cat\na.png,1\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: c\ndata: {{labels: {labels}}}\nfinetune:\n  stages:\n    - {{epochs: 1}}\n"
+                      "    - {epochs: 1, loss: json:loads}\n")
+    result = invoke("validate", config)
+    assert result.exit_code == 2 and f"{config}:6: finetune.stages.1.loss: loss 'json:loads'" in result.output
+
+
+def test_validate_with_table_and_losses_does_not_load_tensorflow(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filepath,cat\na.png,1\n")
+    config = finetune_yaml(tmp_path, labels, loss="masked_bce+0.1*dice")
+    code = ("import sys\nfrom click.testing import CliRunner\nimport patchcfg.cli\n"
+            f"r = CliRunner().invoke(patchcfg.cli.main, ['validate', {str(config)!r}])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_device_or_a_fifo_as_config_is_refused_without_reading_it(tmp_path, run_cli):
+    import os
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", fifo):
+        result = run_cli("validate", path, timeout=30)
+        assert result.returncode == 2 and "not a regular file" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_config_larger_than_its_size_says_is_read_with_a_cap(tmp_path, monkeypatch):
+    """stat may say 0 bytes (procfs, a file growing): the read itself is capped."""
+    from patchcfg.config import yaml_loader
+
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\n" + "# filler\n" * 50)
+    monkeypatch.setattr(yaml_loader, "MAX_CONFIG_BYTES", 100)
+    real_stat = type(path).stat
+
+    def zero_size(self, *args, **kwargs):
+        info = real_stat(self, *args, **kwargs)
+        return os_stat_result_with_size(info, 0) if self == path else info
+
+    monkeypatch.setattr(type(path), "stat", zero_size)
+    result = invoke("validate", path)
+    assert result.exit_code == 2 and "too large for a config" in result.output
+
+
+def os_stat_result_with_size(info, size):
+    import os
+
+    fields = list(info)
+    fields[6] = size
+    return os.stat_result(fields)
+
+
+@pytest.mark.parametrize("name", ["..", "."])
+def test_a_name_of_dots_is_refused(tmp_path, name):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: ok\n")
+    result = invoke("validate", config, f"name={name}")
+    assert result.exit_code == 2 and "name: must use only letters" in result.output
+    assert "not only dots" in result.output

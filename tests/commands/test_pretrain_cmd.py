@@ -123,3 +123,95 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
     summary = json.loads((stage / "summary.json").read_text())
     assert summary["resumed"] and summary["epochs_completed"] == 4
     assert [int(line.split(",")[0]) for line in done.read_text().splitlines()[1:]] == [1, 2, 3, 4]
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_named_and_the_previous_one_resumes(tmp_path):
+    """A damaged newest checkpoint: resume from the one before, saying so. None intact: one message
+    with the way out, and --force starts afresh. A stage left ``running`` by a killed process shows
+    as interrupted (process gone)."""
+    path = write_config(tmp_path, epochs=2)
+    root = tmp_path / "experiments"
+    runner = CliRunner()
+    args = ["pretrain", str(path), "--experiments", str(root)]
+    assert runner.invoke(main, args).exit_code == 0
+    stage = root / "cli-simclr" / "pretrain"
+    checkpoints = stage / "checkpoints"
+    data = sorted(checkpoints.glob("ckpt-*.data-*"), key=lambda p: int(p.name.split("-")[1].split(".")[0]))
+    assert len(data) == 2
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    status = json.loads((stage / "status.json").read_text())
+    (stage / "status.json").write_text(json.dumps({**status, "state": "running", "pid": dead.pid}))
+    _truncate(data[-1])
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "interrupted (process gone" in result.output
+    assert f"checkpoint {data[-1].name.split('.')[0]}" in result.output.replace(str(checkpoints) + "/", "")
+    assert "is damaged; resuming from the previous one" in result.output
+    assert json.loads((stage / "status.json").read_text())["state"] == "complete"
+
+    status = json.loads((stage / "status.json").read_text())
+    (stage / "status.json").write_text(json.dumps({**status, "state": "failed"}))
+    for damaged in checkpoints.glob("ckpt-*.data-*"):
+        _truncate(damaged)
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "is damaged and no intact checkpoint is left" in result.output
+    assert f"remove {checkpoints}" in result.output and "--force" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(main, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((stage / "status.json").read_text())["state"] == "complete"
+
+
+def test_full_disk_under_tensorboard_is_one_message(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from patchcfg.train.loop import TrainLoop
+
+    path = write_config(tmp_path, epochs=1, steps=1)
+    events = tmp_path / "experiments" / "cli-simclr" / "pretrain" / "tensorboard" / "events.out.tfevents.1"
+
+    def full(self, epoch, row):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "{{function_node __wrapped__WriteSummary_device_/job:localhost/replica:0/task:0/"
+            f"device:CPU:0}}}} {events}; No space left on device\n\tFailed to flush 3 events to {events}")
+
+    monkeypatch.setattr(TrainLoop, "_write_scalars", full)
+    result = CliRunner().invoke(main, ["pretrain", str(path), "--experiments", str(tmp_path / "experiments")])
+    assert result.exit_code == 2, result.output
+    assert f"error: {events}: no space left on the device" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_command_that_loads_tensorflow_prints_no_failure_lines(tmp_path):
+    """On a CPU machine TensorFlow announces oneDNN, probes CUDA and logs 'failed call to cuInit'."""
+    import re
+
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / "imgs" / f"{i}.png")
+    (tmp_path / "c.yaml").write_text("name: p\ndata: {images: imgs, imshape: [8, 8]}\n"
+                                     "augmentation: {preset: none}\n")
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
+    command = [sys.executable, "-m", "patchcfg.cli", "augment", "c.yaml", "--out", "p.png", "--n", "2",
+               "--views", "1"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    noisy = [line for line in result.stderr.splitlines()
+             if re.search(r"^[IWEF]\d{4} |error|fail|cuInit|CUDA|oneDNN|absl", line, re.IGNORECASE)]
+    assert noisy == [], "\n".join(noisy)
+    verbose = subprocess.run([*command[:3], "--verbose", *command[3:]], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 0 and "oneDNN" in verbose.stderr  # --verbose brings them back

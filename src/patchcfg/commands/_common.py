@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
-from patchcfg.errors import UserError
+from patchcfg.errors import ConfigError, UserError
+
+
+def literal(key: str, value) -> str:
+    """An override that sets ``key`` to ``value`` exactly as given (a path or name from an option
+    is a string, taken as typed: ``queue #1.csv`` is not cut at a YAML comment)."""
+    return f"{key}={json.dumps(value, ensure_ascii=False)}"
 
 
 def split_args(args) -> tuple[list[str], list[str]]:
@@ -29,11 +37,20 @@ sweep_option = click.option(
 experiments_option = click.option(
     "--experiments", "experiments_root", default=None, metavar="DIR",
     help="Where experiment folders go (default: $PATCHCFG_EXPERIMENTS or ./experiments).")
+labels_option = click.option("--labels", type=click.Path(dir_okay=False), default=None, metavar="CSV",
+                             help="The label table (sets data.labels).")
+
+
+def labels_override(labels: str | None) -> list[str]:
+    """``--labels`` as an override of ``data.labels`` (taken as typed), or none."""
+    return [literal("data.labels", labels)] if labels else []
+
+
 force_option = click.option("--force", is_flag=True,
                             help="Replace an experiment of the same name that ran with another config.")
 
 
-def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrides=()) -> list:
+def run_stages(args, sweeps, experiments_root_, force, stages=None, extra_overrides=()) -> list:
     """Validate every sweep combination, then run ``stages`` of each, in order.
 
     ``stages`` None: every stage the config declares (``patchcfg run``). Heavy imports happen
@@ -51,6 +68,15 @@ def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrid
     for stage in stages:
         if any(not c.get(stage) for c in configs):
             raise UserError(f"{path} has no {stage} section; add `{stage}:` (see `patchcfg schema --markdown`)")
+    from patchcfg.config.checks import label_table_problems
+
+    problems = list(dict.fromkeys(p for c in configs for p in label_table_problems(c, stages)))
+    if problems:
+        raise ConfigError([f"{path}: {p}" for p in problems])
+    from patchcfg.experiment import experiment_dir, experiments_root
+
+    for config in configs:  # a folder strictly inside a usable root, before anything heavy runs
+        experiment_dir(experiments_root(experiments_root_), config["name"]).mkdir(parents=True, exist_ok=True)
     # The strategy comes first: a MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     from patchcfg.train.distribute import make_strategy
 
@@ -60,5 +86,5 @@ def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrid
         for stage in stages:
             if len(configs) > 1 or len(stages) > 1:
                 click.echo(f"== {config['name']}: {stage}")
-            results.append(run_stage(stage, config, root=experiments_root, force=force, strategy=strategy))
+            results.append(run_stage(stage, config, root=experiments_root_, force=force, strategy=strategy))
     return results

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from patchcfg import analyze as lib
-from patchcfg.atomic import atomic_write_text
+from patchcfg.atomic import atomic_write_text, check_output, starts_with
 from patchcfg.errors import UserError
 
 _SUFFIX_FORMATS = {".csv": "csv", ".md": "md", ".markdown": "md", ".json": "json"}
@@ -37,6 +37,8 @@ def _split(values: tuple[str, ...]) -> list[str]:
               help="Output format (default: from --output's suffix, else table).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the result to FILE instead of the terminal.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --output or --out that this command did not write.")
 @click.option("--precision", type=click.IntRange(0, 12), default=4, show_default=True,
               help="Decimals in table and md output (csv and json keep full precision).")
 @click.option("--best-epoch", is_flag=True,
@@ -46,7 +48,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--out", "plot_out", type=click.Path(dir_okay=False, path_type=Path), metavar="PNG",
               help="Where --plot writes its figure.")
 def analyze(dirs, stage, metrics, minimize, maximize, sort_by, ascending, only_changed, filters,
-            fmt, output, precision, best_epoch, per_class, plot_metric, plot_out):
+            fmt, output, force, precision, best_epoch, per_class, plot_metric, plot_out):
     """Compare experiments under DIR (default: experiments/): what differs, and how each did.
 
     Every experiment stage found under DIR (searched recursively) becomes a run; runs whose
@@ -71,6 +73,10 @@ def analyze(dirs, stage, metrics, minimize, maximize, sort_by, ascending, only_c
         raise UserError("--plot needs --out FILE.png (where to write the figure)")
     if plot_out is not None and not plot_metric:
         raise UserError("--out is the figure of --plot M; give --plot too (for the table use --output)")
+    if output is not None:
+        check_output(output, ours=starts_with(["name", "| name", '{\n  "']), force=force, option="--output")
+    if plot_out is not None:
+        check_output(plot_out, ours=starts_with([b"\x89PNG"]), force=force)
     result = lib.analyze(
         list(dirs) or ["experiments"], stage=stage, metrics=_split(metrics) or None,
         minimize=_split(minimize), maximize=_split(maximize), filters=filters, sort_by=sort_by,

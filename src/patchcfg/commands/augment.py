@@ -97,10 +97,11 @@ def write_preview(config: dict, out, n: int = 8, views: int = 2) -> dict:
 @config_args
 @click.option("--out", default="augment_preview.png", show_default=True, type=click.Path(dir_okay=False),
               help="PNG file to write.")
+@click.option("--force", is_flag=True, help="Replace an existing --out that is not a PNG image.")
 @click.option("--n", "n", default=8, show_default=True, type=click.IntRange(1, 256), help="Images (rows).")
 @click.option("--views", default=2, show_default=True, type=click.IntRange(1, 16),
               help="Augmented views per image (columns after the original).")
-def augment(args, out, n, views):
+def augment(args, out, force, n, views):
     """Write a PNG grid: original images beside augmented views of them.
 
     The images come from data.images (or the label table data.labels); the recipe is the
@@ -111,10 +112,13 @@ def augment(args, out, n, views):
       patchcfg augment configs/simclr.yaml --out preview.png
       patchcfg augment configs/simclr.yaml augmentation.jitter=0.5 --n 4 --views 3
     """
+    from patchcfg.atomic import check_output, starts_with
     from patchcfg.config import load_config
 
     path, overrides = one_config(args)
     config = load_config(path, overrides)
+    check_output(out, protected=[("config", path), ("label table", config["data"].get("labels"))],
+                 ours=starts_with([b"\x89PNG"]), force=force)
     result = write_preview(config, out, n=n, views=views)
     click.echo(f"wrote {result['path']} ({result['images']} images x {views} views)")
     for item in result["skipped"]:

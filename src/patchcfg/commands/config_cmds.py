@@ -6,28 +6,41 @@ import json
 
 import click
 
-from patchcfg.commands._common import config_args, one_config, split_args, sweep_option
+from patchcfg.commands._common import (
+    config_args,
+    labels_option,
+    labels_override,
+    one_config,
+    split_args,
+    sweep_option,
+)
 from patchcfg.errors import ConfigError, UserError
 
 
 @click.command()
 @config_args
 @sweep_option
-def validate(args, sweeps):
+@labels_option
+def validate(args, sweeps, labels):
     """Check one or more configs (with overrides and sweeps) against the schema.
 
-    Every problem is listed as file:line: key.path: message. Exit code 2 if any config is invalid.
+    Also checks what a run would find before it trains: every loss expression, and the label
+    table the config names (read as the stages read it). Every problem is listed as
+    file:line: key.path: message. Exit code 2 if any config is invalid.
 
     \b
     Example:
       patchcfg validate configs/*.yaml
       patchcfg validate configs/simclr.yaml pretrain.epochs=5 --sweep seed=1,2
+      patchcfg validate configs/finetune.yaml --labels data/labels.csv
     """
     from patchcfg.config import expand_sweeps
+    from patchcfg.config.checks import label_table_problems
 
     paths, overrides = split_args(args)
     if not paths:
         raise UserError("give at least one config file")
+    overrides += labels_override(labels)
     failed = 0
     for path in paths:
         try:
@@ -35,6 +48,11 @@ def validate(args, sweeps):
         except ConfigError as error:
             failed += 1
             click.echo(str(error), err=True)
+            continue
+        problems = list(dict.fromkeys(p for c in configs for p in label_table_problems(c)))
+        if problems:
+            failed += 1
+            click.echo("\n".join(f"{path}: {p}" for p in problems), err=True)
             continue
         names = ", ".join(c["name"] for c in configs)
         click.echo(f"ok: {path} ({names})")

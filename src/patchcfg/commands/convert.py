@@ -21,7 +21,8 @@ def convert():
               help="Write the new config to this file (atomically) instead of stdout.")
 @click.option("--name", default=None, metavar="NAME",
               help="Experiment name (default: the file's name; a file named config.yaml takes its folder's).")
-def musket(musket_config, out, name):
+@click.option("--force", is_flag=True, help="Replace an existing --out that this command did not write.")
+def musket(musket_config, out, name, force):
     """Convert a Musket classification-pipeline config to a patchcfg config.
 
     Maps architecture, weights, shape, pooling, activation, augmentation, optimizer, lr, batch,
@@ -35,9 +36,15 @@ def musket(musket_config, out, name):
       patchcfg convert musket experiments/exp01/config.yaml --out configs/exp01.yaml
       patchcfg validate configs/exp01.yaml
     """
-    from patchcfg.atomic import atomic_write_text
+    import os
+
+    from patchcfg.atomic import atomic_write_text, check_output, starts_with
     from patchcfg.interop.musket import NOT_CONVERTED, convert_musket_file
 
+    if out:  # never over the config it reads
+        check_output(out, protected=[("Musket config", musket_config),
+                                     ("Musket config", os.path.join(musket_config, "config.yaml"))],
+                     ours=starts_with(["# patchcfg config converted from"]), force=force)
     text, _config, messages = convert_musket_file(musket_config, name=name)
     for message in messages:
         click.echo(message, err=True)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import click
 
-from patchcfg.commands._common import config_args, experiments_option, force_option, run_stages, sweep_option
+from patchcfg.commands._common import (
+    config_args,
+    experiments_option,
+    force_option,
+    labels_option,
+    labels_override,
+    run_stages,
+    sweep_option,
+)
 
 
 @click.command()
 @config_args
-@click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="The label table (sets data.labels).")
+@labels_option
 @sweep_option
 @experiments_option
 @force_option
@@ -26,5 +33,5 @@ def finetune(args, labels, sweeps, experiments_root, force):
       patchcfg finetune configs/finetune.yaml --labels data/demo/labels.csv
       patchcfg finetune configs/finetune.yaml finetune.folds_count=3 --sweep seed=1,2
     """
-    extra = [f"data.labels={labels}"] if labels else []
+    extra = labels_override(labels)
     run_stages(args, sweeps, experiments_root, force, ["finetune"], extra)

@@ -6,7 +6,13 @@ import sys
 
 import click
 
-from patchcfg.commands._common import config_args, experiments_option, one_config
+from patchcfg.commands._common import (
+    config_args,
+    experiments_option,
+    labels_option,
+    labels_override,
+    one_config,
+)
 
 
 def _echo(text: str, flush: bool = True) -> None:
@@ -17,8 +23,7 @@ def _echo(text: str, flush: bool = True) -> None:
 
 @click.command()
 @config_args
-@click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="The label table (sets data.labels).")
+@labels_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback exposes the table to the network.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
@@ -45,7 +50,7 @@ def label(args, labels, host, port, no_browser, no_embed, experiments_root):
     from patchcfg.label.server import build, serve
 
     path, overrides = one_config(args)
-    overrides = [*overrides, *([f"data.labels={labels}"] if labels else [])]
+    overrides = [*overrides, *labels_override(labels)]
     raw = load_config(path, overrides)  # a config with errors stops here, exit 2
     extra = [f"{section}={{}}" for section in ("query", "label") if section not in raw]
     config = load_config(path, [*extra, *overrides]) if extra else raw

@@ -78,11 +78,12 @@ def labels_stats(table):
 @click.argument("table", type=click.Path(dir_okay=False))
 @click.argument("names", nargs=-1, required=True)
 def labels_add_class(table, names):
-    """Add classes (new columns, all unknown); existing labels are untouched. A .bak is kept."""
-    from patchcfg.labels import read_label_table
+    """Add classes (new columns, all unknown); existing labels are untouched. A .bak is kept.
 
-    loaded = read_label_table(table)
-    for name in names:
-        loaded.add_class(name)
-    loaded.write()
-    click.echo(f"added {', '.join(names)} to {table}")
+    NAMES may be separate arguments or comma-separated (as `init --classes`):
+    `patchcfg labels add-class labels.csv cat,dog` adds two classes.
+    """
+    from patchcfg.labels import add_classes
+
+    added = add_classes(table, [n.strip() for name in names for n in name.split(",") if n.strip()])
+    click.echo(f"added {', '.join(added)} to {table}")

@@ -9,17 +9,13 @@ from patchcfg.commands._common import (
     config_args,
     experiments_option,
     force_option,
+    labels_option,
+    labels_override,
+    literal,
     one_config,
     run_stages,
     sweep_option,
 )
-
-labels_option = click.option("--labels", type=click.Path(dir_okay=False), default=None,
-                             help="The label table (sets data.labels).")
-
-
-def _labels(labels) -> list[str]:
-    return [f"data.labels={labels}"] if labels else []
 
 
 @click.command()
@@ -42,7 +38,7 @@ def embed(args, labels, encoder, experiments_root, force):
     from patchcfg.stages import run_embed
 
     path, overrides = one_config(args)
-    config = load_config(path, [*overrides, *_labels(labels)])
+    config = load_config(path, [*overrides, *labels_override(labels)])
     run_embed(config, root=experiments_root, force=force, encoder=encoder)
 
 
@@ -54,8 +50,10 @@ def embed(args, labels, encoder, experiments_root, force):
 @click.option("--subset", default=None, help="unlabeled, partial, labeled, contains:CLASS, lacks:CLASS, ...")
 @click.option("--explore", type=click.FloatRange(0, 1), default=None, help="Fraction of random picks.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="The queue CSV to write.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --out file that is not a queue this command wrote.")
 @experiments_option
-def query(args, labels, strategy, n, subset, explore, out, experiments_root):
+def query(args, labels, strategy, n, subset, explore, out, force, experiments_root):
     """Rank the images to label next (active learning) and write them as a CSV.
 
     Defaults come from the config's query section; the options override them. Scores come from
@@ -71,11 +69,18 @@ def query(args, labels, strategy, n, subset, explore, out, experiments_root):
 
     options = {"strategy": strategy, "n": n, "subset": subset, "explore": explore, "out": out}
     path, overrides = one_config(args)
-    overrides = [*overrides, *_labels(labels)]
+    overrides = [*overrides, *labels_override(labels)]
     if "query" not in load_config(path, overrides):
         overrides.append("query={}")  # the defaults of the query section
-    config = load_config(path, [*overrides, *(f"query.{k}={v}" for k, v in options.items() if v is not None)])
-    run_query(config, root=experiments_root)
+    chosen = [literal(f"query.{k}", v) for k, v in options.items() if v is not None]
+    config = load_config(path, [*overrides, *chosen])
+    from patchcfg.config.checks import label_table_problems
+    from patchcfg.errors import ConfigError
+
+    problems = label_table_problems(config, ["query"])
+    if problems:
+        raise ConfigError([f"{path}: {p}" for p in problems])
+    run_query(config, root=experiments_root, overwrite=force, protect=[("config", path)])
 
 
 @click.command()
@@ -91,7 +96,7 @@ def distill(args, labels, sweeps, experiments_root, force):
     Example:
       patchcfg distill configs/demo.yaml
     """
-    run_stages(args, sweeps, experiments_root, force, ["distill"], _labels(labels))
+    run_stages(args, sweeps, experiments_root, force, ["distill"], labels_override(labels))
 
 
 @click.command("run")
@@ -109,4 +114,4 @@ def run_all(args, labels, sweeps, experiments_root, force):
     Example:
       patchcfg run configs/demo.yaml
     """
-    run_stages(args, sweeps, experiments_root, force, None, _labels(labels))
+    run_stages(args, sweeps, experiments_root, force, None, labels_override(labels))

@@ -5,6 +5,23 @@ from __future__ import annotations
 import click
 
 
+def _is_predictions(path) -> bool:
+    """An earlier predictions CSV: starts with filepath and is no label table (whose cells are 0/1/blank)."""
+    from patchcfg.errors import LabelTableError
+    from patchcfg.labels import read_label_table
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if not handle.readline().startswith("filepath,"):
+                return False
+        read_label_table(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+    except LabelTableError:
+        return True
+    return False
+
+
 @click.command()
 @click.argument("source")
 @click.argument("images", nargs=-1, required=True)
@@ -13,7 +30,8 @@ import click
               help="Test-time augmentation: mean over flipped (and rotated) views.")
 @click.option("--folds", default="all", show_default=True, help="'all' (fold ensemble) or fold numbers, e.g. 0,2.")
 @click.option("--on-bad-image", type=click.Choice(["error", "skip"]), default="error", show_default=True)
-def predict(source, images, out, tta, folds, on_bad_image):
+@click.option("--force", is_flag=True, help="Replace an existing --out that does not look like predictions.")
+def predict(source, images, out, tta, folds, on_bad_image, force):
     """Predict IMAGES (files, folders, globs or .txt lists) with SOURCE.
 
     SOURCE is an experiment folder (its finetune stage's fold models are ensembled) or a
@@ -23,8 +41,10 @@ def predict(source, images, out, tta, folds, on_bad_image):
     Example:
       patchcfg predict experiments/digits-finetune data/demo/images --out preds.csv --tta flips
     """
-    from patchcfg.atomic import atomic_write_text
+    from patchcfg.atomic import atomic_write_text, check_output
     from patchcfg.predict import predict_images
+
+    check_output(out, ours=_is_predictions, force=force)
 
     frame, skipped = predict_images(source, list(images), tta=tta, folds=folds, on_bad_image=on_bad_image)
     atomic_write_text(out, frame.to_csv(index=False, lineterminator="\n"))

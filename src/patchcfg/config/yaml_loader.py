@@ -161,13 +161,17 @@ def load_yaml_file(path: str | Path) -> tuple[Any, dict[KeyPath, Location]]:
         raise ConfigError(f"{where}: config file not found")
     if path.is_dir():
         raise ConfigError(f"{where}: is a folder; give a YAML config file")
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
+    if not path.is_file():  # a device (/dev/zero), a FIFO, a socket: their size says nothing
+        raise ConfigError(f"{where}: not a regular file (a device, pipe or socket); give a YAML config file")
+    try:
+        with open(path, "rb") as handle:  # read with a cap: what stat says may not be what is there
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(
+            f"{where}: cannot read ({error.strerror}); check the path and its permissions") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        size = max(path.stat().st_size, len(data))
         raise ConfigError(
             f"{where}: {size / 1e6:.1f} MB is too large for a config (limit {MAX_CONFIG_BYTES / 1e6:.0f} MB); "
             "is this the right file?")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{where}: cannot read ({error.strerror})") from None
     return load_yaml_text(_decode(data, where), where)

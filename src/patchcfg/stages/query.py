@@ -14,12 +14,41 @@ import numpy as np
 from patchcfg.errors import UserError
 from patchcfg.stages.runner import Stage
 
+#: the first columns of every queue this stage writes
+QUEUE_HEADER = "filepath,rank,score,picked_by,strategy"
+
+
+def is_queue_file(path: Path) -> bool:
+    """True when ``path`` is a queue CSV this stage wrote (its header says so)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().startswith(QUEUE_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
 
 class QueryStage(Stage):
+    """Options besides the runner's: ``overwrite`` (``query.out`` may replace a file that is not a
+    queue) and ``protect`` (more ``(what, path)`` that ``query.out`` must never replace, e.g. the
+    config). ``query.out`` never replaces the label table, whatever the options."""
+
     name = "query"
     distributed = False
     always_runs = True
     needs_labels = "its rows are the candidates"
+
+    def __init__(self, config: dict, root=None, force: bool = False, *, overwrite: bool = False, protect=(),
+                 **options):
+        super().__init__(config, root, force, **options)
+        self.overwrite, self.protect = overwrite, list(protect)
+
+    def check(self) -> None:
+        from patchcfg.atomic import check_output
+
+        super().check()
+        if self.params["out"]:
+            check_output(self.params["out"], protected=[("label table", self.data_cfg["labels"]), *self.protect],
+                         ours=is_queue_file, force=self.overwrite, option="--out (query.out)")
 
     def prepare(self) -> None:
         from patchcfg import active

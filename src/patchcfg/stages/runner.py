@@ -137,6 +137,10 @@ class Stage:
         self.check()
         self.experiment = Experiment(self.config, root=self.root, force=self.force, is_chief=self.chief)
         self.stage_run = self.experiment.stage(self.name, inputs=self.inputs())
+        status = self.stage_run.status() or {}
+        if "process gone" in str(status.get("error")):
+            self.say(f"{self.name} of '{self.config['name']}': interrupted (process gone: pid {status.get('pid')} "
+                     "stopped without a word); resuming")
         if not self.always_runs:
             if self.stage_run.is_complete():
                 self.say(self.stage_run.skip_message())

@@ -325,8 +325,25 @@ class TrainLoop:
         latest = tf.train.latest_checkpoint(str(self._resume_dir()))
         if latest is None:
             return False
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return True
+        # Newest first: a damaged checkpoint (a disk that filled up, a copy cut short) falls back
+        # to the one before it, and is named; with none intact the user is told the way out.
+        state = tf.train.get_checkpoint_state(str(self._resume_dir()))
+        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else [latest]
+        damaged = []
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, IndexError, ValueError, AssertionError, OSError) as error:
+                damaged.append(f"{path} ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+                continue
+            if damaged:
+                self.log(f"checkpoint {damaged[0]} is damaged; resuming from the previous one, {path}")
+            return True
+        from patchcfg.errors import ExperimentError
+
+        raise ExperimentError(
+            f"checkpoint {damaged[0]} is damaged and no intact checkpoint is left to resume from; "
+            f"remove {self._resume_dir()} to start this stage afresh, or run again with --force")
 
     def save(self) -> None:
         """A checkpoint, and the progress of the callbacks (EarlyStopping's patience...) beside it."""

@@ -470,12 +470,18 @@ def test_cli_prints_yaml_on_stdout_and_messages_on_stderr(tmp_path):
     assert load_config(out)["finetune"]["loss"] == "masked_bce"
 
 
-def test_cli_out_writes_the_file(tmp_path):
+def test_cli_out_writes_the_file(tmp_path, monkeypatch):
     out = tmp_path / "configs" / "new.yaml"
     result = invoke("convert", "musket", STAGED, "--out", out, "--name", "exp-7")
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and f"wrote {out}" in result.stderr
     assert load_config(out)["name"] == "exp-7"
+    # validate reads the label table the config names: the placeholder, until a table is there
+    monkeypatch.chdir(tmp_path)
+    placeholder = load_config(out)["data"]["labels"]
+    result = invoke("validate", out)
+    assert result.exit_code == 2 and f"{placeholder}: label table not found" in result.output
+    (tmp_path / placeholder).write_text("filepath,cat\na.png,1\n")
     assert invoke("validate", out).exit_code == 0
 
 
@@ -514,3 +520,23 @@ def test_import_does_not_load_tensorflow():
     code = ("import sys, patchcfg.interop.musket, patchcfg.commands.convert; "
             "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_cli_out_never_writes_over_the_config_it_reads(tmp_path):
+    old = tmp_path / "config.yaml"
+    old.write_text(Path(EXAMPLE).read_text())
+    for source in (old, tmp_path):
+        result = invoke("convert", "musket", source, "--out", old)
+        assert result.exit_code == 2 and "is the Musket config this command reads" in result.output
+    assert old.read_text() == Path(EXAMPLE).read_text()
+
+
+def test_cli_out_replaces_only_what_it_wrote(tmp_path):
+    out = tmp_path / "new.yaml"
+    assert invoke("convert", "musket", EXAMPLE, "--out", out).exit_code == 0
+    assert invoke("convert", "musket", EXAMPLE, "--out", out).exit_code == 0  # its own earlier output
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("name: mine\n")
+    result = invoke("convert", "musket", EXAMPLE, "--out", mine)
+    assert result.exit_code == 2 and "--force" in result.output and mine.read_text() == "name: mine\n"
+    assert invoke("convert", "musket", EXAMPLE, "--out", mine, "--force").exit_code == 0

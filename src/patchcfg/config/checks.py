@@ -1,0 +1,63 @@
+"""What a run would find, found before it: loss expressions and the label table.
+
+Both are checked with the code the stages use (the loss grammar and registry, the label-table
+reader), before TensorFlow is imported, so ``patchcfg validate`` says what ``patchcfg run`` would.
+"""
+
+from __future__ import annotations
+
+from patchcfg.errors import ConfigError, LabelTableError
+
+#: Stages that train or rank on the label table's rows: they need a table with rows.
+NEEDS_ROWS = ("finetune", "query", "distill")
+
+
+def _where(locations: dict, path: tuple, default: tuple[str, int]) -> str:
+    for end in range(len(path), -1, -1):
+        if path[:end] in locations:
+            file, line = locations[path[:end]]
+            return f"{file}:{line}" if line else str(file)
+    return f"{default[0]}:{default[1]}"
+
+
+def loss_problems(config: dict, locations: dict, default: tuple[str, int]) -> list[str]:
+    """Every loss expression of the config that could not run, as ``file:line: key: message``."""
+    from patchcfg.losses import check_loss
+
+    finetune = config.get("finetune")
+    if not isinstance(finetune, dict):
+        return []
+    expressions = [(("finetune", "loss"), finetune.get("loss"))]
+    for i, stage in enumerate(finetune.get("stages") or []):
+        if isinstance(stage, dict):
+            expressions.append((("finetune", "stages", i, "loss"), stage.get("loss")))
+    problems = []
+    for path, text in expressions:
+        if not isinstance(text, str):
+            continue
+        try:
+            check_loss(text)
+        except ConfigError as error:
+            dotted = ".".join(map(str, path))
+            problems.extend(f"{_where(locations, path, default)}: {dotted}: {p}" for p in error.problems)
+    return problems
+
+
+def label_table_problems(config: dict, stages=None) -> list[str]:
+    """The label table named by ``data.labels``, read as the stages read it; a stage of ``stages``
+    (default: those the config declares) that trains on rows also needs it to have rows."""
+    from patchcfg.labels import read_label_table
+
+    labels = (config.get("data") or {}).get("labels")
+    stages = [s for s in (stages or [k for k in NEEDS_ROWS if config.get(k)]) if s in NEEDS_ROWS]
+    if not labels:
+        return [f"{stage} needs a label table: set data.labels in the config or pass --labels labels.csv"
+                for stage in stages[:1]]
+    try:
+        table = read_label_table(labels)
+    except LabelTableError as error:
+        return [f"data.labels: {error}"]
+    if stages and len(table) == 0:
+        return [f"data.labels: {labels}: the table has no rows (only its header line); {stages[0]} needs "
+                "images: add rows (e.g. `patchcfg init IMAGES --out TABLE`)"]
+    return []
