@@ -25,14 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from patchcfg.errors import UserError
-from patchcfg.train.loop import (
-    TrainLoop,
-    TrainTask,
-    all_gather,
-    best_metrics,
-    global_mean,
-    replica_id_and_count,
-)
+from patchcfg.train.distribute import gather_rows, global_mean
+from patchcfg.train.loop import TrainLoop, TrainTask, best_metrics
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -57,13 +51,8 @@ def normalized_views(z1, z2, z1_all=None, z2_all=None, offset=0):
 def gathered_views(z1, z2):
     """``(z1_all, z2_all, offset)``: both views' embeddings from every replica, and where this
     replica's rows start in them (its replica id times the local batch)."""
-    replica, count = replica_id_and_count()
-    if count == 1:
-        return z1, z2, 0
-    offset = tf.cast(replica, tf.int32) * tf.shape(z1)[0]
-    both = all_gather(tf.concat([z1, z2], axis=1))  # one collective for the two views
-    dim = tf.shape(z1)[1]
-    return both[:, :dim], both[:, dim:], offset
+    (z1_all, z2_all), offset = gather_rows(z1, z2)  # one collective for the two views
+    return z1_all, z2_all, offset
 
 
 def build_projection_head(input_dim: int, depth: int = 2, units: int = 256, dim: int = 128,

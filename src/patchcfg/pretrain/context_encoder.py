@@ -26,7 +26,7 @@ from patchcfg.data.augment import rect_mask
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod
-from patchcfg.train.loop import global_mean, replica_id_and_count
+from patchcfg.train.distribute import global_mean, replica_rows
 
 
 def build_decoder(features: int, imshape, channels: int, filters: int = 64, upsamplings: int = 3,
@@ -140,11 +140,11 @@ class ContextEncoder(PretrainMethod):
         images = tf.cast(batch, tf.float32)
         # the global batch's masks from (seed, step), this replica's rows of them: the same masks
         # for the same image whatever the number of replicas
-        replica, _ = replica_id_and_count()
         local = tf.shape(images)[0]
+        offset, _ = replica_rows(local)
         step = tf.cast(self.optimizer.iterations, tf.int64)
         every = self.masks(global_batch_size, tf.stack([tf.constant(self.seed, tf.int64), step]))
-        masks = every[tf.cast(replica, tf.int32) * local:][:local]
+        masks = every[offset:][:local]
         predicted = tf.cast(self.head(self.encoder(hide(images, masks), training=True), training=True), tf.float32)
         loss, hidden, visible = inpainting_loss(predicted, images, masks, float(self.params.get("context_weight", 0.0)))
         logs = {"hidden_mse": global_mean(hidden, global_batch_size),

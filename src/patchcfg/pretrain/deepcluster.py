@@ -29,7 +29,7 @@ import tensorflow as tf
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, epoch_seed
-from patchcfg.train.loop import global_mean
+from patchcfg.train.distribute import global_mean
 
 
 def cluster_features(features, clusters: int, *, pca_dim: int | None = 64, whiten: bool = True,

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, epoch_seed
-from patchcfg.train.loop import all_gather, global_mean, replica_id_and_count
+from patchcfg.train.distribute import gather_rows, global_mean
 
 #: a mask whose area on the feature map is below this fraction of one cell does not count
 MIN_AREA = 0.05
@@ -177,15 +177,9 @@ class DetCon(PretrainMethod):
         z = tf.reshape(z, [2, -1, tf.shape(z)[-1]])  # [view, image * mask, d]
         present = tf.reshape(present, [2, -1])
         valid = tf.logical_and(present[0], present[1])
-        replica, replicas = replica_id_and_count()
-        if replicas == 1:
-            loss, accuracy = region_infonce(z[0], z[1], valid, self.temperature)
-        else:
-            both = all_gather(tf.concat([z[0], z[1], tf.cast(valid, tf.float32)[:, None]], axis=1))
-            dim = tf.shape(z)[-1]
-            loss, accuracy = region_infonce(z[0], z[1], valid, self.temperature, z1_all=both[:, :dim],
-                                            z2_all=both[:, dim:2 * dim], valid_all=both[:, -1] > 0.5,
-                                            offset=tf.cast(replica, tf.int32) * tf.shape(z)[1])
+        (z1_all, z2_all, valid_all), offset = gather_rows(z[0], z[1], tf.cast(valid, tf.float32)[:, None])
+        loss, accuracy = region_infonce(z[0], z[1], valid, self.temperature, z1_all=z1_all, z2_all=z2_all,
+                                        valid_all=valid_all[:, 0] > 0.5, offset=offset)
         per_image_count = tf.reduce_sum(tf.reshape(tf.cast(valid, tf.float32), [n, -1]), axis=1)
         per_image = tf.reduce_sum(tf.reshape(loss, [n, -1]), axis=1) / tf.maximum(per_image_count, 1.0)
         per_image_acc = tf.reduce_sum(tf.reshape(accuracy, [n, -1]), axis=1) / tf.maximum(per_image_count, 1.0)

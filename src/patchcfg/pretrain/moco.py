@@ -30,7 +30,7 @@ import tensorflow as tf
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod
-from patchcfg.train.loop import replica_id_and_count
+from patchcfg.train.distribute import replica_rows
 
 
 def eqco_shift(logits, alpha: float):
@@ -166,13 +166,11 @@ class MoCo(PretrainMethod):
         queue = tf.convert_to_tensor(self.queue)
         synthetic = None
         if self.mochi and (self.mochi.get("s", 0) or self.mochi.get("s_prime", 0)):
-            replica, replicas = replica_id_and_count()
-            local = tf.shape(q)[0]
+            offset, total = replica_rows(tf.shape(q)[0])
             seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
             synthetic = mochi_negatives(q, queue, int(self.mochi["n"]), int(self.mochi.get("s", 0)),
                                         int(self.mochi.get("s_prime", 0)), seed,
-                                        row_offset=tf.cast(replica, tf.int32) * local,
-                                        total_rows=local * replicas)["negatives"]
+                                        row_offset=offset, total_rows=total)["negatives"]
         logits = moco_logits(q, k, queue, self.temperature, synthetic=synthetic, eqco_alpha=self.eqco_alpha)
         loss = moco_loss(logits)
         # the proxy task's accuracy against the real negatives (synthetic ones would dominate it)

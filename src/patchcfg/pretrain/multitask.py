@@ -24,7 +24,7 @@ import tensorflow as tf
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, epoch_seed
-from patchcfg.train.loop import global_mean
+from patchcfg.train.distribute import global_mean
 
 
 def task_name(path, taken: set[str]) -> str:
