@@ -59,6 +59,7 @@ def test_masks_take_each_views_flip(tmp_path):
     """With grid masks and a certain left-right flip, each view's masks are the flipped grid."""
     from PIL import Image
 
+    from patchcfg.config.schema import fill_defaults
     from patchcfg.pretrain.detcon import DetCon
 
     paths = []
@@ -66,8 +67,9 @@ def test_masks_take_each_views_flip(tmp_path):
         path = tmp_path / f"{i}.png"
         Image.fromarray(np.full((16, 16, 3), i * 20, np.uint8)).save(path)
         paths.append(str(path))
-    config = {"seed": 1, "data": {"imshape": [16, 16], "channels": 3}, "augmentation": {"Fliplr": 1.0},
-              "pretrain": {"method": "detcon", "masks": "grid", "grid": 2, "batch_size": 4, "steps_per_epoch": 2}}
+    config = fill_defaults({"seed": 1, "data": {"imshape": [16, 16]}, "augmentation": {"Fliplr": 1.0},
+                            "pretrain": {"method": "detcon", "masks": "grid", "grid": 2, "batch_size": 4,
+                                         "steps_per_epoch": 2}})
     method = DetCon(config, paths)
     view1, masks1, view2, masks2 = next(iter(method.dataset(0)))
     assert masks1.shape == (4, 16, 16, 4)

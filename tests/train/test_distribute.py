@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from patchcfg.config.schema import fill_defaults
 from patchcfg.errors import UserError
 from patchcfg.train import distribute
 
@@ -59,11 +60,11 @@ def base_config(listing, method="simclr", **pretrain):
               "projection": {"depth": 2, "units": 16, "dim": 8}, "monitor": {"every": 0},
               "optimizer": {"name": "sgd", "lr": 1.0, "momentum": 0.0}}
     params.update(pretrain)
-    return {"name": f"dist-{method}", "seed": 3,
-            "data": {"images": str(listing), "imshape": [16, 16], "channels": 3, "num_parallel_calls": 2},
-            "augmentation": {"preset": "simclr"},
-            "backbone": {"name": "tiny", "sync_batchnorm": True},
-            "distribute": {"strategy": "auto"}, "pretrain": params}
+    return fill_defaults({"name": f"dist-{method}", "seed": 3,
+                          "data": {"images": str(listing), "imshape": [16, 16], "num_parallel_calls": 2},
+                          "augmentation": {"preset": "simclr"},
+                          "backbone": {"name": "tiny", "sync_batchnorm": True},
+                          "distribute": {"strategy": "auto"}, "pretrain": params})
 
 
 def run_python(code, env=None, timeout=240):

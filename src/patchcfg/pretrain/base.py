@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from patchcfg.errors import UserError
+from patchcfg.pretrain.params import PretrainParams, build_params
 from patchcfg.train.distribute import gather_rows, global_mean
 from patchcfg.train.loop import TrainLoop, TrainTask, best_metrics
 
@@ -84,6 +85,9 @@ class PretrainMethod(TrainTask):
     """
 
     name = "base"
+    #: the method's parameters (a dataclass extending :class:`PretrainParams`), read by
+    #: :func:`~patchcfg.pretrain.params.build_params` from the resolved ``pretrain`` section
+    Params = PretrainParams
     #: augmented views per image in a training batch: 2 = a tuple of two batches (contrastive
     #: methods), 1 = one batch
     views = 2
@@ -91,20 +95,20 @@ class PretrainMethod(TrainTask):
     def __init__(self, config: dict, paths: list[str], *, probe=None, probe_paths=None, encoder=None,
                  channels: int | None = None):
         self.config = config
-        self.params = dict(config.get("pretrain") or {})
-        self.seed = int(config.get("seed", 0))
-        self.data_cfg = dict(config.get("data") or {})
-        self.aug_cfg = config.get("augmentation") or {}
-        self.imshape = tuple(int(v) for v in self.data_cfg.get("imshape", (32, 32)))
-        self.channels = int(channels or self.data_cfg.get("channels", 3))
+        self.params = build_params(self.Params, config["pretrain"])
+        self.seed = int(config["seed"])
+        self.data_cfg = dict(config["data"])
+        self.backbone_cfg = dict(config["backbone"])
+        self.aug_cfg = config["augmentation"]
+        self.imshape = tuple(int(v) for v in self.data_cfg["imshape"])
+        self.channels = int(channels or self.data_cfg["channels"])
         self.input_shape = (*self.imshape, self.channels)
-        self.temperature = float(self.params.get("temperature", 0.1))
-        self.global_batch_size = int(self.params.get("batch_size", 256))
-        self.epochs = int(self.params.get("epochs", 1))
+        self.temperature = float(self.params.temperature)
+        self.global_batch_size = int(self.params.batch_size)
+        self.epochs = int(self.params.epochs)
         self.paths = list(paths)
         self.probe = probe
         self.probe_paths = list(probe_paths or [])
-        self.monitor_cfg = dict(self.params.get("monitor") or {})
         self._encoder = encoder
         self.encoder = self.head = self.model = None
         self.optimizer = None
@@ -112,7 +116,7 @@ class PretrainMethod(TrainTask):
         self._pipeline = None
         self._augmenter = None
         self._encode = None
-        self.steps_per_epoch = self.params.get("steps_per_epoch")
+        self.steps_per_epoch = self.params.steps_per_epoch
 
     # ------------------------------------------------------------------ models and state
     def build(self) -> None:
@@ -140,16 +144,15 @@ class PretrainMethod(TrainTask):
             return self._encoder
         from patchcfg.models.backbones import build_backbone
 
-        return build_backbone(dict(self.config.get("backbone") or {}), self.input_shape)
+        return build_backbone(self.backbone_cfg, self.input_shape)
 
     def build_head(self, features: int, dim: int | None = None, min_depth: int = 0) -> keras.Model:
         """The head on the encoder's ``features``: the ``projection`` MLP (at least ``min_depth``
         layers), its last layer ``dim`` wide (default ``projection.dim``)."""
-        projection = {"depth": 2, "units": 256, "dim": 128, "batchnorm": False, **(self.params.get("projection") or {})}
-        depth = max(int(projection["depth"]), min_depth)
-        return build_projection_head(features, depth, projection["units"], dim or projection["dim"],
-                                     projection["batchnorm"],
-                                     synchronized=bool((self.config.get("backbone") or {}).get("sync_batchnorm")))
+        projection = self.params.projection
+        return build_projection_head(features, max(projection.depth, min_depth), projection.units,
+                                     dim or projection.dim, projection.batchnorm,
+                                     synchronized=bool(self.backbone_cfg["sync_batchnorm"]))
 
     def build_state(self) -> None:
         """Method state beyond encoder and head (inside ``strategy.scope()``)."""
@@ -258,14 +261,14 @@ class PretrainMethod(TrainTask):
         return self._fixed_views
 
     def monitor_due(self, epoch: int) -> bool:
-        every = int(self.monitor_cfg.get("every", 1))
+        every = self.params.monitor.every
         return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs)
 
     def on_epoch_end(self, epoch: int, logs: dict) -> dict:
         from patchcfg.train.monitor import alignment_uniformity
 
         out: dict[str, float] = {}
-        if epoch == 0 and self.monitor_cfg.get("views_image", True):
+        if epoch == 0 and self.params.monitor.views_image:
             v1, v2 = self._views_for_monitoring()
             pairs = tf.concat([v1[:8], v2[:8]], axis=2)  # each image: view 1 | view 2
             shown = pairs if self.channels in (1, 3, 4) else pairs[..., :1]  # else the first channel

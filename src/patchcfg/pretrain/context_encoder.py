@@ -18,6 +18,7 @@ more replicas, hides the same rectangles as a straight one. TensorBoard gets ``i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
@@ -26,6 +27,7 @@ from patchcfg.data.augment import rect_mask
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod
+from patchcfg.pretrain.params import PretrainParams
 from patchcfg.train.distribute import global_mean, replica_rows
 
 
@@ -103,24 +105,40 @@ def inpainting_loss(predicted, images, masks, context_weight: float = 0.0):
     return hidden + context_weight * visible, hidden, visible
 
 
+@dataclass(frozen=True)
+class Adversarial:
+    """``pretrain.adversarial``: the paper's adversarial loss."""
+
+    weight: float
+    lr: float
+
+
 @register("context_encoder")
 class ContextEncoder(PretrainMethod):
     """Context encoder: the encoder's features must let a decoder fill in a hidden rectangle."""
 
     views = 1  # one augmented view of each image
 
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        mask_size: float | tuple[float, ...]
+        mask_position: str
+        context_weight: float
+        decoder_filters: int
+        adversarial: Adversarial | None
+
     def __init__(self, config, paths, **kwargs):
         super().__init__(config, paths, **kwargs)
-        size = self.params.get("mask_size", 0.5)
-        if isinstance(size, list | tuple) and float(size[0]) > float(size[1]):
+        size = self.params.mask_size
+        if isinstance(size, tuple) and float(size[0]) > float(size[1]):
             raise UserError(f"pretrain.mask_size: {list(size)} has low > high; write [low, high]")
-        self.adversarial = self.params.get("adversarial") or None
+        self.adversarial = self.params.adversarial
         self.discriminator = self.discriminator_optimizer = None
 
     def build_state(self) -> None:
         if self.adversarial:
             self.discriminator = build_discriminator(self.input_shape)
-            self.discriminator_optimizer = keras.optimizers.Adam(float(self.adversarial.get("lr", 2e-4)), beta_1=0.5)
+            self.discriminator_optimizer = keras.optimizers.Adam(self.adversarial.lr, beta_1=0.5)
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
     def extra_state(self) -> dict:
@@ -129,12 +147,12 @@ class ContextEncoder(PretrainMethod):
         return {"discriminator": self.discriminator, "discriminator_optimizer": self.discriminator_optimizer}
 
     def build_head(self, features: int, dim: int | None = None) -> keras.Model:
-        return build_decoder(features, self.imshape, self.channels, int(self.params.get("decoder_filters", 64)),
-                             synchronized=bool((self.config.get("backbone") or {}).get("sync_batchnorm")))
+        return build_decoder(features, self.imshape, self.channels, self.params.decoder_filters,
+                             synchronized=bool(self.backbone_cfg["sync_batchnorm"]))
 
     def masks(self, batch, seed):
-        return hidden_rectangles(batch, self.imshape[0], self.imshape[1], seed, self.params.get("mask_size", 0.5),
-                                 self.params.get("mask_position", "random"))
+        return hidden_rectangles(batch, self.imshape[0], self.imshape[1], seed, self.params.mask_size,
+                                 self.params.mask_position)
 
     def compute_loss(self, batch, global_batch_size: int):
         images = tf.cast(batch, tf.float32)
@@ -146,14 +164,14 @@ class ContextEncoder(PretrainMethod):
         every = self.masks(global_batch_size, tf.stack([tf.constant(self.seed, tf.int64), step]))
         masks = every[offset:][:local]
         predicted = tf.cast(self.head(self.encoder(hide(images, masks), training=True), training=True), tf.float32)
-        loss, hidden, visible = inpainting_loss(predicted, images, masks, float(self.params.get("context_weight", 0.0)))
+        loss, hidden, visible = inpainting_loss(predicted, images, masks, self.params.context_weight)
         logs = {"hidden_mse": global_mean(hidden, global_batch_size),
                 "visible_mse": global_mean(visible, global_batch_size)}
         aux = {}
         if self.adversarial:
             # the paper's joint loss: (1 - w) reconstruction + w adversarial (the inpainted image
             # should pass the discriminator as real)
-            weight = float(self.adversarial.get("weight", 0.001))
+            weight = self.adversarial.weight
             composite = images * (1.0 - masks) + predicted * masks
             fooled = tf.nn.sigmoid_cross_entropy_with_logits(
                 labels=tf.ones([local]), logits=self.discriminator(composite, training=True)[:, 0])

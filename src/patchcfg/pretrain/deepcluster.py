@@ -21,6 +21,7 @@ information between successive clusterings (the paper's measure of stability) is
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -29,6 +30,7 @@ import tensorflow as tf
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, epoch_seed
+from patchcfg.pretrain.params import PretrainParams
 from patchcfg.train.distribute import global_mean
 
 
@@ -82,9 +84,16 @@ class DeepCluster(PretrainMethod):
 
     data_follows_model = True
 
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        clusters: int
+        pca_dim: int | None
+        whiten: bool
+        kmeans_iterations: int
+
     def __init__(self, config, paths, **kwargs):
         super().__init__(config, paths, **kwargs)
-        self.clusters = int(self.params.get("clusters", 100))
+        self.clusters = self.params.clusters
         if self.clusters > len(self.paths):
             raise UserError(f"pretrain.clusters: {self.clusters} clusters for {len(self.paths)} images; "
                             "use at most as many clusters as images")
@@ -107,8 +116,8 @@ class DeepCluster(PretrainMethod):
         """New pseudo-labels from the current encoder, and a fresh classifier layer."""
         seed = epoch_seed(self.seed, epoch)
         labels = cluster_features(self._features(self.paths), self.clusters,
-                                  pca_dim=self.params.get("pca_dim", 64), whiten=self.params.get("whiten", True),
-                                  iterations=self.params.get("kmeans_iterations", 20), seed=seed)
+                                  pca_dim=self.params.pca_dim, whiten=self.params.whiten,
+                                  iterations=self.params.kmeans_iterations, seed=seed)
         self.previous_assignments.assign(self.assignments.read_value())
         self.assignments.assign(labels)
         self.clustered_epoch.assign(epoch)

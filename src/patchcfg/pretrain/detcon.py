@@ -15,6 +15,7 @@ part. The encoder saved is the backbone with its pooling, like every other metho
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -22,6 +23,7 @@ import tensorflow as tf
 
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, epoch_seed
+from patchcfg.pretrain.params import PretrainParams
 from patchcfg.train.distribute import gather_rows, global_mean
 
 #: a mask whose area on the feature map is below this fraction of one cell does not count
@@ -93,15 +95,31 @@ def region_infonce(z1, z2, valid, temperature, *, z1_all=None, z2_all=None, vali
     return 0.5 * (loss1 + loss2) * valid, accuracy * valid
 
 
+@dataclass(frozen=True)
+class Felzenszwalb:
+    """``pretrain.felzenszwalb``: skimage's segmentation parameters."""
+
+    scale: float
+    sigma: float
+    min_size: int
+
+
 @register("detcon")
 class DetCon(PretrainMethod):
     """DetCon_S: region-level contrastive learning with segment masks that follow the views."""
 
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        masks: str
+        num_masks: int
+        grid: int
+        felzenszwalb: Felzenszwalb
+
     def __init__(self, config, paths, **kwargs):
         super().__init__(config, paths, **kwargs)
-        self.mask_source = self.params.get("masks", "felzenszwalb")
-        grid = int(self.params.get("grid", 4))
-        self.num_masks = grid * grid if self.mask_source == "grid" else int(self.params.get("num_masks", 8))
+        self.mask_source = self.params.masks
+        grid = self.params.grid
+        self.num_masks = grid * grid if self.mask_source == "grid" else self.params.num_masks
         self._segments = None
         self.feature_maps = None
 
@@ -110,12 +128,12 @@ class DetCon(PretrainMethod):
         """The backbone's feature map (trained on regions) and the pooled encoder that is saved."""
         from patchcfg.models.backbones import build_backbone
 
-        backbone = dict(self.config.get("backbone") or {})
+        backbone = self.backbone_cfg
         self.feature_maps = self._encoder or build_backbone({**backbone, "pooling": "none"}, self.input_shape)
         if len(self.feature_maps.output_shape) != 4:
             raise ValueError("DetCon needs an encoder that gives a feature map (batch, h, w, D)")
         inputs = keras.Input(shape=self.input_shape, name="image")
-        pool = keras.layers.GlobalMaxPooling2D if backbone.get("pooling") == "max" else keras.layers.GlobalAveragePooling2D
+        pool = keras.layers.GlobalMaxPooling2D if backbone["pooling"] == "max" else keras.layers.GlobalAveragePooling2D
         return keras.Model(inputs, pool(name="pool")(self.feature_maps(inputs)), name=self.feature_maps.name)
 
     # ------------------------------------------------------------------ masks and data
@@ -123,13 +141,13 @@ class DetCon(PretrainMethod):
         """(N, H, W) int8 segment ids of every image (computed once)."""
         if self._segments is None:
             if self.mask_source == "grid":
-                self._segments = grid_segments(len(self.paths), self.imshape, int(self.params.get("grid", 4)))
+                self._segments = grid_segments(len(self.paths), self.imshape, self.params.grid)
             else:
                 from patchcfg.data.loading import load_images
 
-                fh = {"scale": 100.0, "sigma": 0.5, "min_size": 10, **(self.params.get("felzenszwalb") or {})}
+                fh = self.params.felzenszwalb
                 self._segments = felzenszwalb_segments(load_images(self.paths, self.data_cfg), self.num_masks,
-                                                       float(fh["scale"]), float(fh["sigma"]), int(fh["min_size"]))
+                                                       fh.scale, fh.sigma, fh.min_size)
         return self._segments
 
     def dataset(self, epoch: int) -> tf.data.Dataset:

@@ -23,10 +23,13 @@ similarity <= 1); the ratio, the weights and the clamp are unchanged by that com
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import tensorflow as tf
 
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, gathered_views, normalized_views
+from patchcfg.pretrain.params import PretrainParams
 
 
 def _hcl_side(a, a_all, b_all, index, temperature, beta, tau_plus):
@@ -70,9 +73,14 @@ def hcl_loss(z1, z2, temperature=0.5, beta=0.5, tau_plus=0.1, *, z1_all=None, z2
 class HCL(PretrainMethod):
     """HCL: SimCLR's views and head with the hard-negative, debiased loss."""
 
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        beta: float
+        tau_plus: float
+
     def contrastive_loss(self, view1, view2):
         z1, z2 = self.embed_pair(view1, view2)
         z1_all, z2_all, offset = gathered_views(z1, z2)
-        loss = hcl_loss(z1, z2, self.temperature, self.params.get("beta", 0.5), self.params.get("tau_plus", 0.1),
+        loss = hcl_loss(z1, z2, self.temperature, self.params.beta, self.params.tau_plus,
                         z1_all=z1_all, z2_all=z2_all, offset=offset)
         return loss, {}, {}

@@ -24,12 +24,15 @@ the shuffle. With one device the leak is possible in principle but small for the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod
+from patchcfg.pretrain.params import PretrainParams
 from patchcfg.train.distribute import replica_rows
 
 
@@ -132,19 +135,42 @@ def moco_loss(logits):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
+@dataclass(frozen=True)
+class Mochi:
+    """``pretrain.mochi``: MoCHi(N, s, s')."""
+
+    n: int
+    s: int
+    s_prime: int
+
+
+@dataclass(frozen=True)
+class EqCo:
+    """``pretrain.eqco``."""
+
+    alpha: float
+
+
 @register("moco")
 class MoCo(PretrainMethod):
     """MoCo v2: query encoder+head trained, key encoder+head a momentum copy, a queue of keys."""
 
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        queue_size: int
+        momentum: float
+        mochi: Mochi | None
+        eqco: EqCo | None
+
     def build_state(self):
         p = self.params
-        self.queue_size = int(p.get("queue_size", 4096))
-        self.momentum = float(p.get("momentum", 0.999))
+        self.queue_size = p.queue_size
+        self.momentum = p.momentum
         if self.queue_size < self.global_batch_size:
             raise UserError(f"pretrain.queue_size ({self.queue_size}) must be at least batch_size "
                              f"({self.global_batch_size})")
-        self.mochi = p.get("mochi") or None
-        self.eqco_alpha = (p.get("eqco") or {}).get("alpha")
+        self.mochi = p.mochi
+        self.eqco_alpha = p.eqco.alpha if p.eqco else None
         self.key_encoder = keras.models.clone_model(self.encoder)
         self.key_head = keras.models.clone_model(self.head)
         self.key_encoder.set_weights(self.encoder.get_weights())
@@ -165,11 +191,10 @@ class MoCo(PretrainMethod):
         k = tf.stop_gradient(tf.math.l2_normalize(tf.cast(k, tf.float32), axis=1))
         queue = tf.convert_to_tensor(self.queue)
         synthetic = None
-        if self.mochi and (self.mochi.get("s", 0) or self.mochi.get("s_prime", 0)):
+        if self.mochi and (self.mochi.s or self.mochi.s_prime):
             offset, total = replica_rows(tf.shape(q)[0])
             seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
-            synthetic = mochi_negatives(q, queue, int(self.mochi["n"]), int(self.mochi.get("s", 0)),
-                                        int(self.mochi.get("s_prime", 0)), seed,
+            synthetic = mochi_negatives(q, queue, self.mochi.n, self.mochi.s, self.mochi.s_prime, seed,
                                         row_offset=offset, total_rows=total)["negatives"]
         logits = moco_logits(q, k, queue, self.temperature, synthetic=synthetic, eqco_alpha=self.eqco_alpha)
         loss = moco_loss(logits)

@@ -15,6 +15,7 @@ the tasks it has labels for of 1 / (tasks x rows labelled for the task)), then a
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -24,6 +25,7 @@ import tensorflow as tf
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, epoch_seed
+from patchcfg.pretrain.params import PretrainParams, build_params, optional, resolved_section
 from patchcfg.train.distribute import global_mean
 
 
@@ -72,38 +74,53 @@ def balanced_probabilities(labels, columns) -> np.ndarray:
     return weights / weights.sum()
 
 
+@dataclass(frozen=True)
+class Task:
+    """An entry of ``pretrain.tasks``."""
+
+    labels: str
+    name: str | None = optional()
+    weight: float
+
+
 @register("multitask")
 class MultiTask(PretrainMethod):
     """Supervised multitask pretraining on one or more label tables (masked BCE per task)."""
+
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        tasks: tuple[Task, ...]
+        task_weighting: str
 
     def __init__(self, config, paths, **kwargs):
         from patchcfg.labels import read_label_table
 
         super().__init__(config, paths, **kwargs)
-        specs = self.params.get("tasks") or []
+        specs = self.params.tasks
         if not specs:
-            if not self.data_cfg.get("labels"):
+            if not self.data_cfg["labels"]:
                 raise UserError("pretrain.tasks: multitask needs label tables; list them under pretrain.tasks "
                                 "or set data.labels")
-            specs = [{"labels": self.data_cfg["labels"]}]
+            implicit = resolved_section({"method": self.name, "tasks": [{"labels": self.data_cfg["labels"]}]})
+            specs = build_params(self.Params, implicit).tasks
         tables = []
         for i, spec in enumerate(specs):
             try:
-                tables.append(read_label_table(spec["labels"]))
+                tables.append(read_label_table(spec.labels))
             except UserError as error:
-                where = f"pretrain.tasks[{i}].labels" if self.params.get("tasks") else "data.labels"
+                where = f"pretrain.tasks[{i}].labels" if self.params.tasks else "data.labels"
                 raise type(error)(f"{where}: {error}") from None
         taken: set[str] = set()
         self.task_names = []
         for i, spec in enumerate(specs):
-            name = spec.get("name") or task_name(spec["labels"], taken)
+            name = spec.name or task_name(spec.labels, taken)
             if name in taken:
                 raise UserError(f"pretrain.tasks[{i}].name: '{name}' names another task too; give each a "
                                 "different name")
             self.task_names.append(name)
             taken.add(name)
-        self.task_weights = [float(spec.get("weight", 1.0)) for spec in specs]
-        self.adaptive = self.params.get("task_weighting", "fixed") == "adaptive"
+        self.task_weights = [spec.weight for spec in specs]
+        self.adaptive = self.params.task_weighting == "adaptive"
         self.task_paths, self.labels, self.columns = merge_tasks(tables)
         for name, table, columns in zip(self.task_names, tables, self.columns, strict=True):
             if not (self.labels[:, columns] >= 0).any():

@@ -9,10 +9,13 @@ with the whole global batch, exactly as on one device.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import tensorflow as tf
 
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, gathered_views, normalized_views
+from patchcfg.pretrain.params import PretrainParams
 
 #: Subtracted from logits that must not count (an anchor with itself).
 LARGE_NUM = 1e9
@@ -69,9 +72,13 @@ def nt_xent_loss(z1, z2, temperature=0.1, *, decoupled=False, **kwargs):
 class SimCLR(PretrainMethod):
     """SimCLR: both views through the same encoder and head; NT-Xent (or DCL) over the global batch."""
 
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        decoupled: bool
+
     def contrastive_loss(self, view1, view2):
         z1, z2 = self.embed_pair(view1, view2)
         z1_all, z2_all, offset = gathered_views(z1, z2)
         loss, hit = nt_xent_terms(z1, z2, self.temperature, z1_all=z1_all, z2_all=z2_all, offset=offset,
-                                  decoupled=bool(self.params.get("decoupled", False)))
+                                  decoupled=self.params.decoupled)
         return loss, {"contrastive_acc": hit}, {}

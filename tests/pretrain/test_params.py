@@ -1,0 +1,99 @@
+"""Method parameters come from the schema: built from its defaults, never re-defaulted in code."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from patchcfg.config.schema import fill_defaults
+from patchcfg.pretrain import get_method, method_names
+from patchcfg.pretrain.params import PretrainParams, build_params, resolved_section
+
+PRETRAIN = Path(__file__).resolve().parents[2] / "src" / "patchcfg" / "pretrain"
+#: the stage runner in base.py reads the whole config (distribute, optimizer, ...), not a method's keys
+STAGE_FUNCTIONS = {"run_pretrain", "_labelled_probe"}
+
+
+def schema_section(name: str) -> dict:
+    return fill_defaults({"name": "x", "pretrain": {"method": name}})["pretrain"]
+
+
+def field_paths(params, prefix=()):
+    """Every (key path, value) of a params dataclass, nested sections included."""
+    for field in dataclasses.fields(params):
+        value = getattr(params, field.name)
+        path = (*prefix, field.name)
+        yield path, field, value
+        if dataclasses.is_dataclass(value):
+            yield from field_paths(value, path)
+
+
+def lookup(section, path):
+    for key in path:
+        section = section[key]
+    return section
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_parameter_is_the_schema_default(name):
+    """Built from the schema's defaults alone, each field holds the schema's value."""
+    section = schema_section(name)
+    params = build_params(get_method(name).Params, section)
+    assert isinstance(params, PretrainParams) and params.method == name
+    for path, _, value in field_paths(params):
+        expected = lookup(section, path)
+        if dataclasses.is_dataclass(value):
+            assert dataclasses.asdict(value) == expected, path
+        else:
+            assert (list(value) if isinstance(value, tuple) else value) == expected, path
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_no_parameter_has_a_fallback(name):
+    """Take any key out of the resolved section and building fails, naming it: no field has a default
+    of its own in code (the schema is the only place one is written)."""
+    section = schema_section(name)
+    cls = get_method(name).Params
+    paths = [(path, field) for path, field, _ in field_paths(build_params(cls, section))]
+    assert len(paths) >= 7
+    for path, field in paths:
+        assert field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING, path
+        broken = copy.deepcopy(section)
+        del lookup(broken, path[:-1])[path[-1]]
+        with pytest.raises(ValueError, match=r"pretrain\." + r"\.".join(path) + " is missing"):
+            build_params(cls, broken)
+
+
+def test_optional_keys_without_a_default_read_as_none():
+    tasks = build_params(get_method("multitask").Params,
+                         resolved_section({"method": "multitask", "tasks": [{"labels": "a.csv"}]})).tasks
+    assert tasks[0].labels == "a.csv" and tasks[0].name is None and tasks[0].weight == 1.0
+
+
+def restated_defaults(path: Path) -> list[str]:
+    """``x.get("key", default)`` calls outside the stage runner: a default written in code."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = {id(node) for top in tree.body if isinstance(top, ast.FunctionDef) and top.name in STAGE_FUNCTIONS
+               for node in ast.walk(top)}
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and id(node) not in skipped and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("get", "setdefault", "pop") and len(node.args) == 2
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_pretrain_module_restates_a_default():
+    found = [line for path in sorted(PRETRAIN.rglob("*.py")) for line in restated_defaults(path)]
+    assert not found, "defaults belong in schemas/pretrain.schema.json:\n" + "\n".join(found)
+
+
+def test_the_scan_finds_a_restated_default(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f(params):\n    return params.get('temperature', 0.1), params.get('x')\n")
+    assert restated_defaults(sample) == ["sample.py:2: params.get('temperature', 0.1)"]
