@@ -100,7 +100,7 @@ def model_step_images_per_second(batch_size: int, imshape, seconds: float = 10.0
     from patchcfg.config import load_config
     from patchcfg.models.backbones import build_backbone
     from patchcfg.pretrain.base import build_projection_head
-    from patchcfg.pretrain.simclr import nt_xent_loss
+    from patchcfg.pretrain.losses.nt_xent import nt_xent_loss
 
     config = load_config(ROOT / "configs" / "simclr.yaml")
     params = config["pretrain"]

@@ -1,4 +1,4 @@
-"""Contrastive losses against hand-computed values and the papers' definitions."""
+"""The pretraining losses against hand-computed values and the papers' definitions; their registry."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from patchcfg.pretrain.hcl import hcl_loss  # noqa: E402
-from patchcfg.pretrain.moco import eqco_shift, mochi_negatives, moco_logits, moco_loss  # noqa: E402
-from patchcfg.pretrain.simclr import nt_xent_loss, nt_xent_terms  # noqa: E402
+from patchcfg.pretrain.losses import get_loss, loss_names, register_loss, unregister_loss  # noqa: E402
+from patchcfg.pretrain.losses.hcl import hcl_loss  # noqa: E402
+from patchcfg.pretrain.losses.inpainting import inpainting_loss  # noqa: E402
+from patchcfg.pretrain.losses.moco_infonce import eqco_shift, mochi_negatives, moco_logits, moco_loss  # noqa: E402
+from patchcfg.pretrain.losses.nt_xent import nt_xent_loss, nt_xent_terms  # noqa: E402
+from patchcfg.pretrain.losses.region_infonce import region_infonce  # noqa: E402
 
 
 def unit(rows):
@@ -235,3 +238,69 @@ def test_mochi_draws_of_a_replica_are_its_rows_of_the_global_draws():
         part = mochi_negatives(q[offset:offset + 3], queue, 4, 5, 3, seed=[2, 7], row_offset=offset, total_rows=6)
         for key in ("negatives", "alpha", "beta", "index_a", "index_b", "index_q"):
             np.testing.assert_allclose(part[key].numpy(), full[key].numpy()[offset:offset + 3], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------- DetCon's regions
+
+def test_region_infonce_ignores_regions_missing_from_a_view():
+    z = np.eye(4, dtype=np.float32)
+    loss, accuracy = region_infonce(z, z, tf.constant([True, True, True, False]), 0.1)
+    assert accuracy.numpy().tolist() == [1.0, 1.0, 1.0, 0.0] and loss.numpy()[3] == 0.0
+    # a missing region that would be the hardest negative changes nothing
+    with_twin = np.concatenate([z[:3], z[:1]])
+    twin_loss, _ = region_infonce(with_twin, with_twin, tf.constant([True, True, True, False]), 0.1)
+    alone, _ = region_infonce(z[:3], z[:3], tf.constant([True, True, True]), 0.1)
+    np.testing.assert_allclose(twin_loss.numpy()[:3], alone.numpy(), rtol=1e-5)
+    counted, _ = region_infonce(with_twin, with_twin, tf.constant([True, True, True, True]), 0.1)
+    assert counted.numpy()[0] > alone.numpy()[0] + 0.5
+
+
+# ---------------------------------------------------------------------------- context encoder
+
+def test_inpainting_loss_counts_the_hidden_pixels_and_weights_the_rest():
+    from patchcfg.pretrain.context_encoder import hidden_rectangles
+
+    x = tf.constant(np.random.default_rng(0).random((2, 16, 16, 3)), tf.float32)
+    masks = hidden_rectangles(2, 16, 16, [0, 1], 0.5, "center")
+    predicted = x + 0.3 * masks + 0.1 * (1 - masks)  # errors: 0.3 inside, 0.1 outside
+    loss, hidden, visible = inpainting_loss(predicted, x, masks, context_weight=0.0)
+    np.testing.assert_allclose(hidden.numpy(), [0.09, 0.09], rtol=1e-4)
+    np.testing.assert_allclose(visible.numpy(), [0.01, 0.01], rtol=1e-4)
+    np.testing.assert_allclose(loss.numpy(), hidden.numpy())
+    weighted, _, _ = inpainting_loss(predicted, x, masks, context_weight=2.0)
+    np.testing.assert_allclose(weighted.numpy(), [0.11, 0.11], rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------- the registry
+
+
+def test_every_builtin_loss_is_registered_documented_and_its_example_holds():
+    """Each loss cites its paper (a year in its module's docstring) and its example runs as written."""
+    import doctest
+    import importlib
+    import re
+
+    from patchcfg.pretrain import losses
+
+    assert loss_names() == sorted(losses.BUILTIN)
+    for name, module_name in losses.BUILTIN.items():
+        fn = get_loss(name)
+        module = importlib.import_module(module_name)
+        assert fn.__module__ == module_name and re.search(r"(19|20)\d\d", module.__doc__), name
+        assert ">>>" in fn.__doc__, name
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, (name, result)
+    with pytest.raises(KeyError, match="unknown pretraining loss 'nosuch'"):
+        get_loss("nosuch")
+
+
+def test_a_loss_registered_elsewhere_is_found_by_name():
+    @register_loss("tiny_test_loss")
+    def tiny(z1, z2):
+        return tf.reduce_sum(tf.square(z1 - z2), axis=1)
+
+    try:
+        assert get_loss("tiny_test_loss") is tiny and "tiny_test_loss" in loss_names()
+    finally:
+        unregister_loss("tiny_test_loss")
+    assert "tiny_test_loss" not in loss_names()

@@ -35,20 +35,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int((int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**31 - 1))
 
 
-def normalized_views(z1, z2, z1_all=None, z2_all=None, offset=0):
-    """L2-normalised float32 views, the global batch they belong to (themselves when not given)
-    and the local rows' indices in it (``offset + i``): what the in-batch contrastive losses share."""
-    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=1)
-    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=1)
-    if z1_all is None:
-        z1_all, z2_all, offset = z1, z2, 0
-    else:
-        z1_all = tf.math.l2_normalize(tf.cast(z1_all, tf.float32), axis=1)
-        z2_all = tf.math.l2_normalize(tf.cast(z2_all, tf.float32), axis=1)
-    index = tf.cast(offset, tf.int32) + tf.range(tf.shape(z1)[0], dtype=tf.int32)
-    return z1, z2, z1_all, z2_all, index
-
-
 def gathered_views(z1, z2):
     """``(z1_all, z2_all, offset)``: both views' embeddings from every replica, and where this
     replica's rows start in them (its replica id times the local batch)."""

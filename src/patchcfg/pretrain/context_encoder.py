@@ -27,6 +27,7 @@ from patchcfg.data.augment import rect_mask
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod
+from patchcfg.pretrain.losses.inpainting import inpainting_loss
 from patchcfg.pretrain.params import PretrainParams
 from patchcfg.train.distribute import global_mean, replica_rows
 
@@ -94,15 +95,6 @@ def hide(images, masks):
     mean = tf.reduce_sum(images * visible, axis=[1, 2], keepdims=True) / tf.maximum(
         tf.reduce_sum(visible, axis=[1, 2], keepdims=True), 1.0)
     return images * visible + mean * masks
-
-
-def inpainting_loss(predicted, images, masks, context_weight: float = 0.0):
-    """Per-image ``(loss, hidden MSE, visible MSE)``: the mean squared error over the hidden pixels,
-    plus ``context_weight`` times the error over the visible ones."""
-    error = tf.reduce_mean(tf.square(tf.cast(predicted, tf.float32) - images), axis=-1, keepdims=True)
-    hidden = tf.reduce_sum(error * masks, [1, 2, 3]) / tf.maximum(tf.reduce_sum(masks, [1, 2, 3]), 1.0)
-    visible = tf.reduce_sum(error * (1.0 - masks), [1, 2, 3]) / tf.maximum(tf.reduce_sum(1.0 - masks, [1, 2, 3]), 1.0)
-    return hidden + context_weight * visible, hidden, visible
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, epoch_seed
+from patchcfg.pretrain.losses.region_infonce import region_infonce
 from patchcfg.pretrain.params import PretrainParams
 from patchcfg.train.distribute import gather_rows, global_mean
 
@@ -65,34 +66,6 @@ def pool_regions(feature_maps, masks):
     area = tf.reduce_sum(weights, axis=[1, 2])
     pooled = tf.einsum("bhwd,bhwk->bkd", feature_maps, weights) / tf.maximum(area, 1e-6)[..., None]
     return pooled, tf.cast(area, tf.float32)
-
-
-def region_infonce(z1, z2, valid, temperature, *, z1_all=None, z2_all=None, valid_all=None, offset=0):
-    """Per-region InfoNCE of DetCon (mean of both directions) and whether each region's positive
-    scored highest; regions are rows ``(R, d)``, ``valid`` (R,) says which take part. ``*_all``: the
-    same from every replica, this replica's rows starting at ``offset`` (default: these rows)."""
-    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=1)
-    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=1)
-    if z1_all is None:
-        z1_all, z2_all, valid_all, offset = z1, z2, valid, 0
-    else:
-        z1_all = tf.math.l2_normalize(tf.cast(z1_all, tf.float32), axis=1)
-        z2_all = tf.math.l2_normalize(tf.cast(z2_all, tf.float32), axis=1)
-    target = tf.cast(offset, tf.int32) + tf.range(tf.shape(z1)[0], dtype=tf.int32)
-    # regions missing from either view are never a negative either
-    blocked = (1.0 - tf.cast(valid_all, tf.float32))[None, :] * -1e9
-
-    def side(a, b_all):
-        logits = tf.matmul(a, b_all, transpose_b=True) / temperature + blocked
-        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
-        hit = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), target)
-        return loss, hit
-
-    loss1, hit1 = side(z1, z2_all)
-    loss2, hit2 = side(z2, z1_all)
-    valid = tf.cast(valid, tf.float32)
-    accuracy = 0.5 * (tf.cast(hit1, tf.float32) + tf.cast(hit2, tf.float32))
-    return 0.5 * (loss1 + loss2) * valid, accuracy * valid
 
 
 @dataclass(frozen=True)
