@@ -57,7 +57,7 @@ def test_masks_take_each_views_flip(tmp_path):
                             "pretrain": {"method": "detcon", "masks": "grid", "grid": 2, "batch_size": 4,
                                          "steps_per_epoch": 2}})
     method = DetCon(config, paths)
-    view1, masks1, view2, masks2 = next(iter(method.dataset(0)))
+    (view1, masks1), (view2, masks2) = next(iter(method.dataset(0)))
     assert masks1.shape == (4, 16, 16, 4)
     flipped = tf.one_hot(grid_segments(4, (16, 16), 2)[:, :, ::-1], 4).numpy()
     np.testing.assert_array_equal(masks1.numpy(), flipped)

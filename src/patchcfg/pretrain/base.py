@@ -1,13 +1,11 @@
-"""What every pretraining method shares: encoder, projection head, views, state, monitoring, outputs.
+"""What every pretraining method shares: parameters, encoder, projection head, data, state, monitoring.
 
-A method file holds only its loss (and extra state, e.g. MoCo's queue)::
-
-    @register("mymethod")
-    class MyMethod(PretrainMethod):
-        def contrastive_loss(self, view1, view2):
-            z1, z2 = self.embed_pair(view1, view2)
-            per_example = ...                      # shape (local batch,)
-            return per_example, {"my_metric": per_example_metric}, {}
+:class:`PretrainMethod` is the general base (DeepCluster, the context encoder and multitask build on
+it directly): a method gives its loss (:meth:`PretrainMethod.compute_loss`) and, when it has any,
+its extra state. Contrastive methods build on :class:`patchcfg.pretrain.two_view.TwoViewMethod`
+(paired views, negatives gathered over replicas); a momentum encoder is
+:class:`patchcfg.pretrain.momentum.MomentumEncoder`. Losses are pure functions in
+:mod:`patchcfg.pretrain.losses`.
 
 :class:`PretrainMethod` is a :class:`patchcfg.train.loop.TrainTask`: the shared training loop
 runs it (strategy, optimizer, checkpoints, metrics, callbacks). :func:`run_pretrain` is the whole
@@ -16,6 +14,7 @@ stage: experiment folder, data, loop, ``encoder.keras``, ``summary.json``.
 
 from __future__ import annotations
 
+import abc
 import os
 import time
 from typing import Any
@@ -26,20 +25,12 @@ import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.pretrain.params import PretrainParams, build_params
-from patchcfg.train.distribute import gather_rows, global_mean
 from patchcfg.train.loop import TrainLoop, TrainTask, best_metrics
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch's data order and augmentation: a function of (seed, epoch) only."""
     return int((int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**31 - 1))
-
-
-def gathered_views(z1, z2):
-    """``(z1_all, z2_all, offset)``: both views' embeddings from every replica, and where this
-    replica's rows start in them (its replica id times the local batch)."""
-    (z1_all, z2_all), offset = gather_rows(z1, z2)  # one collective for the two views
-    return z1_all, z2_all, offset
 
 
 def build_projection_head(input_dim: int, depth: int = 2, units: int = 256, dim: int = 128,
@@ -58,9 +49,10 @@ def build_projection_head(input_dim: int, depth: int = 2, units: int = 256, dim:
     return keras.Model(inputs, x, name="projection_head")
 
 
-class PretrainMethod(TrainTask):
-    """Base of the pretraining methods. Subclasses implement :meth:`contrastive_loss` and may add
-    state in :meth:`build_state` / :meth:`extra_state` and a cross-replica :meth:`after_step`.
+class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
+    """Base of the pretraining methods. Subclasses implement :meth:`compute_loss`, declare the keys
+    they read in ``Params`` and may add state in :meth:`build_state` / :meth:`extra_state` and a
+    cross-replica :meth:`after_step`.
 
     Args:
         config: the resolved config (``pretrain``, ``data``, ``backbone``, ``augmentation``, ``seed``).
@@ -74,9 +66,9 @@ class PretrainMethod(TrainTask):
     #: the method's parameters (a dataclass extending :class:`PretrainParams`), read by
     #: :func:`~patchcfg.pretrain.params.build_params` from the resolved ``pretrain`` section
     Params = PretrainParams
-    #: augmented views per image in a training batch: 2 = a tuple of two batches (contrastive
-    #: methods), 1 = one batch
-    views = 2
+    #: augmented views per image in a training batch of :meth:`views_dataset`: 1 = one batch,
+    #: 2 = a tuple of two batches (:class:`~patchcfg.pretrain.two_view.TwoViewMethod`)
+    views = 1
 
     def __init__(self, config: dict, paths: list[str], *, probe=None, probe_paths=None, encoder=None,
                  channels: int | None = None):
@@ -158,21 +150,10 @@ class PretrainMethod(TrainTask):
         """Projection of ``images`` (float32, not normalised)."""
         return tf.cast(self.head(self.encoder(images, training=training), training=training), tf.float32)
 
-    def embed_pair(self, view1, view2, training: bool = True):
-        """Both views through encoder and head in one batch (batch norm sees all 2n images)."""
-        n = tf.shape(view1)[0]
-        z = self.embed(tf.concat([view1, view2], axis=0), training=training)
-        return z[:n], z[n:]
-
-    def contrastive_loss(self, view1, view2):
-        """Replica context: ``(per_example_loss (n,), {name: per_example_value}, aux)``."""
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def compute_loss(self, batch, global_batch_size: int):
-        view1, view2 = batch
-        per_example, per_example_logs, aux = self.contrastive_loss(view1, view2)
-        logs = {k: global_mean(v, global_batch_size) for k, v in per_example_logs.items()}
-        return global_mean(per_example, global_batch_size), logs, aux
+        """The method's loss on a replica's share of a batch of :meth:`dataset`: ``(loss, logs, aux)``
+        with ``loss`` and ``logs`` shares of global means (``patchcfg.train.distribute.global_mean``)."""
 
     # ------------------------------------------------------------------ data
     def dataset(self, epoch: int) -> tf.data.Dataset:

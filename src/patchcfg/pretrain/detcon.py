@@ -22,10 +22,11 @@ import numpy as np
 import tensorflow as tf
 
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod, epoch_seed
+from patchcfg.pretrain.base import epoch_seed
 from patchcfg.pretrain.losses.region_infonce import region_infonce
 from patchcfg.pretrain.params import PretrainParams
-from patchcfg.train.distribute import gather_rows, global_mean
+from patchcfg.pretrain.two_view import TwoViewMethod
+from patchcfg.train.distribute import gather_rows
 
 #: a mask whose area on the feature map is below this fraction of one cell does not count
 MIN_AREA = 0.05
@@ -78,7 +79,7 @@ class Felzenszwalb:
 
 
 @register("detcon")
-class DetCon(PretrainMethod):
+class DetCon(TwoViewMethod):
     """DetCon_S: region-level contrastive learning with segment masks that follow the views."""
 
     @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class DetCon(PretrainMethod):
         return self._segments
 
     def dataset(self, epoch: int) -> tf.data.Dataset:
-        """Per global batch ``(view1, masks1, view2, masks2)``: two augmented views and their masks
+        """Per global batch ``((view1, masks1), (view2, masks2))``: two augmented views and their masks
         (B, H, W, K), shuffled and augmented as a function of (seed, epoch)."""
         from patchcfg.data.loading import batch_seeds, image_dataset, normalizer
 
@@ -151,14 +152,15 @@ class DetCon(PretrainMethod):
                 batch_seed, augmenter.seed), 2)
             view1, masks1 = augmenter(pixels, seeds[0], masks=masks)
             view2, masks2 = augmenter(pixels, seeds[1], masks=masks)
-            return normalize(view1), masks1, normalize(view2), masks2
+            return (normalize(view1), masks1), (normalize(view2), masks2)
 
         batches = tf.data.Dataset.zip(images.batch(self.global_batch_size, drop_remainder=True), batch_seeds(seed))
         return batches.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
     # ------------------------------------------------------------------ loss
-    def compute_loss(self, batch, global_batch_size: int):
-        view1, masks1, view2, masks2 = batch
+    def contrastive_loss(self, view1, view2):
+        """Per image: the mean region loss, the regions' accuracy and how many regions counted."""
+        (view1, masks1), (view2, masks2) = view1, view2
         n = tf.shape(view1)[0]
         maps = self.feature_maps(tf.concat([view1, view2], axis=0), training=True)
         pooled, area = pool_regions(maps, tf.concat([masks1, masks2], axis=0))
@@ -174,9 +176,7 @@ class DetCon(PretrainMethod):
         per_image_count = tf.reduce_sum(tf.reshape(tf.cast(valid, tf.float32), [n, -1]), axis=1)
         per_image = tf.reduce_sum(tf.reshape(loss, [n, -1]), axis=1) / tf.maximum(per_image_count, 1.0)
         per_image_acc = tf.reduce_sum(tf.reshape(accuracy, [n, -1]), axis=1) / tf.maximum(per_image_count, 1.0)
-        logs = {"region_acc": global_mean(per_image_acc, global_batch_size),
-                "regions_per_image": global_mean(per_image_count, global_batch_size)}
-        return global_mean(per_image, global_batch_size), logs, {}
+        return per_image, {"region_acc": per_image_acc, "regions_per_image": per_image_count}, {}
 
     def on_train_begin(self, loop) -> None:
         started = time.perf_counter()

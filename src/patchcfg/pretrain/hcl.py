@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod, gathered_views
 from patchcfg.pretrain.losses.hcl import hcl_loss
 from patchcfg.pretrain.params import PretrainParams
+from patchcfg.pretrain.two_view import TwoViewMethod
 
 
 @register("hcl")
-class HCL(PretrainMethod):
+class HCL(TwoViewMethod):
     """HCL: SimCLR's views and head with the hard-negative, debiased loss."""
 
     @dataclass(frozen=True)
@@ -25,9 +25,6 @@ class HCL(PretrainMethod):
         beta: float
         tau_plus: float
 
-    def contrastive_loss(self, view1, view2):
-        z1, z2 = self.embed_pair(view1, view2)
-        z1_all, z2_all, offset = gathered_views(z1, z2)
-        loss = hcl_loss(z1, z2, self.temperature, self.params.beta, self.params.tau_plus,
-                        z1_all=z1_all, z2_all=z2_all, offset=offset)
-        return loss, {}, {}
+    def pair_loss(self, z1, z2, *, z1_all, z2_all, offset):
+        return hcl_loss(z1, z2, self.temperature, self.params.beta, self.params.tau_plus,
+                        z1_all=z1_all, z2_all=z2_all, offset=offset), {}

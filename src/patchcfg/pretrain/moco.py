@@ -1,19 +1,11 @@
 """MoCo v2 with optional MoCHi hard-negative mixing and the EqCo margin.
 
-- He, Fan, Wu, Xie & Girshick, "Momentum Contrast for Unsupervised Visual Representation
-  Learning", CVPR 2020; Chen, Fan, Girshick & He, "Improved Baselines with Momentum Contrastive
-  Learning" (MoCo v2), 2020: a key encoder that is a momentum average of the query encoder (and
-  head), a queue of K past keys as negatives, InfoNCE with temperature.
-- Kalantidis, Sariyildiz, Pion, Weinzaepfel & Larlus, "Hard Negative Mixing for Contrastive
-  Learning" (MoCHi), NeurIPS 2020: per query, synthesise ``s`` negatives mixing two of its N hardest
-  queue negatives with a coefficient drawn from U(0, 1) per synthetic negative, and ``s'`` mixing
-  the query itself with a hard negative (coefficient from U(0, 0.5)); all L2-normalised, used as
-  extra negatives in the logits only (no gradient through them, never enqueued).
-- Zhu, Liu, Li & Sun, "EqCo: Equivalent Rules for Self-supervised Contrastive Learning", 2020:
-  scale the negative term by alpha/K,
-  ``L = -log e^{q.k+/t} / (e^{q.k+/t} + (alpha/K) sum_i e^{q.k_i/t})``, which is the InfoNCE
-  loss with every negative logit shifted by ``log(alpha/K)`` (equivalently the positive by a
-  margin ``-log(alpha/K)``).
+He, Fan, Wu, Xie & Girshick, "Momentum Contrast for Unsupervised Visual Representation Learning",
+CVPR 2020; Chen, Fan, Girshick & He, "Improved Baselines with Momentum Contrastive Learning" (MoCo
+v2), 2020: a key encoder and head that are a momentum average of the query encoder and head
+(:class:`~patchcfg.pretrain.momentum.MomentumEncoder`), a queue of K past keys as negatives, InfoNCE
+with temperature; MoCHi (Kalantidis et al. 2020) and EqCo (Zhu et al. 2020) as in
+:mod:`patchcfg.pretrain.losses.moco_infonce`.
 
 Shuffling BN: MoCo shuffles the key batch across GPUs so that batch-norm statistics cannot reveal
 which key belongs to which query. Here each replica normalises its own keys; on several replicas
@@ -26,14 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import keras
 import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod
 from patchcfg.pretrain.losses.moco_infonce import mochi_negatives, moco_logits, moco_loss
+from patchcfg.pretrain.momentum import MomentumEncoder
 from patchcfg.pretrain.params import PretrainParams
+from patchcfg.pretrain.two_view import TwoViewMethod
 from patchcfg.train.distribute import replica_rows
 
 
@@ -54,7 +46,7 @@ class EqCo:
 
 
 @register("moco")
-class MoCo(PretrainMethod):
+class MoCo(TwoViewMethod):
     """MoCo v2: query encoder+head trained, key encoder+head a momentum copy, a queue of keys."""
 
     @dataclass(frozen=True)
@@ -67,30 +59,24 @@ class MoCo(PretrainMethod):
     def build_state(self):
         p = self.params
         self.queue_size = p.queue_size
-        self.momentum = p.momentum
         if self.queue_size < self.global_batch_size:
             raise UserError(f"pretrain.queue_size ({self.queue_size}) must be at least batch_size "
                              f"({self.global_batch_size})")
         self.mochi = p.mochi
         self.eqco_alpha = p.eqco.alpha if p.eqco else None
-        self.key_encoder = keras.models.clone_model(self.encoder)
-        self.key_head = keras.models.clone_model(self.head)
-        self.key_encoder.set_weights(self.encoder.get_weights())
-        self.key_head.set_weights(self.head.get_weights())
-        # Not trainable (they are not in the model whose variables the optimizer updates), but left
-        # "trainable" so their batch norm runs in training mode, as MoCo's key encoder does.
+        self.keys = MomentumEncoder({"key_encoder": self.encoder, "key_head": self.head}, p.momentum)
+        self.key_encoder, self.key_head = self.keys.targets.values()
         dim = int(self.head.output_shape[-1])
         initial = tf.math.l2_normalize(
             tf.random.stateless_normal((self.queue_size, dim), seed=[self.seed, 7]), axis=1)
         self.queue = tf.Variable(initial, trainable=False, name="moco_queue")
 
     def extra_state(self):
-        return {"key_encoder": self.key_encoder, "key_head": self.key_head, "queue": self.queue}
+        return {**self.keys.state(), "queue": self.queue}
 
     def contrastive_loss(self, view1, view2):
         q = tf.math.l2_normalize(self.embed(view1), axis=1)
-        k = self.key_head(self.key_encoder(view2, training=True), training=True)
-        k = tf.stop_gradient(tf.math.l2_normalize(tf.cast(k, tf.float32), axis=1))
+        k = tf.stop_gradient(tf.math.l2_normalize(self.keys(view2, training=True), axis=1))
         queue = tf.convert_to_tensor(self.queue)
         synthetic = None
         if self.mochi and (self.mochi.s or self.mochi.s_prime):
@@ -107,12 +93,7 @@ class MoCo(PretrainMethod):
 
     def after_step(self, strategy, aux):
         """Momentum update of the key encoder and head, then enqueue the global batch's keys."""
-        m = self.momentum
-        pairs = list(zip(self.key_encoder.weights, self.encoder.weights, strict=True)) + \
-            list(zip(self.key_head.weights, self.head.weights, strict=True))
-        for key_var, query_var in pairs:
-            if query_var.trainable:
-                key_var.assign(m * key_var.value + (1.0 - m) * query_var.value)
+        self.keys.update(self.optimizer.iterations)
         keys = aux["keys"]
         if strategy.num_replicas_in_sync > 1:
             keys = strategy.gather(keys, axis=0)  # the global batch's keys, in replica order

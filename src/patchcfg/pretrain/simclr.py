@@ -3,8 +3,8 @@
 Chen, Kornblith, Norouzi & Hinton, "A Simple Framework for Contrastive Learning of Visual
 Representations", ICML 2020. Yeh et al., "Decoupled Contrastive Learning", ECCV 2022.
 
-Under ``tf.distribute`` the embeddings of every replica are gathered, so each anchor is contrasted
-with the whole global batch, exactly as on one device.
+Under ``tf.distribute`` the embeddings of every replica are gathered (:mod:`patchcfg.pretrain.two_view`),
+so each anchor is contrasted with the whole global batch, exactly as on one device.
 """
 
 from __future__ import annotations
@@ -12,22 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod, gathered_views
 from patchcfg.pretrain.losses.nt_xent import nt_xent_terms
 from patchcfg.pretrain.params import PretrainParams
+from patchcfg.pretrain.two_view import TwoViewMethod
 
 
 @register("simclr")
-class SimCLR(PretrainMethod):
+class SimCLR(TwoViewMethod):
     """SimCLR: both views through the same encoder and head; NT-Xent (or DCL) over the global batch."""
 
     @dataclass(frozen=True)
     class Params(PretrainParams):
         decoupled: bool
 
-    def contrastive_loss(self, view1, view2):
-        z1, z2 = self.embed_pair(view1, view2)
-        z1_all, z2_all, offset = gathered_views(z1, z2)
+    def pair_loss(self, z1, z2, *, z1_all, z2_all, offset):
         loss, hit = nt_xent_terms(z1, z2, self.temperature, z1_all=z1_all, z2_all=z2_all, offset=offset,
                                   decoupled=self.params.decoupled)
-        return loss, {"contrastive_acc": hit}, {}
+        return loss, {"contrastive_acc": hit}
