@@ -12,7 +12,12 @@ tf = pytest.importorskip("tensorflow")
 from patchcfg.pretrain.losses import get_loss, loss_names, register_loss, unregister_loss  # noqa: E402
 from patchcfg.pretrain.losses.hcl import hcl_loss  # noqa: E402
 from patchcfg.pretrain.losses.inpainting import inpainting_loss  # noqa: E402
-from patchcfg.pretrain.losses.moco_infonce import eqco_shift, mochi_negatives, moco_logits, moco_loss  # noqa: E402
+from patchcfg.pretrain.losses.moco_infonce import (  # noqa: E402
+    eqco_shift,
+    mochi_negatives,
+    moco_logits,
+    moco_loss,
+)
 from patchcfg.pretrain.losses.nt_xent import nt_xent_loss, nt_xent_terms  # noqa: E402
 from patchcfg.pretrain.losses.region_infonce import region_infonce  # noqa: E402
 

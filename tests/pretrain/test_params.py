@@ -77,8 +77,8 @@ def test_optional_keys_without_a_default_read_as_none():
 def restated_defaults(path: Path) -> list[str]:
     """``x.get("key", default)`` calls outside the stage runner: a default written in code."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = {id(node) for top in tree.body if isinstance(top, ast.FunctionDef) and top.name in STAGE_FUNCTIONS
-               for node in ast.walk(top)}
+    stage = [top for top in tree.body if isinstance(top, ast.FunctionDef) and top.name in STAGE_FUNCTIONS]
+    skipped = {id(node) for top in stage for node in ast.walk(top)}
     found = []
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and id(node) not in skipped and isinstance(node.func, ast.Attribute)

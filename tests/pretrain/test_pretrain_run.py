@@ -54,7 +54,8 @@ def make_config(digits, method="simclr", **pretrain):
         params.update(num_masks=4, grid=2, felzenszwalb={"scale": 50.0, "min_size": 5})
     params.update(pretrain)
     return fill_defaults({"name": f"test-{method}", "seed": 5,
-                          "data": {"labels": str(digits / "labels.csv"), "imshape": [16, 16], "num_parallel_calls": 2},
+                          "data": {"labels": str(digits / "labels.csv"), "imshape": [16, 16],
+                                   "num_parallel_calls": 2},
                           "backbone": {"name": "tiny", "width": 0.5},
                           "augmentation": {"preset": "simclr"},
                           "distribute": {"strategy": "default"},

@@ -8,8 +8,10 @@ Importing this package is cheap (no TensorFlow). A method module registers its c
     ['context_encoder', 'deepcluster', 'detcon', 'hcl', 'moco', 'multitask', 'simclr']
 
 Adding a method: write ``patchcfg/pretrain/<name>.py`` with a subclass of
-:class:`patchcfg.pretrain.base.PretrainMethod` decorated ``@register("<name>")``, add its module to
-``BUILTIN`` and its name and keys to ``schemas/pretrain.schema.json``.
+:class:`patchcfg.pretrain.two_view.TwoViewMethod` (contrastive) or
+:class:`patchcfg.pretrain.base.PretrainMethod` decorated ``@register("<name>")`` (its keys in a
+``Params`` dataclass, its loss in :mod:`patchcfg.pretrain.losses`), add its module to ``BUILTIN``
+and its name and keys, with their defaults, to ``schemas/pretrain.schema.json``.
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ class DetCon(TwoViewMethod):
         if len(self.feature_maps.output_shape) != 4:
             raise ValueError("DetCon needs an encoder that gives a feature map (batch, h, w, D)")
         inputs = keras.Input(shape=self.input_shape, name="image")
-        pool = keras.layers.GlobalMaxPooling2D if backbone["pooling"] == "max" else keras.layers.GlobalAveragePooling2D
+        pool = keras.layers.GlobalMaxPooling2D if backbone["pooling"] == "max" \
+            else keras.layers.GlobalAveragePooling2D
         return keras.Model(inputs, pool(name="pool")(self.feature_maps(inputs)), name=self.feature_maps.name)
 
     # ------------------------------------------------------------------ masks and data

@@ -116,8 +116,8 @@ def build_params(cls: type, section: Mapping[str, Any], where: str = "pretrain")
         elif field.metadata.get(_OPTIONAL):
             values[field.name] = None
         else:
-            raise ValueError(f"{where}.{field.name} is missing: methods read a resolved config, whose defaults "
-                             "come from the schemas (patchcfg.config.load_config, or "
+            raise ValueError(f"{where}.{field.name} is missing: methods read a resolved config, whose "
+                             "defaults come from the schemas (patchcfg.config.load_config, or "
                              "patchcfg.config.schema.fill_defaults for a dict)")
     return cls(**values)
 

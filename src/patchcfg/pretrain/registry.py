@@ -11,7 +11,8 @@ class Registry:
     """Names -> objects. ``builtin`` maps a name to the module that registers it; ``on_register``
     may adjust an object as it is registered (e.g. give a class its name)."""
 
-    def __init__(self, kind: str, builtin: dict[str, str], on_register: Callable[[str, Any], Any] | None = None):
+    def __init__(self, kind: str, builtin: dict[str, str],
+                 on_register: Callable[[str, Any], Any] | None = None):
         self.kind = kind
         self.builtin = builtin
         self.on_register = on_register

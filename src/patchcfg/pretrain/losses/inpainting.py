@@ -26,5 +26,6 @@ def inpainting_loss(predicted, images, masks, context_weight: float):
     """
     error = tf.reduce_mean(tf.square(tf.cast(predicted, tf.float32) - images), axis=-1, keepdims=True)
     hidden = tf.reduce_sum(error * masks, [1, 2, 3]) / tf.maximum(tf.reduce_sum(masks, [1, 2, 3]), 1.0)
-    visible = tf.reduce_sum(error * (1.0 - masks), [1, 2, 3]) / tf.maximum(tf.reduce_sum(1.0 - masks, [1, 2, 3]), 1.0)
+    visible = tf.reduce_sum(error * (1.0 - masks), [1, 2, 3]) / tf.maximum(
+        tf.reduce_sum(1.0 - masks, [1, 2, 3]), 1.0)
     return hidden + context_weight * visible, hidden, visible

@@ -82,7 +82,8 @@ def mochi_negatives(q, queue, n: int, s: int, s_prime: int, seed, *, row_offset=
         index_a = tf.gather(hardest, pos_a, batch_dims=1)
         index_b = tf.gather(hardest, pos_b, batch_dims=1)
         alpha = draw((s,), seeds[2], 0.0, 1.0)
-        mixed = alpha[..., None] * tf.gather(queue, index_a) + (1.0 - alpha[..., None]) * tf.gather(queue, index_b)
+        first, second = tf.gather(queue, index_a), tf.gather(queue, index_b)
+        mixed = alpha[..., None] * first + (1.0 - alpha[..., None]) * second
         parts.append(tf.math.l2_normalize(mixed, axis=-1))
         out.update(alpha=alpha, index_a=index_a, index_b=index_b)
     if s_prime > 0:
