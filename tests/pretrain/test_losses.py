@@ -73,7 +73,8 @@ def hcl_reference(z1, z2, t, beta, tau_plus):
 def test_nt_xent_two_orthogonal_images_by_hand():
     z = np.eye(2, dtype="float32")
     # each anchor: positive similarity 1, two negatives of similarity 0, t = 1
-    assert float(nt_xent_loss(z, z, temperature=1.0)) == pytest.approx(math.log(1 + 2 / math.e), abs=1e-6)
+    nt_xent = nt_xent_loss(z, z, temperature=1.0, decoupled=False)
+    assert float(nt_xent) == pytest.approx(math.log(1 + 2 / math.e), abs=1e-6)
     # DCL drops the positive from the denominator: -1 + log(2)
     assert float(nt_xent_loss(z, z, temperature=1.0, decoupled=True)) == pytest.approx(math.log(2) - 1, abs=1e-6)
 
@@ -88,24 +89,25 @@ def test_nt_xent_matches_the_written_out_definition(decoupled):
 
 def test_nt_xent_is_scale_invariant_and_symmetric():
     z1, z2 = random_views()
-    a = nt_xent_terms(z1, z2, 0.2)[0].numpy()
-    np.testing.assert_allclose(a, nt_xent_terms(3 * z1, 0.5 * z2, 0.2)[0].numpy(), rtol=1e-5)
-    np.testing.assert_allclose(a, nt_xent_terms(z2, z1, 0.2)[0].numpy(), rtol=1e-5)
+    a = nt_xent_terms(z1, z2, 0.2, decoupled=False)[0].numpy()
+    np.testing.assert_allclose(a, nt_xent_terms(3 * z1, 0.5 * z2, 0.2, decoupled=False)[0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(a, nt_xent_terms(z2, z1, 0.2, decoupled=False)[0].numpy(), rtol=1e-5)
 
 
 def test_gathered_negatives_with_replica_offset_equal_the_global_batch():
     """What each replica computes with all_gather'ed embeddings is its rows of the global loss."""
     z1, z2 = random_views(n=8)
-    full = nt_xent_terms(z1, z2, 0.5)[0].numpy()
+    full = nt_xent_terms(z1, z2, 0.5, decoupled=False)[0].numpy()
     full_hcl = hcl_loss(z1, z2, 0.5, 0.5, 0.1).numpy()
     for replica in range(4):
         rows = slice(2 * replica, 2 * replica + 2)
-        local = nt_xent_terms(z1[rows], z2[rows], 0.5, z1_all=z1, z2_all=z2, offset=2 * replica)[0]
+        local = nt_xent_terms(z1[rows], z2[rows], 0.5, decoupled=False,
+                              z1_all=z1, z2_all=z2, offset=2 * replica)[0]
         np.testing.assert_allclose(local.numpy(), full[rows], rtol=1e-5)
         local_hcl = hcl_loss(z1[rows], z2[rows], 0.5, 0.5, 0.1, z1_all=z1, z2_all=z2, offset=2 * replica)
         np.testing.assert_allclose(local_hcl.numpy(), full_hcl[rows], rtol=1e-5)
     # without the gathered negatives a replica's loss is different (fewer negatives)
-    alone = nt_xent_terms(z1[:2], z2[:2], 0.5)[0].numpy()
+    alone = nt_xent_terms(z1[:2], z2[:2], 0.5, decoupled=False)[0].numpy()
     assert not np.allclose(alone, full[:2])
 
 
@@ -118,7 +120,7 @@ def test_hcl_with_beta_and_tau_plus_zero_is_exactly_nt_xent():
     z1, z2 = random_views(n=7, seed=3)
     for t in (0.1, 0.5, 1.0):
         np.testing.assert_allclose(hcl_loss(z1, z2, t, beta=0.0, tau_plus=0.0).numpy(),
-                                   nt_xent_terms(z1, z2, t)[0].numpy(), rtol=1e-5, atol=1e-6)
+                                   nt_xent_terms(z1, z2, t, decoupled=False)[0].numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("beta,tau_plus,t", [(0.5, 0.1, 0.5), (1.0, 0.0, 0.5), (0.0, 0.2, 0.3), (2.0, 0.1, 0.2)])

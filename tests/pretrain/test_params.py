@@ -97,3 +97,53 @@ def test_the_scan_finds_a_restated_default(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f(params):\n    return params.get('temperature', 0.1), params.get('x')\n")
     assert restated_defaults(sample) == ["sample.py:2: params.get('temperature', 0.1)"]
+
+
+def schema_keys() -> set[str]:
+    """Every key name of the pretrain schema, nested sections and method branches included."""
+    from patchcfg.config.schema import load_schemas
+
+    names: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            names.update(node.get("properties", {}))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(load_schemas()["pretrain.schema.json"])
+    return names
+
+
+def defaulted_config_arguments(path: Path, keys: set[str]) -> list[str]:
+    """Function arguments named like a config key with a default other than None (None: not given)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        stage = getattr(node, "name", "") in STAGE_FUNCTIONS
+        if isinstance(node, ast.FunctionDef | ast.Lambda) and not stage:
+            args = node.args
+            positional = args.posonlyargs + args.args
+            pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults, strict=True))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None]
+            for arg, default in pairs:
+                if arg.arg in keys and not (isinstance(default, ast.Constant) and default.value is None):
+                    found.append(f"{path.name}:{node.lineno}: {arg.arg}={ast.unparse(default)}")
+    return found
+
+
+def test_no_pretrain_function_defaults_a_config_key():
+    keys = schema_keys()
+    assert {"temperature", "depth", "pca_dim", "mask_size", "scale"} <= keys
+    paths = sorted(PRETRAIN.rglob("*.py"))
+    found = [line for path in paths for line in defaulted_config_arguments(path, keys)]
+    assert not found, "a config key's default belongs in schemas/pretrain.schema.json:\n" + "\n".join(found)
+
+
+def test_the_argument_scan_finds_a_default(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f(z, temperature=0.1, *, dim=None, depth=2):\n    return z\n")
+    assert defaulted_config_arguments(sample, {"temperature", "dim", "depth"}) == \
+        ["sample.py:1: temperature=0.1", "sample.py:1: depth=2"]

@@ -33,8 +33,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int((int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**31 - 1))
 
 
-def build_projection_head(input_dim: int, depth: int = 2, units: int = 256, dim: int = 128,
-                          batchnorm: bool = False, synchronized: bool = False) -> keras.Model:
+def build_projection_head(input_dim: int, depth: int, units: int, dim: int, batchnorm: bool, *,
+                          synchronized: bool) -> keras.Model:
     """The projection head of SimCLR/MoCo v2: ``depth - 1`` x (Dense(units) [+ BN] + ReLU), then
     Dense(dim); ``depth == 0`` is the identity."""
     inputs = keras.Input(shape=(input_dim,), name="features")

@@ -32,8 +32,8 @@ from patchcfg.pretrain.params import PretrainParams
 from patchcfg.train.distribute import global_mean, replica_rows
 
 
-def build_decoder(features: int, imshape, channels: int, filters: int = 64, upsamplings: int = 3,
-                  synchronized: bool = False) -> keras.Model:
+def build_decoder(features: int, imshape, channels: int, filters: int, upsamplings: int = 3, *,
+                  synchronized: bool) -> keras.Model:
     """Pooled features (B, D) -> an image (B, H, W, channels): Dense to a (H/2^u, W/2^u, filters)
     map, ``u`` x (2x upsampling + 3x3 conv + batch norm + ReLU, halving the filters), a 3x3 conv to
     ``channels`` (linear, so any ``data.normalize`` range can be predicted)."""
@@ -68,7 +68,7 @@ def build_discriminator(input_shape, filters: int = 32) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(1, dtype="float32", name="logit")(x), name="discriminator")
 
 
-def hidden_rectangles(batch, height: int, width: int, seed, size=(0.5, 0.5), position: str = "random"):
+def hidden_rectangles(batch, height: int, width: int, seed, size, position: str):
     """(batch, height, width, 1) masks, 1 on each image's hidden rectangle: sides a fraction of the
     image's drawn from ``size`` (a number, or low and high), placed uniformly (``random``) or
     centred (``center``)."""

@@ -34,8 +34,8 @@ from patchcfg.pretrain.params import PretrainParams
 from patchcfg.train.distribute import global_mean
 
 
-def cluster_features(features, clusters: int, *, pca_dim: int | None = 64, whiten: bool = True,
-                     iterations: int = 20, seed: int = 0) -> np.ndarray:
+def cluster_features(features, clusters: int, *, pca_dim: int | None, whiten: bool, iterations: int,
+                     seed: int) -> np.ndarray:
     """Pseudo-labels ``(N,)`` int32: k-means on PCA-(whitened), L2-normalised ``features`` (N, D)."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA

@@ -32,8 +32,7 @@ from patchcfg.train.distribute import gather_rows
 MIN_AREA = 0.05
 
 
-def felzenszwalb_segments(images, count: int, scale: float = 100.0, sigma: float = 0.5,
-                          min_size: int = 10) -> np.ndarray:
+def felzenszwalb_segments(images, count: int, scale: float, sigma: float, min_size: int) -> np.ndarray:
     """(N, H, W) int8 segment ids: each image's ``count`` largest Felzenszwalb–Huttenlocher segments
     numbered 0.. by size, every other pixel -1."""
     from skimage.segmentation import felzenszwalb

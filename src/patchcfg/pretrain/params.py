@@ -99,11 +99,11 @@ def _type_of(hint) -> type | tuple:
     return hint if isinstance(hint, type) else object
 
 
-def resolved_section(section: Mapping[str, Any], name: str = "pretrain") -> dict:
-    """A partial ``name`` section (written in code) with the schema's defaults filled in."""
+def resolved_section(section: Mapping[str, Any]) -> dict:
+    """A partial ``pretrain`` section (written in code) with the schema's defaults filled in."""
     from patchcfg.config.schema import fill_defaults
 
-    return fill_defaults({name: copy.deepcopy(dict(section))})[name]
+    return fill_defaults({"pretrain": copy.deepcopy(dict(section))})["pretrain"]
 
 
 def build_params(cls: type, section: Mapping[str, Any], where: str = "pretrain"):

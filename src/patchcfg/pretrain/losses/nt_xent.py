@@ -31,7 +31,7 @@ def _nt_xent_side(a, a_all, b_all, index, temperature, decoupled):
 
 
 @register_loss("nt_xent")
-def nt_xent_terms(z1, z2, temperature, *, z1_all=None, z2_all=None, offset=0, decoupled=False):
+def nt_xent_terms(z1, z2, temperature, *, decoupled, z1_all=None, z2_all=None, offset=0):
     """Per-example NT-Xent loss and contrastive hits, averaged over the two views.
 
     ``z1[i]`` and ``z2[i]`` are two views of image ``i``. With ``z1_all``/``z2_all`` (the global
@@ -47,7 +47,7 @@ def nt_xent_terms(z1, z2, temperature, *, z1_all=None, z2_all=None, offset=0, de
 
     >>> import numpy as np
     >>> z = np.eye(2, dtype="float32")
-    >>> loss, hit = nt_xent_terms(z, z, 1.0)
+    >>> loss, hit = nt_xent_terms(z, z, 1.0, decoupled=False)
     >>> [round(float(v), 4) for v in loss], [float(v) for v in hit]   # -log(e / (e + 2)) each
     ([0.5514, 0.5514], [1.0, 1.0])
     """
@@ -57,12 +57,12 @@ def nt_xent_terms(z1, z2, temperature, *, z1_all=None, z2_all=None, offset=0, de
     return 0.5 * (loss1 + loss2), 0.5 * (hit1 + hit2)
 
 
-def nt_xent_loss(z1, z2, temperature, *, decoupled=False, **kwargs):
+def nt_xent_loss(z1, z2, temperature, *, decoupled, **kwargs):
     """Mean NT-Xent loss (SimCLR, Chen et al. 2020) of two batches of views.
 
     >>> import numpy as np
     >>> z = np.eye(2, dtype="float32")
-    >>> round(float(nt_xent_loss(z, z, temperature=1.0)), 4)   # -log(e / (e + 2))
+    >>> round(float(nt_xent_loss(z, z, temperature=1.0, decoupled=False)), 4)   # -log(e / (e + 2))
     0.5514
     """
     loss, _ = nt_xent_terms(z1, z2, temperature, decoupled=decoupled, **kwargs)
