@@ -311,3 +311,30 @@ def test_a_loss_registered_elsewhere_is_found_by_name():
     finally:
         unregister_loss("tiny_test_loss")
     assert "tiny_test_loss" not in loss_names()
+
+
+# ---------------------------------------------------------------------------- multitask
+
+
+def test_masked_task_bce_counts_only_known_labels_of_each_task():
+    from patchcfg.pretrain.losses.multitask import masked_task_bce
+
+    labels = np.array([[1, 0, -1], [-1, -1, 1], [0, -1, -1]], np.float32)
+    logits = np.array([[2.0, -1.0, 5.0], [0.3, 9.0, -0.5], [1.0, 4.0, 4.0]], np.float32)
+
+    def bce(y, x):
+        return math.log(1 + math.exp(-x)) if y == 1 else math.log(1 + math.exp(x))
+
+    task_a, task_b = (v.numpy() for v in masked_task_bce(labels, logits, [slice(0, 2), slice(2, 3)]))
+    np.testing.assert_allclose(task_a, [(bce(1, 2.0) + bce(0, -1.0)) / 2, 0.0, bce(0, 1.0)], rtol=1e-5)
+    np.testing.assert_allclose(task_b, [0.0, bce(1, -0.5), 0.0], rtol=1e-5)  # unknown: no loss
+
+
+def test_uncertainty_weighting_is_kendalls_formula_and_zero_variance_is_the_plain_sum():
+    from patchcfg.pretrain.losses.multitask import uncertainty_weighted
+
+    losses = [tf.constant([1.0, 3.0]), tf.constant([0.5, 0.25])]
+    s = tf.constant([0.7, -0.4])
+    expected = [math.exp(-0.7) * a + 0.35 + math.exp(0.4) * b - 0.2 for a, b in [(1.0, 0.5), (3.0, 0.25)]]
+    np.testing.assert_allclose(uncertainty_weighted(losses, s).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(uncertainty_weighted(losses, tf.zeros(2)).numpy(), [1.5, 3.25], rtol=1e-6)

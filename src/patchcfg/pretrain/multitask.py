@@ -5,11 +5,11 @@ patchwork's multitask trainer, on patchcfg's label tables: each entry of ``tasks
 on a shared head (``projection``'s hidden layers). The loss of a task is the masked binary
 cross-entropy over its known labels; rows with no known label in a task do not count for it.
 Tasks are mixed by their ``weight``, or with ``task_weighting: adaptive`` by learnt uncertainty
-(Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene Geometry
-and Semantics", CVPR 2018): ``sum_t exp(-s_t) L_t + s_t / 2`` with a trainable ``s_t = log sigma_t^2``
-per task. Rows are drawn so that every task is equally represented (a row's chance is the sum over
-the tasks it has labels for of 1 / (tasks x rows labelled for the task)), then augmented. Rows marked
-``validation`` or ``exclude`` in a table are never trained on, so the linear probe stays honest.
+(Kendall et al. 2018), with a trainable ``s_t = log sigma_t^2`` per task
+(:mod:`patchcfg.pretrain.losses.multitask`). Rows are drawn so that every task is equally
+represented (a row's chance is the sum over the tasks it has labels for of 1 / (tasks x rows
+labelled for the task)), then augmented. Rows marked ``validation`` or ``exclude`` in a table are
+never trained on, so the linear probe stays honest.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import tensorflow as tf
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod, epoch_seed
+from patchcfg.pretrain.losses.multitask import masked_task_bce, uncertainty_weighted
 from patchcfg.pretrain.params import PretrainParams, build_params, optional, resolved_section
 from patchcfg.train.distribute import global_mean
 
@@ -155,20 +156,16 @@ class MultiTask(PretrainMethod):
 
     def compute_loss(self, batch, global_batch_size: int):
         images, labels = batch
-        logits = self.embed(images)
-        known = tf.cast(labels >= 0, tf.float32)
-        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.clip_by_value(labels, 0.0, 1.0), logits=logits) * known
-        total = 0.0
-        logs = {}
-        for t, (name, columns) in enumerate(zip(self.task_names, self.columns, strict=True)):
-            counts = tf.reduce_sum(known[:, columns], axis=1)
-            per_example = tf.reduce_sum(bce[:, columns], axis=1) / tf.maximum(counts, 1.0)
-            logs[f"loss_{name}"] = global_mean(per_example, global_batch_size)
-            if self.adaptive:
-                log_variance = self.log_variances[t]
-                total += tf.exp(-log_variance) * per_example + 0.5 * log_variance
-                logs[f"weight_{name}"] = global_mean(tf.fill(tf.shape(counts), tf.exp(-log_variance)),
-                                                     global_batch_size)
-            else:
-                total += self.task_weights[t] * per_example
+        per_task = masked_task_bce(labels, self.embed(images), self.columns)
+        logs = {f"loss_{name}": global_mean(loss, global_batch_size)
+                for name, loss in zip(self.task_names, per_task, strict=True)}
+        if self.adaptive:
+            total = uncertainty_weighted(per_task, self.log_variances)
+            ones = tf.ones(tf.shape(per_task[0]))
+            for t, name in enumerate(self.task_names):
+                logs[f"weight_{name}"] = global_mean(ones * tf.exp(-self.log_variances[t]), global_batch_size)
+        else:
+            total = 0.0
+            for weight, loss in zip(self.task_weights, per_task, strict=True):
+                total += weight * loss
         return global_mean(total, global_batch_size), logs, {}
