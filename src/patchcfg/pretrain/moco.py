@@ -64,19 +64,20 @@ class MoCo(TwoViewMethod):
                              f"({self.global_batch_size})")
         self.mochi = p.mochi
         self.eqco_alpha = p.eqco.alpha if p.eqco else None
-        self.keys = MomentumEncoder({"key_encoder": self.encoder, "key_head": self.head}, p.momentum)
-        self.key_encoder, self.key_head = self.keys.targets.values()
+        online = {"key_encoder": self.encoder, "key_head": self.head}  # checkpointed under these names
+        self.momentum_encoder = MomentumEncoder(online, p.momentum)
+        self.key_encoder, self.key_head = self.momentum_encoder.targets.values()
         dim = int(self.head.output_shape[-1])
         initial = tf.math.l2_normalize(
             tf.random.stateless_normal((self.queue_size, dim), seed=[self.seed, 7]), axis=1)
         self.queue = tf.Variable(initial, trainable=False, name="moco_queue")
 
     def extra_state(self):
-        return {**self.keys.state(), "queue": self.queue}
+        return {**self.momentum_encoder.state(), "queue": self.queue}
 
     def contrastive_loss(self, view1, view2):
         q = tf.math.l2_normalize(self.embed(view1), axis=1)
-        k = tf.stop_gradient(tf.math.l2_normalize(self.keys(view2, training=True), axis=1))
+        k = tf.stop_gradient(tf.math.l2_normalize(self.momentum_encoder(view2, training=True), axis=1))
         queue = tf.convert_to_tensor(self.queue)
         synthetic = None
         if self.mochi and (self.mochi.s or self.mochi.s_prime):
@@ -93,7 +94,7 @@ class MoCo(TwoViewMethod):
 
     def after_step(self, strategy, aux):
         """Momentum update of the key encoder and head, then enqueue the global batch's keys."""
-        self.keys.update(self.optimizer.iterations)
+        self.momentum_encoder.update(self.optimizer.iterations)
         keys = aux["keys"]
         if strategy.num_replicas_in_sync > 1:
             keys = strategy.gather(keys, axis=0)  # the global batch's keys, in replica order
