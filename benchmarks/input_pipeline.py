@@ -100,14 +100,15 @@ def model_step_images_per_second(batch_size: int, imshape, seconds: float = 10.0
     from patchcfg.config import load_config
     from patchcfg.models.backbones import build_backbone
     from patchcfg.pretrain.base import build_projection_head
-    from patchcfg.pretrain.simclr import nt_xent_loss
+    from patchcfg.pretrain.losses.nt_xent import nt_xent_loss
 
     config = load_config(ROOT / "configs" / "simclr.yaml")
     params = config["pretrain"]
     encoder = build_backbone(config["backbone"], tuple(imshape))
     projection = params["projection"]
     head = build_projection_head(int(encoder.output_shape[-1]), projection["depth"], projection["units"],
-                                 projection["dim"], projection["batchnorm"])
+                                 projection["dim"], projection["batchnorm"],
+                                 synchronized=config["backbone"]["sync_batchnorm"])
     optimizer = keras.optimizers.Adam(1e-3)
     variables = encoder.trainable_variables + head.trainable_variables
 
@@ -115,7 +116,8 @@ def model_step_images_per_second(batch_size: int, imshape, seconds: float = 10.0
     def step(view1, view2):
         with tf.GradientTape() as tape:
             z = head(encoder(tf.concat([view1, view2], 0), training=True), training=True)
-            loss = nt_xent_loss(z[:batch_size], z[batch_size:], params["temperature"])
+            loss = nt_xent_loss(z[:batch_size], z[batch_size:], params["temperature"],
+                                decoupled=params["decoupled"])
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 

@@ -43,11 +43,12 @@ def main(argv=None) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from patchcfg.config.schema import fill_defaults
     from patchcfg.data.images import resolve_image_paths
     from patchcfg.pretrain import get_method
     from patchcfg.train.loop import TrainLoop, environment_threads
 
-    config = {
+    config = fill_defaults({
         "seed": 0,
         "data": {"labels": args.labels, "imshape": [args.imshape, args.imshape], "channels": 3,
                  "cache": args.cache},
@@ -55,7 +56,7 @@ def main(argv=None) -> dict:
         "augmentation": {"preset": "simclr"},
         "pretrain": {"method": "simclr", "batch_size": args.batch, "epochs": 2, "temperature": 0.2,
                      "projection": {"depth": 2, "units": 128, "dim": 64}, "monitor": {"every": 0}},
-    }
+    })
     paths = resolve_image_paths(config["data"])
     optimizer = {"name": "adam", "lr": 1e-3}
 

@@ -10,6 +10,9 @@ keras = pytest.importorskip("keras")
 
 from patchcfg.pretrain.deepcluster import cluster_features, reset_optimizer_slots, sample_over_clusters  # noqa: E402
 
+#: whitened PCA and 20 Lloyd iterations, as pretrain.whiten and pretrain.kmeans_iterations give by default
+KMEANS = {"whiten": True, "iterations": 20}
+
 
 def test_well_separated_clusters_are_found():
     from sklearn.metrics import adjusted_rand_score
@@ -17,18 +20,20 @@ def test_well_separated_clusters_are_found():
     rng = np.random.default_rng(0)
     truth = np.repeat(np.arange(4), 50)
     features = (rng.normal(size=(4, 8)) * 5)[truth] + rng.normal(size=(200, 8)) * 0.3
-    labels = cluster_features(features, 4, pca_dim=3, seed=1)  # the 3 directions the 4 centres span
+    labels = cluster_features(features, 4, pca_dim=3, **KMEANS, seed=1)  # the 3 directions the 4 centres span
     assert labels.dtype == np.int32 and labels.shape == (200,)
     assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
-    np.testing.assert_array_equal(labels, cluster_features(features, 4, pca_dim=3, seed=1))  # seeded
-    assert adjusted_rand_score(truth, cluster_features(features, 4, pca_dim=None, seed=1)) == pytest.approx(1.0)
+    again = cluster_features(features, 4, pca_dim=3, **KMEANS, seed=1)
+    np.testing.assert_array_equal(labels, again)  # seeded
+    unreduced = cluster_features(features, 4, pca_dim=None, **KMEANS, seed=1)
+    assert adjusted_rand_score(truth, unreduced) == pytest.approx(1.0)
 
 
 def test_collapsed_features_still_get_labels():
-    labels = cluster_features(np.ones((20, 5)), 3, pca_dim=4, seed=0)
+    labels = cluster_features(np.ones((20, 5)), 3, pca_dim=4, **KMEANS, seed=0)
     assert labels.shape == (20,) and labels.min() >= 0 and labels.max() < 3
     with pytest.raises(ValueError, match="5 clusters for 3 images"):
-        cluster_features(np.eye(3), 5)
+        cluster_features(np.eye(3), 5, pca_dim=64, **KMEANS, seed=0)
 
 
 def test_sampling_is_uniform_over_clusters_not_images():

@@ -1,4 +1,4 @@
-"""Contrastive losses against hand-computed values and the papers' definitions."""
+"""The pretraining losses against hand-computed values and the papers' definitions; their registry."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from patchcfg.pretrain.hcl import hcl_loss  # noqa: E402
-from patchcfg.pretrain.moco import eqco_shift, mochi_negatives, moco_logits, moco_loss  # noqa: E402
-from patchcfg.pretrain.simclr import nt_xent_loss, nt_xent_terms  # noqa: E402
+from patchcfg.pretrain.losses import get_loss, loss_names, register_loss, unregister_loss  # noqa: E402
+from patchcfg.pretrain.losses.hcl import hcl_loss  # noqa: E402
+from patchcfg.pretrain.losses.inpainting import inpainting_loss  # noqa: E402
+from patchcfg.pretrain.losses.moco_infonce import (  # noqa: E402
+    eqco_shift,
+    mochi_negatives,
+    moco_logits,
+    moco_loss,
+)
+from patchcfg.pretrain.losses.nt_xent import nt_xent_loss, nt_xent_terms  # noqa: E402
+from patchcfg.pretrain.losses.region_infonce import region_infonce  # noqa: E402
 
 
 def unit(rows):
@@ -65,7 +73,8 @@ def hcl_reference(z1, z2, t, beta, tau_plus):
 def test_nt_xent_two_orthogonal_images_by_hand():
     z = np.eye(2, dtype="float32")
     # each anchor: positive similarity 1, two negatives of similarity 0, t = 1
-    assert float(nt_xent_loss(z, z, temperature=1.0)) == pytest.approx(math.log(1 + 2 / math.e), abs=1e-6)
+    nt_xent = nt_xent_loss(z, z, temperature=1.0, decoupled=False)
+    assert float(nt_xent) == pytest.approx(math.log(1 + 2 / math.e), abs=1e-6)
     # DCL drops the positive from the denominator: -1 + log(2)
     assert float(nt_xent_loss(z, z, temperature=1.0, decoupled=True)) == pytest.approx(math.log(2) - 1, abs=1e-6)
 
@@ -80,24 +89,25 @@ def test_nt_xent_matches_the_written_out_definition(decoupled):
 
 def test_nt_xent_is_scale_invariant_and_symmetric():
     z1, z2 = random_views()
-    a = nt_xent_terms(z1, z2, 0.2)[0].numpy()
-    np.testing.assert_allclose(a, nt_xent_terms(3 * z1, 0.5 * z2, 0.2)[0].numpy(), rtol=1e-5)
-    np.testing.assert_allclose(a, nt_xent_terms(z2, z1, 0.2)[0].numpy(), rtol=1e-5)
+    a = nt_xent_terms(z1, z2, 0.2, decoupled=False)[0].numpy()
+    np.testing.assert_allclose(a, nt_xent_terms(3 * z1, 0.5 * z2, 0.2, decoupled=False)[0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(a, nt_xent_terms(z2, z1, 0.2, decoupled=False)[0].numpy(), rtol=1e-5)
 
 
 def test_gathered_negatives_with_replica_offset_equal_the_global_batch():
     """What each replica computes with all_gather'ed embeddings is its rows of the global loss."""
     z1, z2 = random_views(n=8)
-    full = nt_xent_terms(z1, z2, 0.5)[0].numpy()
+    full = nt_xent_terms(z1, z2, 0.5, decoupled=False)[0].numpy()
     full_hcl = hcl_loss(z1, z2, 0.5, 0.5, 0.1).numpy()
     for replica in range(4):
         rows = slice(2 * replica, 2 * replica + 2)
-        local = nt_xent_terms(z1[rows], z2[rows], 0.5, z1_all=z1, z2_all=z2, offset=2 * replica)[0]
+        local = nt_xent_terms(z1[rows], z2[rows], 0.5, decoupled=False,
+                              z1_all=z1, z2_all=z2, offset=2 * replica)[0]
         np.testing.assert_allclose(local.numpy(), full[rows], rtol=1e-5)
         local_hcl = hcl_loss(z1[rows], z2[rows], 0.5, 0.5, 0.1, z1_all=z1, z2_all=z2, offset=2 * replica)
         np.testing.assert_allclose(local_hcl.numpy(), full_hcl[rows], rtol=1e-5)
     # without the gathered negatives a replica's loss is different (fewer negatives)
-    alone = nt_xent_terms(z1[:2], z2[:2], 0.5)[0].numpy()
+    alone = nt_xent_terms(z1[:2], z2[:2], 0.5, decoupled=False)[0].numpy()
     assert not np.allclose(alone, full[:2])
 
 
@@ -110,7 +120,7 @@ def test_hcl_with_beta_and_tau_plus_zero_is_exactly_nt_xent():
     z1, z2 = random_views(n=7, seed=3)
     for t in (0.1, 0.5, 1.0):
         np.testing.assert_allclose(hcl_loss(z1, z2, t, beta=0.0, tau_plus=0.0).numpy(),
-                                   nt_xent_terms(z1, z2, t)[0].numpy(), rtol=1e-5, atol=1e-6)
+                                   nt_xent_terms(z1, z2, t, decoupled=False)[0].numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("beta,tau_plus,t", [(0.5, 0.1, 0.5), (1.0, 0.0, 0.5), (0.0, 0.2, 0.3), (2.0, 0.1, 0.2)])
@@ -235,3 +245,96 @@ def test_mochi_draws_of_a_replica_are_its_rows_of_the_global_draws():
         part = mochi_negatives(q[offset:offset + 3], queue, 4, 5, 3, seed=[2, 7], row_offset=offset, total_rows=6)
         for key in ("negatives", "alpha", "beta", "index_a", "index_b", "index_q"):
             np.testing.assert_allclose(part[key].numpy(), full[key].numpy()[offset:offset + 3], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------- DetCon's regions
+
+def test_region_infonce_ignores_regions_missing_from_a_view():
+    z = np.eye(4, dtype=np.float32)
+    loss, accuracy = region_infonce(z, z, tf.constant([True, True, True, False]), 0.1)
+    assert accuracy.numpy().tolist() == [1.0, 1.0, 1.0, 0.0] and loss.numpy()[3] == 0.0
+    # a missing region that would be the hardest negative changes nothing
+    with_twin = np.concatenate([z[:3], z[:1]])
+    twin_loss, _ = region_infonce(with_twin, with_twin, tf.constant([True, True, True, False]), 0.1)
+    alone, _ = region_infonce(z[:3], z[:3], tf.constant([True, True, True]), 0.1)
+    np.testing.assert_allclose(twin_loss.numpy()[:3], alone.numpy(), rtol=1e-5)
+    counted, _ = region_infonce(with_twin, with_twin, tf.constant([True, True, True, True]), 0.1)
+    assert counted.numpy()[0] > alone.numpy()[0] + 0.5
+
+
+# ---------------------------------------------------------------------------- context encoder
+
+def test_inpainting_loss_counts_the_hidden_pixels_and_weights_the_rest():
+    from patchcfg.pretrain.context_encoder import hidden_rectangles
+
+    x = tf.constant(np.random.default_rng(0).random((2, 16, 16, 3)), tf.float32)
+    masks = hidden_rectangles(2, 16, 16, [0, 1], 0.5, "center")
+    predicted = x + 0.3 * masks + 0.1 * (1 - masks)  # errors: 0.3 inside, 0.1 outside
+    loss, hidden, visible = inpainting_loss(predicted, x, masks, context_weight=0.0)
+    np.testing.assert_allclose(hidden.numpy(), [0.09, 0.09], rtol=1e-4)
+    np.testing.assert_allclose(visible.numpy(), [0.01, 0.01], rtol=1e-4)
+    np.testing.assert_allclose(loss.numpy(), hidden.numpy())
+    weighted, _, _ = inpainting_loss(predicted, x, masks, context_weight=2.0)
+    np.testing.assert_allclose(weighted.numpy(), [0.11, 0.11], rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------- the registry
+
+
+def test_every_builtin_loss_is_registered_documented_and_its_example_holds():
+    """Each loss cites its paper (a year in its module's docstring) and its example runs as written."""
+    import doctest
+    import importlib
+    import re
+
+    from patchcfg.pretrain import losses
+
+    assert loss_names() == sorted(losses.BUILTIN)
+    for name, module_name in losses.BUILTIN.items():
+        fn = get_loss(name)
+        module = importlib.import_module(module_name)
+        assert fn.__module__ == module_name and re.search(r"(19|20)\d\d", module.__doc__), name
+        assert ">>>" in fn.__doc__, name
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, (name, result)
+    with pytest.raises(KeyError, match="unknown pretraining loss 'nosuch'"):
+        get_loss("nosuch")
+
+
+def test_a_loss_registered_elsewhere_is_found_by_name():
+    @register_loss("tiny_test_loss")
+    def tiny(z1, z2):
+        return tf.reduce_sum(tf.square(z1 - z2), axis=1)
+
+    try:
+        assert get_loss("tiny_test_loss") is tiny and "tiny_test_loss" in loss_names()
+    finally:
+        unregister_loss("tiny_test_loss")
+    assert "tiny_test_loss" not in loss_names()
+
+
+# ---------------------------------------------------------------------------- multitask
+
+
+def test_masked_task_bce_counts_only_known_labels_of_each_task():
+    from patchcfg.pretrain.losses.multitask import masked_task_bce
+
+    labels = np.array([[1, 0, -1], [-1, -1, 1], [0, -1, -1]], np.float32)
+    logits = np.array([[2.0, -1.0, 5.0], [0.3, 9.0, -0.5], [1.0, 4.0, 4.0]], np.float32)
+
+    def bce(y, x):
+        return math.log(1 + math.exp(-x)) if y == 1 else math.log(1 + math.exp(x))
+
+    task_a, task_b = (v.numpy() for v in masked_task_bce(labels, logits, [slice(0, 2), slice(2, 3)]))
+    np.testing.assert_allclose(task_a, [(bce(1, 2.0) + bce(0, -1.0)) / 2, 0.0, bce(0, 1.0)], rtol=1e-5)
+    np.testing.assert_allclose(task_b, [0.0, bce(1, -0.5), 0.0], rtol=1e-5)  # unknown: no loss
+
+
+def test_uncertainty_weighting_is_kendalls_formula_and_zero_variance_is_the_plain_sum():
+    from patchcfg.pretrain.losses.multitask import uncertainty_weighted
+
+    losses = [tf.constant([1.0, 3.0]), tf.constant([0.5, 0.25])]
+    s = tf.constant([0.7, -0.4])
+    expected = [math.exp(-0.7) * a + 0.35 + math.exp(0.4) * b - 0.2 for a, b in [(1.0, 0.5), (3.0, 0.25)]]
+    np.testing.assert_allclose(uncertainty_weighted(losses, s).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(uncertainty_weighted(losses, tf.zeros(2)).numpy(), [1.5, 3.25], rtol=1e-6)

@@ -13,7 +13,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from patchcfg.config.schema import load_schemas  # noqa: E402
+from patchcfg.config.schema import fill_defaults, load_schemas  # noqa: E402
 from patchcfg.experiment import Experiment  # noqa: E402
 from patchcfg.pretrain import get_method, method_names  # noqa: E402
 from patchcfg.stages import run_pretrain  # noqa: E402
@@ -42,35 +42,25 @@ def digits(tmp_path_factory):
 
 
 def make_config(digits, method="simclr", **pretrain):
+    """The resolved config of a short run: what the test chooses, the schema's defaults for the rest."""
     params = {"method": method, "epochs": 2, "batch_size": 16, "steps_per_epoch": 2, "temperature": 0.5,
-              "projection": {"depth": 2, "units": 16, "dim": 8, "batchnorm": False},
-              "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "clipnorm": None, "schedule": "constant"},
-              "mixed_precision": False, "checkpoint_every": 1, "export_savedmodel": False,
-              "monitor": {"every": 1, "C": 1.0, "validation_fraction": 0.2, "views_image": True}, "callbacks": {}}
+              "projection": {"units": 16, "dim": 8}}
     if method == "moco":
-        params.update(queue_size=32, momentum=0.9, mochi=None, eqco=None)
-    if method == "hcl":
-        params.update(beta=0.5, tau_plus=0.1)
-    if method == "simclr":
-        params.update(decoupled=False)
+        params.update(queue_size=32, momentum=0.9)
     if method == "deepcluster":
-        params.update(clusters=6, pca_dim=8, whiten=True, kmeans_iterations=20)
+        params.update(clusters=6, pca_dim=8)
     if method == "context_encoder":
-        params.update(mask_size=0.5, mask_position="random", context_weight=0.0, decoder_filters=16)
-    if method == "multitask":
-        params.update(tasks=[], task_weighting="fixed")
+        params.update(decoder_filters=16)
     if method == "detcon":
-        params.update(masks="felzenszwalb", num_masks=4, grid=2,
-                      felzenszwalb={"scale": 50.0, "sigma": 0.5, "min_size": 5})
+        params.update(num_masks=4, grid=2, felzenszwalb={"scale": 50.0, "min_size": 5})
     params.update(pretrain)
-    return {"name": f"test-{method}", "seed": 5,
-            "data": {"labels": str(digits / "labels.csv"), "images": None, "imshape": [16, 16], "channels": 3,
-                     "extra_channels": "truncate", "on_bad_image": "error", "cache": None, "normalize": "unit",
-                     "resize": "bilinear", "num_parallel_calls": 2},
-            "backbone": {"name": "tiny", "width": 0.5},
-            "augmentation": {"preset": "simclr"},
-            "distribute": {"strategy": "default"},
-            "pretrain": params}
+    return fill_defaults({"name": f"test-{method}", "seed": 5,
+                          "data": {"labels": str(digits / "labels.csv"), "imshape": [16, 16],
+                                   "num_parallel_calls": 2},
+                          "backbone": {"name": "tiny", "width": 0.5},
+                          "augmentation": {"preset": "simclr"},
+                          "distribute": {"strategy": "default"},
+                          "pretrain": params})
 
 
 def event_tags(folder):

@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from patchcfg.config.schema import fill_defaults
 from patchcfg.errors import UserError
 from patchcfg.train import distribute
 
@@ -59,11 +60,11 @@ def base_config(listing, method="simclr", **pretrain):
               "projection": {"depth": 2, "units": 16, "dim": 8}, "monitor": {"every": 0},
               "optimizer": {"name": "sgd", "lr": 1.0, "momentum": 0.0}}
     params.update(pretrain)
-    return {"name": f"dist-{method}", "seed": 3,
-            "data": {"images": str(listing), "imshape": [16, 16], "channels": 3, "num_parallel_calls": 2},
-            "augmentation": {"preset": "simclr"},
-            "backbone": {"name": "tiny", "sync_batchnorm": True},
-            "distribute": {"strategy": "auto"}, "pretrain": params}
+    return fill_defaults({"name": f"dist-{method}", "seed": 3,
+                          "data": {"images": str(listing), "imshape": [16, 16], "num_parallel_calls": 2},
+                          "augmentation": {"preset": "simclr"},
+                          "backbone": {"name": "tiny", "sync_batchnorm": True},
+                          "distribute": {"strategy": "auto"}, "pretrain": params})
 
 
 def run_python(code, env=None, timeout=240):
@@ -107,6 +108,17 @@ MIRRORED = """
             "grad_scale": max(float(np.max(np.abs(a))) for a in one_grads),
             "state_diff": max([float(np.max(np.abs(a - b))) for a, b in zip(one_state, two_state)] or [0.0])}
     print("RESULT " + json.dumps(out))
+
+    from patchcfg.train import distribute
+
+    def gathered():
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32)
+        (a, b), offset = distribute.gather_rows(tf.fill([2, 3], replica), tf.fill([2, 1], 10.0 + replica))
+        return a, b, offset, distribute.replica_rows(2)[1]
+
+    local = [two.experimental_local_results(v) for v in two.run(gathered)]
+    print("GATHER " + json.dumps({"a": local[0][1].numpy().tolist(), "b": local[1][1].numpy().tolist(),
+                                  "offsets": [int(v) for v in local[2]], "total": int(local[3][0])}))
 """
 
 
@@ -134,6 +146,9 @@ def test_two_replicas_give_the_first_step_of_one_device(tmp_path):
     stdout, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr[-3000:]
     result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
+    gather = json.loads(next(line for line in stdout.splitlines() if line.startswith("GATHER "))[7:])
+    assert gather["a"] == [[0.0] * 3] * 2 + [[1.0] * 3] * 2 and gather["b"] == [[10.0]] * 2 + [[11.0]] * 2
+    assert gather["offsets"] == [0, 2] and gather["total"] == 4
     for method, r in result.items():
         assert r["replicas"] == 2
         assert r["two"] == pytest.approx(r["one"], rel=1e-5), method
@@ -190,3 +205,22 @@ def test_two_workers_end_with_identical_weights_and_only_the_chief_writes(tmp_pa
     assert (stage / "encoder.keras").is_file() and (stage / "metrics.csv").is_file()
     assert json.loads((stage / "env.json").read_text())["workers"] == 2
     assert not (tmp_path / "root1").exists() or not any((tmp_path / "root1").rglob("*"))
+
+
+def test_replica_helpers_outside_and_inside_one_replica():
+    """Out of a replica context and on one replica: no collective, offset 0, the mean over the batch."""
+    import tensorflow as tf
+
+    assert distribute.replica_id_and_count() == (0, 1)
+    z1, z2 = tf.ones((3, 2)), tf.zeros((3, 4))
+    (a, b), offset = distribute.gather_rows(z1, z2)
+    assert a is z1 and b is z2 and offset == 0
+    assert distribute.all_gather(z1) is z1
+    assert float(distribute.global_mean(tf.constant([1.0, 2.0, 6.0]), 4)) == pytest.approx(9 / 4)
+
+    def in_replica():
+        offset, total = distribute.replica_rows(5)
+        return offset, total
+
+    offset, total = tf.distribute.get_strategy().run(in_replica)
+    assert int(offset) == 0 and int(total) == 5

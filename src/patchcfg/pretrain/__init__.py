@@ -8,13 +8,15 @@ Importing this package is cheap (no TensorFlow). A method module registers its c
     ['context_encoder', 'deepcluster', 'detcon', 'hcl', 'moco', 'multitask', 'simclr']
 
 Adding a method: write ``patchcfg/pretrain/<name>.py`` with a subclass of
-:class:`patchcfg.pretrain.base.PretrainMethod` decorated ``@register("<name>")``, add its module to
-``BUILTIN`` and its name and keys to ``schemas/pretrain.schema.json``.
+:class:`patchcfg.pretrain.two_view.TwoViewMethod` (contrastive) or
+:class:`patchcfg.pretrain.base.PretrainMethod` decorated ``@register("<name>")`` (its keys in a
+``Params`` dataclass, its loss in :mod:`patchcfg.pretrain.losses`), add its module to ``BUILTIN``
+and its name and keys, with their defaults, to ``schemas/pretrain.schema.json``.
 """
 
 from __future__ import annotations
 
-import importlib
+from patchcfg.pretrain.registry import Registry
 
 #: Built-in methods: name -> module that registers it.
 BUILTIN: dict[str, str] = {
@@ -27,28 +29,17 @@ BUILTIN: dict[str, str] = {
     "multitask": "patchcfg.pretrain.multitask",
 }
 
-_REGISTRY: dict[str, type] = {}
+
+def _name_class(name: str, cls) -> None:
+    cls.name = name
 
 
-def register(name: str):
-    """Class decorator: make a :class:`~patchcfg.pretrain.base.PretrainMethod` available as ``name``."""
+_METHODS = Registry("pretraining method", BUILTIN, on_register=_name_class)
 
-    def decorator(cls):
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
-
-
-def method_names() -> list[str]:
-    return sorted(set(BUILTIN) | set(_REGISTRY))
-
-
-def get_method(name: str) -> type:
-    """The method class registered as ``name`` (importing its built-in module when needed)."""
-    if name not in _REGISTRY and name in BUILTIN:
-        importlib.import_module(BUILTIN[name])
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown pretraining method {name!r}; known: {', '.join(method_names())}")
-    return _REGISTRY[name]
+#: Class decorator: make a :class:`~patchcfg.pretrain.base.PretrainMethod` available as ``name``.
+register = _METHODS.register
+#: Forget a method registered at run time.
+unregister = _METHODS.unregister
+method_names = _METHODS.names
+#: The method class registered as ``name`` (importing its built-in module when needed).
+get_method = _METHODS.get

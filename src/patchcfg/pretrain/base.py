@@ -1,21 +1,20 @@
-"""What every pretraining method shares: encoder, projection head, views, state, monitoring, outputs.
+"""What every pretraining method shares: parameters, encoder, projection head, data, state, monitoring.
 
-A method file holds only its loss (and extra state, e.g. MoCo's queue)::
-
-    @register("mymethod")
-    class MyMethod(PretrainMethod):
-        def contrastive_loss(self, view1, view2):
-            z1, z2 = self.embed_pair(view1, view2)
-            per_example = ...                      # shape (local batch,)
-            return per_example, {"my_metric": per_example_metric}, {}
+:class:`PretrainMethod` is the general base (DeepCluster, the context encoder and multitask build on
+it directly): a method gives its loss (:meth:`PretrainMethod.compute_loss`) and, when it has any,
+its extra state. Contrastive methods build on :class:`patchcfg.pretrain.two_view.TwoViewMethod`
+(paired views, negatives gathered over replicas); a momentum encoder is
+:class:`patchcfg.pretrain.momentum.MomentumEncoder`. Losses are pure functions in
+:mod:`patchcfg.pretrain.losses`.
 
 :class:`PretrainMethod` is a :class:`patchcfg.train.loop.TrainTask`: the shared training loop
-runs it (strategy, optimizer, checkpoints, metrics, callbacks). :func:`run_pretrain` is the whole
+runs it (strategy, optimizer, checkpoints, metrics, callbacks). :class:`patchcfg.stages.pretrain.PretrainStage` is the whole
 stage: experiment folder, data, loop, ``encoder.keras``, ``summary.json``.
 """
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import keras
@@ -23,47 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from patchcfg.errors import UserError
-from patchcfg.train.loop import (
-    TrainTask,
-    all_gather,
-    global_mean,
-    replica_id_and_count,
-)
+from patchcfg.pretrain.params import PretrainParams, build_params
+from patchcfg.train.loop import TrainTask
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's data order and augmentation: a function of (seed, epoch) only."""
-    return int((int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**31 - 1))
-
-
-def normalized_views(z1, z2, z1_all=None, z2_all=None, offset=0):
-    """L2-normalised float32 views, the global batch they belong to (themselves when not given)
-    and the local rows' indices in it (``offset + i``): what the in-batch contrastive losses share."""
-    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=1)
-    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=1)
-    if z1_all is None:
-        z1_all, z2_all, offset = z1, z2, 0
-    else:
-        z1_all = tf.math.l2_normalize(tf.cast(z1_all, tf.float32), axis=1)
-        z2_all = tf.math.l2_normalize(tf.cast(z2_all, tf.float32), axis=1)
-    index = tf.cast(offset, tf.int32) + tf.range(tf.shape(z1)[0], dtype=tf.int32)
-    return z1, z2, z1_all, z2_all, index
-
-
-def gathered_views(z1, z2):
-    """``(z1_all, z2_all, offset)``: both views' embeddings from every replica, and where this
-    replica's rows start in them (its replica id times the local batch)."""
-    replica, count = replica_id_and_count()
-    if count == 1:
-        return z1, z2, 0
-    offset = tf.cast(replica, tf.int32) * tf.shape(z1)[0]
-    both = all_gather(tf.concat([z1, z2], axis=1))  # one collective for the two views
-    dim = tf.shape(z1)[1]
-    return both[:, :dim], both[:, dim:], offset
-
-
-def build_projection_head(input_dim: int, depth: int = 2, units: int = 256, dim: int = 128,
-                          batchnorm: bool = False, synchronized: bool = False) -> keras.Model:
+def build_projection_head(input_dim: int, depth: int, units: int, dim: int, batchnorm: bool, *,
+                          synchronized: bool) -> keras.Model:
     """The projection head of SimCLR/MoCo v2: ``depth - 1`` x (Dense(units) [+ BN] + ReLU), then
     Dense(dim); ``depth == 0`` is the identity."""
     inputs = keras.Input(shape=(input_dim,), name="features")
@@ -78,9 +42,10 @@ def build_projection_head(input_dim: int, depth: int = 2, units: int = 256, dim:
     return keras.Model(inputs, x, name="projection_head")
 
 
-class PretrainMethod(TrainTask):
-    """Base of the pretraining methods. Subclasses implement :meth:`contrastive_loss` and may add
-    state in :meth:`build_state` / :meth:`extra_state` and a cross-replica :meth:`after_step`.
+class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
+    """Base of the pretraining methods. Subclasses implement :meth:`compute_loss`, declare the keys
+    they read in ``Params`` and may add state in :meth:`build_state` / :meth:`extra_state` and a
+    cross-replica :meth:`after_step`.
 
     Args:
         config: the resolved config (``pretrain``, ``data``, ``backbone``, ``augmentation``, ``seed``).
@@ -91,27 +56,30 @@ class PretrainMethod(TrainTask):
     """
 
     name = "base"
-    #: augmented views per image in a training batch: 2 = a tuple of two batches (contrastive
-    #: methods), 1 = one batch
-    views = 2
+    #: the method's parameters (a dataclass extending :class:`PretrainParams`), read by
+    #: :func:`~patchcfg.pretrain.params.build_params` from the resolved ``pretrain`` section
+    Params = PretrainParams
+    #: augmented views per image in a training batch of :meth:`views_dataset`: 1 = one batch,
+    #: 2 = a tuple of two batches (:class:`~patchcfg.pretrain.two_view.TwoViewMethod`)
+    views = 1
 
     def __init__(self, config: dict, paths: list[str], *, probe=None, probe_paths=None, encoder=None,
                  channels: int | None = None):
         self.config = config
-        self.params = dict(config.get("pretrain") or {})
-        self.seed = int(config.get("seed", 0))
-        self.data_cfg = dict(config.get("data") or {})
-        self.aug_cfg = config.get("augmentation") or {}
-        self.imshape = tuple(int(v) for v in self.data_cfg.get("imshape", (32, 32)))
-        self.channels = int(channels or self.data_cfg.get("channels", 3))
+        self.params = build_params(self.Params, config["pretrain"])
+        self.seed = int(config["seed"])
+        self.data_cfg = dict(config["data"])
+        self.backbone_cfg = dict(config["backbone"])
+        self.aug_cfg = config["augmentation"]
+        self.imshape = tuple(int(v) for v in self.data_cfg["imshape"])
+        self.channels = int(channels or self.data_cfg["channels"])
         self.input_shape = (*self.imshape, self.channels)
-        self.temperature = float(self.params.get("temperature", 0.1))
-        self.global_batch_size = int(self.params.get("batch_size", 256))
-        self.epochs = int(self.params.get("epochs", 1))
+        self.temperature = float(self.params.temperature)
+        self.global_batch_size = int(self.params.batch_size)
+        self.epochs = int(self.params.epochs)
         self.paths = list(paths)
         self.probe = probe
         self.probe_paths = list(probe_paths or [])
-        self.monitor_cfg = dict(self.params.get("monitor") or {})
         self._encoder = encoder
         self.encoder = self.head = self.model = None
         self.optimizer = None
@@ -119,7 +87,7 @@ class PretrainMethod(TrainTask):
         self._pipeline = None
         self._augmenter = None
         self._encode = None
-        self.steps_per_epoch = self.params.get("steps_per_epoch")
+        self.steps_per_epoch = self.params.steps_per_epoch
 
     # ------------------------------------------------------------------ models and state
     def build(self) -> None:
@@ -147,16 +115,15 @@ class PretrainMethod(TrainTask):
             return self._encoder
         from patchcfg.models.backbones import build_backbone
 
-        return build_backbone(dict(self.config.get("backbone") or {}), self.input_shape)
+        return build_backbone(self.backbone_cfg, self.input_shape)
 
     def build_head(self, features: int, dim: int | None = None, min_depth: int = 0) -> keras.Model:
         """The head on the encoder's ``features``: the ``projection`` MLP (at least ``min_depth``
         layers), its last layer ``dim`` wide (default ``projection.dim``)."""
-        projection = {"depth": 2, "units": 256, "dim": 128, "batchnorm": False, **(self.params.get("projection") or {})}
-        depth = max(int(projection["depth"]), min_depth)
-        return build_projection_head(features, depth, projection["units"], dim or projection["dim"],
-                                     projection["batchnorm"],
-                                     synchronized=bool((self.config.get("backbone") or {}).get("sync_batchnorm")))
+        projection = self.params.projection
+        return build_projection_head(features, max(projection.depth, min_depth), projection.units,
+                                     dim or projection.dim, projection.batchnorm,
+                                     synchronized=bool(self.backbone_cfg["sync_batchnorm"]))
 
     def build_state(self) -> None:
         """Method state beyond encoder and head (inside ``strategy.scope()``)."""
@@ -176,21 +143,10 @@ class PretrainMethod(TrainTask):
         """Projection of ``images`` (float32, not normalised)."""
         return tf.cast(self.head(self.encoder(images, training=training), training=training), tf.float32)
 
-    def embed_pair(self, view1, view2, training: bool = True):
-        """Both views through encoder and head in one batch (batch norm sees all 2n images)."""
-        n = tf.shape(view1)[0]
-        z = self.embed(tf.concat([view1, view2], axis=0), training=training)
-        return z[:n], z[n:]
-
-    def contrastive_loss(self, view1, view2):
-        """Replica context: ``(per_example_loss (n,), {name: per_example_value}, aux)``."""
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def compute_loss(self, batch, global_batch_size: int):
-        view1, view2 = batch
-        per_example, per_example_logs, aux = self.contrastive_loss(view1, view2)
-        logs = {k: global_mean(v, global_batch_size) for k, v in per_example_logs.items()}
-        return global_mean(per_example, global_batch_size), logs, aux
+        """The method's loss on a replica's share of a batch of :meth:`dataset`: ``(loss, logs, aux)``
+        with ``loss`` and ``logs`` shares of global means (``patchcfg.train.distribute.global_mean``)."""
 
     # ------------------------------------------------------------------ data
     def dataset(self, epoch: int) -> tf.data.Dataset:
@@ -230,7 +186,7 @@ class PretrainMethod(TrainTask):
                                     drop_remainder=True)
 
             self._pipeline = pipeline
-        return self._pipeline(tf.constant(epoch_seed(self.seed, epoch), tf.int64))
+        return self._pipeline(tf.constant(self.epoch_seed(epoch), tf.int64))
 
     def drawn_dataset(self, paths, labels, picks, seed: int) -> tf.data.Dataset:
         """Batches of the augmented images ``paths[picks]`` and their ``labels[picks]``, in the order
@@ -265,14 +221,14 @@ class PretrainMethod(TrainTask):
         return self._fixed_views
 
     def monitor_due(self, epoch: int) -> bool:
-        every = int(self.monitor_cfg.get("every", 1))
+        every = self.params.monitor.every
         return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs)
 
     def on_epoch_end(self, epoch: int, logs: dict) -> dict:
         from patchcfg.train.monitor import alignment_uniformity
 
         out: dict[str, float] = {}
-        if epoch == 0 and self.monitor_cfg.get("views_image", True):
+        if epoch == 0 and self.params.monitor.views_image:
             v1, v2 = self._views_for_monitoring()
             pairs = tf.concat([v1[:8], v2[:8]], axis=2)  # each image: view 1 | view 2
             shown = pairs if self.channels in (1, 3, 4) else pairs[..., :1]  # else the first channel

@@ -18,6 +18,7 @@ more replicas, hides the same rectangles as a straight one. TensorBoard gets ``i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
@@ -26,11 +27,13 @@ from patchcfg.data.augment import rect_mask
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod
-from patchcfg.train.loop import global_mean, replica_id_and_count
+from patchcfg.pretrain.losses.inpainting import inpainting_loss
+from patchcfg.pretrain.params import PretrainParams
+from patchcfg.train.distribute import global_mean, replica_rows
 
 
-def build_decoder(features: int, imshape, channels: int, filters: int = 64, upsamplings: int = 3,
-                  synchronized: bool = False) -> keras.Model:
+def build_decoder(features: int, imshape, channels: int, filters: int, upsamplings: int = 3, *,
+                  synchronized: bool) -> keras.Model:
     """Pooled features (B, D) -> an image (B, H, W, channels): Dense to a (H/2^u, W/2^u, filters)
     map, ``u`` x (2x upsampling + 3x3 conv + batch norm + ReLU, halving the filters), a 3x3 conv to
     ``channels`` (linear, so any ``data.normalize`` range can be predicted)."""
@@ -65,7 +68,7 @@ def build_discriminator(input_shape, filters: int = 32) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(1, dtype="float32", name="logit")(x), name="discriminator")
 
 
-def hidden_rectangles(batch, height: int, width: int, seed, size=(0.5, 0.5), position: str = "random"):
+def hidden_rectangles(batch, height: int, width: int, seed, size, position: str):
     """(batch, height, width, 1) masks, 1 on each image's hidden rectangle: sides a fraction of the
     image's drawn from ``size`` (a number, or low and high), placed uniformly (``random``) or
     centred (``center``)."""
@@ -94,13 +97,12 @@ def hide(images, masks):
     return images * visible + mean * masks
 
 
-def inpainting_loss(predicted, images, masks, context_weight: float = 0.0):
-    """Per-image ``(loss, hidden MSE, visible MSE)``: the mean squared error over the hidden pixels,
-    plus ``context_weight`` times the error over the visible ones."""
-    error = tf.reduce_mean(tf.square(tf.cast(predicted, tf.float32) - images), axis=-1, keepdims=True)
-    hidden = tf.reduce_sum(error * masks, [1, 2, 3]) / tf.maximum(tf.reduce_sum(masks, [1, 2, 3]), 1.0)
-    visible = tf.reduce_sum(error * (1.0 - masks), [1, 2, 3]) / tf.maximum(tf.reduce_sum(1.0 - masks, [1, 2, 3]), 1.0)
-    return hidden + context_weight * visible, hidden, visible
+@dataclass(frozen=True)
+class Adversarial:
+    """``pretrain.adversarial``: the paper's adversarial loss."""
+
+    weight: float
+    lr: float
 
 
 @register("context_encoder")
@@ -109,18 +111,26 @@ class ContextEncoder(PretrainMethod):
 
     views = 1  # one augmented view of each image
 
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        mask_size: float | tuple[float, ...]
+        mask_position: str
+        context_weight: float
+        decoder_filters: int
+        adversarial: Adversarial | None
+
     def __init__(self, config, paths, **kwargs):
         super().__init__(config, paths, **kwargs)
-        size = self.params.get("mask_size", 0.5)
-        if isinstance(size, list | tuple) and float(size[0]) > float(size[1]):
+        size = self.params.mask_size
+        if isinstance(size, tuple) and float(size[0]) > float(size[1]):
             raise UserError(f"pretrain.mask_size: {list(size)} has low > high; write [low, high]")
-        self.adversarial = self.params.get("adversarial") or None
+        self.adversarial = self.params.adversarial
         self.discriminator = self.discriminator_optimizer = None
 
     def build_state(self) -> None:
         if self.adversarial:
             self.discriminator = build_discriminator(self.input_shape)
-            self.discriminator_optimizer = keras.optimizers.Adam(float(self.adversarial.get("lr", 2e-4)), beta_1=0.5)
+            self.discriminator_optimizer = keras.optimizers.Adam(self.adversarial.lr, beta_1=0.5)
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
     def extra_state(self) -> dict:
@@ -129,31 +139,31 @@ class ContextEncoder(PretrainMethod):
         return {"discriminator": self.discriminator, "discriminator_optimizer": self.discriminator_optimizer}
 
     def build_head(self, features: int, dim: int | None = None) -> keras.Model:
-        return build_decoder(features, self.imshape, self.channels, int(self.params.get("decoder_filters", 64)),
-                             synchronized=bool((self.config.get("backbone") or {}).get("sync_batchnorm")))
+        return build_decoder(features, self.imshape, self.channels, self.params.decoder_filters,
+                             synchronized=bool(self.backbone_cfg["sync_batchnorm"]))
 
     def masks(self, batch, seed):
-        return hidden_rectangles(batch, self.imshape[0], self.imshape[1], seed, self.params.get("mask_size", 0.5),
-                                 self.params.get("mask_position", "random"))
+        return hidden_rectangles(batch, self.imshape[0], self.imshape[1], seed, self.params.mask_size,
+                                 self.params.mask_position)
 
     def compute_loss(self, batch, global_batch_size: int):
         images = tf.cast(batch, tf.float32)
         # the global batch's masks from (seed, step), this replica's rows of them: the same masks
         # for the same image whatever the number of replicas
-        replica, _ = replica_id_and_count()
         local = tf.shape(images)[0]
+        offset, _ = replica_rows(local)
         step = tf.cast(self.optimizer.iterations, tf.int64)
         every = self.masks(global_batch_size, tf.stack([tf.constant(self.seed, tf.int64), step]))
-        masks = every[tf.cast(replica, tf.int32) * local:][:local]
+        masks = every[offset:][:local]
         predicted = tf.cast(self.head(self.encoder(hide(images, masks), training=True), training=True), tf.float32)
-        loss, hidden, visible = inpainting_loss(predicted, images, masks, float(self.params.get("context_weight", 0.0)))
+        loss, hidden, visible = inpainting_loss(predicted, images, masks, self.params.context_weight)
         logs = {"hidden_mse": global_mean(hidden, global_batch_size),
                 "visible_mse": global_mean(visible, global_batch_size)}
         aux = {}
         if self.adversarial:
             # the paper's joint loss: (1 - w) reconstruction + w adversarial (the inpainted image
             # should pass the discriminator as real)
-            weight = float(self.adversarial.get("weight", 0.001))
+            weight = self.adversarial.weight
             composite = images * (1.0 - masks) + predicted * masks
             fooled = tf.nn.sigmoid_cross_entropy_with_logits(
                 labels=tf.ones([local]), logits=self.discriminator(composite, training=True)[:, 0])

@@ -21,6 +21,7 @@ information between successive clusterings (the paper's measure of stability) is
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -28,12 +29,14 @@ import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod, epoch_seed
-from patchcfg.train.loop import global_mean
+from patchcfg.pretrain.base import PretrainMethod
+from patchcfg.pretrain.params import PretrainParams
+from patchcfg.train.distribute import global_mean
+from patchcfg.train.loop import epoch_seed
 
 
-def cluster_features(features, clusters: int, *, pca_dim: int | None = 64, whiten: bool = True,
-                     iterations: int = 20, seed: int = 0) -> np.ndarray:
+def cluster_features(features, clusters: int, *, pca_dim: int | None, whiten: bool, iterations: int,
+                     seed: int) -> np.ndarray:
     """Pseudo-labels ``(N,)`` int32: k-means on PCA-(whitened), L2-normalised ``features`` (N, D)."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
@@ -82,9 +85,16 @@ class DeepCluster(PretrainMethod):
 
     data_follows_model = True
 
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        clusters: int
+        pca_dim: int | None
+        whiten: bool
+        kmeans_iterations: int
+
     def __init__(self, config, paths, **kwargs):
         super().__init__(config, paths, **kwargs)
-        self.clusters = int(self.params.get("clusters", 100))
+        self.clusters = self.params.clusters
         if self.clusters > len(self.paths):
             raise UserError(f"pretrain.clusters: {self.clusters} clusters for {len(self.paths)} images; "
                             "use at most as many clusters as images")
@@ -107,8 +117,8 @@ class DeepCluster(PretrainMethod):
         """New pseudo-labels from the current encoder, and a fresh classifier layer."""
         seed = epoch_seed(self.seed, epoch)
         labels = cluster_features(self._features(self.paths), self.clusters,
-                                  pca_dim=self.params.get("pca_dim", 64), whiten=self.params.get("whiten", True),
-                                  iterations=self.params.get("kmeans_iterations", 20), seed=seed)
+                                  pca_dim=self.params.pca_dim, whiten=self.params.whiten,
+                                  iterations=self.params.kmeans_iterations, seed=seed)
         self.previous_assignments.assign(self.assignments.read_value())
         self.assignments.assign(labels)
         self.clustered_epoch.assign(epoch)

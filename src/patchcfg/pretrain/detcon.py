@@ -15,21 +15,24 @@ part. The encoder saved is the backbone with its pooling, like every other metho
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod, epoch_seed
-from patchcfg.train.loop import all_gather, global_mean, replica_id_and_count
+from patchcfg.pretrain.losses.region_infonce import region_infonce
+from patchcfg.pretrain.params import PretrainParams
+from patchcfg.pretrain.two_view import TwoViewMethod
+from patchcfg.train.distribute import gather_rows
+from patchcfg.train.loop import epoch_seed
 
 #: a mask whose area on the feature map is below this fraction of one cell does not count
 MIN_AREA = 0.05
 
 
-def felzenszwalb_segments(images, count: int, scale: float = 100.0, sigma: float = 0.5,
-                          min_size: int = 10) -> np.ndarray:
+def felzenszwalb_segments(images, count: int, scale: float, sigma: float, min_size: int) -> np.ndarray:
     """(N, H, W) int8 segment ids: each image's ``count`` largest Felzenszwalb–Huttenlocher segments
     numbered 0.. by size, every other pixel -1."""
     from skimage.segmentation import felzenszwalb
@@ -65,43 +68,31 @@ def pool_regions(feature_maps, masks):
     return pooled, tf.cast(area, tf.float32)
 
 
-def region_infonce(z1, z2, valid, temperature, *, z1_all=None, z2_all=None, valid_all=None, offset=0):
-    """Per-region InfoNCE of DetCon (mean of both directions) and whether each region's positive
-    scored highest; regions are rows ``(R, d)``, ``valid`` (R,) says which take part. ``*_all``: the
-    same from every replica, this replica's rows starting at ``offset`` (default: these rows)."""
-    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=1)
-    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=1)
-    if z1_all is None:
-        z1_all, z2_all, valid_all, offset = z1, z2, valid, 0
-    else:
-        z1_all = tf.math.l2_normalize(tf.cast(z1_all, tf.float32), axis=1)
-        z2_all = tf.math.l2_normalize(tf.cast(z2_all, tf.float32), axis=1)
-    target = tf.cast(offset, tf.int32) + tf.range(tf.shape(z1)[0], dtype=tf.int32)
-    # regions missing from either view are never a negative either
-    blocked = (1.0 - tf.cast(valid_all, tf.float32))[None, :] * -1e9
+@dataclass(frozen=True)
+class Felzenszwalb:
+    """``pretrain.felzenszwalb``: skimage's segmentation parameters."""
 
-    def side(a, b_all):
-        logits = tf.matmul(a, b_all, transpose_b=True) / temperature + blocked
-        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
-        hit = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), target)
-        return loss, hit
-
-    loss1, hit1 = side(z1, z2_all)
-    loss2, hit2 = side(z2, z1_all)
-    valid = tf.cast(valid, tf.float32)
-    accuracy = 0.5 * (tf.cast(hit1, tf.float32) + tf.cast(hit2, tf.float32))
-    return 0.5 * (loss1 + loss2) * valid, accuracy * valid
+    scale: float
+    sigma: float
+    min_size: int
 
 
 @register("detcon")
-class DetCon(PretrainMethod):
+class DetCon(TwoViewMethod):
     """DetCon_S: region-level contrastive learning with segment masks that follow the views."""
+
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        masks: str
+        num_masks: int
+        grid: int
+        felzenszwalb: Felzenszwalb
 
     def __init__(self, config, paths, **kwargs):
         super().__init__(config, paths, **kwargs)
-        self.mask_source = self.params.get("masks", "felzenszwalb")
-        grid = int(self.params.get("grid", 4))
-        self.num_masks = grid * grid if self.mask_source == "grid" else int(self.params.get("num_masks", 8))
+        self.mask_source = self.params.masks
+        grid = self.params.grid
+        self.num_masks = grid * grid if self.mask_source == "grid" else self.params.num_masks
         self._segments = None
         self.feature_maps = None
 
@@ -110,12 +101,13 @@ class DetCon(PretrainMethod):
         """The backbone's feature map (trained on regions) and the pooled encoder that is saved."""
         from patchcfg.models.backbones import build_backbone
 
-        backbone = dict(self.config.get("backbone") or {})
+        backbone = self.backbone_cfg
         self.feature_maps = self._encoder or build_backbone({**backbone, "pooling": "none"}, self.input_shape)
         if len(self.feature_maps.output_shape) != 4:
             raise ValueError("DetCon needs an encoder that gives a feature map (batch, h, w, D)")
         inputs = keras.Input(shape=self.input_shape, name="image")
-        pool = keras.layers.GlobalMaxPooling2D if backbone.get("pooling") == "max" else keras.layers.GlobalAveragePooling2D
+        pool = keras.layers.GlobalMaxPooling2D if backbone["pooling"] == "max" \
+            else keras.layers.GlobalAveragePooling2D
         return keras.Model(inputs, pool(name="pool")(self.feature_maps(inputs)), name=self.feature_maps.name)
 
     # ------------------------------------------------------------------ masks and data
@@ -123,17 +115,17 @@ class DetCon(PretrainMethod):
         """(N, H, W) int8 segment ids of every image (computed once)."""
         if self._segments is None:
             if self.mask_source == "grid":
-                self._segments = grid_segments(len(self.paths), self.imshape, int(self.params.get("grid", 4)))
+                self._segments = grid_segments(len(self.paths), self.imshape, self.params.grid)
             else:
                 from patchcfg.data.loading import load_images
 
-                fh = {"scale": 100.0, "sigma": 0.5, "min_size": 10, **(self.params.get("felzenszwalb") or {})}
+                fh = self.params.felzenszwalb
                 self._segments = felzenszwalb_segments(load_images(self.paths, self.data_cfg), self.num_masks,
-                                                       float(fh["scale"]), float(fh["sigma"]), int(fh["min_size"]))
+                                                       fh.scale, fh.sigma, fh.min_size)
         return self._segments
 
     def dataset(self, epoch: int) -> tf.data.Dataset:
-        """Per global batch ``(view1, masks1, view2, masks2)``: two augmented views and their masks
+        """Per global batch ``((view1, masks1), (view2, masks2))``: two augmented views and their masks
         (B, H, W, K), shuffled and augmented as a function of (seed, epoch)."""
         from patchcfg.data.loading import batch_seeds, image_dataset, normalizer
 
@@ -160,14 +152,15 @@ class DetCon(PretrainMethod):
                 batch_seed, augmenter.seed), 2)
             view1, masks1 = augmenter(pixels, seeds[0], masks=masks)
             view2, masks2 = augmenter(pixels, seeds[1], masks=masks)
-            return normalize(view1), masks1, normalize(view2), masks2
+            return (normalize(view1), masks1), (normalize(view2), masks2)
 
         batches = tf.data.Dataset.zip(images.batch(self.global_batch_size, drop_remainder=True), batch_seeds(seed))
         return batches.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
     # ------------------------------------------------------------------ loss
-    def compute_loss(self, batch, global_batch_size: int):
-        view1, masks1, view2, masks2 = batch
+    def contrastive_loss(self, view1, view2):
+        """Per image: the mean region loss, the regions' accuracy and how many regions counted."""
+        (view1, masks1), (view2, masks2) = view1, view2
         n = tf.shape(view1)[0]
         maps = self.feature_maps(tf.concat([view1, view2], axis=0), training=True)
         pooled, area = pool_regions(maps, tf.concat([masks1, masks2], axis=0))
@@ -177,21 +170,13 @@ class DetCon(PretrainMethod):
         z = tf.reshape(z, [2, -1, tf.shape(z)[-1]])  # [view, image * mask, d]
         present = tf.reshape(present, [2, -1])
         valid = tf.logical_and(present[0], present[1])
-        replica, replicas = replica_id_and_count()
-        if replicas == 1:
-            loss, accuracy = region_infonce(z[0], z[1], valid, self.temperature)
-        else:
-            both = all_gather(tf.concat([z[0], z[1], tf.cast(valid, tf.float32)[:, None]], axis=1))
-            dim = tf.shape(z)[-1]
-            loss, accuracy = region_infonce(z[0], z[1], valid, self.temperature, z1_all=both[:, :dim],
-                                            z2_all=both[:, dim:2 * dim], valid_all=both[:, -1] > 0.5,
-                                            offset=tf.cast(replica, tf.int32) * tf.shape(z)[1])
+        (z1_all, z2_all, valid_all), offset = gather_rows(z[0], z[1], tf.cast(valid, tf.float32)[:, None])
+        loss, accuracy = region_infonce(z[0], z[1], valid, self.temperature, z1_all=z1_all, z2_all=z2_all,
+                                        valid_all=valid_all[:, 0] > 0.5, offset=offset)
         per_image_count = tf.reduce_sum(tf.reshape(tf.cast(valid, tf.float32), [n, -1]), axis=1)
         per_image = tf.reduce_sum(tf.reshape(loss, [n, -1]), axis=1) / tf.maximum(per_image_count, 1.0)
         per_image_acc = tf.reduce_sum(tf.reshape(accuracy, [n, -1]), axis=1) / tf.maximum(per_image_count, 1.0)
-        logs = {"region_acc": global_mean(per_image_acc, global_batch_size),
-                "regions_per_image": global_mean(per_image_count, global_batch_size)}
-        return global_mean(per_image, global_batch_size), logs, {}
+        return per_image, {"region_acc": per_image_acc, "regions_per_image": per_image_count}, {}
 
     def on_train_begin(self, loop) -> None:
         started = time.perf_counter()

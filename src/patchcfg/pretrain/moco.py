@@ -1,19 +1,11 @@
 """MoCo v2 with optional MoCHi hard-negative mixing and the EqCo margin.
 
-- He, Fan, Wu, Xie & Girshick, "Momentum Contrast for Unsupervised Visual Representation
-  Learning", CVPR 2020; Chen, Fan, Girshick & He, "Improved Baselines with Momentum Contrastive
-  Learning" (MoCo v2), 2020: a key encoder that is a momentum average of the query encoder (and
-  head), a queue of K past keys as negatives, InfoNCE with temperature.
-- Kalantidis, Sariyildiz, Pion, Weinzaepfel & Larlus, "Hard Negative Mixing for Contrastive
-  Learning" (MoCHi), NeurIPS 2020: per query, synthesise ``s`` negatives mixing two of its N hardest
-  queue negatives with a coefficient drawn from U(0, 1) per synthetic negative, and ``s'`` mixing
-  the query itself with a hard negative (coefficient from U(0, 0.5)); all L2-normalised, used as
-  extra negatives in the logits only (no gradient through them, never enqueued).
-- Zhu, Liu, Li & Sun, "EqCo: Equivalent Rules for Self-supervised Contrastive Learning", 2020:
-  scale the negative term by alpha/K,
-  ``L = -log e^{q.k+/t} / (e^{q.k+/t} + (alpha/K) sum_i e^{q.k_i/t})``, which is the InfoNCE
-  loss with every negative logit shifted by ``log(alpha/K)`` (equivalently the positive by a
-  margin ``-log(alpha/K)``).
+He, Fan, Wu, Xie & Girshick, "Momentum Contrast for Unsupervised Visual Representation Learning",
+CVPR 2020; Chen, Fan, Girshick & He, "Improved Baselines with Momentum Contrastive Learning" (MoCo
+v2), 2020: a key encoder and head that are a momentum average of the query encoder and head
+(:class:`~patchcfg.pretrain.momentum.MomentumEncoder`), a queue of K past keys as negatives, InfoNCE
+with temperature; MoCHi (Kalantidis et al. 2020) and EqCo (Zhu et al. 2020) as in
+:mod:`patchcfg.pretrain.losses.moco_infonce`.
 
 Shuffling BN: MoCo shuffles the key batch across GPUs so that batch-norm statistics cannot reveal
 which key belongs to which query. Here each replica normalises its own keys; on several replicas
@@ -24,155 +16,75 @@ the shuffle. With one device the leak is possible in principle but small for the
 
 from __future__ import annotations
 
-import keras
+from dataclasses import dataclass
+
 import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod
-from patchcfg.train.loop import replica_id_and_count
+from patchcfg.pretrain.losses.moco_infonce import mochi_negatives, moco_logits, moco_loss
+from patchcfg.pretrain.momentum import MomentumEncoder
+from patchcfg.pretrain.params import PretrainParams
+from patchcfg.pretrain.two_view import TwoViewMethod
+from patchcfg.train.distribute import replica_rows
 
 
-def eqco_shift(logits, alpha: float):
-    """EqCo (Zhu et al. 2020): add ``log(alpha / K)`` to every negative logit (columns 1..K).
+@dataclass(frozen=True)
+class Mochi:
+    """``pretrain.mochi``: MoCHi(N, s, s')."""
 
-    ``logits`` are already divided by the temperature, the positive in column 0; ``K`` is the
-    number of negatives (``logits.shape[1] - 1``). Softmax cross-entropy on the result is
-    ``-log e^{p} / (e^{p} + (alpha/K) sum_i e^{n_i})``.
-
-    >>> import numpy as np
-    >>> [round(float(v), 4) for v in eqco_shift(np.array([[1.0, 0.0, 0.0]], "float32"), alpha=1)[0]]
-    [1.0, -0.6931, -0.6931]
-    """
-    logits = tf.convert_to_tensor(logits, tf.float32)
-    k = tf.cast(tf.shape(logits)[1] - 1, tf.float32)
-    shift = tf.math.log(tf.cast(alpha, tf.float32) / k)
-    return tf.concat([logits[:, :1], logits[:, 1:] + shift], axis=1)
+    n: int
+    s: int
+    s_prime: int
 
 
-def mochi_negatives(q, queue, n: int, s: int, s_prime: int, seed, *, row_offset=0, total_rows=None):
-    """MoCHi synthetic negatives (Kalantidis et al. 2020) for each query.
+@dataclass(frozen=True)
+class EqCo:
+    """``pretrain.eqco``."""
 
-    Args:
-        q: (B, d) L2-normalised queries.
-        queue: (K, d) L2-normalised negatives.
-        n: N, how many of each query's hardest negatives (highest ``q . k``) are mixed.
-        s: negatives mixing two of them, ``a * n_i + (1 - a) * n_j`` with ``i != j`` (when N > 1)
-            and ``a ~ U(0, 1)`` drawn for each synthetic negative.
-        s_prime: negatives mixing the query, ``b * q + (1 - b) * n_j`` with ``b ~ U(0, 0.5)``.
-        seed: shape-(2,) int seed of the stateless random draws.
-        row_offset, total_rows: the draws are made for ``total_rows`` queries (the global batch)
-            and rows ``row_offset:row_offset + B`` used, so a replica's queries get the same draws
-            as on one device.
-
-    Returns a dict: ``negatives`` (B, s + s', d), normalised, without gradient; and what was
-    drawn: ``alpha`` (B, s), ``index_a``/``index_b`` (B, s) and ``beta`` (B, s'), ``index_q``
-    (B, s'), indices into ``queue``; ``hardest`` (B, N) the top-N indices.
-    """
-    q = tf.stop_gradient(tf.cast(q, tf.float32))
-    queue = tf.stop_gradient(tf.cast(queue, tf.float32))
-    n = int(min(n, queue.shape[0]))
-    batch = tf.shape(q)[0]
-    total = batch if total_rows is None else total_rows
-    rows = slice(row_offset, row_offset + batch)
-
-    def draw(shape_tail, key, low, high, dtype=tf.float32):
-        values = tf.random.stateless_uniform((total, *shape_tail), key, low, high, dtype=dtype)
-        return values[rows]
-
-    similarity = tf.matmul(q, queue, transpose_b=True)
-    hardest = tf.math.top_k(similarity, k=n).indices  # (B, N)
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
-    out = {"hardest": hardest}
-    parts = []
-    if s > 0:
-        pos_a = draw((s,), seeds[0], 0, n, tf.int32)
-        if n > 1:
-            step = draw((s,), seeds[1], 1, n, tf.int32)
-            pos_b = (pos_a + step) % n
-        else:
-            pos_b = pos_a
-        index_a = tf.gather(hardest, pos_a, batch_dims=1)
-        index_b = tf.gather(hardest, pos_b, batch_dims=1)
-        alpha = draw((s,), seeds[2], 0.0, 1.0)
-        mixed = alpha[..., None] * tf.gather(queue, index_a) + (1.0 - alpha[..., None]) * tf.gather(queue, index_b)
-        parts.append(tf.math.l2_normalize(mixed, axis=-1))
-        out.update(alpha=alpha, index_a=index_a, index_b=index_b)
-    if s_prime > 0:
-        pos_q = draw((s_prime,), seeds[3], 0, n, tf.int32)
-        index_q = tf.gather(hardest, pos_q, batch_dims=1)
-        beta = draw((s_prime,), seeds[4], 0.0, 0.5)
-        mixed = beta[..., None] * q[:, None, :] + (1.0 - beta[..., None]) * tf.gather(queue, index_q)
-        parts.append(tf.math.l2_normalize(mixed, axis=-1))
-        out.update(beta=beta, index_q=index_q)
-    d = tf.shape(q)[1]
-    negatives = tf.concat(parts, axis=1) if parts else tf.zeros((batch, 0, d))
-    out["negatives"] = tf.stop_gradient(negatives)
-    return out
-
-
-def moco_logits(q, k, queue, temperature: float, *, synthetic=None, eqco_alpha: float | None = None):
-    """InfoNCE logits of MoCo: column 0 the positive ``q . k``, then ``q . queue`` and ``q . synthetic``,
-    all divided by ``temperature``; with ``eqco_alpha`` the EqCo shift over all negatives."""
-    q = tf.cast(q, tf.float32)
-    positive = tf.reduce_sum(q * tf.cast(k, tf.float32), axis=1, keepdims=True)
-    negative = tf.matmul(q, tf.cast(queue, tf.float32), transpose_b=True)
-    columns = [positive, negative]
-    if synthetic is not None:
-        columns.append(tf.einsum("bd,bsd->bs", q, tf.cast(synthetic, tf.float32)))
-    logits = tf.concat(columns, axis=1) / temperature
-    if eqco_alpha:
-        logits = eqco_shift(logits, eqco_alpha)
-    return logits
-
-
-def moco_loss(logits):
-    """Per-query cross-entropy with the positive in column 0."""
-    labels = tf.zeros(tf.shape(logits)[:1], dtype=tf.int32)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    alpha: float
 
 
 @register("moco")
-class MoCo(PretrainMethod):
+class MoCo(TwoViewMethod):
     """MoCo v2: query encoder+head trained, key encoder+head a momentum copy, a queue of keys."""
+
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        queue_size: int
+        momentum: float
+        mochi: Mochi | None
+        eqco: EqCo | None
 
     def build_state(self):
         p = self.params
-        self.queue_size = int(p.get("queue_size", 4096))
-        self.momentum = float(p.get("momentum", 0.999))
+        self.queue_size = p.queue_size
         if self.queue_size < self.global_batch_size:
             raise UserError(f"pretrain.queue_size ({self.queue_size}) must be at least batch_size "
                              f"({self.global_batch_size})")
-        self.mochi = p.get("mochi") or None
-        self.eqco_alpha = (p.get("eqco") or {}).get("alpha")
-        self.key_encoder = keras.models.clone_model(self.encoder)
-        self.key_head = keras.models.clone_model(self.head)
-        self.key_encoder.set_weights(self.encoder.get_weights())
-        self.key_head.set_weights(self.head.get_weights())
-        # Not trainable (they are not in the model whose variables the optimizer updates), but left
-        # "trainable" so their batch norm runs in training mode, as MoCo's key encoder does.
+        self.mochi = p.mochi
+        self.eqco_alpha = p.eqco.alpha if p.eqco else None
+        online = {"key_encoder": self.encoder, "key_head": self.head}  # checkpointed under these names
+        self.momentum_encoder = MomentumEncoder(online, p.momentum)
+        self.key_encoder, self.key_head = self.momentum_encoder.targets.values()
         dim = int(self.head.output_shape[-1])
         initial = tf.math.l2_normalize(
             tf.random.stateless_normal((self.queue_size, dim), seed=[self.seed, 7]), axis=1)
         self.queue = tf.Variable(initial, trainable=False, name="moco_queue")
 
     def extra_state(self):
-        return {"key_encoder": self.key_encoder, "key_head": self.key_head, "queue": self.queue}
+        return {**self.momentum_encoder.state(), "queue": self.queue}
 
     def contrastive_loss(self, view1, view2):
         q = tf.math.l2_normalize(self.embed(view1), axis=1)
-        k = self.key_head(self.key_encoder(view2, training=True), training=True)
-        k = tf.stop_gradient(tf.math.l2_normalize(tf.cast(k, tf.float32), axis=1))
+        k = tf.stop_gradient(tf.math.l2_normalize(self.momentum_encoder(view2, training=True), axis=1))
         queue = tf.convert_to_tensor(self.queue)
         synthetic = None
-        if self.mochi and (self.mochi.get("s", 0) or self.mochi.get("s_prime", 0)):
-            replica, replicas = replica_id_and_count()
-            local = tf.shape(q)[0]
+        if self.mochi and (self.mochi.s or self.mochi.s_prime):
+            offset, total = replica_rows(tf.shape(q)[0])
             seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
-            synthetic = mochi_negatives(q, queue, int(self.mochi["n"]), int(self.mochi.get("s", 0)),
-                                        int(self.mochi.get("s_prime", 0)), seed,
-                                        row_offset=tf.cast(replica, tf.int32) * local,
-                                        total_rows=local * replicas)["negatives"]
+            synthetic = mochi_negatives(q, queue, self.mochi.n, self.mochi.s, self.mochi.s_prime, seed,
+                                        row_offset=offset, total_rows=total)["negatives"]
         logits = moco_logits(q, k, queue, self.temperature, synthetic=synthetic, eqco_alpha=self.eqco_alpha)
         loss = moco_loss(logits)
         # the proxy task's accuracy against the real negatives (synthetic ones would dominate it)
@@ -182,16 +94,11 @@ class MoCo(PretrainMethod):
 
     def after_step(self, strategy, aux):
         """Momentum update of the key encoder and head, then enqueue the global batch's keys."""
-        m = self.momentum
-        pairs = list(zip(self.key_encoder.weights, self.encoder.weights, strict=True)) + \
-            list(zip(self.key_head.weights, self.head.weights, strict=True))
-        for key_var, query_var in pairs:
-            if query_var.trainable:
-                key_var.assign(m * key_var.value + (1.0 - m) * query_var.value)
+        self.momentum_encoder.update(self.optimizer.iterations)
         keys = aux["keys"]
         if strategy.num_replicas_in_sync > 1:
             keys = strategy.gather(keys, axis=0)  # the global batch's keys, in replica order
         self.queue.assign(tf.concat([keys, self.queue[: self.queue_size - tf.shape(keys)[0]]], axis=0))
 
 
-__all__ = ["MoCo", "eqco_shift", "mochi_negatives", "moco_logits", "moco_loss"]
+__all__ = ["MoCo"]

@@ -5,16 +5,17 @@ patchwork's multitask trainer, on patchcfg's label tables: each entry of ``tasks
 on a shared head (``projection``'s hidden layers). The loss of a task is the masked binary
 cross-entropy over its known labels; rows with no known label in a task do not count for it.
 Tasks are mixed by their ``weight``, or with ``task_weighting: adaptive`` by learnt uncertainty
-(Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene Geometry
-and Semantics", CVPR 2018): ``sum_t exp(-s_t) L_t + s_t / 2`` with a trainable ``s_t = log sigma_t^2``
-per task. Rows are drawn so that every task is equally represented (a row's chance is the sum over
-the tasks it has labels for of 1 / (tasks x rows labelled for the task)), then augmented. Rows marked
-``validation`` or ``exclude`` in a table are never trained on, so the linear probe stays honest.
+(Kendall et al. 2018), with a trainable ``s_t = log sigma_t^2`` per task
+(:mod:`patchcfg.pretrain.losses.multitask`). Rows are drawn so that every task is equally
+represented (a row's chance is the sum over the tasks it has labels for of 1 / (tasks x rows
+labelled for the task)), then augmented. Rows marked ``validation`` or ``exclude`` in a table are
+never trained on, so the linear probe stays honest.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -23,8 +24,11 @@ import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
-from patchcfg.pretrain.base import PretrainMethod, epoch_seed
-from patchcfg.train.loop import global_mean
+from patchcfg.pretrain.base import PretrainMethod
+from patchcfg.pretrain.losses.multitask import masked_task_bce, uncertainty_weighted
+from patchcfg.pretrain.params import PretrainParams, build_params, optional, resolved_section
+from patchcfg.train.distribute import global_mean
+from patchcfg.train.loop import epoch_seed
 
 
 def task_name(path, taken: set[str]) -> str:
@@ -72,38 +76,53 @@ def balanced_probabilities(labels, columns) -> np.ndarray:
     return weights / weights.sum()
 
 
+@dataclass(frozen=True)
+class Task:
+    """An entry of ``pretrain.tasks``."""
+
+    labels: str
+    name: str | None = optional()
+    weight: float
+
+
 @register("multitask")
 class MultiTask(PretrainMethod):
     """Supervised multitask pretraining on one or more label tables (masked BCE per task)."""
+
+    @dataclass(frozen=True)
+    class Params(PretrainParams):
+        tasks: tuple[Task, ...]
+        task_weighting: str
 
     def __init__(self, config, paths, **kwargs):
         from patchcfg.labels import read_label_table
 
         super().__init__(config, paths, **kwargs)
-        specs = self.params.get("tasks") or []
+        specs = self.params.tasks
         if not specs:
-            if not self.data_cfg.get("labels"):
+            if not self.data_cfg["labels"]:
                 raise UserError("pretrain.tasks: multitask needs label tables; list them under pretrain.tasks "
                                 "or set data.labels")
-            specs = [{"labels": self.data_cfg["labels"]}]
+            implicit = resolved_section({"method": self.name, "tasks": [{"labels": self.data_cfg["labels"]}]})
+            specs = build_params(self.Params, implicit).tasks
         tables = []
         for i, spec in enumerate(specs):
             try:
-                tables.append(read_label_table(spec["labels"]))
+                tables.append(read_label_table(spec.labels))
             except UserError as error:
-                where = f"pretrain.tasks[{i}].labels" if self.params.get("tasks") else "data.labels"
+                where = f"pretrain.tasks[{i}].labels" if self.params.tasks else "data.labels"
                 raise type(error)(f"{where}: {error}") from None
         taken: set[str] = set()
         self.task_names = []
         for i, spec in enumerate(specs):
-            name = spec.get("name") or task_name(spec["labels"], taken)
+            name = spec.name or task_name(spec.labels, taken)
             if name in taken:
                 raise UserError(f"pretrain.tasks[{i}].name: '{name}' names another task too; give each a "
                                 "different name")
             self.task_names.append(name)
             taken.add(name)
-        self.task_weights = [float(spec.get("weight", 1.0)) for spec in specs]
-        self.adaptive = self.params.get("task_weighting", "fixed") == "adaptive"
+        self.task_weights = [spec.weight for spec in specs]
+        self.adaptive = self.params.task_weighting == "adaptive"
         self.task_paths, self.labels, self.columns = merge_tasks(tables)
         for name, table, columns in zip(self.task_names, tables, self.columns, strict=True):
             if not (self.labels[:, columns] >= 0).any():
@@ -138,20 +157,16 @@ class MultiTask(PretrainMethod):
 
     def compute_loss(self, batch, global_batch_size: int):
         images, labels = batch
-        logits = self.embed(images)
-        known = tf.cast(labels >= 0, tf.float32)
-        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.clip_by_value(labels, 0.0, 1.0), logits=logits) * known
-        total = 0.0
-        logs = {}
-        for t, (name, columns) in enumerate(zip(self.task_names, self.columns, strict=True)):
-            counts = tf.reduce_sum(known[:, columns], axis=1)
-            per_example = tf.reduce_sum(bce[:, columns], axis=1) / tf.maximum(counts, 1.0)
-            logs[f"loss_{name}"] = global_mean(per_example, global_batch_size)
-            if self.adaptive:
-                log_variance = self.log_variances[t]
-                total += tf.exp(-log_variance) * per_example + 0.5 * log_variance
-                logs[f"weight_{name}"] = global_mean(tf.fill(tf.shape(counts), tf.exp(-log_variance)),
-                                                     global_batch_size)
-            else:
-                total += self.task_weights[t] * per_example
+        per_task = masked_task_bce(labels, self.embed(images), self.columns)
+        logs = {f"loss_{name}": global_mean(loss, global_batch_size)
+                for name, loss in zip(self.task_names, per_task, strict=True)}
+        if self.adaptive:
+            total = uncertainty_weighted(per_task, self.log_variances)
+            ones = tf.ones(tf.shape(per_task[0]))
+            for t, name in enumerate(self.task_names):
+                logs[f"weight_{name}"] = global_mean(ones * tf.exp(-self.log_variances[t]), global_batch_size)
+        else:
+            total = 0.0
+            for weight, loss in zip(self.task_weights, per_task, strict=True):
+                total += weight * loss
         return global_mean(total, global_batch_size), logs, {}

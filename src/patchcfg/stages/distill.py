@@ -12,6 +12,11 @@ from patchcfg.errors import UserError
 from patchcfg.stages.runner import Stage
 
 
+def _macro_auc(metrics: dict) -> float:
+    """The validation macro AUC among ``metrics`` (NaN without validation rows)."""
+    return metrics["val_macro_auc"] if "val_macro_auc" in metrics else math.nan
+
+
 class DistillStage(Stage):
     name = "distill"
     needs_labels = "its rows are the images, its validation rows score student and teacher"
@@ -64,7 +69,7 @@ class DistillStage(Stage):
         student_metrics = task.on_epoch_end(distill["epochs"] - 1, {})
         if self.chief:
             task.model.save(self.stage_run.path("model.keras"))
-        gap = teacher_metrics.get("val_macro_auc", math.nan) - student_metrics.get("val_macro_auc", math.nan)
+        gap = _macro_auc(teacher_metrics) - _macro_auc(student_metrics)
         return {"classes": classes, "images": len(rows),
                 "teacher": {k: v for k, v in teacher_metrics.items() if "macro" in k},
                 "student": {k: v for k, v in student_metrics.items() if "macro" in k},
@@ -73,6 +78,6 @@ class DistillStage(Stage):
                 "train_seconds": result["train_seconds"]}
 
     def done_message(self, summary: dict) -> str:
-        return (f"distill done: student val_macro_auc {summary['student'].get('val_macro_auc', math.nan):.4f}, "
-                f"teacher {summary['teacher'].get('val_macro_auc', math.nan):.4f} -> "
+        return (f"distill done: student val_macro_auc {_macro_auc(summary['student']):.4f}, "
+                f"teacher {_macro_auc(summary['teacher']):.4f} -> "
                 f"{self.stage_run.path('model.keras')}")

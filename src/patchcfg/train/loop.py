@@ -51,36 +51,8 @@ import tensorflow as tf
 
 from patchcfg.errors import UserError
 from patchcfg.metrics import metric_mode
+from patchcfg.train.distribute import all_gather, global_mean, replica_id_and_count
 from patchcfg.train.optim import build_optimizer, current_lr
-
-
-def global_mean(per_example, global_batch_size: int):
-    """A replica's share of the mean over the *global* batch (``tf.nn.compute_average_loss``).
-
-    Summed over replicas (as gradients are) it is the mean over the global batch.
-    """
-    per_example = tf.cast(per_example, tf.float32)
-    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
-
-
-def replica_id_and_count() -> tuple[Any, int]:
-    """``(replica id in sync group, number of replicas)`` in a replica context; (0, 1) otherwise."""
-    context = tf.distribute.get_replica_context()
-    if context is None:
-        return 0, 1
-    return context.replica_id_in_sync_group, context.num_replicas_in_sync
-
-
-def all_gather(tensor):
-    """``tensor`` from every replica, concatenated on axis 0 in replica order (differentiable).
-
-    The gradient of each replica's piece is the sum over replicas of what flows into it, so a loss
-    on gathered values gives the same gradients as on one device with the global batch.
-    """
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return tensor
-    return context.all_gather(tensor, axis=0)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -588,4 +560,4 @@ def environment_threads() -> int:
 
 
 __all__ = ["TrainTask", "TrainLoop", "global_mean", "all_gather", "replica_id_and_count", "flatten_config",
-           "best_metrics", "metric_mode", "mixed_precision_policy"]
+           "best_metrics", "epoch_seed", "metric_mode", "mixed_precision_policy"]
