@@ -50,6 +50,15 @@ force_option = click.option("--force", is_flag=True,
                             help="Replace an experiment of the same name that ran with another config.")
 
 
+def stage_options(command):
+    """The arguments of a training verb: ``CONFIG [KEY=VALUE ...]``, ``--labels``, ``--sweep``,
+    ``--experiments`` and ``--force`` (the function takes ``args, labels, sweeps,
+    experiments_root, force``)."""
+    for option in (force_option, experiments_option, sweep_option, labels_option, config_args):
+        command = option(command)
+    return command
+
+
 def run_stages(args, sweeps, experiments_root_, force, stages=None, extra_overrides=()) -> list:
     """Validate every sweep combination, then run ``stages`` of each, in order.
 

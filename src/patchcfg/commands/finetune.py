@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import click
 
-from patchcfg.commands._common import (
-    config_args,
-    experiments_option,
-    force_option,
-    labels_option,
-    labels_override,
-    run_stages,
-    sweep_option,
-)
+from patchcfg.commands._common import labels_override, run_stages, stage_options
 
 
 @click.command()
-@config_args
-@labels_option
-@sweep_option
-@experiments_option
-@force_option
+@stage_options
 def finetune(args, labels, sweeps, experiments_root, force):
     """Train a classifier: encoder + head, masked loss, stratified batches, stages, folds.
 

@@ -14,7 +14,7 @@ from patchcfg.commands._common import (
     literal,
     one_config,
     run_stages,
-    sweep_option,
+    stage_options,
 )
 
 
@@ -84,11 +84,7 @@ def query(args, labels, strategy, n, subset, explore, out, force, experiments_ro
 
 
 @click.command()
-@config_args
-@labels_option
-@sweep_option
-@experiments_option
-@force_option
+@stage_options
 def distill(args, labels, sweeps, experiments_root, force):
     """Train a student on the teacher's soft labels over every image; score both on validation rows.
 
@@ -100,11 +96,7 @@ def distill(args, labels, sweeps, experiments_root, force):
 
 
 @click.command("run")
-@config_args
-@labels_option
-@sweep_option
-@experiments_option
-@force_option
+@stage_options
 def run_all(args, labels, sweeps, experiments_root, force):
     """Run every stage the config declares, in order: pretrain, finetune, query, distill.
 
