@@ -24,6 +24,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from patchcfg.models.layers import BatchNormalization
+
 #: Channels of the four stages at ``width == 1``.
 STAGE_FILTERS = (64, 128, 256, 512)
 #: Channel expansion of the last 1×1 convolution of a bottleneck block.
@@ -35,8 +37,8 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def _bn(name: str, sync_batchnorm: bool) -> layers.BatchNormalization:
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_batchnorm, name=name)
+def _bn(name: str, sync_batchnorm: bool) -> BatchNormalization:
+    return BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_batchnorm, name=name)
 
 
 def _conv(filters: int, kernel: int, stride: int, name: str) -> layers.Conv2D:

@@ -1,0 +1,53 @@
+"""Layers of our own: a batch normalization that runs TensorFlow's fused kernel.
+
+Keras 3's ``BatchNormalization`` computes the batch moments and the normalisation as separate ops
+on the TensorFlow backend; TensorFlow's ``FusedBatchNormV3`` (Ioffe & Szegedy 2015, "Batch
+Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift") does
+both, forward and backward, in one kernel. :class:`BatchNormalization` is Keras' layer with the
+same weights, configuration and moving-statistics update (biased batch variance, ``momentum``),
+saved and loaded like it; it takes the fused path for float32 inputs of rank 2 or 4 with the
+channels last, and Keras' own path otherwise (``synchronized`` statistics across replicas, masks,
+other dtypes and axes, other backends).
+
+``benchmarks/train_step.py`` measures the model-only SimCLR step with either layer side by side.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="patchcfg")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` on TensorFlow's fused kernel where it applies."""
+
+    def _fused(self, inputs, mask) -> bool:
+        return (keras.backend.backend() == "tensorflow" and not self.synchronized and mask is None
+                and len(inputs.shape) in (2, 4) and self.axis in (-1, len(inputs.shape) - 1)
+                and keras.backend.standardize_dtype(inputs.dtype) == "float32")
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        shape = tf.shape(inputs)
+        x = tf.reshape(inputs, [-1, 1, 1, shape[-1]]) if len(inputs.shape) == 2 else inputs
+        ones = tf.ones_like(self.moving_mean)
+        scale = self.gamma if self.scale else ones
+        offset = self.beta if self.center else tf.zeros_like(self.moving_mean)
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, scale, offset, epsilon=self.epsilon, is_training=True, exponential_avg_factor=1.0)
+            # the kernel returns the unbiased batch variance; Keras keeps the biased one
+            count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+            biased = variance * (count - 1.0) / count
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean * momentum + tf.stop_gradient(mean) * (1.0 - momentum))
+            self.moving_variance.assign(self.moving_variance * momentum
+                                        + tf.stop_gradient(biased) * (1.0 - momentum))
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, scale, offset, mean=self.moving_mean, variance=self.moving_variance, epsilon=self.epsilon,
+                is_training=False)
+        return tf.reshape(y, shape) if len(inputs.shape) == 2 else y
