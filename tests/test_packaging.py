@@ -1,5 +1,6 @@
 """The package as a user installs it: a wheel built from this tree works outside the repository."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def run(command, **kwargs):
-    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=300, **kwargs)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing but what is installed
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=300, env=env,
+                            **kwargs)
     assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
