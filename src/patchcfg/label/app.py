@@ -161,7 +161,8 @@ class LabelApp:
         if self._flusher:
             self._flusher.join(5)
         self.store.flush()
-        self.learner.join(1.0)
+        self.learner.close()
+        _write_status(self, "complete")
         self.store.close()
 
     def _subset_values(self) -> list[str]:
@@ -169,6 +170,20 @@ class LabelApp:
             if "subset" not in self.store.table.df.columns:
                 return []
             return sorted(set(self.store.table.subsets()) - {""})
+
+    def validation_warnings(self, counts: dict) -> list[str]:
+        """Classes with too few validation labels to measure (present or absent)."""
+        from patchcfg.label.learner import MIN_VALIDATION
+
+        few = []
+        for cls, entry in counts["classes"].items():
+            v = entry["validation"]
+            if min(v["present"], v["absent"]) < MIN_VALIDATION:
+                few.append(f"{cls} ({v['present']} present, {v['absent']} absent)")
+        if not few:
+            return []
+        return [f"too few validation labels to measure (fewer than {MIN_VALIDATION} present or absent): "
+                + ", ".join(few)]
 
     def state(self) -> dict:
         from patchcfg import active
@@ -184,6 +199,7 @@ class LabelApp:
                         "labels_per_hour": round(labelled / hours, 1) if labelled else 0.0,
                         "seconds": round(time.time() - self.started)},
             "model": self.learner.state(), "ordered_by": self.queue.ordered_by,
+            "validation_warnings": self.validation_warnings(counts),
             "settings": {"grid": self.settings["grid"], "retrain_every": self.settings["retrain_every"],
                          "reserve_seconds": self.settings["reserve_seconds"],
                          "validation_fraction": self.settings["validation_fraction"],
@@ -196,9 +212,25 @@ class LabelApp:
         }
 
 
+def _write_status(app: LabelApp, state: str) -> None:
+    """``label/status.json``, so that ``patchcfg analyze`` lists the labelling session as a stage."""
+    from patchcfg.atomic import atomic_write_json
+
+    folder = app.learner.folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "status.json", {"state": state, "stage": "label", "started": app.started,
+                                                   "updated": time.time(), "error": None})
+    except OSError as error:
+        app.store.note(f"cannot write {folder}/status.json ({error.strerror})", level="warning")
+
+
 def _write_session(app: LabelApp) -> None:
-    """The session's settings in ``experiments/<name>/label/session.json`` (beside the learning curve)."""
+    """The session's settings in ``experiments/<name>/label/session.json`` (beside the learning curve)
+    and its state in ``status.json``."""
     from patchcfg.atomic import atomic_write_text
+
+    _write_status(app, "running")
 
     folder = app.learner.experiment_dir / "label"
     session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": str(app.store.path.resolve()),
