@@ -339,8 +339,12 @@ class Learner:
             self.refit(asked=False)
         except Exception as error:  # noqa: BLE001 - shown on the page; the last scores stay
             self.store.note(f"refitting the quick head failed: {error}", level="error")
-        finally:
             self.fitting = False
+            return
+        self.fitting = False
+        every = int(self.settings["retrain_every"])
+        if every and self._labels_since_fit >= every:  # labels that came during the fit
+            self.refit_async()
 
     def issue(self) -> int:
         """A new version number, for a fit or a scoring whose inputs are taken now."""
