@@ -34,8 +34,8 @@ def test_features_computed_in_the_background_then_the_queue_is_ranked(lab):
 @pytest.mark.slow
 def test_a_fine_tuned_ensemble_scores_the_queue(tmp_path, digits_table, finetune_config):
     from patchcfg.config import load_config
-    from patchcfg.stages import run_finetune
     from patchcfg.label.server import build
+    from patchcfg.stages import run_finetune
 
     labels = digits_table(tmp_path / "data", n=36)
     config = load_config(finetune_config(tmp_path, labels, folds_count=2), ["query={}", "label={}"])
