@@ -95,6 +95,12 @@ def validation_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.n
     return {"val_macro_auc": float(np.mean(aucs)) if aucs else None, "val_accuracy": accuracy, **out}
 
 
+def _better(a: dict, b: dict) -> bool:
+    """Whether metrics ``a`` beat ``b`` on validation macro AUC (a measured value beats none)."""
+    x, y = a.get("val_macro_auc"), b.get("val_macro_auc")
+    return x is not None and (y is None or x > y)
+
+
 # ----------------------------------------------------------------- the worker process
 
 _WORKER_FEATURES: dict = {}
@@ -206,6 +212,7 @@ class Learner:
         self.worker = Worker()
         self.curve: list[dict] = self._read_curve()
         self._events = None  # the TensorBoard event file, opened on the first record
+        self._job = None  # (probabilities, scored, classes, source) of the applied finetune job
         check_stop_when(self.settings["stop_when"], store.classes)
 
     # ----------------------------------------------------------------- features
@@ -396,14 +403,62 @@ class Learner:
             raise UserError("the table has no classes yet; add one first")
         result = self.worker.fit(key, features, labels, train, validation, self.seed, classes, self.exclusive)
         metrics = result["metrics"]
-        applied = self.apply(version, result["probabilities"], classes, None, "quick head", metrics)
+        job = self._job_metrics(labels, validation, classes)
+        if job is not None and _better(job, metrics):
+            applied = False  # the fine-tuned ensemble still scores better on validation: it keeps the queue
+            with self.lock:
+                self.metrics = job
+        else:
+            applied = self.apply(version, result["probabilities"], classes, None, "quick head", metrics)
+            self._job = None if applied else self._job
         counts = {"labels": int((train & (labels >= 0).any(axis=1)).sum()),
                   "validation_labels": int((validation & (labels >= 0).any(axis=1)).sum()),
                   "known_train_labels": int((labels[train] >= 0).sum())}
-        if applied:
+        if applied or job is not None:
             self.record(version, "quick_head", counts, metrics)
+        if applied:
             self.check_stop(metrics, counts["labels"], version)
         return {"version": version, "applied": applied, "source": "quick head", "metrics": metrics, **counts}
+
+    def _job_metrics(self, labels, validation, classes) -> dict | None:
+        """The applied finetune job's scores on the current validation rows (None: no job applies)."""
+        with self.lock:
+            job = self._job
+        if job is None or job[2] != classes or len(job[0]) != len(labels):
+            return None
+        return validation_metrics(job[0], labels, validation & job[1], classes, self.exclusive)
+
+    def apply_job(self, job: dict, probabilities, paths, classes) -> tuple[bool, dict]:
+        """A finished finetune job's probabilities (over its snapshot's ``paths``): scored on the
+        current validation rows, and ranking the queue unless the quick head scores better there."""
+        with self.store.lock:
+            table = self.store.table
+            current = list(table.classes)
+            labels = table.label_matrix()
+            validation = table.validation & ~table.exclude
+            where = {p: i for i, p in enumerate(paths)}
+            index = np.array([where.get(p, -1) for p in table.resolved_paths()], int)
+            version = self.issue()
+        if list(classes) != current:
+            raise UserError(f"the job learned the classes {list(classes)}, the table now has {current}")
+        aligned = np.full((len(index), len(current)), 0.5, np.float32)
+        aligned[index >= 0] = probabilities[index[index >= 0]]
+        scored = (index >= 0) & np.isfinite(aligned).all(axis=1)
+        aligned[~scored] = 0.5
+        metrics = validation_metrics(aligned, labels, validation & scored, current, self.exclusive)
+        with self.lock:
+            quick = self.metrics if self.source == "quick head" else None
+        applied = quick is None or not _better(quick, metrics)
+        source = f"finetune job {job['id']}"
+        if applied:
+            applied = self.apply(version, aligned, current, scored, source, metrics)
+            if applied:
+                with self.lock:
+                    self._job = (aligned, scored, current, source)
+        counts = {"labels": job["labels"], "validation_labels": int((validation & (labels >= 0).any(axis=1)).sum()),
+                  "known_train_labels": None}
+        self.record(version, "finetune", counts, metrics)
+        return applied, metrics
 
     def check_stop(self, metrics: dict, labels: int, version: int) -> None:
         stop = self.settings["stop_when"]
