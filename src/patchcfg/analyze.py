@@ -677,8 +677,8 @@ def analyze(
     if figures == "kept":
         from_summary = {i: r for i, r in by_id.items() if (r.path / "summary.json").is_file()}
     else:
-        from_summary = {i: r for i, r in by_id.items()
-                        if i not in bad_csv and not (r.path / METRICS_FILES.get(r.stage, "metrics.csv")).is_file()}
+        from_summary = {i: r for i, r in by_id.items() if i not in bad_csv
+                        and not (r.path / METRICS_FILES.get(r.stage, "metrics.csv")).is_file()}
     summary, bad_summary = _summary_best(from_summary, problems, figures)
     by_id = {i: r for i, r in by_id.items() if i not in bad_csv | bad_summary}
     if not by_id:

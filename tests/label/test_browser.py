@@ -281,8 +281,10 @@ def test_thirty_labels_bring_new_models_a_curve_and_a_new_order(tmp_path, digits
         wait(driver, f"return document.getElementById('single').dataset.row !== '{row}'", "the next image")
     assert len(set(seen)) == 30
     newest = wait(driver, f"const m = window.patchcfg.state.model; "
-                          f"return m.version >= {first_version + 3} && !m.fitting && m.version", "three refits")
-    wait(driver, "return document.querySelectorAll('#curve circle').length >= 4", "the learning curve's points")
+                          f"return m.version >= {first_version + 3} && !m.fitting && m.version",
+                  "three refits")
+    wait(driver, "return document.querySelectorAll('#curve circle').length >= 4",
+         "the learning curve's points")
     press(driver, "r")  # and a refit now, on every label
     press(driver, "q")  # the next images, ranked by the newest model
     batch = driver.execute_script("return window.patchcfg.batch")

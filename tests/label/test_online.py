@@ -184,8 +184,9 @@ def test_the_learner_stops_at_the_first_fit_where_stop_when_holds(online):
             break
     holds = [stop_holds(config["label"]["stop_when"], f["metrics"]) for f in fits]
     assert holds[-1] and not any(holds[:-1]), [f["metrics"] for f in fits]
-    assert learner.stopped_at == {"labels": fits[-1]["labels"], "version": fits[-1]["version"],
-                                  "metrics": {k: fits[-1]["metrics"][k] for k in ("val_macro_auc", "val_auc_zero")}}
+    held = {k: fits[-1]["metrics"][k] for k in ("val_macro_auc", "val_auc_zero")}
+    last = fits[-1]
+    assert learner.stopped_at == {"labels": last["labels"], "version": last["version"], "metrics": held}
     assert any(f"at {fits[-1]['labels']} labels" in m["text"] for m in app.store.messages)
     assert not learner.refit_async()  # automatic refits stop ...
     assert learner.refit()["version"] > fits[-1]["version"]  # ... one asked for still runs

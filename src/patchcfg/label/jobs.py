@@ -126,7 +126,8 @@ class Jobs:
         if source == "pretrain" or (source == "auto" and config.get("pretrain")):
             path = self.learner.experiment_dir / "pretrain" / "encoder.keras"
             if not path.is_file():
-                raise UserError(f"finetune.encoder: pretrain, but {path} does not exist; run `patchcfg pretrain` "
+                raise UserError(f"finetune.encoder: pretrain, but {path} does not exist; "
+                                "run `patchcfg pretrain` "
                                 "first, or set finetune.encoder to a path or null")
             finetune["encoder"] = str(path.resolve())
         elif source and source != "auto":
@@ -177,8 +178,8 @@ class Jobs:
                     tail = self.log_tail(job, 3)
                     job.update(state="failed", finished=_now(), error=f"exit code {code}: {tail}")
                     self._write(job)
-                    self.store.note(f"finetune job {job_id} failed (exit code {code}); see {job['folder']}/log.txt",
-                                    level="error")
+                    self.store.note(f"finetune job {job_id} failed (exit code {code}); "
+                                    f"see {job['folder']}/log.txt", level="error")
 
     def progress(self, job: dict) -> str:
         """``fold f/F, epoch e/E`` from the stage's metrics.csv (or the state)."""
@@ -189,7 +190,7 @@ class Jobs:
         finetune = self.config["finetune"]
         epochs = sum(int(s["epochs"]) for s in finetune["stages"])
         folds = int(finetune["folds_count"])
-        path = Path(job["folder"]) / self.config["name"] / "finetune" / "metrics.csv"
+        path = self.folder / job["id"] / self.config["name"] / "finetune" / "metrics.csv"
         try:
             with open(path, newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
@@ -214,7 +215,8 @@ class Jobs:
         beats the quick head there."""
         try:
             with np.load(Path(job["folder"]) / "scores.npz", allow_pickle=False) as data:
-                probabilities, paths, classes = data["probabilities"], list(data["paths"]), list(data["classes"])
+                probabilities = data["probabilities"]
+                paths, classes = list(data["paths"]), list(data["classes"])
             applied, metrics = self.learner.apply_job(job, probabilities, paths, classes)
             job.update(state="complete", finished=_now(), applied=applied, metrics=metrics)
             self.store.note(f"finetune job {job['id']} complete: val macro AUC "
@@ -261,8 +263,11 @@ class Jobs:
     def state(self) -> list[dict]:
         with self.lock:
             jobs = sorted(self.jobs.values(), key=lambda j: j["started"])[-10:]
-            return [{k: j.get(k) for k in ("id", "state", "started", "finished", "labels", "progress", "applied",
-                                            "metrics", "error")} for j in jobs]
+            keys = ("id", "state", "started", "finished", "labels", "progress", "applied", "metrics", "error")
+            out = [{k: j.get(k) for k in keys} for j in jobs]
+        for job in out:  # read now, not at the watcher's last look
+            job["progress"] = self.progress(job) if job["state"] == "running" else job["progress"]
+        return out
 
     def _write(self, job: dict) -> None:
         from patchcfg.atomic import atomic_write_json

@@ -56,7 +56,8 @@ def check_stop_when(stop_when: dict, classes=None) -> None:
 
 def stop_holds(stop_when: dict, metrics: dict) -> bool:
     """True when every threshold of ``stop_when`` holds (a metric not measured does not hold)."""
-    return bool(stop_when) and all(metrics.get(k) is not None and metrics[k] >= v for k, v in stop_when.items())
+    return bool(stop_when) and all(metrics.get(k) is not None and metrics[k] >= v
+                                   for k, v in stop_when.items())
 
 
 def validation_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.ndarray,
@@ -455,8 +456,8 @@ class Learner:
             if applied:
                 with self.lock:
                     self._job = (aligned, scored, current, source)
-        counts = {"labels": job["labels"], "validation_labels": int((validation & (labels >= 0).any(axis=1)).sum()),
-                  "known_train_labels": None}
+        known = int((validation & (labels >= 0).any(axis=1)).sum())
+        counts = {"labels": job["labels"], "validation_labels": known, "known_train_labels": None}
         self.record(version, "finetune", counts, metrics)
         return applied, metrics
 
@@ -507,10 +508,12 @@ class Learner:
             frame = pd.DataFrame(self.curve)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.folder / "learning_curve.csv", frame.to_csv(index=False, lineterminator="\n"))
+            text = frame.to_csv(index=False, lineterminator="\n")
+            atomic_write_text(self.folder / "learning_curve.csv", text)
             self._scalars(point, model)
         except OSError as error:
-            self.store.note(f"cannot write {self.folder}/learning_curve.csv ({error.strerror})", level="error")
+            self.store.note(f"cannot write {self.folder}/learning_curve.csv ({error.strerror})",
+                            level="error")
 
     def _scalars(self, point: dict, model: str) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2

@@ -161,7 +161,8 @@ function renderLearning(st) {
   stop.hidden = !m.stopped_at;
   if (m.stopped_at) {
     const held = Object.entries(m.stopped_at.metrics).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ");
-    stop.textContent = `stop_when holds at ${m.stopped_at.labels} labels (v${m.stopped_at.version}: ${held}):` +
+    const at = m.stopped_at;
+    stop.textContent = `stop_when holds at ${at.labels} labels (v${at.version}: ${held}):` +
       " automatic retraining stopped; r refits when you ask";
   }
   const warn = $("val-warn");
@@ -169,12 +170,14 @@ function renderLearning(st) {
   warn.textContent = (st.validation_warnings || []).join("; ");
   const table = $("class-metrics");
   const metrics = m.metrics || {};
-  table.innerHTML = `<tr><th>class</th><th>val labels (✓/✗)</th><th>val AUC · ${m.source} v${m.version}</th></tr>`;
+  table.innerHTML = "<tr><th>class</th><th>val labels (✓/✗)</th>" +
+    `<th>val AUC · ${m.source} v${m.version}</th></tr>`;
   for (const c of st.classes) {
     const k = st.counts.classes[c].validation;
     const auc = metrics[`val_auc_${c}`];
     const tr = document.createElement("tr");
-    tr.innerHTML = `<td></td><td>${k.present} / ${k.absent}</td><td>${auc == null ? "–" : auc.toFixed(3)}</td>`;
+    const shown = auc == null ? "–" : auc.toFixed(3);
+    tr.innerHTML = `<td></td><td>${k.present} / ${k.absent}</td><td>${shown}</td>`;
     tr.firstChild.textContent = c;
     table.append(tr);
   }
@@ -206,7 +209,8 @@ function drawCurve(points) {
   el("text", {x: L + 4, y: H - 6}, "val macro AUC");
   const quick = pts.filter((p) => p.model === "quick_head");
   if (quick.length > 1) {
-    el("polyline", {class: "quick", points: quick.map((p) => `${x(p.labels)},${y(p.val_macro_auc)}`).join(" ")});
+    const line = quick.map((p) => `${x(p.labels)},${y(p.val_macro_auc)}`).join(" ");
+    el("polyline", {class: "quick", points: line});
   }
   for (const p of quick) el("circle", {class: "quick-pt", cx: x(p.labels), cy: y(p.val_macro_auc), r: 2.5});
   for (const p of pts.filter((q) => q.model !== "quick_head")) {
