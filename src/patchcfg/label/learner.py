@@ -123,6 +123,17 @@ def fit_quick_head(key, features, labels, train, validation, seed: int, classes,
     return {"probabilities": probabilities.astype(np.float32), "metrics": metrics}
 
 
+def _one_thread() -> None:
+    """The worker yields to the server: one thread for its numeric libraries, a lower priority."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    try:
+        os.nice(10)
+    except OSError:  # not allowed here: the same priority then
+        pass
+
+
 def _warm_up() -> bool:
     import sklearn.linear_model  # noqa: F401  (the first fit should not wait for the import)
 
@@ -146,7 +157,8 @@ class Worker:
 
         with self._lock:
             if self._executor is None:
-                self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                     initializer=_one_thread)
                 self._sent_key = None
             return self._executor
 
