@@ -1,6 +1,7 @@
 """Online learning: the learner's fit equals `patchcfg query`'s, refits never touch labels, versions
 apply in order, stop_when fires exactly when its metrics hold, the validation split is stable."""
 
+import json
 import threading
 import time
 
@@ -233,3 +234,32 @@ def test_the_validation_split_is_stable_across_restarts(online):
     assert read_label_table(labels).df["validation"].tolist() == first
     journal = [line for line in open(str(labels) + ".journal.jsonl") if '"validation"' in line]
     assert len(journal) == sum(first)  # each move to validation is journalled
+
+
+def test_patchcfg_analyze_and_tensorboard_see_the_labelling_session(online):
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from patchcfg.analyze import analyze
+
+    make, config, labels, root = online
+    (root / "lab" / "config.yaml").write_text(yaml.safe_dump(config))  # as the embed stage writes it
+    app = make(retrain_every=0)
+    digits = truth(labels)
+    label_rows(app.store, range(12, 24), digits, validation=True)
+    label_rows(app.store, range(8), digits)
+    fits = [app.learner.refit()]
+    label_rows(app.store, range(8, 12), digits)
+    fits.append(app.learner.refit())
+    app.stop()
+    folder = root / "lab" / "label"
+    assert json.loads((folder / "status.json").read_text())["state"] == "complete"
+    result = analyze([root])
+    row = next(r for r in result.rows if r.stage == "label")
+    assert row.state == "complete" and "val_macro_auc" in result.metrics
+    assert row.metrics["val_macro_auc"][0] == pytest.approx(fits[-1]["metrics"]["val_macro_auc"])
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("quick_head/val_macro_auc")
+    assert [s.step for s in scalars] == [8, 12]  # the fit at start had no validation label to score
+    assert scalars[-1].value == pytest.approx(fits[-1]["metrics"]["val_macro_auc"])
