@@ -89,3 +89,17 @@ def test_a_job_trains_on_a_snapshot_and_scores_the_queue(ft, client_of):
     assert curve["model"].tolist() == ["finetune"] and curve["labels"].tolist() == [job["labels"]]
     assert (folder / "log.txt").stat().st_size > 0
     assert not (root / "ft" / "finetune").exists()
+
+
+def test_a_job_left_running_by_a_crash_is_failed_and_its_models_removed(ft, client_of):
+    config, labels, root = ft
+    folder = root / "ft" / "label" / "jobs" / "20260101-000000-1"
+    (folder / "ft" / "finetune" / "fold_0").mkdir(parents=True)
+    (folder / "ft" / "finetune" / "fold_0" / "model.keras").write_bytes(b"half")
+    (folder / "job.json").write_text(json.dumps({"id": folder.name, "state": "running", "started": "x",
+                                                 "folder": str(folder), "labels": 3, "progress": "fold 1/2"}))
+    c = client_of(config, root)
+    job = c.get("/api/jobs").json()["jobs"][0]
+    assert job["state"] == "failed" and "stopped while the job ran" in job["error"]
+    assert not (folder / "ft").exists()
+    assert json.loads((folder / "job.json").read_text())["state"] == "failed"

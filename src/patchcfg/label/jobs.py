@@ -62,7 +62,9 @@ class Jobs:
                 job = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            if job.get("state") == "running":
+            if job.get("state") == "running":  # its models may be half-written: removed
+                shutil.rmtree(path.parent / self.config["name"], ignore_errors=True)
+                (path.parent / "scores.npz").unlink(missing_ok=True)
                 job.update(state="failed", error="the app stopped while the job ran")
                 self._write(job)
             self.jobs[job["id"]] = job
