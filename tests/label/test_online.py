@@ -64,11 +64,17 @@ def online(lab):
         app.stop()
 
 
-def test_the_learner_fits_what_patchcfg_query_fits(online):
+@pytest.mark.parametrize("output", ["sigmoid", "softmax"])
+def test_the_learner_fits_what_patchcfg_query_fits(online, output):
     from patchcfg import active
     from patchcfg.stages import run_query
 
+    from patchcfg.config import load_config
+
     make, config, labels, root = online
+    resolved = load_config(labels.parents[1] / "lab.yaml", ["query={}", "label={}", f"finetune.output.type={output}"])
+    config.clear()
+    config.update(resolved)
     app = make(retrain_every=0)
     digits = truth(labels)
     label_rows(app.store, range(10), digits)
@@ -85,7 +91,7 @@ def test_the_learner_fits_what_patchcfg_query_fits(online):
         ours = active.rank(strategy, probabilities=snapshot.probabilities, features=snapshot.features,
                            classes=table.classes, candidates=active.candidate_mask(table, query["subset"]),
                            n=8, labels=table.label_matrix(), explore=0.25, sampling=query["sampling"],
-                           mix=float(query["mix"]), seed=int(config["seed"]))
+                           mix=float(query["mix"]), exclusive=output == "softmax", seed=int(config["seed"]))
         theirs = pd.read_csv(root / f"q-{strategy}.csv")
         assert [table.df["filepath"][r] for r in ours["row"]] == theirs["filepath"].tolist()
         assert list(ours["picked_by"]) == theirs["picked_by"].tolist()

@@ -47,6 +47,7 @@ class Jobs:
         self.folder = learner.folder / "jobs"
         self.jobs: dict[str, dict] = {}
         self.lock = threading.Lock()
+        self._starting = threading.Lock()  # one start at a time: two requests never start two jobs
         self._procs: dict[str, subprocess.Popen] = {}
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -72,6 +73,10 @@ class Jobs:
     # ----------------------------------------------------------------- starting
 
     def start(self, client: str = "api") -> dict:
+        with self._starting:
+            return self._start(client)
+
+    def _start(self, client: str) -> dict:
         from patchcfg.errors import UserError
 
         if not self.config.get("finetune"):

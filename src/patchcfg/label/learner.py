@@ -118,7 +118,7 @@ def fit_quick_head(key, features, labels, train, validation, seed: int, classes,
     elif key not in _WORKER_FEATURES:
         return {"need_features": True}
     features = _WORKER_FEATURES[key]
-    probabilities = active.quick_head_probabilities(features, labels, train, seed=seed)
+    probabilities = active.quick_head_probabilities(features, labels, train, seed=seed, exclusive=exclusive)
     metrics = validation_metrics(probabilities, labels, validation, classes, exclusive)
     return {"probabilities": probabilities.astype(np.float32), "metrics": metrics}
 
