@@ -67,12 +67,12 @@ def online(lab):
 @pytest.mark.parametrize("output", ["sigmoid", "softmax"])
 def test_the_learner_fits_what_patchcfg_query_fits(online, output):
     from patchcfg import active
+    from patchcfg.config import load_config
     from patchcfg.stages import run_query
 
-    from patchcfg.config import load_config
-
     make, config, labels, root = online
-    resolved = load_config(labels.parents[1] / "lab.yaml", ["query={}", "label={}", f"finetune.output.type={output}"])
+    overrides = ["query={}", "label={}", f"finetune.output.type={output}"]
+    resolved = load_config(labels.parents[1] / "lab.yaml", overrides)
     config.clear()
     config.update(resolved)
     app = make(retrain_every=0)
