@@ -298,6 +298,7 @@ def test_thirty_labels_bring_new_models_a_curve_and_a_new_order(tmp_path, digits
     assert not {r["row"] for r in batch} & set(seen)
     curve = pd.read_csv(root / "lab" / "label" / "learning_curve.csv")
     assert curve["labels"].tolist()[-1] == 30 and curve["val_macro_auc"].notna().all()
+    driver.execute_script("document.getElementById('learning-box').scrollIntoView()")
     driver.save_screenshot(str(tmp_path / "learning.png"))
     assert time.time() - started < 45
     assert app.stop(signal.SIGINT) == 0, app.output
