@@ -2,12 +2,16 @@
 
 The :class:`Learner` owns the cached features of ``patchcfg embed`` (computed in a background
 thread when missing; until then the queue is random) and a quick head (``patchcfg.active``) fitted
-on every labelled training row. When the experiment has a fine-tuned fold ensemble, its
-probabilities are computed in the background at start (one version); later refits of the quick
-head are newer versions and take over. It refits in a background thread after ``label.retrain_every`` new
-labels, or on request, scores the validation rows (``learning_curve.csv`` in the experiment's
-``label/`` folder), and stops refitting once every ``label.stop_when`` threshold holds. The
-server only asks it for a :meth:`snapshot`; it never waits for a fit.
+on every labelled training row, in a worker process (:class:`Worker`) so that a fit never holds
+the server's interpreter. It refits after ``label.retrain_every`` label changes, or on request,
+scores every row and the validation rows, and records each fit (``learning_curve.csv`` and
+TensorBoard scalars in the experiment's ``label/`` folder). A version number is issued when a
+fit's labels are read; a result is applied only if no newer version is (:meth:`Learner.apply`).
+When the experiment has a fine-tuned fold ensemble, its probabilities are computed in the
+background at start (one version; a quick-head fit issued later supersedes it). Finished finetune
+jobs (:mod:`patchcfg.label.jobs`) rank the queue while they beat the quick head on validation.
+Automatic refits stop once every ``label.stop_when`` threshold holds. The server only asks for
+a :meth:`Learner.snapshot`; it never waits for a fit.
 """
 
 from __future__ import annotations
