@@ -115,17 +115,19 @@ def test_refits_during_a_burst_of_labels_change_none_and_lose_none(online):
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        for r in range(24):  # one label at a time, as fast as the store takes them
-            app.store.label([r], {"zero": int(digits[r] == 0), "one": int(digits[r] == 1)}, "one")
-            app.learner.notify(1)
-        deadline = time.time() + 60
-        while app.learner.fitting and time.time() < deadline:
-            time.sleep(0.05)
+        for wave in range(3):  # 8 labels, as fast as the store takes them; the next 8 while a fit runs
+            issued = app.learner._issued
+            for r in range(8 * wave, 8 * wave + 8):
+                app.store.label([r], {"zero": int(digits[r] == 0), "one": int(digits[r] == 1)}, "one")
+                app.learner.notify(1)
+            deadline = time.time() + 60
+            while app.learner._issued == issued and time.time() < deadline:  # a fit has read the table
+                time.sleep(0.01)
         app.learner.join()
     finally:
         done.set()
         watcher.join()
-    assert app.learner.version >= 3  # several refits ran while labelling
+    assert app.learner.version >= 4  # the fit at start, then one per wave at least
     assert app.learner.curve[-1]["labels"] == 24  # the last fit saw every label, even those sent during a fit
     assert versions == sorted(versions)  # the applied version never goes back
     app.store.flush()

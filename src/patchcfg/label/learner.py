@@ -411,11 +411,13 @@ class Learner:
             with self.lock:
                 key = (id(features), self._aligned[0]) if self._aligned else None
             version = self.issue()
+            # Counted afresh from here, under the table's lock: a label applied after this read is
+            # counted for the next fit (its notify comes after), none is lost between the two.
+            self._labels_since_fit = 0
         return features, key, labels, train, validation, classes, version
 
     def _refit(self, asked: bool) -> dict:
         features, key, labels, train, validation, classes, version = self.training_inputs()
-        self._labels_since_fit = 0
         if not classes:
             raise UserError("the table has no classes yet; add one first")
         result = self.worker.fit(key, features, labels, train, validation, self.seed, classes, self.exclusive)
@@ -560,7 +562,8 @@ class Learner:
                 "stop_when": self.settings["stop_when"], "features": self.features_state,
                 "features_message": self.features_message, "features_seconds": seconds, "curve": curve}
 
-    def join(self, timeout: float = 5.0) -> None:
+    def join(self, timeout: float = 120.0) -> None:
+        """Wait for the background work started so far (and the refits it starts) to end."""
         for thread in self._threads:
             thread.join(timeout)
 
