@@ -219,7 +219,8 @@ def plot(curves: dict, target: float, full: float, path: Path) -> None:
         mean = [np.mean([next((p["val_accuracy"] for p in run if p["labels"] == x), np.nan) for run in runs])
                 for x in xs]
         axis.plot(xs, mean, marker=".", label=label)
-    axis.axhline(target, color="grey", linestyle="--", label=f"95% of full-label accuracy ({full:.3f})")
+    axis.axhline(target, color="grey", linestyle="--",
+                 label=f"target {target:.3f}: 95% of the full-label accuracy {full:.3f}")
     axis.set_xlabel("labels")
     axis.set_ylabel("validation accuracy (mean over seeds)")
     axis.set_title("patchcfg label: online learning on the demo digits")
