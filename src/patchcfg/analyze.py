@@ -45,7 +45,10 @@ from patchcfg.experiment import live_status
 from patchcfg.metrics import is_per_class, metric_mode
 from patchcfg.stages import unrelated_sections
 
-STAGES = ("pretrain", "finetune", "distill", "query")
+STAGES = ("pretrain", "finetune", "distill", "query", "label")
+#: A stage whose per-epoch table has another name: the labelling app's learning curve (one row per
+#: refit, ``epoch`` = the refit's number, ``labels`` = labelled training rows).
+METRICS_FILES = {"label": "learning_curve.csv"}
 FORMATS = ("table", "csv", "md", "json")
 #: Which figure a run reports: what its kept model scores (``summary.json``: each fold's model,
 #: the student, the saved encoder), or each metric's best epoch in ``metrics.csv``.
@@ -59,7 +62,8 @@ GROUPED_KEYS = ("name", "seed")
 INDEX_COLUMNS = ("epoch", "fold", "stage")
 #: Training-only columns, not aggregated unless asked for with ``--metric``.
 TRAINING_COLUMNS = frozenset(
-    {"lr", "learning_rate", "time", "seconds", "elapsed", "wall_time", "timestamp", "step", "steps"}
+    {"lr", "learning_rate", "time", "seconds", "elapsed", "wall_time", "timestamp", "step", "steps",
+     "version", "labels", "validation_labels", "known_train_labels"}  # the last four: the label stage
 )
 #: Row-level fields usable with ``--sort-by`` besides metrics and config keys.
 ROW_FIELDS = ("name", "stage", "state", "runs", "n")
@@ -179,7 +183,8 @@ def find_experiments(root: Path) -> list[tuple[Path, list[str]]]:
 
 
 def _is_stage_dir(path: str) -> bool:
-    return any(os.path.isfile(os.path.join(path, name)) for name in _STATUS_FILES)
+    names = (*_STATUS_FILES, *METRICS_FILES.values())
+    return any(os.path.isfile(os.path.join(path, name)) for name in names)
 
 
 def _check_roots(dirs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -295,7 +300,7 @@ def read_curves(runs: dict[int, Run], problems: list[Problem]) -> tuple[pd.DataF
     groups: dict[bytes, list[tuple[int, Path, bytes]]] = {}
     bad: set[int] = set()
     for run_id, run in runs.items():
-        path = run.path / "metrics.csv"
+        path = run.path / METRICS_FILES.get(run.stage, "metrics.csv")
         if not path.is_file():
             continue
         try:
@@ -674,8 +679,8 @@ def analyze(
     if figures == "kept":
         from_summary = {i: r for i, r in by_id.items() if (r.path / "summary.json").is_file()}
     else:
-        from_summary = {i: r for i, r in by_id.items()
-                        if i not in bad_csv and not (r.path / "metrics.csv").is_file()}
+        from_summary = {i: r for i, r in by_id.items() if i not in bad_csv
+                        and not (r.path / METRICS_FILES.get(r.stage, "metrics.csv")).is_file()}
     summary, bad_summary = _summary_best(from_summary, problems, figures)
     by_id = {i: r for i, r in by_id.items() if i not in bad_csv | bad_summary}
     if not by_id:

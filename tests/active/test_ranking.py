@@ -399,6 +399,19 @@ def test_quick_head_probabilities():
     assert got["score"].tolist() == pytest.approx([1.0, 1.0, 1.0])
 
 
+def test_quick_head_probabilities_of_exclusive_classes_sum_to_one():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 4))
+    digit = np.argmax(x[:, :3], axis=1)
+    labels = np.stack([(digit == d).astype(float) for d in range(3)], axis=1)
+    train = np.arange(90) < 45
+    independent = quick_head_probabilities(x, labels, train, seed=0)
+    p = quick_head_probabilities(x, labels, train, seed=0, exclusive=True)
+    assert not np.allclose(independent.sum(axis=1), 1) and np.allclose(p.sum(axis=1), 1)
+    assert (p.argmax(axis=1) == independent.argmax(axis=1)).all()
+    assert np.allclose(p, independent / independent.sum(axis=1, keepdims=True))
+
+
 def test_import_does_not_load_tensorflow():
     code = "import sys, patchcfg.active; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -245,3 +245,60 @@ def test_a_missing_browser_fails_under_ci_and_is_skipped_elsewhere(monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="apt-get install chromium chromium-driver"):
         _browser()
+
+
+def test_thirty_labels_bring_new_models_a_curve_and_a_new_order(tmp_path, digits_table, served, browser,
+                                                                 config_file):
+    from selenium.webdriver.common.keys import Keys
+    from sklearn.datasets import load_digits
+
+    labels = digits_table(tmp_path / "data", n=60)  # every third row is a (labelled) validation row
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    train = frame["validation"] == "False"
+    frame.loc[train, "zero"], frame.loc[train, "one"] = "", ""
+    frame.loc[~train, "one"] = frame.loc[~train, "one"].replace("", "0")
+    frame.to_csv(labels, index=False)
+    target = load_digits().target
+    digit = target[np.flatnonzero(target < 3)[:60]]
+    root = tmp_path / "experiments"
+    write_features(labels, root)
+    config_path = config_file(tmp_path, labels, query={"strategy": "entropy", "explore": 0.25},
+                              label={"retrain_every": 10})
+    app = served(config_path, root)
+    driver = browser
+    started = time.time()
+    driver.get(app.url)
+    wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model")
+    wait(driver, IDLE, "the first images")
+    first_version = driver.execute_script("return window.patchcfg.state.model.version")
+    seen = []
+    for _ in range(30):
+        row = current_row(driver)
+        seen.append(row)
+        if digit[row] < 2:
+            press(driver, "1" if digit[row] == 0 else "2")
+        press(driver, Keys.ENTER)
+        wait(driver, f"return document.getElementById('single').dataset.row !== '{row}'", "the next image")
+    assert len(set(seen)) == 30
+    newest = wait(driver, f"const m = window.patchcfg.state.model; "
+                          f"return m.version >= {first_version + 3} && !m.fitting && m.version",
+                  "three refits")
+    wait(driver, "return document.querySelectorAll('#curve circle').length >= 4",
+         "the learning curve's points")
+    press(driver, "r")  # and a refit now, on every label
+    press(driver, "q")  # the next images, ranked by the newest model
+    batch = driver.execute_script("return window.patchcfg.batch")
+    version = driver.execute_script("return window.patchcfg.batchVersion")
+    assert version > newest and version == driver.execute_script("return window.patchcfg.state.model.version")
+    assert f"ranked by model v{version}" in driver.find_element("id", "ranked").text
+    assert "val AUC · quick head" in driver.find_element("id", "class-metrics").text
+    ranked = [r["score"] for r in batch if r["picked_by"] == "entropy"]
+    assert len(ranked) >= 6 and ranked == sorted(ranked, reverse=True)  # the new model's entropy order
+    assert {r["picked_by"] for r in batch} == {"entropy", "explore"}
+    assert not {r["row"] for r in batch} & set(seen)
+    curve = pd.read_csv(root / "lab" / "label" / "learning_curve.csv")
+    assert curve["labels"].tolist()[-1] == 30 and curve["val_macro_auc"].notna().all()
+    driver.execute_script("document.getElementById('learning-box').scrollIntoView()")
+    driver.save_screenshot(str(tmp_path / "learning.png"))
+    assert time.time() - started < 45
+    assert app.stop(signal.SIGINT) == 0, app.output

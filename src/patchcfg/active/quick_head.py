@@ -8,7 +8,7 @@ import numpy as np
 
 
 def quick_head_probabilities(features: np.ndarray, labels: np.ndarray, train_mask: np.ndarray,
-                             C: float = 1.0, seed: int = 0) -> np.ndarray:
+                             C: float = 1.0, seed: int = 0, exclusive: bool = False) -> np.ndarray:
     """(rows, classes) sigmoid-style probabilities for every row.
 
     One logistic regression per class (one-vs-rest, multi-hot), on standardised features, trained
@@ -16,6 +16,11 @@ def quick_head_probabilities(features: np.ndarray, labels: np.ndarray, train_mas
     applied to every row. A class whose known training rows hold a single value (or none) gets
     its Laplace-smoothed prior, (positives + 1) / (known + 2), on every row: 0.5 when nothing is
     known, so such a class stays maximally uncertain. ``C`` is the inverse L2 strength.
+
+    ``exclusive=True`` (mutually exclusive classes, a softmax model's setting): each row's
+    one-vs-rest probabilities are divided by their sum, as scikit-learn's one-vs-rest classifier
+    does, so that they sum to 1 as the exclusive uncertainty scores expect (the most likely class
+    is unchanged).
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -40,4 +45,6 @@ def quick_head_probabilities(features: np.ndarray, labels: np.ndarray, train_mas
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(x[known], target)
         out[:, c] = model.predict_proba(x)[:, 1]
+    if exclusive and out.shape[1] > 1:
+        out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
     return out

@@ -3,6 +3,7 @@
 ``GET /`` the page; ``GET /api/state``; ``GET /api/queue?strategy=&subset=&n=``;
 ``GET /api/row/{row}``; ``GET /api/image/{row}?size=thumb|full``; ``POST /api/label``;
 ``POST /api/undo``; ``POST /api/classes``; ``POST /api/retrain``; ``POST /api/flush``;
+``GET /api/jobs``, ``POST /api/jobs/finetune``, ``DELETE /api/jobs/{id}`` (background finetune jobs);
 ``GET /api/events?since=N`` (a poll: rows other clients changed, the model's version, messages).
 
 Security: every request needs the token (``?token=`` once, then an HttpOnly SameSite=Strict
@@ -132,8 +133,9 @@ def _api(handler):
 class LabelApp:
     """What the routes share: the store, the queue, the learner, the renderer and the settings."""
 
-    def __init__(self, store, queue, learner, renderer, config: dict, idle_seconds: float = 2.0):
+    def __init__(self, store, queue, learner, renderer, config: dict, idle_seconds: float = 2.0, jobs=None):
         self.store, self.queue, self.learner, self.renderer = store, queue, learner, renderer
+        self.jobs = jobs
         self.config = config
         self.settings = config["label"]
         self.idle_seconds = idle_seconds
@@ -160,8 +162,11 @@ class LabelApp:
         self._stop.set()
         if self._flusher:
             self._flusher.join(5)
+        if self.jobs is not None:
+            self.jobs.stop()
         self.store.flush()
-        self.learner.join(1.0)
+        self.learner.close()
+        _write_status(self, "complete")
         self.store.close()
 
     def _subset_values(self) -> list[str]:
@@ -169,6 +174,20 @@ class LabelApp:
             if "subset" not in self.store.table.df.columns:
                 return []
             return sorted(set(self.store.table.subsets()) - {""})
+
+    def validation_warnings(self, counts: dict) -> list[str]:
+        """Classes with too few validation labels to measure (present or absent)."""
+        from patchcfg.label.learner import MIN_VALIDATION
+
+        few = []
+        for cls, entry in counts["classes"].items():
+            v = entry["validation"]
+            if min(v["present"], v["absent"]) < MIN_VALIDATION:
+                few.append(f"{cls} ({v['present']} present, {v['absent']} absent)")
+        if not few:
+            return []
+        return [f"too few validation labels to measure (fewer than {MIN_VALIDATION} present or absent): "
+                + ", ".join(few)]
 
     def state(self) -> dict:
         from patchcfg import active
@@ -184,7 +203,10 @@ class LabelApp:
                         "labels_per_hour": round(labelled / hours, 1) if labelled else 0.0,
                         "seconds": round(time.time() - self.started)},
             "model": self.learner.state(), "ordered_by": self.queue.ordered_by,
+            "validation_warnings": self.validation_warnings(counts),
+            "jobs": self.jobs.state() if self.jobs is not None else [],
             "settings": {"grid": self.settings["grid"], "retrain_every": self.settings["retrain_every"],
+                         "finetune_every": self.settings["finetune_every"],
                          "reserve_seconds": self.settings["reserve_seconds"],
                          "validation_fraction": self.settings["validation_fraction"],
                          "display": self.settings["display"], "stop_when": self.settings["stop_when"]},
@@ -196,9 +218,25 @@ class LabelApp:
         }
 
 
+def _write_status(app: LabelApp, state: str) -> None:
+    """``label/status.json``, so that ``patchcfg analyze`` lists the labelling session as a stage."""
+    from patchcfg.atomic import atomic_write_json
+
+    folder = app.learner.folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "status.json", {"state": state, "stage": "label", "started": app.started,
+                                                   "updated": time.time(), "error": None})
+    except OSError as error:
+        app.store.note(f"cannot write {folder}/status.json ({error.strerror})", level="warning")
+
+
 def _write_session(app: LabelApp) -> None:
-    """The session's settings in ``experiments/<name>/label/session.json`` (beside the learning curve)."""
+    """The session's settings in ``experiments/<name>/label/session.json`` (beside the learning curve)
+    and its state in ``status.json``."""
     from patchcfg.atomic import atomic_write_text
+
+    _write_status(app, "running")
 
     folder = app.learner.experiment_dir / "label"
     session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": str(app.store.path.resolve()),
@@ -295,6 +333,8 @@ async def label(request: Request):
     result = await run_in_threadpool(app.store.label, rows, body.get("changes"), client)
     if result["changed"]:
         app.learner.notify(len(rows))
+        if app.jobs is not None:
+            await run_in_threadpool(app.jobs.notify, len(rows))
     result["rows"] = [app.queue.annotate(item) for item in result["rows"]]
     return JSONResponse(result)
 
@@ -332,6 +372,35 @@ async def retrain(request: Request):
     return JSONResponse(result)
 
 
+def _jobs_of(app: LabelApp):
+    if app.jobs is None:
+        raise RequestError("background jobs are off in this app", 409)
+    return app.jobs
+
+
+@_api
+async def jobs(request: Request):
+    app: LabelApp = request.app.state.label
+    return JSONResponse({"jobs": _jobs_of(app).state()})
+
+
+@_api
+async def start_job(request: Request):
+    app: LabelApp = request.app.state.label
+    job = await run_in_threadpool(_jobs_of(app).start, _client(request))
+    return JSONResponse({"job": {k: job[k] for k in ("id", "state", "labels", "progress")}}, status_code=202)
+
+
+@_api
+async def cancel_job(request: Request):
+    app: LabelApp = request.app.state.label
+    job_id = request.path_params["job"]
+    if not re.fullmatch(r"[0-9A-Za-z_-]{1,64}", job_id):
+        raise RequestError(f"a job id is letters, digits, '-' and '_', got '{job_id[:80]}'")
+    job = await run_in_threadpool(_jobs_of(app).cancel, job_id)
+    return JSONResponse({"job": {k: job[k] for k in ("id", "state", "progress")}})
+
+
 @_api
 async def flush(request: Request):
     app: LabelApp = request.app.state.label
@@ -352,7 +421,8 @@ async def events(request: Request):
         items = [app.store.row(r) for r in changes["rows"][:500] if r < len(app.store)]
     return JSONResponse({**changes, "rows": [app.queue.annotate(i) for i in items],
                          "model": app.learner.state(), "error": app.store.error,
-                         "messages": app.store.messages[-8:], "ordered_by": app.queue.ordered_by})
+                         "messages": app.store.messages[-8:], "ordered_by": app.queue.ordered_by,
+                         "jobs": app.jobs.state() if app.jobs is not None else []})
 
 
 def create_app(label_app: LabelApp, token: str, allowed_hosts: set[str] | None, port: int | None = None):
@@ -377,6 +447,9 @@ def create_app(label_app: LabelApp, token: str, allowed_hosts: set[str] | None, 
         Route("/api/classes", classes, methods=["POST"]),
         Route("/api/retrain", retrain, methods=["POST"]),
         Route("/api/flush", flush, methods=["POST"]),
+        Route("/api/jobs", jobs),
+        Route("/api/jobs/finetune", start_job, methods=["POST"]),
+        Route("/api/jobs/{job:path}", cancel_job, methods=["DELETE"]),
         Route("/api/events", events),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

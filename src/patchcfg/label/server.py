@@ -34,6 +34,7 @@ def build(config: dict, experiments_root=None, *, embed: bool = True, log=print,
     """The :class:`~patchcfg.label.app.LabelApp` of a resolved config (table read, journal replayed)."""
     from patchcfg.experiment import experiments_root as root_of
     from patchcfg.label.app import LabelApp
+    from patchcfg.label.jobs import Jobs
     from patchcfg.label.learner import Learner, check_stop_when
     from patchcfg.label.queue import Queue
     from patchcfg.label.render import Renderer
@@ -48,10 +49,11 @@ def build(config: dict, experiments_root=None, *, embed: bool = True, log=print,
     experiment_dir = root_of(experiments_root) / config["name"]
     learner = Learner(store, config, experiment_dir, embed=embed, log=log)
     queue = Queue(store, learner, config)
-    if settings["finetune_every"] is not None:
-        store.note("label.finetune_every: background finetune jobs are not available yet; "
-                   "run `patchcfg finetune` beside the app", level="warning")
-    return LabelApp(store, queue, learner, Renderer(settings["display"]), config, idle_seconds=idle_seconds)
+    if settings["finetune_every"] is not None and not config.get("finetune"):
+        raise UserError("label.finetune_every is set, but the config has no finetune section to run")
+    jobs = Jobs(store, learner, config, log=log)
+    return LabelApp(store, queue, learner, Renderer(settings["display"]), config, idle_seconds=idle_seconds,
+                    jobs=jobs)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -120,14 +120,14 @@ class QueryStage(Stage):
 
         query, table, seed = self.params, self.table, int(self.config["seed"])
         labels = table.label_matrix()
+        exclusive = bool(self.config.get("finetune")) and self.config["finetune"]["output"]["type"] == "softmax"
         if self.scorer == "model":
             probabilities = self.model_probabilities(labels)
         elif self.strategy_name == "random":
             probabilities = None
         else:
             probabilities = active.quick_head_probabilities(self.features, labels, ~table.exclude & ~table.validation,
-                                                            seed=seed)
-        exclusive = bool(self.config.get("finetune")) and self.config["finetune"]["output"]["type"] == "softmax"
+                                                            seed=seed, exclusive=exclusive)
         ranking = active.rank(query["strategy"], probabilities=probabilities, features=self.features,
                               classes=table.classes, candidates=self.candidates, n=int(query["n"]), labels=labels,
                               explore=float(query["explore"]), sampling=query["sampling"], mix=float(query["mix"]),

@@ -145,9 +145,125 @@ function renderProgress() {
     model += ` (${Math.round(m.features_seconds || 0)} s: ${m.features_message})`;
   }
   $("model").textContent = model;
+  renderLearning(st);
   const banner = $("banner");
   banner.hidden = !st.error;
   banner.textContent = st.error || "";
+}
+
+// ------------------------------------------------------------------ learning: curve, stop rule, jobs
+
+function renderLearning(st) {
+  const m = st.model;
+  const ranked = S.batchVersion ? `v${S.batchVersion}` : "none (random order)";
+  $("ranked").textContent = `these images were ranked by model ${ranked}; newest model v${m.version}`;
+  const stop = $("stop");
+  stop.hidden = !m.stopped_at;
+  if (m.stopped_at) {
+    const held = Object.entries(m.stopped_at.metrics).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ");
+    const at = m.stopped_at;
+    stop.textContent = `stop_when holds at ${at.labels} labels (v${at.version}: ${held}):` +
+      " automatic retraining stopped; r refits when you ask";
+  }
+  const warn = $("val-warn");
+  warn.hidden = !(st.validation_warnings && st.validation_warnings.length);
+  warn.textContent = (st.validation_warnings || []).join("; ");
+  const table = $("class-metrics");
+  const metrics = m.metrics || {};
+  table.innerHTML = "<tr><th>class</th><th>val labels (✓/✗)</th>" +
+    `<th>val AUC · ${m.source} v${m.version}</th></tr>`;
+  for (const c of st.classes) {
+    const k = st.counts.classes[c].validation;
+    const auc = metrics[`val_auc_${c}`];
+    const tr = document.createElement("tr");
+    const shown = auc == null ? "–" : auc.toFixed(3);
+    tr.innerHTML = `<td></td><td>${k.present} / ${k.absent}</td><td>${shown}</td>`;
+    tr.firstChild.textContent = c;
+    table.append(tr);
+  }
+  drawCurve(m.curve || []);
+  renderJobs(st.jobs || []);
+}
+
+function drawCurve(points) {
+  const svg = $("curve"), NS = "http://www.w3.org/2000/svg";
+  const W = 320, H = 150, L = 30, R = 8, T = 8, B = 22;
+  svg.replaceChildren();
+  const el = (name, attrs, text) => {
+    const e = document.createElementNS(NS, name);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text != null) e.textContent = text;
+    svg.append(e);
+    return e;
+  };
+  const pts = points.filter((p) => p.val_macro_auc != null && p.labels != null);
+  const maxX = Math.max(10, ...pts.map((p) => p.labels));
+  const minY = Math.min(0.5, ...pts.map((p) => p.val_macro_auc));
+  const x = (v) => L + (W - L - R) * v / maxX;
+  const y = (v) => T + (H - T - B) * (1 - (v - minY) / (1 - minY || 1));
+  el("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis"});
+  el("line", {x1: L, y1: T, x2: L, y2: H - B, class: "axis"});
+  el("text", {x: L - 4, y: T + 6, "text-anchor": "end"}, "1");
+  el("text", {x: L - 4, y: H - B, "text-anchor": "end"}, minY.toFixed(2));
+  el("text", {x: W - R, y: H - 6, "text-anchor": "end"}, `${maxX} labels`);
+  el("text", {x: L + 4, y: H - 6}, "val macro AUC");
+  const quick = pts.filter((p) => p.model === "quick_head");
+  if (quick.length > 1) {
+    const line = quick.map((p) => `${x(p.labels)},${y(p.val_macro_auc)}`).join(" ");
+    el("polyline", {class: "quick", points: line});
+  }
+  for (const p of quick) el("circle", {class: "quick-pt", cx: x(p.labels), cy: y(p.val_macro_auc), r: 2.5});
+  for (const p of pts.filter((q) => q.model !== "quick_head")) {
+    el("rect", {class: "job-pt", x: x(p.labels) - 3, y: y(p.val_macro_auc) - 3, width: 6, height: 6});
+  }
+  const last = pts[pts.length - 1];
+  $("curve-legend").textContent = pts.length
+    ? `● quick head ■ finetune jobs · ${pts.length} points · last: ${last.val_macro_auc.toFixed(3)} ` +
+      `at ${last.labels} labels`
+    : "no point yet: the curve needs validation labels of both values for some class (v marks one)";
+}
+
+function renderJobs(jobs) {
+  const box = $("jobs");
+  box.replaceChildren();
+  for (const j of jobs.slice(-4).reverse()) {
+    const div = document.createElement("div");
+    div.className = "job";
+    let text = `job ${j.id}: ${j.state}`;
+    if (j.state === "running") text += ` · ${j.progress}`;
+    if (j.state === "complete" && j.metrics) {
+      const auc = j.metrics.val_macro_auc;
+      text += ` · val macro AUC ${auc == null ? "n/a" : auc.toFixed(3)} · ` +
+        (j.applied ? "ranks the queue" : "the quick head scores better");
+    }
+    if (j.state === "failed" && j.error) text += ` · ${j.error.slice(0, 160)}`;
+    const span = document.createElement("span");
+    span.textContent = text;
+    div.append(span);
+    if (j.state === "running") {
+      const b = document.createElement("button");
+      b.textContent = "cancel";
+      b.addEventListener("click", () => enqueue(() => cancelJob(j.id)));
+      div.append(b);
+    }
+    box.append(div);
+  }
+}
+
+async function startJob() {
+  await guarded(async () => {
+    const r = await api("POST", "/api/jobs/finetune", {});
+    say(`finetune job ${r.job.id} started on ${r.job.labels} labelled rows`);
+    await loadState();
+  });
+}
+
+async function cancelJob(id) {
+  await guarded(async () => {
+    await api("DELETE", `/api/jobs/${encodeURIComponent(id)}`);
+    say(`job ${id} cancelled`);
+    await loadState();
+  });
 }
 
 let stateTimer = null;
@@ -514,6 +630,7 @@ async function poll() {
     if (S.state) {
       const before = S.state.model.version;
       S.state.model = ev.model; S.state.error = ev.error; S.state.ordered_by = ev.ordered_by;
+      S.state.jobs = ev.jobs;
       if (ev.model.version !== before && ev.model.version > 0) {
         // The first model while the first images are still untouched: rank them now.
         if (!S.batchVersion && !S.touched && S.pos === 0) enqueue(nextBatch);
@@ -568,7 +685,7 @@ document.addEventListener("keydown", (ev) => {
   const n = gridN();
   const move = (d) => { S.pos = Math.max(0, Math.min(S.batch.length - 1, S.pos + d)); render(); };
   const actions = {
-    "Enter": restAbsent, "a": acceptModel, "z": undo, "q": nextBatch, "r": retrain, "s": save,
+    "Enter": restAbsent, "a": acceptModel, "z": undo, "q": nextBatch, "r": retrain, "s": save, "f": startJob,
     "x": () => toggleFlag("exclude"), "v": () => toggleFlag("validation"),
     "g": () => setView(S.view === "grid" ? "single" : "grid"),
     "ArrowRight": () => (S.view === "single" && S.pos + 1 >= S.batch.length ? nextBatch() : move(1)),
@@ -611,6 +728,7 @@ async function save() {
 document.addEventListener("click", (ev) => { const b = ev.target.closest("button"); if (b) b.blur(); });
 $("btn-view").addEventListener("click", () => setView(S.view === "grid" ? "single" : "grid"));
 $("btn-retrain").addEventListener("click", retrain);
+$("btn-finetune").addEventListener("click", () => enqueue(startJob));
 $("btn-save").addEventListener("click", save);
 $("btn-help").addEventListener("click", () => { $("help").hidden = !$("help").hidden; });
 $("help").addEventListener("click", () => { $("help").hidden = true; });
