@@ -262,6 +262,34 @@ def test_region_infonce_ignores_regions_missing_from_a_view():
     assert counted.numpy()[0] > alone.numpy()[0] + 0.5
 
 
+# ---------------------------------------------------------------------------- BYOL
+
+
+def test_byol_loss_is_the_symmetric_normalised_regression():
+    """Grill et al. 2020, eq. (2): ||p/|p| - t/|t| ||^2, summed over both directions."""
+    from patchcfg.pretrain.losses.byol import byol_loss
+
+    rng = np.random.default_rng(4)
+    p1, p2, t1, t2 = (rng.normal(size=(5, 3)).astype("float32") for _ in range(4))
+    expected = np.sum((unit(p1) - unit(t2)) ** 2, axis=1) + np.sum((unit(p2) - unit(t1)) ** 2, axis=1)
+    np.testing.assert_allclose(byol_loss(p1, p2, t1, t2).numpy(), expected, rtol=1e-5)
+    # by hand: aligned -> 0, orthogonal -> 2, opposite -> 4 (per direction)
+    e1, e2 = np.array([[1.0, 0.0]], "float32"), np.array([[0.0, 2.0]], "float32")
+    assert [float(byol_loss(e1, e1, a, a)[0]) for a in (3 * e1, e2, -e1)] == pytest.approx([0.0, 4.0, 8.0])
+
+
+@pytest.mark.parametrize("name", ["byol"])
+def test_the_target_branch_gets_no_gradient(name):
+    """BYOL's targets sit behind a stop-gradient: nothing flows into them."""
+    rng = np.random.default_rng(5)
+    p1, p2, z1, z2 = (tf.Variable(rng.normal(size=(4, 3)).astype("float32")) for _ in range(4))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(get_loss(name)(p1, p2, z1, z2))
+    grads = tape.gradient(loss, [p1, p2, z1, z2])
+    assert grads[2] is None and grads[3] is None  # the detached branch
+    assert float(tf.reduce_max(tf.abs(grads[0]))) > 1e-3 and float(tf.reduce_max(tf.abs(grads[1]))) > 1e-3
+
+
 # ---------------------------------------------------------------------------- context encoder
 
 def test_inpainting_loss_counts_the_hidden_pixels_and_weights_the_rest():
