@@ -278,9 +278,9 @@ def test_byol_loss_is_the_symmetric_normalised_regression():
     assert [float(byol_loss(e1, e1, a, a)[0]) for a in (3 * e1, e2, -e1)] == pytest.approx([0.0, 4.0, 8.0])
 
 
-@pytest.mark.parametrize("name", ["byol"])
+@pytest.mark.parametrize("name", ["byol", "simsiam"])
 def test_the_target_branch_gets_no_gradient(name):
-    """BYOL's targets sit behind a stop-gradient: nothing flows into them."""
+    """BYOL's targets and SimSiam's projections sit behind a stop-gradient: nothing flows into them."""
     rng = np.random.default_rng(5)
     p1, p2, z1, z2 = (tf.Variable(rng.normal(size=(4, 3)).astype("float32")) for _ in range(4))
     with tf.GradientTape() as tape:
@@ -288,6 +288,21 @@ def test_the_target_branch_gets_no_gradient(name):
     grads = tape.gradient(loss, [p1, p2, z1, z2])
     assert grads[2] is None and grads[3] is None  # the detached branch
     assert float(tf.reduce_max(tf.abs(grads[0]))) > 1e-3 and float(tf.reduce_max(tf.abs(grads[1]))) > 1e-3
+
+
+# ---------------------------------------------------------------------------- SimSiam
+
+
+def test_simsiam_loss_is_half_the_two_negative_cosines():
+    """Chen & He 2021, eq. (4): D(p1, z2)/2 + D(p2, z1)/2 with D = -cos."""
+    from patchcfg.pretrain.losses.simsiam import simsiam_loss
+
+    rng = np.random.default_rng(6)
+    p1, p2, z1, z2 = (rng.normal(size=(5, 4)).astype("float32") for _ in range(4))
+    expected = [-0.5 * unit(p1)[i] @ unit(z2)[i] - 0.5 * unit(p2)[i] @ unit(z1)[i] for i in range(5)]
+    np.testing.assert_allclose(simsiam_loss(p1, p2, z1, z2).numpy(), expected, rtol=1e-5, atol=1e-6)
+    e = np.eye(2, dtype="float32")
+    assert simsiam_loss(e, e, e, e).numpy().tolist() == pytest.approx([-1.0, -1.0])
 
 
 # ---------------------------------------------------------------------------- context encoder

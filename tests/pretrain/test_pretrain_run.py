@@ -53,7 +53,7 @@ def make_config(digits, method="simclr", **pretrain):
         params.update(decoder_filters=16)
     if method == "detcon":
         params.update(num_masks=4, grid=2, felzenszwalb={"scale": 50.0, "min_size": 5})
-    if method == "byol":
+    if method in ("byol", "simsiam"):
         params.update(predictor={"units": 16})
     params.update(pretrain)
     return fill_defaults({"name": f"test-{method}", "seed": 5,
@@ -124,6 +124,7 @@ class SignalAt(keras.callbacks.Callback):
     ("detcon", {"masks": "grid"}),
     ("multitask", {"task_weighting": "adaptive"}),
     ("byol", {}),
+    ("simsiam", {}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,

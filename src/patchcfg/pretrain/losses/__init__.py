@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "masked_task_bce": "patchcfg.pretrain.losses.multitask",
     "uncertainty_weighting": "patchcfg.pretrain.losses.multitask",
     "byol": "patchcfg.pretrain.losses.byol",
+    "simsiam": "patchcfg.pretrain.losses.simsiam",
 }
 
 _LOSSES = Registry("pretraining loss", BUILTIN)
