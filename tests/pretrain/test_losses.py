@@ -305,6 +305,43 @@ def test_simsiam_loss_is_half_the_two_negative_cosines():
     assert simsiam_loss(e, e, e, e).numpy().tolist() == pytest.approx([-1.0, -1.0])
 
 
+# ---------------------------------------------------------------------------- VICReg
+
+
+def vicreg_reference(z1, z2, lam, mu, nu, gamma, eps):
+    """Bardes et al. 2022, eq. (1)-(6) and Algorithm 1, with loops over dimensions."""
+    n, d = z1.shape
+    z1, z2 = np.asarray(z1, np.float64), np.asarray(z2, np.float64)
+    invariance = np.mean((z1 - z2) ** 2)
+
+    def v(z):
+        return sum(max(0.0, gamma - math.sqrt(np.var(z[:, j], ddof=1) + eps)) for j in range(d)) / d
+
+    def c(z):
+        centred = z - z.mean(axis=0)
+        cov = centred.T @ centred / (n - 1)
+        return sum(cov[i, j] ** 2 for i in range(d) for j in range(d) if i != j) / d
+
+    return lam * invariance + mu * (v(z1) + v(z2)) + nu * (c(z1) + c(z2)), invariance
+
+
+def test_vicreg_loss_matches_the_written_out_formula():
+    from patchcfg.pretrain.losses.vicreg import vicreg_loss
+
+    rng = np.random.default_rng(8)
+    z1 = (0.3 * rng.normal(size=(7, 5))).astype("float32")  # std below gamma: the hinge is active
+    z2 = (z1 + 0.1 * rng.normal(size=(7, 5))).astype("float32")
+    z1[:, 1] = 2.0 * z1[:, 0]  # a redundant dimension: covariance
+    loss, terms = vicreg_loss(z1, z2, 25.0, 25.0, 1.0, 1.0, 1e-4)
+    expected, invariance = vicreg_reference(z1, z2, 25.0, 25.0, 1.0, 1.0, 1e-4)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(terms["invariance"]) == pytest.approx(invariance, rel=1e-5)
+    assert float(terms["variance"]) > 0.1 and float(terms["covariance"]) > 0.01
+    # each weight scales its own term only
+    only_variance, _ = vicreg_loss(z1, z2, 0.0, 1.0, 0.0, 1.0, 1e-4)
+    assert float(only_variance) == pytest.approx(float(terms["variance"]), rel=1e-6)
+
+
 # ---------------------------------------------------------------------------- context encoder
 
 def test_inpainting_loss_counts_the_hidden_pixels_and_weights_the_rest():

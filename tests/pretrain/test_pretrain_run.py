@@ -125,6 +125,7 @@ class SignalAt(keras.callbacks.Callback):
     ("multitask", {"task_weighting": "adaptive"}),
     ("byol", {}),
     ("simsiam", {}),
+    ("vicreg", {}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,

@@ -6,7 +6,7 @@ Importing this package is cheap (no TensorFlow). A method module registers its c
     >>> from patchcfg.pretrain import method_names
     >>> method_names()  # doctest: +NORMALIZE_WHITESPACE
     ['byol', 'context_encoder', 'deepcluster', 'detcon', 'hcl', 'moco', 'multitask', 'simclr',
-     'simsiam']
+     'simsiam', 'vicreg']
 
 Adding a method: write ``patchcfg/pretrain/<name>.py`` with a subclass of
 :class:`patchcfg.pretrain.two_view.TwoViewMethod` (contrastive) or
@@ -30,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "multitask": "patchcfg.pretrain.multitask",
     "byol": "patchcfg.pretrain.byol",
     "simsiam": "patchcfg.pretrain.simsiam",
+    "vicreg": "patchcfg.pretrain.vicreg",
 }
 
 

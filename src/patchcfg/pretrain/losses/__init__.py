@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "uncertainty_weighting": "patchcfg.pretrain.losses.multitask",
     "byol": "patchcfg.pretrain.losses.byol",
     "simsiam": "patchcfg.pretrain.losses.simsiam",
+    "vicreg": "patchcfg.pretrain.losses.vicreg",
 }
 
 _LOSSES = Registry("pretraining loss", BUILTIN)
