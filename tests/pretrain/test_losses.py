@@ -342,6 +342,49 @@ def test_vicreg_loss_matches_the_written_out_formula():
     assert float(only_variance) == pytest.approx(float(terms["variance"]), rel=1e-6)
 
 
+# ---------------------------------------------------------------------------- NNCLR
+
+
+def test_nnclr_picks_the_true_nearest_neighbour():
+    from patchcfg.pretrain.losses.nnclr import nearest_neighbours
+
+    rng = np.random.default_rng(10)
+    support = rng.normal(size=(50, 6)).astype("float32")
+    z = rng.normal(size=(9, 6)).astype("float32")
+    neighbours, indices = nearest_neighbours(z, support)
+    distances = np.linalg.norm(unit(z)[:, None, :] - unit(support)[None, :, :], axis=2)
+    np.testing.assert_array_equal(indices.numpy(), distances.argmin(axis=1))
+    np.testing.assert_allclose(neighbours.numpy(), unit(support)[distances.argmin(axis=1)], rtol=1e-5)
+
+
+def test_nnclr_loss_matches_the_written_out_formula_and_the_support_set_gets_no_gradient():
+    """Dwibedi et al. 2021, eq. (2): -log exp(NN(z1_i).p2_i/t) / sum_k exp(NN(z1_i).p2_k/t), both ways."""
+    from patchcfg.pretrain.losses.nnclr import nnclr_loss
+
+    rng = np.random.default_rng(11)
+    z1, z2, p1, p2 = (rng.normal(size=(5, 4)).astype("float32") for _ in range(4))
+    support = rng.normal(size=(12, 4)).astype("float32")
+    t = 0.3
+
+    def side(z, p):
+        out = []
+        for i in range(len(z)):
+            nn = unit(support)[np.argmax(unit(support) @ unit(z)[i])]
+            logits = unit(p) @ nn / t
+            out.append(-logits[i] + math.log(np.sum(np.exp(logits))))
+        return np.array(out)
+
+    loss, hit = nnclr_loss(z1, z2, p1, p2, support, t)
+    np.testing.assert_allclose(loss.numpy(), 0.5 * (side(z1, p2) + side(z2, p1)), rtol=1e-4)
+    local, _ = nnclr_loss(z1[2:], z2[2:], p1[2:], p2[2:], support, t, p1_all=p1, p2_all=p2, offset=2)
+    np.testing.assert_allclose(local.numpy(), loss.numpy()[2:], rtol=1e-5)
+    variables = [tf.Variable(v) for v in (p1, p2, support)]
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(nnclr_loss(z1, z2, variables[0], variables[1], variables[2], t)[0])
+    grads = tape.gradient(total, variables)
+    assert grads[2] is None and float(tf.reduce_max(tf.abs(grads[0]))) > 1e-4
+
+
 # ---------------------------------------------------------------------------- context encoder
 
 def test_inpainting_loss_counts_the_hidden_pixels_and_weights_the_rest():

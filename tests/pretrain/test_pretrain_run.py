@@ -53,8 +53,10 @@ def make_config(digits, method="simclr", **pretrain):
         params.update(decoder_filters=16)
     if method == "detcon":
         params.update(num_masks=4, grid=2, felzenszwalb={"scale": 50.0, "min_size": 5})
-    if method in ("byol", "simsiam"):
+    if method in ("byol", "simsiam", "nnclr"):
         params.update(predictor={"units": 16})
+    if method == "nnclr":
+        params.update(queue_size=32)
     params.update(pretrain)
     return fill_defaults({"name": f"test-{method}", "seed": 5,
                           "data": {"labels": str(digits / "labels.csv"), "imshape": [16, 16],
@@ -126,6 +128,7 @@ class SignalAt(keras.callbacks.Callback):
     ("byol", {}),
     ("simsiam", {}),
     ("vicreg", {}),
+    ("nnclr", {}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,

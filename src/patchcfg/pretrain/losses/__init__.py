@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "byol": "patchcfg.pretrain.losses.byol",
     "simsiam": "patchcfg.pretrain.losses.simsiam",
     "vicreg": "patchcfg.pretrain.losses.vicreg",
+    "nnclr": "patchcfg.pretrain.losses.nnclr",
 }
 
 _LOSSES = Registry("pretraining loss", BUILTIN)
