@@ -385,6 +385,37 @@ def test_nnclr_loss_matches_the_written_out_formula_and_the_support_set_gets_no_
     assert grads[2] is None and float(tf.reduce_max(tf.abs(grads[0]))) > 1e-4
 
 
+# ---------------------------------------------------------------------------- Barlow Twins
+
+
+def barlow_reference(z1, z2, lam):
+    """Zbontar et al. 2021, eq. (1)-(2): batch-normalised views, C_ij, on- and off-diagonal terms."""
+    def bn(z):
+        z = np.asarray(z, np.float64)
+        return (z - z.mean(axis=0)) / np.sqrt(z.var(axis=0) + 1e-5)
+
+    a, b = bn(z1), bn(z2)
+    n, d = a.shape
+    c = np.array([[sum(a[k, i] * b[k, j] for k in range(n)) / n for j in range(d)] for i in range(d)])
+    return sum((1 - c[i, i]) ** 2 for i in range(d)) + lam * sum(c[i, j] ** 2 for i in range(d) for j in range(d)
+                                                                 if i != j)
+
+
+def test_barlow_twins_loss_matches_the_written_out_formula():
+    from patchcfg.pretrain.losses.barlow_twins import barlow_twins_loss, cross_correlation
+
+    rng = np.random.default_rng(9)
+    z1 = rng.normal(size=(8, 4)).astype("float32") * [1.0, 3.0, 0.5, 2.0] + 1.0
+    z2 = (z1 + 0.5 * rng.normal(size=(8, 4))).astype("float32")
+    for lam in (5e-3, 1 / 4, 1.0):
+        loss, _ = barlow_twins_loss(z1, z2, lam)
+        assert float(loss) == pytest.approx(barlow_reference(z1, z2, lam), rel=1e-4)
+    # identical, decorrelated views: C is the identity and the loss vanishes
+    z = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], "float32")
+    np.testing.assert_allclose(cross_correlation(z, z).numpy(), np.eye(2), atol=1e-4)
+    assert float(barlow_twins_loss(z, z, 1.0)[0]) == pytest.approx(0.0, abs=1e-6)
+
+
 # ---------------------------------------------------------------------------- context encoder
 
 def test_inpainting_loss_counts_the_hidden_pixels_and_weights_the_rest():

@@ -129,6 +129,7 @@ class SignalAt(keras.callbacks.Callback):
     ("simsiam", {}),
     ("vicreg", {}),
     ("nnclr", {}),
+    ("barlow_twins", {"off_diagonal_weight": "1/d"}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,

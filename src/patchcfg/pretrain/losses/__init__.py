@@ -6,7 +6,7 @@ TensorFlow); :func:`get_loss` imports a built-in module on first use.
 
     >>> from patchcfg.pretrain.losses import loss_names
     >>> loss_names()[:4]
-    ['byol', 'hcl', 'inpainting', 'masked_task_bce']
+    ['barlow_twins', 'byol', 'hcl', 'inpainting']
 
 Adding a loss: write ``patchcfg/pretrain/losses/<name>.py`` with a function decorated
 ``@register_loss("<name>")`` (and add the module to ``BUILTIN`` when it ships with patchcfg).
@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "simsiam": "patchcfg.pretrain.losses.simsiam",
     "vicreg": "patchcfg.pretrain.losses.vicreg",
     "nnclr": "patchcfg.pretrain.losses.nnclr",
+    "barlow_twins": "patchcfg.pretrain.losses.barlow_twins",
 }
 
 _LOSSES = Registry("pretraining loss", BUILTIN)
