@@ -416,6 +416,45 @@ def test_barlow_twins_loss_matches_the_written_out_formula():
     assert float(barlow_twins_loss(z, z, 1.0)[0]) == pytest.approx(0.0, abs=1e-6)
 
 
+# ---------------------------------------------------------------------------- DetCon_B
+
+
+def detcon_b_reference(p1, p2, t1, t2, valid, t, objective):
+    """Per region: -log softmax of p . t_r / t at the same region (valid regions only), both ways."""
+    def side(p, targets):
+        out = np.zeros(len(p))
+        for m in range(len(p)):
+            logits = [unit(p)[m] @ unit(targets)[r] / t for r in range(len(p)) if valid[r]]
+            positive = unit(p)[m] @ unit(targets)[m] / t
+            out[m] = -positive + math.log(sum(math.exp(v) for v in logits))
+        return out
+
+    if objective == "byol":
+        loss = np.sum((unit(p1) - unit(t2)) ** 2, axis=1) + np.sum((unit(p2) - unit(t1)) ** 2, axis=1)
+    else:
+        loss = side(p1, t2) + side(p2, t1)
+    return loss * np.asarray(valid, float)
+
+
+@pytest.mark.parametrize("objective", ["nce", "byol"])
+def test_detcon_b_loss_matches_the_written_out_formula(objective):
+    from patchcfg.pretrain.losses.detcon_b import detcon_b_loss
+
+    rng = np.random.default_rng(7)
+    p1, p2, t1, t2 = (rng.normal(size=(6, 4)).astype("float32") for _ in range(4))
+    valid = [True, True, False, True, True, True]
+    loss, hit = detcon_b_loss(p1, p2, t1, t2, tf.constant(valid), 0.2, objective)
+    np.testing.assert_allclose(loss.numpy(), detcon_b_reference(p1, p2, t1, t2, valid, 0.2, objective),
+                               rtol=1e-4, atol=1e-5)
+    assert loss.numpy()[2] == 0.0 and hit.numpy()[2] == 0.0
+    # a replica's rows against the gathered targets are its rows of the global loss
+    local, _ = detcon_b_loss(p1[3:], p2[3:], t1[3:], t2[3:], tf.constant(valid[3:]), 0.2, objective,
+                             t1_all=t1, t2_all=t2, valid_all=tf.constant(valid), offset=3)
+    np.testing.assert_allclose(local.numpy(), loss.numpy()[3:], rtol=1e-5)
+    with pytest.raises(ValueError, match="objective"):
+        detcon_b_loss(p1, p2, t1, t2, tf.constant(valid), 0.2, "mse")
+
+
 # ---------------------------------------------------------------------------- context encoder
 
 def test_inpainting_loss_counts_the_hidden_pixels_and_weights_the_rest():

@@ -64,7 +64,7 @@ def test_cosine_schedule_rises_from_the_base_to_one():
     assert doctest.testmod(momentum).failed == 0
 
 
-@pytest.mark.parametrize("name", ["byol"])
+@pytest.mark.parametrize("name", ["byol", "detcon_b"])
 def test_byol_target_momentum_follows_the_cosine_schedule_over_the_run(name):
     """tau_base at step 0, halfway to 1 in the middle of the run, 1 at its end (Grill et al. 2020)."""
     from patchcfg.config.schema import fill_defaults

@@ -51,9 +51,9 @@ def make_config(digits, method="simclr", **pretrain):
         params.update(clusters=6, pca_dim=8)
     if method == "context_encoder":
         params.update(decoder_filters=16)
-    if method == "detcon":
+    if method in ("detcon", "detcon_b"):
         params.update(num_masks=4, grid=2, felzenszwalb={"scale": 50.0, "min_size": 5})
-    if method in ("byol", "simsiam", "nnclr"):
+    if method in ("byol", "simsiam", "nnclr", "detcon_b"):
         params.update(predictor={"units": 16})
     if method == "nnclr":
         params.update(queue_size=32)
@@ -130,6 +130,7 @@ class SignalAt(keras.callbacks.Callback):
     ("vicreg", {}),
     ("nnclr", {}),
     ("barlow_twins", {"off_diagonal_weight": "1/d"}),
+    ("detcon_b", {"masks": "grid"}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,

@@ -5,8 +5,8 @@ Importing this package is cheap (no TensorFlow). A method module registers its c
 
     >>> from patchcfg.pretrain import method_names
     >>> method_names()  # doctest: +NORMALIZE_WHITESPACE
-    ['barlow_twins', 'byol', 'context_encoder', 'deepcluster', 'detcon', 'hcl', 'moco', 'multitask',
-     'nnclr', 'simclr', 'simsiam', 'vicreg']
+    ['barlow_twins', 'byol', 'context_encoder', 'deepcluster', 'detcon', 'detcon_b', 'hcl', 'moco',
+     'multitask', 'nnclr', 'simclr', 'simsiam', 'vicreg']
 
 Adding a method: write ``patchcfg/pretrain/<name>.py`` with a subclass of
 :class:`patchcfg.pretrain.two_view.TwoViewMethod` (contrastive) or
@@ -33,6 +33,7 @@ BUILTIN: dict[str, str] = {
     "vicreg": "patchcfg.pretrain.vicreg",
     "nnclr": "patchcfg.pretrain.nnclr",
     "barlow_twins": "patchcfg.pretrain.barlow_twins",
+    "detcon_b": "patchcfg.pretrain.detcon_b",
 }
 
 

@@ -6,7 +6,7 @@ TensorFlow); :func:`get_loss` imports a built-in module on first use.
 
     >>> from patchcfg.pretrain.losses import loss_names
     >>> loss_names()[:4]
-    ['barlow_twins', 'byol', 'hcl', 'inpainting']
+    ['barlow_twins', 'byol', 'detcon_b', 'hcl']
 
 Adding a loss: write ``patchcfg/pretrain/losses/<name>.py`` with a function decorated
 ``@register_loss("<name>")`` (and add the module to ``BUILTIN`` when it ships with patchcfg).
@@ -30,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "vicreg": "patchcfg.pretrain.losses.vicreg",
     "nnclr": "patchcfg.pretrain.losses.nnclr",
     "barlow_twins": "patchcfg.pretrain.losses.barlow_twins",
+    "detcon_b": "patchcfg.pretrain.losses.detcon_b",
 }
 
 _LOSSES = Registry("pretraining loss", BUILTIN)
