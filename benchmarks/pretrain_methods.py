@@ -21,7 +21,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["simclr", "moco", "hcl", "deepcluster", "context_encoder", "detcon", "multitask"]
+METHODS = ["simclr", "moco", "hcl", "deepcluster", "context_encoder", "detcon", "multitask", "byol",
+           "simsiam", "vicreg", "nnclr", "barlow_twins", "detcon_b"]
 
 
 def main(argv=None) -> int:

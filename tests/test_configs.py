@@ -10,7 +10,8 @@ from patchcfg.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-METHOD_CONFIGS = ["simclr", "moco", "hcl", "deepcluster", "context_encoder", "detcon", "multitask"]
+METHOD_CONFIGS = ["simclr", "moco", "hcl", "deepcluster", "context_encoder", "detcon", "multitask", "byol",
+                  "simsiam", "vicreg", "nnclr", "barlow_twins", "detcon_b"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

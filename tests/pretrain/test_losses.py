@@ -262,6 +262,199 @@ def test_region_infonce_ignores_regions_missing_from_a_view():
     assert counted.numpy()[0] > alone.numpy()[0] + 0.5
 
 
+# ---------------------------------------------------------------------------- BYOL
+
+
+def test_byol_loss_is_the_symmetric_normalised_regression():
+    """Grill et al. 2020, eq. (2): ||p/|p| - t/|t| ||^2, summed over both directions."""
+    from patchcfg.pretrain.losses.byol import byol_loss
+
+    rng = np.random.default_rng(4)
+    p1, p2, t1, t2 = (rng.normal(size=(5, 3)).astype("float32") for _ in range(4))
+    expected = np.sum((unit(p1) - unit(t2)) ** 2, axis=1) + np.sum((unit(p2) - unit(t1)) ** 2, axis=1)
+    np.testing.assert_allclose(byol_loss(p1, p2, t1, t2).numpy(), expected, rtol=1e-5)
+    # by hand: aligned -> 0, orthogonal -> 2, opposite -> 4 (per direction)
+    e1, e2 = np.array([[1.0, 0.0]], "float32"), np.array([[0.0, 2.0]], "float32")
+    assert [float(byol_loss(e1, e1, a, a)[0]) for a in (3 * e1, e2, -e1)] == pytest.approx([0.0, 4.0, 8.0])
+
+
+@pytest.mark.parametrize("name", ["byol", "simsiam"])
+def test_the_target_branch_gets_no_gradient(name):
+    """BYOL's targets and SimSiam's projections sit behind a stop-gradient: nothing flows into them."""
+    rng = np.random.default_rng(5)
+    p1, p2, z1, z2 = (tf.Variable(rng.normal(size=(4, 3)).astype("float32")) for _ in range(4))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(get_loss(name)(p1, p2, z1, z2))
+    grads = tape.gradient(loss, [p1, p2, z1, z2])
+    assert grads[2] is None and grads[3] is None  # the detached branch
+    assert float(tf.reduce_max(tf.abs(grads[0]))) > 1e-3 and float(tf.reduce_max(tf.abs(grads[1]))) > 1e-3
+
+
+# ---------------------------------------------------------------------------- SimSiam
+
+
+def test_simsiam_loss_is_half_the_two_negative_cosines():
+    """Chen & He 2021, eq. (4): D(p1, z2)/2 + D(p2, z1)/2 with D = -cos."""
+    from patchcfg.pretrain.losses.simsiam import simsiam_loss
+
+    rng = np.random.default_rng(6)
+    p1, p2, z1, z2 = (rng.normal(size=(5, 4)).astype("float32") for _ in range(4))
+    expected = [-0.5 * unit(p1)[i] @ unit(z2)[i] - 0.5 * unit(p2)[i] @ unit(z1)[i] for i in range(5)]
+    np.testing.assert_allclose(simsiam_loss(p1, p2, z1, z2).numpy(), expected, rtol=1e-5, atol=1e-6)
+    e = np.eye(2, dtype="float32")
+    assert simsiam_loss(e, e, e, e).numpy().tolist() == pytest.approx([-1.0, -1.0])
+
+
+# ---------------------------------------------------------------------------- VICReg
+
+
+def vicreg_reference(z1, z2, lam, mu, nu, gamma, eps):
+    """Bardes et al. 2022, eq. (1)-(6) and Algorithm 1, with loops over dimensions."""
+    n, d = z1.shape
+    z1, z2 = np.asarray(z1, np.float64), np.asarray(z2, np.float64)
+    invariance = np.mean((z1 - z2) ** 2)
+
+    def v(z):
+        return sum(max(0.0, gamma - math.sqrt(np.var(z[:, j], ddof=1) + eps)) for j in range(d)) / d
+
+    def c(z):
+        centred = z - z.mean(axis=0)
+        cov = centred.T @ centred / (n - 1)
+        return sum(cov[i, j] ** 2 for i in range(d) for j in range(d) if i != j) / d
+
+    return lam * invariance + mu * (v(z1) + v(z2)) + nu * (c(z1) + c(z2)), invariance
+
+
+def test_vicreg_loss_matches_the_written_out_formula():
+    from patchcfg.pretrain.losses.vicreg import vicreg_loss
+
+    rng = np.random.default_rng(8)
+    z1 = (0.3 * rng.normal(size=(7, 5))).astype("float32")  # std below gamma: the hinge is active
+    z2 = (z1 + 0.1 * rng.normal(size=(7, 5))).astype("float32")
+    z1[:, 1] = 2.0 * z1[:, 0]  # a redundant dimension: covariance
+    loss, terms = vicreg_loss(z1, z2, 25.0, 25.0, 1.0, 1.0, 1e-4)
+    expected, invariance = vicreg_reference(z1, z2, 25.0, 25.0, 1.0, 1.0, 1e-4)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(terms["invariance"]) == pytest.approx(invariance, rel=1e-5)
+    assert float(terms["variance"]) > 0.1 and float(terms["covariance"]) > 0.01
+    # each weight scales its own term only
+    only_variance, _ = vicreg_loss(z1, z2, 0.0, 1.0, 0.0, 1.0, 1e-4)
+    assert float(only_variance) == pytest.approx(float(terms["variance"]), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- NNCLR
+
+
+def test_nnclr_picks_the_true_nearest_neighbour():
+    from patchcfg.pretrain.losses.nnclr import nearest_neighbours
+
+    rng = np.random.default_rng(10)
+    support = rng.normal(size=(50, 6)).astype("float32")
+    z = rng.normal(size=(9, 6)).astype("float32")
+    neighbours, indices = nearest_neighbours(z, support)
+    distances = np.linalg.norm(unit(z)[:, None, :] - unit(support)[None, :, :], axis=2)
+    np.testing.assert_array_equal(indices.numpy(), distances.argmin(axis=1))
+    np.testing.assert_allclose(neighbours.numpy(), unit(support)[distances.argmin(axis=1)], rtol=1e-5)
+
+
+def test_nnclr_loss_matches_the_written_out_formula_and_the_support_set_gets_no_gradient():
+    """Dwibedi et al. 2021, eq. (2): -log exp(NN(z1_i).p2_i/t) / sum_k exp(NN(z1_i).p2_k/t), both ways."""
+    from patchcfg.pretrain.losses.nnclr import nnclr_loss
+
+    rng = np.random.default_rng(11)
+    z1, z2, p1, p2 = (rng.normal(size=(5, 4)).astype("float32") for _ in range(4))
+    support = rng.normal(size=(12, 4)).astype("float32")
+    t = 0.3
+
+    def side(z, p):
+        out = []
+        for i in range(len(z)):
+            nn = unit(support)[np.argmax(unit(support) @ unit(z)[i])]
+            logits = unit(p) @ nn / t
+            out.append(-logits[i] + math.log(np.sum(np.exp(logits))))
+        return np.array(out)
+
+    loss, hit = nnclr_loss(z1, z2, p1, p2, support, t)
+    np.testing.assert_allclose(loss.numpy(), 0.5 * (side(z1, p2) + side(z2, p1)), rtol=1e-4)
+    local, _ = nnclr_loss(z1[2:], z2[2:], p1[2:], p2[2:], support, t, p1_all=p1, p2_all=p2, offset=2)
+    np.testing.assert_allclose(local.numpy(), loss.numpy()[2:], rtol=1e-5)
+    variables = [tf.Variable(v) for v in (p1, p2, support)]
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(nnclr_loss(z1, z2, variables[0], variables[1], variables[2], t)[0])
+    grads = tape.gradient(total, variables)
+    assert grads[2] is None and float(tf.reduce_max(tf.abs(grads[0]))) > 1e-4
+
+
+# ---------------------------------------------------------------------------- Barlow Twins
+
+
+def barlow_reference(z1, z2, lam):
+    """Zbontar et al. 2021, eq. (1)-(2): batch-normalised views, C_ij, on- and off-diagonal terms."""
+    def bn(z):
+        z = np.asarray(z, np.float64)
+        return (z - z.mean(axis=0)) / np.sqrt(z.var(axis=0) + 1e-5)
+
+    a, b = bn(z1), bn(z2)
+    n, d = a.shape
+    c = np.array([[sum(a[k, i] * b[k, j] for k in range(n)) / n for j in range(d)] for i in range(d)])
+    return sum((1 - c[i, i]) ** 2 for i in range(d)) + lam * sum(c[i, j] ** 2 for i in range(d) for j in range(d)
+                                                                 if i != j)
+
+
+def test_barlow_twins_loss_matches_the_written_out_formula():
+    from patchcfg.pretrain.losses.barlow_twins import barlow_twins_loss, cross_correlation
+
+    rng = np.random.default_rng(9)
+    z1 = rng.normal(size=(8, 4)).astype("float32") * [1.0, 3.0, 0.5, 2.0] + 1.0
+    z2 = (z1 + 0.5 * rng.normal(size=(8, 4))).astype("float32")
+    for lam in (5e-3, 1 / 4, 1.0):
+        loss, _ = barlow_twins_loss(z1, z2, lam)
+        assert float(loss) == pytest.approx(barlow_reference(z1, z2, lam), rel=1e-4)
+    # identical, decorrelated views: C is the identity and the loss vanishes
+    z = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], "float32")
+    np.testing.assert_allclose(cross_correlation(z, z).numpy(), np.eye(2), atol=1e-4)
+    assert float(barlow_twins_loss(z, z, 1.0)[0]) == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------- DetCon_B
+
+
+def detcon_b_reference(p1, p2, t1, t2, valid, t, objective):
+    """Per region: -log softmax of p . t_r / t at the same region (valid regions only), both ways."""
+    def side(p, targets):
+        out = np.zeros(len(p))
+        for m in range(len(p)):
+            logits = [unit(p)[m] @ unit(targets)[r] / t for r in range(len(p)) if valid[r]]
+            positive = unit(p)[m] @ unit(targets)[m] / t
+            out[m] = -positive + math.log(sum(math.exp(v) for v in logits))
+        return out
+
+    if objective == "byol":
+        loss = np.sum((unit(p1) - unit(t2)) ** 2, axis=1) + np.sum((unit(p2) - unit(t1)) ** 2, axis=1)
+    else:
+        loss = side(p1, t2) + side(p2, t1)
+    return loss * np.asarray(valid, float)
+
+
+@pytest.mark.parametrize("objective", ["nce", "byol"])
+def test_detcon_b_loss_matches_the_written_out_formula(objective):
+    from patchcfg.pretrain.losses.detcon_b import detcon_b_loss
+
+    rng = np.random.default_rng(7)
+    p1, p2, t1, t2 = (rng.normal(size=(6, 4)).astype("float32") for _ in range(4))
+    valid = [True, True, False, True, True, True]
+    loss, hit = detcon_b_loss(p1, p2, t1, t2, tf.constant(valid), 0.2, objective)
+    np.testing.assert_allclose(loss.numpy(), detcon_b_reference(p1, p2, t1, t2, valid, 0.2, objective),
+                               rtol=1e-4, atol=1e-5)
+    assert loss.numpy()[2] == 0.0 and hit.numpy()[2] == 0.0
+    # a replica's rows against the gathered targets are its rows of the global loss
+    local, _ = detcon_b_loss(p1[3:], p2[3:], t1[3:], t2[3:], tf.constant(valid[3:]), 0.2, objective,
+                             t1_all=t1, t2_all=t2, valid_all=tf.constant(valid), offset=3)
+    np.testing.assert_allclose(local.numpy(), loss.numpy()[3:], rtol=1e-5)
+    with pytest.raises(ValueError, match="objective"):
+        detcon_b_loss(p1, p2, t1, t2, tf.constant(valid), 0.2, "mse")
+
+
 # ---------------------------------------------------------------------------- context encoder
 
 def test_inpainting_loss_counts_the_hidden_pixels_and_weights_the_rest():

@@ -62,3 +62,24 @@ def test_cosine_schedule_rises_from_the_base_to_one():
     assert all(a < b for a, b in zip(values, values[1:], strict=False))
     assert float(schedule(5000)) == pytest.approx(1.0)
     assert doctest.testmod(momentum).failed == 0
+
+
+@pytest.mark.parametrize("name", ["byol", "detcon_b"])
+def test_byol_target_momentum_follows_the_cosine_schedule_over_the_run(name):
+    """tau_base at step 0, halfway to 1 in the middle of the run, 1 at its end (Grill et al. 2020)."""
+    from patchcfg.config.schema import fill_defaults
+    from patchcfg.pretrain import get_method
+
+    config = fill_defaults({"name": "x", "data": {"images": "x.txt", "imshape": [16, 16]},
+                            "backbone": {"name": "tiny"},
+                            "pretrain": {"method": name, "epochs": 4, "batch_size": 8}})
+    method = get_method(name)(config, [f"{i}.png" for i in range(80)])
+    assert method.params.tau_base == 0.996  # the paper's, from the schema
+    assert method.total_steps() == 40       # 4 epochs of 80 // 8 steps
+    method.steps_per_epoch = 5              # as the loop sets it: K = 4 x 5 steps
+    assert method.total_steps() == 20
+    assert float(method.tau_at(0)) == pytest.approx(0.996, abs=1e-7)
+    assert float(method.tau_at(10)) == pytest.approx(0.998, abs=1e-7)   # 1 - 0.004 (cos(pi/2) + 1) / 2
+    assert float(method.tau_at(5)) == pytest.approx(1 - 0.004 * (np.cos(np.pi / 4) + 1) / 2, abs=1e-7)
+    assert float(method.tau_at(20)) == pytest.approx(1.0, abs=1e-7)
+    assert float(method.tau_at(25)) == pytest.approx(1.0, abs=1e-7)     # past the end it stays 1

@@ -51,8 +51,12 @@ def make_config(digits, method="simclr", **pretrain):
         params.update(clusters=6, pca_dim=8)
     if method == "context_encoder":
         params.update(decoder_filters=16)
-    if method == "detcon":
+    if method in ("detcon", "detcon_b"):
         params.update(num_masks=4, grid=2, felzenszwalb={"scale": 50.0, "min_size": 5})
+    if method in ("byol", "simsiam", "nnclr", "detcon_b"):
+        params.update(predictor={"units": 16})
+    if method == "nnclr":
+        params.update(queue_size=32)
     params.update(pretrain)
     return fill_defaults({"name": f"test-{method}", "seed": 5,
                           "data": {"labels": str(digits / "labels.csv"), "imshape": [16, 16],
@@ -121,6 +125,12 @@ class SignalAt(keras.callbacks.Callback):
     ("context_encoder", {"context_weight": 0.1, "adversarial": {"weight": 0.01, "lr": 1e-3}}),
     ("detcon", {"masks": "grid"}),
     ("multitask", {"task_weighting": "adaptive"}),
+    ("byol", {}),
+    ("simsiam", {}),
+    ("vicreg", {}),
+    ("nnclr", {}),
+    ("barlow_twins", {"off_diagonal_weight": "1/d"}),
+    ("detcon_b", {"masks": "grid"}),
 ])
 def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, extra):
     """2 epochs + SIGINT mid-epoch + resume == the same epochs straight: data order, augmentation,
@@ -135,9 +145,14 @@ def test_interrupt_then_resume_equals_straight_run(digits, tmp_path, method, ext
     summary, resumed = run_pretrain(config, root=tmp_path / "b", verbose=0, return_method=True)
     assert summary["resumed"] and summary["epochs_completed"] == 3 and stage.state == "complete"
     pairs = [(straight.encoder, resumed.encoder), (straight.head, resumed.head)]
-    if method == "moco":
-        pairs.append((straight.key_encoder, resumed.key_encoder))
+    if hasattr(straight, "momentum_encoder"):  # the momentum targets, and the step their schedule follows
+        targets = straight.momentum_encoder.targets.values(), resumed.momentum_encoder.targets.values()
+        pairs += list(zip(*targets, strict=True))
+        assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy()) == 6
+    if hasattr(straight, "queue"):  # a queue of keys, or a support set
         np.testing.assert_allclose(straight.queue.numpy(), resumed.queue.numpy(), rtol=1e-5, atol=1e-6)
+    if straight.predictor is not None:
+        pairs.append((straight.predictor, resumed.predictor))
     if method == "context_encoder":  # the discriminator and its optimizer come back too
         pairs.append((straight.discriminator, resumed.discriminator))
         np.testing.assert_allclose(straight.discriminator_optimizer.variables[-1].numpy(),

@@ -91,8 +91,11 @@ MIRRORED = """
         loss = loop.fit()["final"]["loss"]
         # plain SGD with lr 1: the update is the gradient
         grads = [b - v.numpy() for b, v in zip(before, method.trainable_variables())]
-        state = [v.numpy() for v in method.key_encoder.weights] + [method.queue.numpy()] \
-            if hasattr(method, "queue") else []
+        state = []  # momentum targets (MoCo, BYOL, DetCon_B) and queues (MoCo, NNCLR) after the step
+        if hasattr(method, "momentum_encoder"):
+            state += [v.numpy() for t in method.momentum_encoder.targets.values() for v in t.weights]
+        if hasattr(method, "queue"):
+            state.append(method.queue.numpy())
         return loss, grads, state
 
     configs, paths = json.loads(sys.argv[1]), json.loads(sys.argv[2])
@@ -124,8 +127,9 @@ MIRRORED = """
 
 def test_two_replicas_give_the_first_step_of_one_device(tmp_path):
     """MirroredStrategy over 2 logical CPUs, same global batch: same loss and gradients for every
-    method (negatives and regions are gathered across replicas; batch norm is synchronised; the
-    context encoder's masks and DeepCluster's clusters do not depend on the replica)."""
+    method (negatives and regions are gathered across replicas, and so are the embeddings whose batch
+    statistics VICReg and Barlow Twins take; batch norm is synchronised; the context encoder's masks
+    and DeepCluster's clusters do not depend on the replica); the same momentum targets and queues."""
     paths = write_images(tmp_path / "images")
     listing = tmp_path / "images.txt"
     listing.write_text("\n".join(paths))
@@ -140,10 +144,16 @@ def test_two_replicas_give_the_first_step_of_one_device(tmp_path):
                base_config(listing, "deepcluster", clusters=4, pca_dim=4),
                base_config(listing, "context_encoder", mask_size=[0.3, 0.6], decoder_filters=16,
                            adversarial={"weight": 0.1, "lr": 1e-3}),
-               base_config(listing, "multitask", tasks=[{"labels": str(labels)}], task_weighting="adaptive")]
+               base_config(listing, "multitask", tasks=[{"labels": str(labels)}], task_weighting="adaptive"),
+               base_config(listing, "byol", tau_base=0.9, predictor={"units": 16}),
+               base_config(listing, "simsiam", predictor={"units": 16}),
+               base_config(listing, "vicreg"),
+               base_config(listing, "nnclr", queue_size=16, predictor={"units": 16}),
+               base_config(listing, "barlow_twins"),
+               base_config(listing, "detcon_b", masks="grid", grid=2, tau_base=0.9, predictor={"units": 16})]
     code = MIRRORED.replace("sys.argv[1]", repr(json.dumps(configs))).replace("sys.argv[2]", repr(json.dumps(paths)))
     process = run_python(code)
-    stdout, stderr = process.communicate(timeout=240)
+    stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
     result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
     gather = json.loads(next(line for line in stdout.splitlines() if line.startswith("GATHER "))[7:])
@@ -176,10 +186,12 @@ def free_port():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,extra", [("simclr", {}), ("moco", {"queue_size": 64, "momentum": 0.9}),
-                                          ("deepcluster", {"clusters": 4, "pca_dim": 4})])
+                                          ("deepcluster", {"clusters": 4, "pca_dim": 4}),
+                                          ("byol", {"tau_base": 0.9, "predictor": {"units": 16}})])
 def test_two_workers_end_with_identical_weights_and_only_the_chief_writes(tmp_path, method, extra):
     """Two worker processes: identical weights, batch-norm statistics and method state (MoCo's key
-    encoder and queue, DeepCluster's pseudo-labels) at the end; only the chief writes the folder."""
+    encoder and queue, DeepCluster's pseudo-labels, BYOL's predictor and target network) at the end;
+    only the chief writes the folder."""
     paths = write_images(tmp_path / "images")
     listing = tmp_path / "images.txt"
     listing.write_text("\n".join(paths))

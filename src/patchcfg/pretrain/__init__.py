@@ -4,8 +4,9 @@ Importing this package is cheap (no TensorFlow). A method module registers its c
 :func:`register`; :func:`get_method` imports the built-in module for a name on first use.
 
     >>> from patchcfg.pretrain import method_names
-    >>> method_names()
-    ['context_encoder', 'deepcluster', 'detcon', 'hcl', 'moco', 'multitask', 'simclr']
+    >>> method_names()  # doctest: +NORMALIZE_WHITESPACE
+    ['barlow_twins', 'byol', 'context_encoder', 'deepcluster', 'detcon', 'detcon_b', 'hcl', 'moco',
+     'multitask', 'nnclr', 'simclr', 'simsiam', 'vicreg']
 
 Adding a method: write ``patchcfg/pretrain/<name>.py`` with a subclass of
 :class:`patchcfg.pretrain.two_view.TwoViewMethod` (contrastive) or
@@ -27,6 +28,12 @@ BUILTIN: dict[str, str] = {
     "context_encoder": "patchcfg.pretrain.context_encoder",
     "detcon": "patchcfg.pretrain.detcon",
     "multitask": "patchcfg.pretrain.multitask",
+    "byol": "patchcfg.pretrain.byol",
+    "simsiam": "patchcfg.pretrain.simsiam",
+    "vicreg": "patchcfg.pretrain.vicreg",
+    "nnclr": "patchcfg.pretrain.nnclr",
+    "barlow_twins": "patchcfg.pretrain.barlow_twins",
+    "detcon_b": "patchcfg.pretrain.detcon_b",
 }
 
 

@@ -27,9 +27,10 @@ from patchcfg.train.loop import TrainTask
 
 
 def build_projection_head(input_dim: int, depth: int, units: int, dim: int, batchnorm: bool, *,
-                          synchronized: bool) -> keras.Model:
+                          synchronized: bool, model_name: str | None = None) -> keras.Model:
     """The projection head of SimCLR/MoCo v2: ``depth - 1`` x (Dense(units) [+ BN] + ReLU), then
-    Dense(dim); ``depth == 0`` is the identity."""
+    Dense(dim); ``depth == 0`` is the identity. BYOL's predictor is the same MLP (``model_name``
+    ``predictor``)."""
     inputs = keras.Input(shape=(input_dim,), name="features")
     x = inputs
     for i in range(max(0, depth - 1)):
@@ -39,7 +40,7 @@ def build_projection_head(input_dim: int, depth: int, units: int, dim: int, batc
         x = keras.layers.ReLU(name=f"relu_{i}")(x)
     if depth > 0:
         x = keras.layers.Dense(dim, name="projection")(x)
-    return keras.Model(inputs, x, name="projection_head")
+    return keras.Model(inputs, x, name=model_name or "projection_head")
 
 
 class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
@@ -82,6 +83,9 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
         self.probe_paths = list(probe_paths or [])
         self._encoder = encoder
         self.encoder = self.head = self.model = None
+        #: a predictor on the head (BYOL, SimSiam, NNCLR...), built in ``build_state``; trained and
+        #: checkpointed with encoder and head when set
+        self.predictor = None
         self.optimizer = None
         self._fixed_views = None
         self._pipeline = None
@@ -125,6 +129,13 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
                                      dim or projection.dim, projection.batchnorm,
                                      synchronized=bool(self.backbone_cfg["sync_batchnorm"]))
 
+    def build_predictor(self, predictor) -> keras.Model:
+        """BYOL's predictor (Grill et al. 2020) on the head's output: Dense(``predictor.units``)
+        [+ BN] + ReLU, then back to the head's width (a :class:`~patchcfg.pretrain.params.Predictor`)."""
+        dim = int(self.head.output_shape[-1])
+        return build_projection_head(dim, 2, predictor.units, dim, predictor.batchnorm,
+                                     synchronized=bool(self.backbone_cfg["sync_batchnorm"]), model_name="predictor")
+
     def build_state(self) -> None:
         """Method state beyond encoder and head (inside ``strategy.scope()``)."""
 
@@ -133,15 +144,20 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
         return {}
 
     def checkpoint_items(self) -> dict[str, Any]:
-        return {"encoder": self.encoder, "head": self.head, **self.extra_state()}
+        return {"encoder": self.encoder, "head": self.head, "predictor": self.predictor, **self.extra_state()}
 
     def trainable_variables(self) -> list:
-        return list(self.encoder.trainable_variables) + list(self.head.trainable_variables)
+        variables = list(self.encoder.trainable_variables) + list(self.head.trainable_variables)
+        return variables + (list(self.predictor.trainable_variables) if self.predictor is not None else [])
 
     # ------------------------------------------------------------------ forward and loss
     def embed(self, images, training: bool = True):
         """Projection of ``images`` (float32, not normalised)."""
         return tf.cast(self.head(self.encoder(images, training=training), training=training), tf.float32)
+
+    def predict(self, z, training: bool = True):
+        """The predictor's output for the head's output ``z`` (float32)."""
+        return tf.cast(self.predictor(z, training=training), tf.float32)
 
     @abc.abstractmethod
     def compute_loss(self, batch, global_batch_size: int):

@@ -76,3 +76,31 @@ class MomentumEncoder:
     def state(self) -> dict[str, keras.Model]:
         """What to checkpoint: the targets by name."""
         return dict(self.targets)
+
+
+class Bootstrap:
+    """BYOL's online and target networks for a :class:`~patchcfg.pretrain.base.PretrainMethod`
+    (Grill et al. 2020), mixed in before the method's base: a predictor on the head
+    (``params.predictor``) and target networks that follow the online ones with the cosine schedule
+    of the momentum from ``params.tau_base`` to 1 over the run's steps. Call :meth:`build_bootstrap`
+    from ``build_state`` with the online networks the targets copy (name -> model)."""
+
+    def build_bootstrap(self, online: dict[str, keras.Model]) -> MomentumEncoder:
+        self.predictor = self.build_predictor(self.params.predictor)
+        self.momentum_encoder = MomentumEncoder(online, self.params.tau_base, schedule=self.tau_at)
+        return self.momentum_encoder
+
+    def total_steps(self) -> int:
+        """K of the schedule: the run's optimizer steps (known once the loop has set steps_per_epoch)."""
+        return self.epochs * int(self.steps_per_epoch or self.epoch_steps())
+
+    def tau_at(self, step):
+        """The target momentum after ``step`` optimizer steps: :func:`cosine_momentum` from ``tau_base``."""
+        return cosine_momentum(self.params.tau_base, self.total_steps())(step)
+
+    def extra_state(self):
+        return {**super().extra_state(), **self.momentum_encoder.state()}
+
+    def after_step(self, strategy, aux):
+        """The targets' EMA step (cross-replica, after the update; the step counts from 1)."""
+        self.momentum_encoder.update(self.optimizer.iterations)

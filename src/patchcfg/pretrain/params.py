@@ -49,6 +49,14 @@ class Projection:
 
 
 @dataclass(frozen=True)
+class Predictor:
+    """``pretrain.predictor`` (BYOL, SimSiam, NNCLR, DetCon_B): the MLP on the projection."""
+
+    units: int
+    batchnorm: bool
+
+
+@dataclass(frozen=True)
 class Monitor:
     """``pretrain.monitor``: the linear probe and the views image."""
 
@@ -122,4 +130,4 @@ def build_params(cls: type, section: Mapping[str, Any], where: str = "pretrain")
     return cls(**values)
 
 
-__all__ = ["PretrainParams", "Projection", "Monitor", "build_params", "optional", "resolved_section"]
+__all__ = ["PretrainParams", "Projection", "Predictor", "Monitor", "build_params", "optional", "resolved_section"]

@@ -6,7 +6,7 @@ TensorFlow); :func:`get_loss` imports a built-in module on first use.
 
     >>> from patchcfg.pretrain.losses import loss_names
     >>> loss_names()[:4]
-    ['hcl', 'inpainting', 'masked_task_bce', 'moco_infonce']
+    ['barlow_twins', 'byol', 'detcon_b', 'hcl']
 
 Adding a loss: write ``patchcfg/pretrain/losses/<name>.py`` with a function decorated
 ``@register_loss("<name>")`` (and add the module to ``BUILTIN`` when it ships with patchcfg).
@@ -25,6 +25,12 @@ BUILTIN: dict[str, str] = {
     "inpainting": "patchcfg.pretrain.losses.inpainting",
     "masked_task_bce": "patchcfg.pretrain.losses.multitask",
     "uncertainty_weighting": "patchcfg.pretrain.losses.multitask",
+    "byol": "patchcfg.pretrain.losses.byol",
+    "simsiam": "patchcfg.pretrain.losses.simsiam",
+    "vicreg": "patchcfg.pretrain.losses.vicreg",
+    "nnclr": "patchcfg.pretrain.losses.nnclr",
+    "barlow_twins": "patchcfg.pretrain.losses.barlow_twins",
+    "detcon_b": "patchcfg.pretrain.losses.detcon_b",
 }
 
 _LOSSES = Registry("pretraining loss", BUILTIN)
