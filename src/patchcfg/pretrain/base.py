@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from patchcfg.errors import UserError
+from patchcfg.models.layers import BatchNormalization
 from patchcfg.pretrain.params import PretrainParams, build_params
 from patchcfg.train.loop import TrainTask
 
@@ -36,7 +37,7 @@ def build_projection_head(input_dim: int, depth: int, units: int, dim: int, batc
     for i in range(max(0, depth - 1)):
         x = keras.layers.Dense(units, use_bias=not batchnorm, name=f"hidden_{i}")(x)
         if batchnorm:
-            x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"bn_{i}")(x)
+            x = BatchNormalization(synchronized=synchronized, name=f"bn_{i}")(x)
         x = keras.layers.ReLU(name=f"relu_{i}")(x)
     if depth > 0:
         x = keras.layers.Dense(dim, name="projection")(x)

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from patchcfg.data.augment import rect_mask
 from patchcfg.errors import UserError
+from patchcfg.models.layers import BatchNormalization
 from patchcfg.pretrain import register
 from patchcfg.pretrain.base import PretrainMethod
 from patchcfg.pretrain.losses.inpainting import inpainting_loss
@@ -48,7 +49,7 @@ def build_decoder(features: int, imshape, channels: int, filters: int, upsamplin
         filters = max(8, filters // 2)
         x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{i}")(x)
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv_{i}")(x)
-        x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"bn_{i}")(x)
+        x = BatchNormalization(synchronized=synchronized, name=f"bn_{i}")(x)
         x = keras.layers.ReLU()(x)
     x = keras.layers.Conv2D(channels, 3, padding="same", name="image")(x)
     if (start[0] * scale, start[1] * scale) != (height, width):
