@@ -262,3 +262,84 @@ def test_interrupted_run_resumes_without_retraining_finished_units(tmp_path, dig
     assert any("stage 1: already trained" in line for line in lines)
     assert (stage / "fold_0" / "stage_0" / "done.json").read_text() == first_unit
     assert json.loads((stage / "status.json").read_text())["state"] == "complete"
+
+
+# --------------------------------------------------------------------------- output groups
+
+GROUPS = [{"name": "attributes", "classes": ["even"]}, {"name": "digit", "classes": "rest", "type": "softmax"}]
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory, digits_table, finetune_config):
+    """Digits 0/1/2: a softmax group zero/one/two and a sigmoid group even, in that model order
+    (the table's order is zero, one, two, even); some labels unknown."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("groups")
+    labels = digits_table(folder)
+    digits = load_digits()
+    target = digits.target[np.flatnonzero(digits.target < 3)[:72]]
+    frame = pd.read_csv(labels)
+    rows = np.arange(len(frame))
+    frame["two"] = np.where(rows % 4 == 1, np.nan, (target == 2).astype(float))
+    frame["even"] = np.where(rows % 3 == 2, np.nan, (target % 2 == 0).astype(float))
+    frame.to_csv(labels, index=False)
+    config = load_config(finetune_config(folder, labels, folds_count=2, outputs=GROUPS,
+                                         primary_metric="val_digit_accuracy"))
+    summary = run_finetune(config, root=folder / "experiments", verbose=0)
+    return folder, config, summary, target
+
+
+def test_groups_train_and_log_their_metrics(grouped):
+    folder, _, summary, _ = grouped
+    stage = folder / "experiments" / "ft" / "finetune"
+    assert summary["classes"] == ["even", "zero", "one", "two"]
+    assert summary["outputs"] == [{"name": "attributes", "classes": ["even"], "type": "sigmoid"},
+                                  {"name": "digit", "classes": ["zero", "one", "two"], "type": "softmax"}]
+    metrics = pd.read_csv(stage / "metrics.csv")
+    assert {"val_digit_accuracy", "val_digit_macro_auc", "val_attributes_accuracy", "val_attributes_macro_auc",
+            "val_auc_two", "val_macro_auc"} <= set(metrics.columns)
+    assert 0 <= summary["mean"]["val_digit_accuracy"] <= 1 and "val_digit_accuracy" in summary["holdout"]
+
+
+def test_the_saved_model_has_one_named_output_per_group(grouped):
+    folder, config, _, _ = grouped
+    model = keras.saving.load_model(folder / "experiments" / "ft" / "finetune" / "fold_0" / "model.keras")
+    assert model.output_names == ["output_attributes", "output_digit"]
+    attributes, digit = model(np.random.default_rng(0).random((5, 16, 16, 3), np.float32))
+    assert attributes.shape == (5, 1) and digit.shape == (5, 3)
+    np.testing.assert_allclose(np.sum(digit, axis=1), 1.0, atol=1e-5)
+
+
+def test_predict_joins_the_groups_in_the_model_order(grouped):
+    import tensorflow as tf
+
+    from patchcfg.data.loading import load_images
+    from patchcfg.predict import predict_images
+
+    folder, config, _, _ = grouped
+    experiment = folder / "experiments" / "ft"
+    images = [str(folder / "img" / f"{i}.png") for i in range(72)]
+    frame, _ = predict_images(experiment, images, folds="0")
+    assert list(frame.columns) == ["filepath", "even", "zero", "one", "two"]
+    model = keras.saving.load_model(experiment / "finetune" / "fold_0" / "model.keras")
+    attributes, digit = model(tf.constant(load_images(images, config["data"])), training=False)
+    np.testing.assert_allclose(frame[["even", "zero", "one", "two"]].to_numpy(),
+                               np.concatenate([attributes, digit], axis=1), atol=1e-5)
+
+
+def test_query_margin_reads_the_groups_and_the_table_order(grouped):
+    from patchcfg.active.scores import margin
+    from patchcfg.stages import run_query
+
+    folder, config, _, _ = grouped
+    query_config = load_config(folder / "ft.yaml", ["query.strategy=margin", "query.n=6", "query.subset=all"])
+    summary = run_query(query_config, root=folder / "experiments", verbose=0)
+    queue = pd.read_csv(summary["out"])
+    p = queue[["p_zero", "p_one", "p_two", "p_even"]].to_numpy()
+    digit = p[:, :3]
+    top2 = -np.sort(-digit, axis=1)[:, :2]
+    expected = np.maximum(1 - (top2[:, 0] - top2[:, 1]), 1 - np.abs(2 * p[:, 3] - 1))
+    np.testing.assert_allclose(queue["score"], expected, rtol=1e-5)
+    np.testing.assert_allclose(digit.sum(1), 1.0, atol=1e-4)  # the softmax group, in the table's columns
+    assert not np.allclose(queue["score"], margin(p, False))

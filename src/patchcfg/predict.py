@@ -38,6 +38,7 @@ def predict_arrays(models: list, images: np.ndarray, data_cfg: dict, tta: str = 
     import tensorflow as tf
 
     from patchcfg.data.loading import normalizer
+    from patchcfg.models.classifier import output_width, probabilities
 
     if images.shape[1] != images.shape[2] and tta == "flips_rot90":
         raise UserError("tta flips_rot90 needs square images (data.imshape with equal sides); use flips")
@@ -45,14 +46,14 @@ def predict_arrays(models: list, images: np.ndarray, data_cfg: dict, tta: str = 
     total = None
     for model in models:
         def forward(x, m=model):
-            return tf.cast(m(normalize(x), training=False), tf.float32)
+            return tf.cast(probabilities(m(normalize(x), training=False)), tf.float32)
 
         outputs = []
         for start in range(0, len(images), batch_size):
             batch = tf.constant(images[start:start + batch_size])
             views = tta_views(batch, tta)
             outputs.append(tf.add_n([forward(v) for v in views]).numpy() / len(views))
-        predictions = np.concatenate(outputs, 0) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
+        predictions = np.concatenate(outputs, 0) if outputs else np.zeros((0, output_width(model)), np.float32)
         total = predictions if total is None else total + predictions
     return total / len(models)
 
@@ -101,6 +102,32 @@ def resolve_models(source: str | Path, folds: str = "all") -> tuple[list, dict, 
             raise UserError(f"--folds: no fold {unknown[0]} in {stage} (folds: {available})")
     models = [_load(stage / f"fold_{f}" / "model.keras") for f in chosen]
     return models, config["data"], summary.get("classes")
+
+
+def output_groups(source: str | Path, classes: list[str] | None, models: list | None = None) -> list:
+    """The output groups of the models :func:`resolve_models` finds at ``source``: those its
+    finetune ``summary.json`` records, else those of the model's named outputs (one per group),
+    else the one sigmoid group over every class."""
+    from patchcfg.models.outputs import OutputGroup, groups_from_summary
+
+    source = Path(source)
+    stage = source if source.name == "finetune" else source / "finetune"
+    if not source.is_file() and (stage / "summary.json").is_file():
+        summary = json.loads((stage / "summary.json").read_text(encoding="utf-8"))
+        return groups_from_summary(summary.get("outputs"), summary.get("classes") or classes or [])
+    model = models[0] if models else None
+    if model is not None and isinstance(model.output_shape, list) and len(model.outputs) > 1:
+        groups, start = [], 0
+        for tensor in model.outputs:
+            layer = model.get_layer(tensor._keras_history[0].name)
+            n, activation = int(tensor.shape[-1]), layer.get_config().get("activation", "sigmoid")
+            names = (classes or [])[start:start + n] or [f"class_{i}" for i in range(start, start + n)]
+            groups.append(OutputGroup(layer.name.removeprefix("output_"), tuple(names),
+                                      "softmax" if activation == "softmax" else "sigmoid", None, 1.0, start, start + n))
+            start += n
+        return groups
+    width = len(classes) if classes else 0
+    return groups_from_summary(None, classes or [f"class_{i}" for i in range(width)])
 
 
 def predict_images(source, images: list[str], *, tta: str = "none", folds: str = "all",
