@@ -87,3 +87,15 @@ def test_the_cli_says_it_with_exit_code_2(tmp_path, run_cli):
 def test_groups_against_a_table_that_changed_are_refused_at_run_time():
     with pytest.raises(UserError, match="finetune.outputs.0.classes: seven not among the classes"):
         resolve_groups(_finetune([{"classes": ["zero", "seven"], "type": "softmax"}, {"classes": "rest"}]), CLASSES)
+
+
+def test_a_number_takes_the_next_classes_in_column_order():
+    groups = resolve_groups(_finetune([{"classes": 2, "type": "softmax"}, {"classes": ["loop"]},
+                                       {"classes": 2}]), CLASSES)
+    assert [g.classes for g in groups] == [("zero", "one"), ("loop",), ("two", "even")]
+    assert [g.name for g in groups] == ["group_0", "group_1", "group_2"]
+    with pytest.raises(UserError, match=r"outputs.1.classes: 4 classes, but only 3 are left for it \(two, even, "
+                                        r"loop\)"):
+        resolve_groups(_finetune([{"classes": 2}, {"classes": 4}]), CLASSES)
+    with pytest.raises(UserError, match="outputs: loop in no group"):
+        resolve_groups(_finetune([{"classes": 2}, {"classes": 2}]), CLASSES)

@@ -2,8 +2,9 @@
 
 A label table often mixes one question with one answer among several (which digit; which land
 use) and yes/no attributes (even; has a loop; cloudy). ``finetune.outputs`` lists groups, each
-``{name, classes: [...] | rest, type: sigmoid | softmax, loss, weight}``; every class belongs to
-exactly one group. Without it the model has one group over every class (``finetune.output``'s
+``{name, classes: [...] | N | rest, type: sigmoid | softmax, loss, weight}``; every class belongs
+to exactly one group. A number N takes the next N classes, in the table's column order, that no
+group names (Musket's ``classes: [4, 4]``); ``rest`` takes what is left after that. Without it the model has one group over every class (``finetune.output``'s
 type, the stage's loss): the plain multi-hot model.
 
 The model's class order is the groups' classes one group after the other, so a group is a slice
@@ -75,7 +76,7 @@ def group_problems(outputs: list[dict], classes: list[str] | None) -> list[tuple
         if name in names:
             problems.append(((i, "name"), f"name '{name}' is also group {names[name]}'s; names must differ"))
         names.setdefault(name, i)
-        if group["classes"] == REST:
+        if not isinstance(group["classes"], list):
             continue
         repeated_here = sorted({c for c in group["classes"] if group["classes"].count(c) > 1})
         if repeated_here:
@@ -96,6 +97,16 @@ def group_problems(outputs: list[dict], classes: list[str] | None) -> list[tuple
         problems.append(((i, "classes"), f"only one group may take the rest (group {rest[0]} does)"))
     if classes is not None:
         left = [c for c in classes if c not in owner]
+        for i, group in enumerate(outputs):
+            if isinstance(group["classes"], int) and not isinstance(group["classes"], bool):
+                if group["classes"] > len(left):
+                    problems.append(((i, "classes"), f"{group['classes']} classes, but only {len(left)} are left "
+                                                     f"for it ({', '.join(left) or 'none'})"))
+                    left = []
+                    continue
+                taken, left = left[:group["classes"]], left[group["classes"]:]
+                if group["type"] == "softmax" and len(taken) < 2:
+                    problems.append(((i, "type"), "a softmax group needs at least two classes"))
         if rest:
             i = rest[0]
             if not left:
@@ -106,7 +117,7 @@ def group_problems(outputs: list[dict], classes: list[str] | None) -> list[tuple
             problems.append(((), f"{', '.join(left)} in no group; add them to a group or add a group with "
                                  "classes: rest"))
     for i, group in enumerate(outputs):
-        if group["classes"] != REST and group["type"] == "softmax" and len(set(group["classes"])) < 2:
+        if isinstance(group["classes"], list) and group["type"] == "softmax" and len(set(group["classes"])) < 2:
             problems.append(((i, "type"), "a softmax group needs at least two classes"))
     return problems
 
@@ -122,10 +133,15 @@ def resolve_groups(finetune: dict, classes: list[str]) -> list[OutputGroup]:
     if problems:
         raise UserError("; ".join(".".join(map(str, ("finetune.outputs", *path))) + f": {message}"
                               for path, message in problems))
-    taken = {c for g in outputs if g["classes"] != REST for c in g["classes"]}
+    named = {c for g in outputs if isinstance(g["classes"], list) for c in g["classes"]}
+    pool = [c for c in classes if c not in named]  # counted groups take from here, in order, rest the end
+    counted = {}
+    for i, spec in enumerate(outputs):
+        if isinstance(spec["classes"], int):
+            counted[i], pool = pool[:spec["classes"]], pool[spec["classes"]:]
     groups, start = [], 0
     for i, spec in enumerate(outputs):
-        members = [c for c in classes if c not in taken] if spec["classes"] == REST else list(spec["classes"])
+        members = pool if spec["classes"] == REST else counted.get(i) or list(spec["classes"])
         groups.append(OutputGroup(group_name(spec, i), tuple(members), spec["type"], spec["loss"],
                                   float(spec["weight"]), start, start + len(members)))
         start += len(members)
