@@ -88,10 +88,12 @@ class FinetuneTask(TrainTask):
     def __init__(self, *, config: dict, classes: list[str], encoder_spec: dict, stage: dict,
                  train_paths: list[str], train_labels: np.ndarray, val_paths: list[str],
                  val_labels: np.ndarray, start_weights, seed: int, groups=None):
-        from patchcfg.models.outputs import resolve_groups
+        from patchcfg.models.outputs import group_classes, resolve_groups
 
         self.config, self.classes, self.stage = config, classes, stage
         self.groups = groups if groups is not None else resolve_groups(config["finetune"], classes)
+        if group_classes(self.groups) != list(classes):
+            raise ValueError(f"classes {classes} are not in the output groups' order {group_classes(self.groups)}")
         self.finetune = config["finetune"]
         self.data_cfg = config["data"]
         self.encoder_spec = encoder_spec
