@@ -26,19 +26,23 @@ def test_distillation_loss_is_minimal_when_the_student_matches_the_teacher():
     np.testing.assert_allclose(logit([0.5, 0.880797]), [0.0, 2.0], atol=1e-4)
 
 
-def test_distill_stage_trains_a_student_beside_the_teacher(tmp_path, digits_table, finetune_config):
+def _teacher_and_student(tmp_path, labels, finetune_config, epochs, **finetune):
+    """Fine-tune a teacher on ``labels``, then distill a tiny student: (config, root, summary)."""
     import yaml
 
-    labels = digits_table(tmp_path)
-    path = finetune_config(tmp_path, labels, stages=[{"epochs": 2, "lr": 0.01}])
+    path = finetune_config(tmp_path, labels, stages=[{"epochs": epochs, "lr": 0.01}], **finetune)
     raw = yaml.safe_load(path.read_text())
-    raw["distill"] = {"student": {"name": "tiny", "width": 0.5}, "epochs": 2, "batch_size": 16,
+    raw["distill"] = {"student": {"name": "tiny", "width": 0.5}, "epochs": epochs, "batch_size": 16,
                       "label_weight": 1.0, "temperature": 2.0}
     path.write_text(yaml.safe_dump(raw))
     config = load_config(path)
     root = tmp_path / "experiments"
     run_finetune(config, root=root, verbose=0)
-    summary = run_distill(config, root=root, verbose=0)
+    return config, root, run_distill(config, root=root, verbose=0)
+
+
+def test_distill_stage_trains_a_student_beside_the_teacher(tmp_path, digits_table, finetune_config):
+    config, root, summary = _teacher_and_student(tmp_path, digits_table(tmp_path), finetune_config, 2)
     stage = root / "ft" / "distill"
     assert (stage / "model.keras").is_file()
     saved = json.loads((stage / "summary.json").read_text())
@@ -72,22 +76,14 @@ def test_softmax_group_distillation_is_the_tempered_cross_entropy():
 def test_distill_keeps_the_teachers_groups(tmp_path, digits_table, finetune_config):
     import keras
     import pandas as pd
-    import yaml
 
     labels = digits_table(tmp_path)
     frame = pd.read_csv(labels)
     frame["two"] = ((frame["zero"] == 0) & (frame["one"] == 0)).astype(float)
     frame.to_csv(labels, index=False)
-    path = finetune_config(tmp_path, labels, stages=[{"epochs": 1, "lr": 0.01}],
-                           outputs=[{"name": "digit", "classes": ["zero", "one", "two"], "type": "softmax"}])
-    raw = yaml.safe_load(path.read_text())
-    raw["distill"] = {"student": {"name": "tiny", "width": 0.5}, "epochs": 1, "batch_size": 16,
-                      "label_weight": 1.0, "temperature": 2.0}
-    path.write_text(yaml.safe_dump(raw))
-    config = load_config(path)
-    root = tmp_path / "experiments"
-    run_finetune(config, root=root, verbose=0)
-    summary = run_distill(config, root=root, verbose=0)
+    _, root, summary = _teacher_and_student(
+        tmp_path, labels, finetune_config, 1,
+        outputs=[{"name": "digit", "classes": ["zero", "one", "two"], "type": "softmax"}])
     assert "val_digit_accuracy" in summary["student"] and "val_digit_accuracy" in summary["teacher"]
     student = keras.saving.load_model(root / "ft" / "distill" / "model.keras")
     out = student(np.random.default_rng(0).random((3, 16, 16, 3), np.float32))
