@@ -343,3 +343,16 @@ def test_query_margin_reads_the_groups_and_the_table_order(grouped):
     np.testing.assert_allclose(queue["score"], expected, rtol=1e-5)
     np.testing.assert_allclose(digit.sum(1), 1.0, atol=1e-4)  # the softmax group, in the table's columns
     assert not np.allclose(queue["score"], margin(p, False))
+
+
+def test_a_model_file_tells_its_groups_by_its_named_outputs(grouped, tmp_path):
+    from patchcfg.predict import output_groups
+
+    folder, _, _, _ = grouped
+    model_file = folder / "experiments" / "ft" / "finetune" / "fold_1" / "model.keras"
+    groups = output_groups(model_file, None, [keras.saving.load_model(model_file)])
+    assert [(g.name, g.type, g.start, g.stop) for g in groups] == [("attributes", "sigmoid", 0, 1),
+                                                                    ("digit", "softmax", 1, 4)]
+    from_summary = output_groups(folder / "experiments" / "ft", None)
+    assert [(g.name, g.classes) for g in from_summary] == [("attributes", ("even",)),
+                                                           ("digit", ("zero", "one", "two"))]

@@ -118,9 +118,9 @@ def output_groups(source: str | Path, classes: list[str] | None, models: list | 
     model = models[0] if models else None
     if model is not None and isinstance(model.output_shape, list) and len(model.outputs) > 1:
         groups, start = [], 0
-        for tensor in model.outputs:
-            layer = model.get_layer(tensor._keras_history[0].name)
-            n, activation = int(tensor.shape[-1]), layer.get_config().get("activation", "sigmoid")
+        for name, shape in zip(model.output_names, model.output_shape, strict=True):
+            layer = model.get_layer(name)
+            n, activation = int(shape[-1]), layer.get_config().get("activation", "sigmoid")
             names = (classes or [])[start:start + n] or [f"class_{i}" for i in range(start, start + n)]
             groups.append(OutputGroup(layer.name.removeprefix("output_"), tuple(names),
                                       "softmax" if activation == "softmax" else "sigmoid", None, 1.0, start, start + n))

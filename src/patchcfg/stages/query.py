@@ -118,15 +118,18 @@ class QueryStage(Stage):
         """What the scores see of the output: the groups (in the table's class order) when the
         model has more than one multi-hot group, else whether the output is softmax."""
         from patchcfg.metrics import has_groups
-        from patchcfg.models.outputs import groups_over, resolve_groups
+        from patchcfg.models.outputs import ColumnGroup, groups_over, resolve_groups
 
-        finetune = self.config.get("finetune")
+        finetune, classes = self.config.get("finetune"), list(self.table.classes)
         if self.scorer == "model":
             groups = self.model_groups
-        else:
-            groups = resolve_groups(finetune, self.table.classes) if finetune and finetune["outputs"] else None
+        else:  # the quick head scores every class of the table; those the groups leave out are sigmoid
+            groups = resolve_groups(finetune, finetune["classes"] or classes) if finetune and finetune["outputs"] \
+                else None
         if has_groups(groups):
-            return groups_over(groups, list(self.table.classes))
+            located = groups_over(groups, classes)
+            others = tuple(i for i in range(len(classes)) if all(i not in g.columns for g in located))
+            return located + ([ColumnGroup("others", "sigmoid", others)] if others else [])
         return bool(finetune) and finetune["output"]["type"] == "softmax"
 
     def execute(self) -> dict:
