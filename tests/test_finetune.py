@@ -356,3 +356,50 @@ def test_a_model_file_tells_its_groups_by_its_named_outputs(grouped, tmp_path):
     from_summary = output_groups(folder / "experiments" / "ft", None)
     assert [(g.name, g.classes) for g in from_summary] == [("attributes", ("even",)),
                                                            ("digit", ("zero", "one", "two"))]
+
+
+# --------------------------------------------------------------------------- crops
+
+def test_crops_train_on_cells_that_never_cross_folds_and_predict_reduces_them(tmp_path, digits_table,
+                                                                           finetune_config, monkeypatch):
+    import yaml
+
+    import patchcfg.stages.finetune as stage_module
+    from patchcfg.data.crops import cell_files, load_cells, reduce
+    from patchcfg.predict import predict_images
+
+    labels = digits_table(tmp_path)
+    path = finetune_config(tmp_path, labels, folds_count=2, stages=[{"epochs": 1, "lr": 0.01}])
+    raw = yaml.safe_load(path.read_text())
+    raw["data"].update(crops=2, crop_reduce="max", imshape=[8, 8])
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    seen = []
+    original = stage_module.FinetuneTask.__init__
+
+    def record(self, **kwargs):
+        seen.append((list(kwargs["train_paths"]), np.asarray(kwargs["train_labels"]), list(kwargs["val_paths"])))
+        original(self, **kwargs)
+
+    monkeypatch.setattr(stage_module.FinetuneTask, "__init__", record)
+    run_finetune(config, root=tmp_path / "experiments", verbose=0)
+    table = read_label_table(labels)
+    images = table.resolved_paths()
+    cells = dict(zip(images, cell_files(images, config["data"], tmp_path / "experiments" / "ft" / "finetune"
+                                        / "cells"), strict=True))
+    image_of = {c: image for image, files in cells.items() for c in files}
+    matrix = dict(zip(images, table.label_matrix(["zero", "one"]), strict=True))
+    assert len(seen) == 2
+    for train_paths, train_labels, val_paths in seen:
+        trained = [image_of[c] for c in train_paths]  # every training path is a cell of a known image
+        assert not set(trained) & set(val_paths)  # no image has cells on both sides of a fold
+        assert all(trained.count(image) == 4 for image in set(trained))  # ... nor some cells only
+        np.testing.assert_array_equal(train_labels, [np.nan_to_num(matrix[i], nan=-1) for i in trained])
+        assert train_labels.shape == (4 * len(set(trained)), 2)
+
+    experiment = tmp_path / "experiments" / "ft"
+    some = images[:6]
+    frame, _ = predict_images(experiment, some, folds="0")
+    model = keras.saving.load_model(experiment / "finetune" / "fold_0" / "model.keras")
+    by_hand = reduce(model(load_cells(some, config["data"]), training=False).numpy(), 2, "max")
+    np.testing.assert_allclose(frame[["zero", "one"]].to_numpy(), by_hand, atol=1e-5)

@@ -201,12 +201,16 @@ class FinetuneTask(TrainTask):
 
     def predict_validation(self) -> np.ndarray:
         """The model's probabilities on the validation rows (with the configured TTA)."""
+        from patchcfg.data.crops import crops_of, load_cells, reduce
         from patchcfg.data.loading import load_images
         from patchcfg.predict import predict_arrays
 
-        if self._val_images is None:
-            self._val_images = load_images(self.val_paths, self.data_cfg)
-        return predict_arrays([self.model], self._val_images, self.data_cfg, self.finetune["tta"])
+        n = crops_of(self.data_cfg)
+        if self._val_images is None:  # with crops: every validation image's cells
+            self._val_images = (load_cells(self.val_paths, self.data_cfg) if n > 1
+                                else load_images(self.val_paths, self.data_cfg))
+        probabilities = predict_arrays([self.model], self._val_images, self.data_cfg, self.finetune["tta"])
+        return reduce(probabilities, n, self.data_cfg["crop_reduce"]) if n > 1 else probabilities
 
     def on_epoch_end(self, epoch: int, logs: dict) -> dict:
         probabilities = self.predict_validation()

@@ -58,6 +58,19 @@ def predict_arrays(models: list, images: np.ndarray, data_cfg: dict, tta: str = 
     return total / len(models)
 
 
+def predict_paths(models: list, paths, data_cfg: dict, tta: str = "none") -> np.ndarray:
+    """:func:`predict_arrays` on image files; with ``data.crops`` > 1 on each image's cells, their
+    probabilities reduced per image by ``data.crop_reduce``."""
+    from patchcfg.data import crops
+    from patchcfg.data.loading import load_images
+
+    n = crops.crops_of(data_cfg)
+    if n == 1:
+        return predict_arrays(models, load_images(list(paths), data_cfg), data_cfg, tta)
+    cells = predict_arrays(models, crops.load_cells(paths, data_cfg), data_cfg, tta)
+    return crops.reduce(cells, n, data_cfg["crop_reduce"])
+
+
 def _load(path: Path):
     import keras
 
@@ -135,7 +148,7 @@ def predict_images(source, images: list[str], *, tta: str = "none", folds: str =
     """A DataFrame: filepath, then one probability column per class."""
     import pandas as pd
 
-    from patchcfg.data.loading import check_images, load_images
+    from patchcfg.data.loading import check_images
     from patchcfg.labels import list_images
 
     paths: list[str] = []
@@ -144,7 +157,7 @@ def predict_images(source, images: list[str], *, tta: str = "none", folds: str =
     models, data_cfg, classes = resolve_models(source, folds)
     data_cfg = {**data_cfg, "on_bad_image": on_bad_image}
     good, skipped = check_images(paths, on_bad_image, data_cfg=data_cfg)
-    probabilities = predict_arrays(models, load_images(good, data_cfg), data_cfg, tta)
+    probabilities = predict_paths(models, good, data_cfg, tta)
     classes = classes or [f"class_{i}" for i in range(probabilities.shape[1])]
     frame = pd.DataFrame(probabilities, columns=classes)
     frame.insert(0, "filepath", good)

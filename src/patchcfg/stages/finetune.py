@@ -157,6 +157,19 @@ class FoldTrainer:
         self.finetune = stage.params
         self.primary, self.mode = self.finetune["primary_metric"], primary_mode(self.finetune)
 
+    def training_images(self, rows) -> tuple[list[str], np.ndarray | None]:
+        """The images (and labels) ``rows`` train on: the rows' images, or with ``data.crops`` their
+        cells, each with its image's labels (``rows`` None: the unlabelled images, for FixMatch)."""
+        from patchcfg.data import crops
+
+        paths = list(self.paths[rows]) if rows is not None else list(self.unlabelled)
+        labels = self.labels[rows] if rows is not None else np.zeros((len(paths), 0), np.float32)
+        if crops.crops_of(self.config["data"]) == 1:
+            return paths, labels
+        run = self.run
+        folder = (run.dir if run.is_chief else run.checkpoint_dir) / "cells"
+        return crops.expand(labels, crops.cell_files(paths, self.config["data"], folder))
+
     def train_fold(self, fold: int, train_rows, val_rows) -> keras.Model:
         """The fold's model with its last stage's best weights."""
         weights = None
@@ -181,14 +194,15 @@ class FoldTrainer:
             return str(unit.best_weights_path)
         gbs = int(self.finetune["batch_size"])
         steps = int(stage["steps_per_epoch"] or max(1, math.ceil(len(train_rows) / gbs)))
+        train_paths, train_labels = self.training_images(train_rows)
         task = FinetuneTask(
             config=self.config, classes=self.classes, encoder_spec=self.encoder_spec, stage=stage,
-            train_paths=list(self.paths[train_rows]), train_labels=self.labels[train_rows],
+            train_paths=train_paths, train_labels=train_labels,
             val_paths=list(self.paths[val_rows]), val_labels=self.labels[val_rows],
             start_weights=stage["initial_weights"] or weights,
             seed=int(self.config["seed"]) * 100 + fold * 10 + stage["index"], groups=self.groups)
         task.global_batch_size = gbs
-        task.unlabelled_paths = self.unlabelled
+        task.unlabelled_paths = self.training_images(None)[0] if self.unlabelled else []
         chief = self.run.is_chief
         best = BestWeights(primary, self.mode, unit.best_weights_path if chief else None,
                            unit.dir / "best.json" if chief else None)
@@ -243,10 +257,9 @@ class FinetuneStage(Stage):
         return usable
 
     def predict(self, models, paths) -> np.ndarray:
-        from patchcfg.data.loading import load_images
-        from patchcfg.predict import predict_arrays
+        from patchcfg.predict import predict_paths
 
-        return predict_arrays(models, load_images(list(paths), self.data_cfg), self.data_cfg, self.params["tta"])
+        return predict_paths(models, list(paths), self.data_cfg, self.params["tta"])
 
     def execute(self) -> dict:
         import pandas as pd

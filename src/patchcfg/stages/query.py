@@ -93,8 +93,8 @@ class QueryStage(Stage):
     def model_probabilities(self, labels: np.ndarray) -> np.ndarray:
         """The fine-tuned ensemble's probabilities on the candidates and labelled rows; rows whose
         image cannot be read stop being candidates."""
-        from patchcfg.data.loading import check_images, load_images
-        from patchcfg.predict import output_groups, predict_arrays, resolve_models
+        from patchcfg.data.loading import check_images
+        from patchcfg.predict import output_groups, predict_paths, resolve_models
 
         classes, paths = self.table.classes, self.table.resolved_paths()
         models, model_data, model_classes = resolve_models(self.experiment.dir)
@@ -110,8 +110,8 @@ class QueryStage(Stage):
         self.candidates &= np.isin(np.arange(len(paths)), rows)
         probabilities = np.full((len(paths), len(classes)), 0.5, np.float32)  # rows not scored: no candidates
         tta = self.config["finetune"]["tta"] if self.config.get("finetune") else "none"
-        probabilities[rows] = predict_arrays(models, load_images([paths[i] for i in rows], self.data_cfg),
-                                             model_data, tta)[:, order]
+        probabilities[rows] = predict_paths(models, [paths[i] for i in rows], {**self.data_cfg, **model_data},
+                                            tta)[:, order]
         return probabilities
 
     def output_groups(self):
