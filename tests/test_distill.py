@@ -26,12 +26,13 @@ def test_distillation_loss_is_minimal_when_the_student_matches_the_teacher():
     np.testing.assert_allclose(logit([0.5, 0.880797]), [0.0, 2.0], atol=1e-4)
 
 
-def _teacher_and_student(tmp_path, labels, finetune_config, epochs, **finetune):
+def _teacher_and_student(tmp_path, labels, finetune_config, epochs, data=None, **finetune):
     """Fine-tune a teacher on ``labels``, then distill a tiny student: (config, root, summary)."""
     import yaml
 
     path = finetune_config(tmp_path, labels, stages=[{"epochs": epochs, "lr": 0.01}], **finetune)
     raw = yaml.safe_load(path.read_text())
+    raw["data"].update(data or {})
     raw["distill"] = {"student": {"name": "tiny", "width": 0.5}, "epochs": epochs, "batch_size": 16,
                       "label_weight": 1.0, "temperature": 2.0}
     path.write_text(yaml.safe_dump(raw))
@@ -88,3 +89,10 @@ def test_distill_keeps_the_teachers_groups(tmp_path, digits_table, finetune_conf
     student = keras.saving.load_model(root / "ft" / "distill" / "model.keras")
     out = student(np.random.default_rng(0).random((3, 16, 16, 3), np.float32))
     np.testing.assert_allclose(np.sum(out, axis=1), 1.0, atol=1e-5)  # one softmax group, as the teacher
+
+
+def test_distill_with_crops_learns_the_teachers_cells(tmp_path, digits_table, finetune_config):
+    _, root, summary = _teacher_and_student(tmp_path, digits_table(tmp_path), finetune_config, 1,
+                                            data={"crops": 2, "imshape": [8, 8]})
+    assert summary["images"] == 72 and len(list((root / "ft" / "distill" / "cells").glob("*.npy"))) == 4 * 72
+    assert np.isfinite(summary["student"]["val_macro_auc"]) and np.isfinite(summary["teacher"]["val_macro_auc"])

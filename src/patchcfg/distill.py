@@ -147,5 +147,9 @@ class DistillTask(TrainTask):
 
         if not len(self.val_images):
             return {}
+        from patchcfg.data.crops import crops_of, reduce
+
         probabilities = predict_arrays([self.model], self.val_images, self.data_cfg)
+        if crops_of(self.data_cfg) > 1:  # the validation images' cells, reduced per image
+            probabilities = reduce(probabilities, crops_of(self.data_cfg), self.data_cfg["crop_reduce"])
         return grouped_metrics(self.val_labels, probabilities, self.classes, self.groups)

@@ -37,6 +37,7 @@ class DistillStage(Stage):
                             f"{self.data_cfg['labels']}")
 
     def execute(self) -> dict:
+        from patchcfg.data import crops
         from patchcfg.data.loading import load_images
         from patchcfg.distill import DistillTask
         from patchcfg.metrics import grouped_metrics, is_per_class
@@ -48,19 +49,27 @@ class DistillStage(Stage):
         rows = np.flatnonzero(~table.exclude)
         good = set(self.readable(list(all_paths[rows])))
         rows = np.array([r for r in rows if all_paths[r] in good], int)
-        images = load_images(list(all_paths[rows]), self.data_cfg)
+        n = crops.crops_of(self.data_cfg)  # with crops, teacher and student work on every image's cells
+        images = (crops.load_cells if n > 1 else load_images)(list(all_paths[rows]), self.data_cfg)
         say(f"distill: teacher ({len(self.teachers)} model(s)) labels {len(rows)} images")
         soft = predict_arrays(self.teachers, images, self.teacher_data, distill["tta"])
         labels = table.label_matrix(classes)[rows]
         is_val = table.validation[rows]
-        val_images, val_labels = images[is_val], labels[is_val]
-        teacher_metrics = grouped_metrics(val_labels, soft[is_val], classes, self.groups) if is_val.any() else {}
+        val_images, val_labels = images[np.repeat(is_val, n * n)], labels[is_val]
+        per_image = crops.reduce(soft, n, self.data_cfg["crop_reduce"]) if n > 1 else soft
+        teacher_metrics = (grouped_metrics(val_labels, per_image[is_val], classes, self.groups) if is_val.any()
+                           else {})
         gbs = int(distill["batch_size"])
         if len(rows) < gbs:
             raise UserError(f"distill.batch_size {gbs} is larger than the number of images ({len(rows)})")
         steps = int(distill["steps_per_epoch"] or max(1, len(rows) // gbs))
         train_labels = np.where(is_val[:, None], -1.0, labels)  # validation labels only score, never train
-        task = DistillTask(self.config, classes, list(all_paths[rows]), soft, train_labels, val_images, val_labels,
+        train_paths = list(all_paths[rows])
+        if n > 1:
+            folder = (self.stage_run.dir if self.chief else self.stage_run.checkpoint_dir) / "cells"
+            train_paths, train_labels = crops.expand(train_labels, crops.cell_files(train_paths, self.data_cfg,
+                                                                                    folder))
+        task = DistillTask(self.config, classes, train_paths, soft, train_labels, val_images, val_labels,
                            seed=int(self.config["seed"]), groups=self.groups)
         task.global_batch_size = gbs
         say(f"distill: student {distill['student']['name']} for {distill['epochs']} epochs x {steps} steps, "
