@@ -371,7 +371,8 @@ def test_crops_train_on_cells_that_never_cross_folds_and_predict_reduces_them(tm
     labels = digits_table(tmp_path)
     path = finetune_config(tmp_path, labels, folds_count=2, stages=[{"epochs": 1, "lr": 0.01}])
     raw = yaml.safe_load(path.read_text())
-    raw["data"].update(crops=2, crop_reduce="max", imshape=[8, 8])
+    (tmp_path / "cells.csv").write_text("filepath,cell,zero\nimg/1.png,2,1\n")  # a cell's own label
+    raw["data"].update(crops=2, crop_reduce="max", imshape=[8, 8], cell_labels=str(tmp_path / "cells.csv"))
     path.write_text(yaml.safe_dump(raw))
     config = load_config(path)
     seen = []
@@ -389,12 +390,17 @@ def test_crops_train_on_cells_that_never_cross_folds_and_predict_reduces_them(tm
                                         / "cells"), strict=True))
     image_of = {c: image for image, files in cells.items() for c in files}
     matrix = dict(zip(images, table.label_matrix(["zero", "one"]), strict=True))
-    assert len(seen) == 2
+    assert len(seen) == 2 and matrix[str(tmp_path / "img" / "1.png")][0] == 0  # the image: no zero
+    assert sum(cells[str(tmp_path / "img" / "1.png")][2] in train for train, _, _ in seen) == 1
     for train_paths, train_labels, val_paths in seen:
         trained = [image_of[c] for c in train_paths]  # every training path is a cell of a known image
         assert not set(trained) & set(val_paths)  # no image has cells on both sides of a fold
         assert all(trained.count(image) == 4 for image in set(trained))  # ... nor some cells only
-        np.testing.assert_array_equal(train_labels, [np.nan_to_num(matrix[i], nan=-1) for i in trained])
+        expected = np.array([np.nan_to_num(matrix[i], nan=-1) for i in trained])
+        for k, cell in enumerate(train_paths):
+            if cell == cells[str(tmp_path / "img" / "1.png")][2]:
+                expected[k, 0] = 1.0
+        np.testing.assert_array_equal(train_labels, expected)
         assert train_labels.shape == (4 * len(set(trained)), 2)
 
     experiment = tmp_path / "experiments" / "ft"

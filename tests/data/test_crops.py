@@ -58,3 +58,27 @@ def test_crops_must_be_a_whole_number_from_one(crops):
 
     with pytest.raises(ConfigError, match="data.crops"):
         resolve_config({"name": "c", "data": {"crops": crops}})
+
+
+def test_a_cell_label_table_replaces_its_cells_known_labels(tmp_path):
+    from patchcfg.data.crops import read_cell_labels
+    from patchcfg.errors import UserError
+
+    (tmp_path / "tiles").mkdir()
+    table = tmp_path / "cells.csv"
+    table.write_text("filepath,cell,water,road\ntiles/a.png,3,1,\ntiles/b.png,0,,0\n")
+    overrides = read_cell_labels(str(table), ["water", "road"], 2)
+    images = [str(tmp_path / "tiles" / "a.png"), str(tmp_path / "tiles" / "b.png")]
+    files = [[f"a{i}" for i in range(4)], [f"b{i}" for i in range(4)]]
+    _, labels = expand(np.array([[0, -1], [1, 1]], np.float32), files, overrides, images)
+    np.testing.assert_array_equal(labels, [[0, -1], [0, -1], [0, -1], [1, -1],    # a: cell 3 has water
+                                           [1, 0], [1, 1], [1, 1], [1, 1]])        # b: cell 0 has no road
+    table.write_text("filepath,cell,water\ntiles/a.png,4,1\n")
+    with pytest.raises(UserError, match=r"cells.csv:2: cell '4' is not a whole number from 0 to 3"):
+        read_cell_labels(str(table), ["water", "road"], 2)
+    table.write_text("filepath,cell,sand\ntiles/a.png,1,1\n")
+    with pytest.raises(UserError, match=r"cells.csv:1: sand not among the classes \(water, road\)"):
+        read_cell_labels(str(table), ["water", "road"], 2)
+    table.write_text("filepath,cell,water\ntiles/a.png,1,yes\n")
+    with pytest.raises(UserError, match=r"cells.csv:2: water is 'yes'; write 1, 0 or leave it blank"):
+        read_cell_labels(str(table), ["water", "road"], 2)

@@ -72,8 +72,56 @@ def cell_files(paths, data_cfg: dict, folder: Path) -> list[list[str]]:
     return out
 
 
-def expand(labels: np.ndarray, cells: list[list[str]]) -> tuple[list[str], np.ndarray]:
-    """Rows -> cell rows: each image's cell files in order, each with the image's labels."""
+def expand(labels: np.ndarray, cells: list[list[str]], overrides: dict | None = None,
+           images=None) -> tuple[list[str], np.ndarray]:
+    """Rows -> cell rows: each image's cell files in order, each with the image's labels, or where
+    ``overrides`` (:func:`read_cell_labels`, keyed by the real path of ``images[i]`` and the cell)
+    knows a label, that one."""
+    import os
+
     labels = np.asarray(labels)
     per_image = len(cells[0]) if cells else 1
-    return [c for files in cells for c in files], np.repeat(labels, per_image, axis=0)
+    expanded = np.repeat(labels, per_image, axis=0)
+    for i, image in enumerate(images if overrides else []):
+        for j in range(per_image):
+            own = overrides.get((os.path.realpath(image), j))
+            if own is not None:
+                row = expanded[i * per_image + j]
+                expanded[i * per_image + j] = np.where(own >= 0, own, row)
+    return [c for files in cells for c in files], expanded
+
+
+def read_cell_labels(path: str, classes: list[str], n: int) -> dict[tuple[str, int], np.ndarray]:
+    """``data.cell_labels``: (real image path, cell) -> labels over ``classes`` (-1 where blank)."""
+    import os
+
+    import pandas as pd
+
+    from patchcfg.errors import UserError
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise UserError(f"data.cell_labels: cannot read {path} ({str(error)[:200]})") from None
+    missing = [c for c in ("filepath", "cell") if c not in frame.columns]
+    if missing:
+        raise UserError(f"data.cell_labels: {path}:1: no {' or '.join(missing)} column (columns: filepath, cell, "
+                        "then classes)")
+    unknown = [c for c in frame.columns if c not in ("filepath", "cell", *classes)]
+    if unknown:
+        raise UserError(f"data.cell_labels: {path}:1: {', '.join(unknown)} not among the classes "
+                        f"({', '.join(classes)})")
+    root, out = os.path.dirname(os.path.abspath(path)), {}
+    for line, row in enumerate(frame.to_dict("records"), start=2):
+        if not row["cell"].strip().isdigit() or not 0 <= int(row["cell"]) < n * n:
+            raise UserError(f"data.cell_labels: {path}:{line}: cell {row['cell']!r} is not a whole number from 0 "
+                            f"to {n * n - 1} (data.crops {n}: cells row by row)")
+        values = np.full(len(classes), -1.0, np.float32)
+        for k, cls in enumerate(classes):
+            text = str(row.get(cls, "")).strip()
+            if text not in ("", "0", "1", "0.0", "1.0"):
+                raise UserError(f"data.cell_labels: {path}:{line}: {cls} is {text!r}; write 1, 0 or leave it blank")
+            values[k] = float(text) if text else -1.0
+        image = row["filepath"] if os.path.isabs(row["filepath"]) else os.path.join(root, row["filepath"])
+        out[(os.path.realpath(image), int(row["cell"]))] = values
+    return out

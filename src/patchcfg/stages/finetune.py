@@ -166,9 +166,12 @@ class FoldTrainer:
         labels = self.labels[rows] if rows is not None else np.zeros((len(paths), 0), np.float32)
         if crops.crops_of(self.config["data"]) == 1:
             return paths, labels
-        run = self.run
+        run, data = self.run, self.config["data"]
         folder = (run.dir if run.is_chief else run.checkpoint_dir) / "cells"
-        return crops.expand(labels, crops.cell_files(paths, self.config["data"], folder))
+        overrides = None
+        if data["cell_labels"] and rows is not None:
+            overrides = crops.read_cell_labels(data["cell_labels"], list(self.classes), crops.crops_of(data))
+        return crops.expand(labels, crops.cell_files(paths, data, folder), overrides, paths)
 
     def train_fold(self, fold: int, train_rows, val_rows) -> keras.Model:
         """The fold's model with its last stage's best weights."""
