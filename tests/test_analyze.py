@@ -497,3 +497,18 @@ def test_per_class_columns_only_on_request(tmp_path):
     assert lib.analyze([tmp_path]).metrics == ["val_macro_auc", "val_loss"]
     assert lib.analyze([tmp_path], per_class=True).metrics == ["val_macro_auc", "val_auc_cat", "val_f1_dog",
                                                                  "val_loss"]
+
+
+def test_output_groups_show_as_a_changed_key_and_their_metrics_as_columns(tmp_path):
+    groups = [{"name": "digit", "classes": ["zero", "one"], "type": "softmax"}, {"name": "attr", "classes": "rest"}]
+    make_run(tmp_path, "plain", config(), metrics=curves())
+    make_run(tmp_path, "grouped", config(finetune__outputs=groups),
+             metrics=curves(val_digit_accuracy=0.9, val_digit_macro_auc=0.95, val_accuracy_zero=0.9))
+    result = lib.analyze([tmp_path])
+    assert [k for k in result.keys if k.startswith("finetune.outputs")] == [
+        "finetune.outputs.0.name", "finetune.outputs.0.classes", "finetune.outputs.0.type",
+        "finetune.outputs.1.name", "finetune.outputs.1.classes"]
+    assert {"val_digit_accuracy", "val_digit_macro_auc"} <= set(result.metrics)
+    assert "val_accuracy_zero" not in result.metrics  # per class: only with per_class
+    assert row_named(result, "grouped").metrics["val_digit_accuracy"][0] == pytest.approx(0.9)
+    assert lib.metric_direction("val_digit_accuracy") == lib.metric_direction("val_digit_macro_auc") == "max"

@@ -262,3 +262,150 @@ def test_interrupted_run_resumes_without_retraining_finished_units(tmp_path, dig
     assert any("stage 1: already trained" in line for line in lines)
     assert (stage / "fold_0" / "stage_0" / "done.json").read_text() == first_unit
     assert json.loads((stage / "status.json").read_text())["state"] == "complete"
+
+
+# --------------------------------------------------------------------------- output groups
+
+GROUPS = [{"name": "attributes", "classes": ["even"]}, {"name": "digit", "classes": "rest", "type": "softmax"}]
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory, digits_table, finetune_config):
+    """Digits 0/1/2: a softmax group zero/one/two and a sigmoid group even, in that model order
+    (the table's order is zero, one, two, even); some labels unknown."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("groups")
+    labels = digits_table(folder)
+    digits = load_digits()
+    target = digits.target[np.flatnonzero(digits.target < 3)[:72]]
+    frame = pd.read_csv(labels)
+    rows = np.arange(len(frame))
+    frame["two"] = np.where(rows % 4 == 1, np.nan, (target == 2).astype(float))
+    frame["even"] = np.where(rows % 3 == 2, np.nan, (target % 2 == 0).astype(float))
+    frame.to_csv(labels, index=False)
+    config = load_config(finetune_config(folder, labels, folds_count=2, outputs=GROUPS,
+                                         primary_metric="val_digit_accuracy"))
+    summary = run_finetune(config, root=folder / "experiments", verbose=0)
+    return folder, config, summary, target
+
+
+def test_groups_train_and_log_their_metrics(grouped):
+    folder, _, summary, _ = grouped
+    stage = folder / "experiments" / "ft" / "finetune"
+    assert summary["classes"] == ["even", "zero", "one", "two"]
+    assert summary["outputs"] == [{"name": "attributes", "classes": ["even"], "type": "sigmoid"},
+                                  {"name": "digit", "classes": ["zero", "one", "two"], "type": "softmax"}]
+    metrics = pd.read_csv(stage / "metrics.csv")
+    assert {"val_digit_accuracy", "val_digit_macro_auc", "val_attributes_accuracy", "val_attributes_macro_auc",
+            "val_auc_two", "val_macro_auc"} <= set(metrics.columns)
+    assert 0 <= summary["mean"]["val_digit_accuracy"] <= 1 and "val_digit_accuracy" in summary["holdout"]
+
+
+def test_the_saved_model_has_one_named_output_per_group(grouped):
+    folder, config, _, _ = grouped
+    model = keras.saving.load_model(folder / "experiments" / "ft" / "finetune" / "fold_0" / "model.keras")
+    assert model.output_names == ["output_attributes", "output_digit"]
+    attributes, digit = model(np.random.default_rng(0).random((5, 16, 16, 3), np.float32))
+    assert attributes.shape == (5, 1) and digit.shape == (5, 3)
+    np.testing.assert_allclose(np.sum(digit, axis=1), 1.0, atol=1e-5)
+
+
+def test_predict_joins_the_groups_in_the_model_order(grouped):
+    import tensorflow as tf
+
+    from patchcfg.data.loading import load_images
+    from patchcfg.predict import predict_images
+
+    folder, config, _, _ = grouped
+    experiment = folder / "experiments" / "ft"
+    images = [str(folder / "img" / f"{i}.png") for i in range(72)]
+    frame, _ = predict_images(experiment, images, folds="0")
+    assert list(frame.columns) == ["filepath", "even", "zero", "one", "two"]
+    model = keras.saving.load_model(experiment / "finetune" / "fold_0" / "model.keras")
+    attributes, digit = model(tf.constant(load_images(images, config["data"])), training=False)
+    np.testing.assert_allclose(frame[["even", "zero", "one", "two"]].to_numpy(),
+                               np.concatenate([attributes, digit], axis=1), atol=1e-5)
+
+
+def test_query_margin_reads_the_groups_and_the_table_order(grouped):
+    from patchcfg.active.scores import margin
+    from patchcfg.stages import run_query
+
+    folder, config, _, _ = grouped
+    query_config = load_config(folder / "ft.yaml", ["query.strategy=margin", "query.n=6", "query.subset=all"])
+    summary = run_query(query_config, root=folder / "experiments", verbose=0)
+    queue = pd.read_csv(summary["out"])
+    p = queue[["p_zero", "p_one", "p_two", "p_even"]].to_numpy()
+    digit = p[:, :3]
+    top2 = -np.sort(-digit, axis=1)[:, :2]
+    expected = np.maximum(1 - (top2[:, 0] - top2[:, 1]), 1 - np.abs(2 * p[:, 3] - 1))
+    np.testing.assert_allclose(queue["score"], expected, rtol=1e-5)
+    np.testing.assert_allclose(digit.sum(1), 1.0, atol=1e-4)  # the softmax group, in the table's columns
+    assert not np.allclose(queue["score"], margin(p, False))
+
+
+def test_a_model_file_tells_its_groups_by_its_named_outputs(grouped, tmp_path):
+    from patchcfg.predict import output_groups
+
+    folder, _, _, _ = grouped
+    model_file = folder / "experiments" / "ft" / "finetune" / "fold_1" / "model.keras"
+    groups = output_groups(model_file, None, [keras.saving.load_model(model_file)])
+    assert [(g.name, g.type, g.start, g.stop) for g in groups] == [("attributes", "sigmoid", 0, 1),
+                                                                    ("digit", "softmax", 1, 4)]
+    from_summary = output_groups(folder / "experiments" / "ft", None)
+    assert [(g.name, g.classes) for g in from_summary] == [("attributes", ("even",)),
+                                                           ("digit", ("zero", "one", "two"))]
+
+
+# --------------------------------------------------------------------------- crops
+
+def test_crops_train_on_cells_that_never_cross_folds_and_predict_reduces_them(tmp_path, digits_table,
+                                                                           finetune_config, monkeypatch):
+    import yaml
+
+    import patchcfg.stages.finetune as stage_module
+    from patchcfg.data.crops import cell_files, load_cells, reduce
+    from patchcfg.predict import predict_images
+
+    labels = digits_table(tmp_path)
+    path = finetune_config(tmp_path, labels, folds_count=2, stages=[{"epochs": 1, "lr": 0.01}])
+    raw = yaml.safe_load(path.read_text())
+    (tmp_path / "cells.csv").write_text("filepath,cell,zero\nimg/1.png,2,1\n")  # a cell's own label
+    raw["data"].update(crops=2, crop_reduce="max", imshape=[8, 8], cell_labels=str(tmp_path / "cells.csv"))
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    seen = []
+    original = stage_module.FinetuneTask.__init__
+
+    def record(self, **kwargs):
+        seen.append((list(kwargs["train_paths"]), np.asarray(kwargs["train_labels"]), list(kwargs["val_paths"])))
+        original(self, **kwargs)
+
+    monkeypatch.setattr(stage_module.FinetuneTask, "__init__", record)
+    run_finetune(config, root=tmp_path / "experiments", verbose=0)
+    table = read_label_table(labels)
+    images = table.resolved_paths()
+    cells = dict(zip(images, cell_files(images, config["data"], tmp_path / "experiments" / "ft" / "finetune"
+                                        / "cells"), strict=True))
+    image_of = {c: image for image, files in cells.items() for c in files}
+    matrix = dict(zip(images, table.label_matrix(["zero", "one"]), strict=True))
+    assert len(seen) == 2 and matrix[str(tmp_path / "img" / "1.png")][0] == 0  # the image: no zero
+    assert sum(cells[str(tmp_path / "img" / "1.png")][2] in train for train, _, _ in seen) == 1
+    for train_paths, train_labels, val_paths in seen:
+        trained = [image_of[c] for c in train_paths]  # every training path is a cell of a known image
+        assert not set(trained) & set(val_paths)  # no image has cells on both sides of a fold
+        assert all(trained.count(image) == 4 for image in set(trained))  # ... nor some cells only
+        expected = np.array([np.nan_to_num(matrix[i], nan=-1) for i in trained])
+        for k, cell in enumerate(train_paths):
+            if cell == cells[str(tmp_path / "img" / "1.png")][2]:
+                expected[k, 0] = 1.0
+        np.testing.assert_array_equal(train_labels, expected)
+        assert train_labels.shape == (4 * len(set(trained)), 2)
+
+    experiment = tmp_path / "experiments" / "ft"
+    some = images[:6]
+    frame, _ = predict_images(experiment, some, folds="0")
+    model = keras.saving.load_model(experiment / "finetune" / "fold_0" / "model.keras")
+    by_hand = reduce(model(load_cells(some, config["data"]), training=False).numpy(), 2, "max")
+    np.testing.assert_allclose(frame[["zero", "one"]].to_numpy(), by_hand, atol=1e-5)

@@ -81,3 +81,70 @@ def test_user_loss_from_module(tmp_path, monkeypatch):
     (tmp_path / "myloss.py").write_text("def half(y_true, y_pred):\n    return 0.5\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert float(build_loss("myloss:half+masked_bce")(Y, P)) == pytest.approx(0.5 + float(masked_bce(Y, P)))
+
+
+def _digit_and_attribute_groups():
+    from patchcfg.config import with_defaults
+    from patchcfg.models.outputs import resolve_groups
+
+    finetune = with_defaults("finetune", {"outputs": [{"name": "digit", "classes": ["zero", "one", "two"],
+                                                       "type": "softmax"}, {"name": "attributes", "classes": "rest"}]})
+    return resolve_groups(finetune, ["zero", "one", "two", "even", "loop"])
+
+
+def _loss_and_gradient(fn, y, p):
+    import tensorflow as tf
+
+    p = tf.Variable(np.asarray(p, np.float32))
+    with tf.GradientTape() as tape:
+        loss = fn(tf.constant(y, tf.float32), p)
+    return float(loss), tape.gradient(loss, p).numpy()
+
+
+def test_softmax_group_loss_and_gradient_are_zero_on_rows_that_do_not_resolve_it():
+    from patchcfg.losses import build_group_loss
+
+    fn = build_group_loss(_digit_and_attribute_groups(), "masked_bce")
+    unresolved = np.array([[-1, 0, -1, -1, -1], [1, 1, -1, -1, -1], [0, 0, 0, -1, -1], [-1, -1, -1, -1, -1]])
+    probs = np.array([[0.2, 0.5, 0.3, 0.6, 0.4]] * 4)
+    loss, grad = _loss_and_gradient(fn, unresolved, probs)
+    assert loss == 0.0 and np.all(grad == 0.0)
+    # the same rows next to one that resolves the group: the gradient stays zero on them
+    _, grad = _loss_and_gradient(fn, np.vstack([unresolved, [[-1, 0, 0, -1, -1]]]), np.vstack([probs, probs[:1]]))
+    assert np.all(grad[:4] == 0.0) and np.any(grad[4, :3] != 0.0)
+
+
+def test_one_digit_present_trains_the_digit_group_and_leaves_sigmoid_unknowns_alone():
+    from patchcfg.losses import build_group_loss, masked_cce
+
+    fn = build_group_loss(_digit_and_attribute_groups(), "masked_bce")
+    y = np.array([[0, 1, -1, -1, 1]], np.float32)  # "one" present; two unknown; even unknown; loop present
+    p = np.array([[0.2, 0.5, 0.3, 0.6, 0.4]], np.float32)
+    loss, grad = _loss_and_gradient(fn, y, p)
+    expected = float(masked_cce(np.array([[0, 1, 0]], np.float32), p[:, :3])) - np.log(0.4)  # cce + BCE on loop
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert grad[0, 1] < 0  # the digit group learns "one" (unknown "two" counts as absent)
+    assert grad[0, 3] == 0.0 and grad[0, 4] < 0  # the sigmoid group: "even" unknown untouched, "loop" trained
+
+
+def test_group_weights_and_losses_add_up():
+    from dataclasses import replace
+
+    from patchcfg.losses import build_group_loss, masked_bce, masked_cce
+
+    digit, attributes = _digit_and_attribute_groups()
+    fn = build_group_loss([replace(digit, weight=0.5), replace(attributes, loss="masked_focal")], "masked_bce")
+    y = np.array([[1, -1, -1, 0, 1], [-1, 0, 0, 1, -1]], np.float32)
+    p = np.array([[0.7, 0.2, 0.1, 0.3, 0.8], [0.1, 0.1, 0.8, 0.6, 0.5]], np.float32)
+    resolved = np.array([[1, 0, 0], [1, 0, 0]], np.float32)  # [-1, 0, 0]: all absent but "zero"
+    expected = 0.5 * float(masked_cce(resolved, p[:, :3])) + float(masked_focal(y[:, 3:], p[:, 3:]))
+    assert float(fn(y, p)) == pytest.approx(expected, rel=1e-5)
+    plain = build_group_loss(_plain_group(), "masked_bce")
+    assert float(plain(y, p)) == pytest.approx(float(masked_bce(y, p)), rel=1e-6)
+
+
+def _plain_group():
+    from patchcfg.config import with_defaults
+    from patchcfg.models.outputs import resolve_groups
+
+    return resolve_groups(with_defaults("finetune", {}), ["zero", "one", "two", "even", "loop"])

@@ -4,7 +4,10 @@ The teacher (this experiment's fine-tuned fold ensemble, or a model file) predic
 non-excluded image; the student (any backbone + a small head) learns those probabilities
 softened by a temperature T (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural
 Network"): per class, BCE between sigmoid(z_t / T) and sigmoid(z_s / T), scaled by T^2, where
-z are logits. ``label_weight`` adds a masked BCE on the known labels. The stage that scores
+z are logits. ``label_weight`` adds a masked BCE on the known labels. With output groups
+(:mod:`patchcfg.models.outputs`) the student has the teacher's groups: a softmax group learns the
+cross-entropy between softmax(z_t / T) and softmax(z_s / T) over its classes (z_t = log p_t), a
+sigmoid group as above, and the known labels train through the groups' masked losses. The stage that scores
 student and teacher side by side is :mod:`patchcfg.stages.distill`.
 """
 
@@ -14,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from patchcfg.losses import masked_bce
-from patchcfg.metrics import is_per_class, masked_metrics
+from patchcfg.losses import build_group_loss
+from patchcfg.metrics import grouped_metrics, has_groups, is_per_class
 from patchcfg.train.loop import TrainTask
 
 EPSILON = 1e-6
@@ -33,8 +36,36 @@ def distillation_loss(teacher_logits, student_logits, temperature: float):
     return tf.reduce_mean(bce) * temperature ** 2
 
 
-def build_student(config: dict, n_classes: int) -> keras.Model:
-    """Student backbone + head; outputs probabilities (layer ``output``) after logits (layer ``logits``)."""
+def softmax_distillation_loss(teacher_logits, student_logits, temperature: float):
+    """Mean over rows of CE(softmax(z_t/T), softmax(z_s/T)) x T^2 over one softmax group's classes."""
+    target = tf.nn.softmax(teacher_logits / temperature, axis=-1)
+    ce = tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=student_logits / temperature)
+    return tf.reduce_mean(ce) * temperature ** 2
+
+
+def group_distillation_loss(groups, teacher_logits, student_logits, temperature: float):
+    """The sum over output groups of each group's distillation loss on its columns."""
+    if not has_groups(groups):
+        return distillation_loss(teacher_logits, student_logits, temperature)
+    total = 0.0
+    for g in groups:
+        loss = softmax_distillation_loss if g.softmax else distillation_loss
+        total = total + loss(teacher_logits[:, g.start:g.stop], student_logits[:, g.start:g.stop], temperature)
+    return total
+
+
+def teacher_logits(probabilities, groups) -> np.ndarray:
+    """Logits of the teacher's probabilities: log-odds per sigmoid class, log p in a softmax group."""
+    out = logit(probabilities)
+    for g in groups or []:
+        if g.softmax:
+            out[:, g.start:g.stop] = np.log(np.clip(probabilities[:, g.start:g.stop], EPSILON, 1.0))
+    return out
+
+
+def build_student(config: dict, n_classes: int, groups=None) -> keras.Model:
+    """Student backbone + head; outputs probabilities (layer ``output``) after logits (layer ``logits``);
+    with output groups, per group ``logits_<group>`` and ``output_<group>`` (its activation)."""
     from patchcfg.models.backbones import build_backbone
 
     distill, data = config["distill"], config["data"]
@@ -46,17 +77,26 @@ def build_student(config: dict, n_classes: int) -> keras.Model:
         x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
     if distill["head"]["dropout"]:
         x = keras.layers.Dropout(distill["head"]["dropout"], name="head_dropout")(x)
+    if has_groups(groups):
+        outputs = [keras.layers.Activation(g.type, dtype="float32", name=f"output_{g.name}")(
+            keras.layers.Dense(len(g.classes), dtype="float32", name=f"logits_{g.name}")(x)) for g in groups]
+        return keras.Model(inputs, outputs, name="student")
     logits = keras.layers.Dense(n_classes, dtype="float32", name="logits")(x)
     outputs = keras.layers.Activation("sigmoid", dtype="float32", name="output")(logits)
     return keras.Model(inputs, outputs, name="student")
 
 
 class DistillTask(TrainTask):
-    def __init__(self, config, classes, paths, teacher_probabilities, known_labels, val_images, val_labels, seed):
+    def __init__(self, config, classes, paths, teacher_probabilities, known_labels, val_images, val_labels, seed,
+                 groups=None):
+        from patchcfg.models.outputs import groups_from_summary
+
         self.config, self.classes, self.seed = config, classes, seed
+        self.groups = groups or groups_from_summary(None, classes)
         self.distill, self.data_cfg = config["distill"], config["data"]
         self.paths = paths
-        self.targets = np.concatenate([logit(teacher_probabilities), known_labels], axis=1).astype(np.float32)
+        self.targets = np.concatenate([teacher_logits(teacher_probabilities, self.groups), known_labels],
+                                      axis=1).astype(np.float32)
         self.val_images, self.val_labels = val_images, val_labels
         self.model = self.logits_model = None
 
@@ -65,8 +105,12 @@ class DistillTask(TrainTask):
 
     def build(self) -> None:
         keras.utils.set_random_seed(self.seed)
-        self.model = build_student(self.config, len(self.classes))
-        self.logits_model = keras.Model(self.model.inputs, self.model.get_layer("logits").output)
+        self.model = build_student(self.config, len(self.classes), self.groups)
+        if has_groups(self.groups):
+            self.logits_model = keras.Model(self.model.inputs,
+                                            [self.model.get_layer(f"logits_{g.name}").output for g in self.groups])
+        else:
+            self.logits_model = keras.Model(self.model.inputs, self.model.get_layer("logits").output)
 
     def dataset(self, epoch: int) -> tf.data.Dataset:
         from patchcfg.data.augment import build_augmenter
@@ -84,11 +128,16 @@ class DistillTask(TrainTask):
         images, targets = batch
         n = len(self.classes)
         teacher_logits, known = targets[:, :n], targets[:, n:]
-        student_logits = self.logits_model(images, training=True)
-        loss = distillation_loss(teacher_logits, student_logits, float(self.distill["temperature"]))
+        from patchcfg.models.classifier import probabilities
+
+        student_logits = probabilities(self.logits_model(images, training=True))
+        loss = group_distillation_loss(self.groups, teacher_logits, student_logits,
+                                       float(self.distill["temperature"]))
         logs = {}
         if self.distill["label_weight"]:
-            supervised = masked_bce(known, tf.sigmoid(student_logits))
+            student = [tf.nn.softmax(student_logits[:, g.start:g.stop]) if g.softmax
+                       else tf.sigmoid(student_logits[:, g.start:g.stop]) for g in self.groups]
+            supervised = build_group_loss(self.groups, "masked_bce")(known, tf.concat(student, axis=-1))
             loss = loss + float(self.distill["label_weight"]) * supervised
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss / replicas, logs, {}
@@ -98,5 +147,9 @@ class DistillTask(TrainTask):
 
         if not len(self.val_images):
             return {}
+        from patchcfg.data.crops import crops_of, reduce
+
         probabilities = predict_arrays([self.model], self.val_images, self.data_cfg)
-        return masked_metrics(self.val_labels, probabilities, self.classes)
+        if crops_of(self.data_cfg) > 1:  # the validation images' cells, reduced per image
+            probabilities = reduce(probabilities, crops_of(self.data_cfg), self.data_cfg["crop_reduce"])
+        return grouped_metrics(self.val_labels, probabilities, self.classes, self.groups)

@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from patchcfg.errors import UserError
-from patchcfg.losses import build_loss
-from patchcfg.metrics import is_per_class, masked_metrics, metric_mode
+from patchcfg.losses import build_group_loss
+from patchcfg.metrics import grouped_metrics, has_groups, is_per_class, metric_mode
 from patchcfg.train.loop import TrainTask
 
 # --------------------------------------------------------------------------- stage settings
@@ -44,19 +44,21 @@ def stage_settings(finetune: dict, encoder_pretrained: bool) -> list[dict]:
     return resolved
 
 
-def metric_names(classes: list[str]) -> list[str]:
+def metric_names(classes: list[str], groups=None) -> list[str]:
     """Every metric a fine-tuning epoch logs (what primary_metric and callbacks may watch)."""
     from patchcfg.metrics import METRICS
 
     names = ["loss", "val_loss", *(f"val_macro_{m}" for m in METRICS)]
+    if has_groups(groups):
+        names += [f"val_{g.name}_{m}" for g in groups for m in ("accuracy", "macro_auc")]
     return names + [f"val_{m}_{c}" for m in METRICS for c in classes]
 
 
-def check_monitored(finetune: dict, classes: list[str]) -> None:
+def check_monitored(finetune: dict, classes: list[str], groups=None) -> None:
     """primary_metric and callback monitors must name logged metrics: checked before training."""
     import difflib
 
-    known = metric_names(classes)
+    known = metric_names(classes, groups)
     watched = [("finetune.primary_metric", finetune["primary_metric"])]
     for where, spec in [("finetune.callbacks", finetune["callbacks"])] + [
             (f"finetune.stages.{i}.callbacks", st.get("callbacks") or {}) for i, st in enumerate(finetune["stages"])]:
@@ -66,7 +68,8 @@ def check_monitored(finetune: dict, classes: list[str]) -> None:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UserError(f"{where}: '{name}' is not a metric fine-tuning logs{hint}; use loss, val_loss, "
-                            "val_macro_<m> or val_<m>_<class> with <m> one of auc, f1, precision, recall, accuracy")
+                            "val_macro_<m> or val_<m>_<class> with <m> one of auc, f1, precision, recall, accuracy"
+                            + (", or val_<group>_accuracy / val_<group>_macro_auc" if has_groups(groups) else ""))
 
 
 def primary_mode(finetune: dict) -> str:
@@ -84,8 +87,13 @@ class FinetuneTask(TrainTask):
 
     def __init__(self, *, config: dict, classes: list[str], encoder_spec: dict, stage: dict,
                  train_paths: list[str], train_labels: np.ndarray, val_paths: list[str],
-                 val_labels: np.ndarray, start_weights, seed: int):
+                 val_labels: np.ndarray, start_weights, seed: int, groups=None):
+        from patchcfg.models.outputs import group_classes, resolve_groups
+
         self.config, self.classes, self.stage = config, classes, stage
+        self.groups = groups if groups is not None else resolve_groups(config["finetune"], classes)
+        if group_classes(self.groups) != list(classes):
+            raise ValueError(f"classes {classes} are not in the output groups' order {group_classes(self.groups)}")
         self.finetune = config["finetune"]
         self.data_cfg = config["data"]
         self.encoder_spec = encoder_spec
@@ -93,7 +101,7 @@ class FinetuneTask(TrainTask):
         self.val_paths, self.val_labels = val_paths, val_labels
         self.start_weights = start_weights
         self.seed = seed
-        self.loss_fn = build_loss(stage["loss"])
+        self.loss_fn = build_group_loss(self.groups, stage["loss"])
         self.imshape = tuple(self.data_cfg["imshape"])
         self.channels = int(self.data_cfg["channels"])
         self.model = None
@@ -103,7 +111,7 @@ class FinetuneTask(TrainTask):
 
     def build(self) -> None:
         keras.utils.set_random_seed(self.seed)
-        self.model = build_model(self.config, self.encoder_spec, len(self.classes))
+        self.model = build_model(self.config, self.encoder_spec, len(self.classes), self.groups)
         if isinstance(self.start_weights, list):
             self.model.set_weights(self.start_weights)
         elif self.start_weights:
@@ -163,11 +171,12 @@ class FinetuneTask(TrainTask):
         prediction is a pseudo-label where it is confident (p >= tau: 1, p <= 1 - tau: 0), and the
         strong view learns those entries with masked BCE; the others count as unknown."""
         from patchcfg.losses import masked_bce
+        from patchcfg.models.classifier import probabilities
 
         tau = float(self.finetune["fixmatch"]["threshold"])
-        p_weak = tf.stop_gradient(self.model(weak, training=True))
+        p_weak = tf.stop_gradient(probabilities(self.model(weak, training=True)))
         pseudo = tf.where(p_weak >= tau, 1.0, tf.where(p_weak <= 1.0 - tau, 0.0, -1.0))
-        loss = masked_bce(pseudo, self.model(strong, training=True))
+        loss = masked_bce(pseudo, probabilities(self.model(strong, training=True)))
         return loss, tf.reduce_mean(tf.cast(pseudo >= 0, tf.float32))
 
     def compute_loss(self, batch, global_batch_size: int):
@@ -177,7 +186,9 @@ class FinetuneTask(TrainTask):
             (images, labels), (weak, strong) = batch
         else:
             images, labels = batch
-        predictions = self.model(images, training=True)
+        from patchcfg.models.classifier import probabilities
+
+        predictions = probabilities(self.model(images, training=True))
         loss = tf.cast(self.loss_fn(labels, predictions), tf.float32)
         if self.fixmatch_enabled:
             unlabelled, confident = self.fixmatch_loss(weak, strong)
@@ -190,18 +201,22 @@ class FinetuneTask(TrainTask):
 
     def predict_validation(self) -> np.ndarray:
         """The model's probabilities on the validation rows (with the configured TTA)."""
+        from patchcfg.data.crops import crops_of, load_cells, reduce
         from patchcfg.data.loading import load_images
         from patchcfg.predict import predict_arrays
 
-        if self._val_images is None:
-            self._val_images = load_images(self.val_paths, self.data_cfg)
-        return predict_arrays([self.model], self._val_images, self.data_cfg, self.finetune["tta"])
+        n = crops_of(self.data_cfg)
+        if self._val_images is None:  # with crops: every validation image's cells
+            self._val_images = (load_cells(self.val_paths, self.data_cfg) if n > 1
+                                else load_images(self.val_paths, self.data_cfg))
+        probabilities = predict_arrays([self.model], self._val_images, self.data_cfg, self.finetune["tta"])
+        return reduce(probabilities, n, self.data_cfg["crop_reduce"]) if n > 1 else probabilities
 
     def on_epoch_end(self, epoch: int, logs: dict) -> dict:
         probabilities = self.predict_validation()
         out = {"val_loss": float(self.loss_fn(self.val_labels, probabilities))}
-        out.update(masked_metrics(self.val_labels, probabilities, self.classes,
-                                  threshold=self.finetune["output"]["threshold"]))
+        out.update(grouped_metrics(self.val_labels, probabilities, self.classes, self.groups,
+                                   threshold=self.finetune["output"]["threshold"]))
         return out
 
 
@@ -232,13 +247,15 @@ def resolve_encoder_spec(config: dict, experiment_dir: Path) -> tuple[dict, bool
     return spec, spec.get("weights") is not None
 
 
-def build_model(config: dict, encoder_spec: dict, n_classes: int) -> keras.Model:
+def build_model(config: dict, encoder_spec: dict, n_classes: int, groups=None) -> keras.Model:
+    """The classifier; with output groups (:mod:`patchcfg.models.outputs`) one output per group."""
     from patchcfg.models.backbones import build_backbone
     from patchcfg.models.classifier import build_classifier
 
     data = config["data"]
     encoder = build_backbone(encoder_spec, (*data["imshape"], data["channels"]), name="encoder")
-    return build_classifier(encoder, n_classes, config["finetune"]["head"], config["finetune"]["output"])
+    return build_classifier(encoder, n_classes, config["finetune"]["head"], config["finetune"]["output"],
+                            groups=groups)
 
 
 def load_model_weights(model: keras.Model, path: str | Path) -> None:

@@ -233,3 +233,43 @@ def build_loss(text: str) -> Callable:
     composite.__name__ = re.sub(r"\W+", "_", text)
     composite.terms = [t for t, _ in terms]
     return composite
+
+
+# --------------------------------------------------------------------------- output groups
+
+def resolve_softmax_targets(y_true):
+    """A softmax group's targets (rows, K) resolved in the graph, as
+    :func:`patchcfg.models.outputs.resolve_softmax` does in numpy: a row with one present class,
+    or all but one absent, becomes its one-hot answer in full; every other row all unknown."""
+    import tensorflow as tf
+
+    y_true = tf.cast(y_true, tf.float32)
+    present = y_true > 0.5
+    absent = (y_true >= 0) & ~present
+    n_present = tf.reduce_sum(tf.cast(present, tf.int32), -1)
+    n_absent = tf.reduce_sum(tf.cast(absent, tf.int32), -1)
+    one_present = tf.equal(n_present, 1)
+    by_exclusion = tf.equal(n_present, 0) & tf.equal(n_absent, tf.shape(y_true)[-1] - 1)
+    target = tf.where(one_present[:, None], tf.cast(present, tf.float32), tf.cast(~absent, tf.float32))
+    return tf.where((one_present | by_exclusion)[:, None], target, -tf.ones_like(y_true))
+
+
+def build_group_loss(groups, stage_loss: str) -> Callable:
+    """``(y_true, y_pred) -> scalar`` over every output group (the model's class order):
+    Σ weight · loss of the group's columns, a softmax group's targets resolved first, so a row
+    that does not resolve it adds nothing to its loss or gradient."""
+    parts = [(g, build_loss(g.loss_expression(stage_loss))) for g in groups]
+    if len(parts) == 1 and parts[0][0].stage_loss and not parts[0][0].softmax:
+        return parts[0][1]  # the plain multi-hot model: the stage's loss as it is
+
+    def grouped(y_true, y_pred):
+        total = 0.0
+        for group, fn in parts:
+            target = y_true[:, group.start:group.stop]
+            if group.softmax:
+                target = resolve_softmax_targets(target)
+            total = total + group.weight * fn(target, y_pred[:, group.start:group.stop])
+        return total
+
+    grouped.__name__ = "_".join(f"{g.name}_{fn.__name__}" for g, fn in parts)
+    return grouped

@@ -53,7 +53,9 @@ def lr_range_test(config: dict, *, start_lr: float = 1e-6, end_lr: float = 1.0, 
     if not 0 < start_lr < end_lr:
         raise UserError(f"lr-find: need 0 < start lr < end lr (got {start_lr:g}, {end_lr:g})")
     table = read_label_table(data_cfg["labels"])
-    classes = finetune.get("classes") or table.classes
+    from patchcfg.models.outputs import group_classes, resolve_groups
+
+    classes = group_classes(resolve_groups(finetune, finetune.get("classes") or table.classes))  # model order
     labels = table.label_matrix(classes)
     rows = np.flatnonzero((labels >= 0).any(axis=1) & ~table.exclude & ~table.validation)
     if len(rows) == 0:

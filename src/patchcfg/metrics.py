@@ -95,3 +95,47 @@ def exclusive_accuracy(y_true, y_prob) -> float:
     if not rows.any():
         return float("nan")
     return float(np.mean(np.argmax(y_true[rows], axis=1) == np.argmax(np.asarray(y_prob)[rows], axis=1)))
+
+
+def group_metrics(y_true, y_prob, groups, prefix: str = "val_") -> dict[str, float]:
+    """Per output group (:mod:`patchcfg.models.outputs`), on its columns with softmax groups
+    resolved: ``{prefix}<group>_accuracy`` (softmax: top-1 over the rows that resolve it; sigmoid:
+    over its known entries at 0.5) and ``{prefix}<group>_macro_auc`` (mean of its classes' AUCs)."""
+    from patchcfg.models.outputs import resolve_labels
+
+    y_true = resolve_labels(np.asarray(y_true, np.float32), groups)
+    y_prob = np.asarray(y_prob, np.float32)
+    out: dict[str, float] = {}
+    for g in groups:
+        truth, prob = y_true[:, g.start:g.stop], y_prob[:, g.start:g.stop]
+        if g.softmax:
+            rows = truth.max(axis=1) > 0.5
+            accuracy = (np.mean(truth[rows].argmax(1) == prob[rows].argmax(1)) if rows.any() else np.nan)
+        else:
+            known = truth >= 0
+            accuracy = np.mean((prob[known] >= 0.5) == (truth[known] > 0.5)) if known.any() else np.nan
+        aucs = _per_class(truth, prob, 0.5)["auc"]
+        aucs = aucs[np.isfinite(aucs)]
+        out[f"{prefix}{g.name}_accuracy"] = float(accuracy)
+        out[f"{prefix}{g.name}_macro_auc"] = float(aucs.mean()) if aucs.size else float("nan")
+    return out
+
+
+def grouped_metrics(y_true, y_prob, classes: list[str], groups, threshold: float = 0.5,
+                    prefix: str = "val_") -> dict[str, float]:
+    """:func:`masked_metrics` on the labels with softmax groups resolved, plus
+    :func:`group_metrics` when the output has groups (more than one, or a softmax one); for the
+    plain multi-hot model exactly :func:`masked_metrics`."""
+    from patchcfg.models.outputs import resolve_labels
+
+    if not has_groups(groups):
+        return masked_metrics(y_true, y_prob, classes, threshold=threshold, prefix=prefix)
+    out = masked_metrics(resolve_labels(np.asarray(y_true, np.float32), groups), y_prob, classes,
+                         threshold=threshold, prefix=prefix)
+    out.update(group_metrics(y_true, y_prob, groups, prefix=prefix))
+    return out
+
+
+def has_groups(groups) -> bool:
+    """Whether the output is more than the one multi-hot sigmoid group."""
+    return bool(groups) and (len(groups) > 1 or groups[0].softmax)

@@ -38,6 +38,7 @@ def predict_arrays(models: list, images: np.ndarray, data_cfg: dict, tta: str = 
     import tensorflow as tf
 
     from patchcfg.data.loading import normalizer
+    from patchcfg.models.classifier import output_width, probabilities
 
     if images.shape[1] != images.shape[2] and tta == "flips_rot90":
         raise UserError("tta flips_rot90 needs square images (data.imshape with equal sides); use flips")
@@ -45,16 +46,29 @@ def predict_arrays(models: list, images: np.ndarray, data_cfg: dict, tta: str = 
     total = None
     for model in models:
         def forward(x, m=model):
-            return tf.cast(m(normalize(x), training=False), tf.float32)
+            return tf.cast(probabilities(m(normalize(x), training=False)), tf.float32)
 
         outputs = []
         for start in range(0, len(images), batch_size):
             batch = tf.constant(images[start:start + batch_size])
             views = tta_views(batch, tta)
             outputs.append(tf.add_n([forward(v) for v in views]).numpy() / len(views))
-        predictions = np.concatenate(outputs, 0) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
+        predictions = np.concatenate(outputs, 0) if outputs else np.zeros((0, output_width(model)), np.float32)
         total = predictions if total is None else total + predictions
     return total / len(models)
+
+
+def predict_paths(models: list, paths, data_cfg: dict, tta: str = "none") -> np.ndarray:
+    """:func:`predict_arrays` on image files; with ``data.crops`` > 1 on each image's cells, their
+    probabilities reduced per image by ``data.crop_reduce``."""
+    from patchcfg.data import crops
+    from patchcfg.data.loading import load_images
+
+    n = crops.crops_of(data_cfg)
+    if n == 1:
+        return predict_arrays(models, load_images(list(paths), data_cfg), data_cfg, tta)
+    cells = predict_arrays(models, crops.load_cells(paths, data_cfg), data_cfg, tta)
+    return crops.reduce(cells, n, data_cfg["crop_reduce"])
 
 
 def _load(path: Path):
@@ -103,12 +117,38 @@ def resolve_models(source: str | Path, folds: str = "all") -> tuple[list, dict, 
     return models, config["data"], summary.get("classes")
 
 
+def output_groups(source: str | Path, classes: list[str] | None, models: list | None = None) -> list:
+    """The output groups of the models :func:`resolve_models` finds at ``source``: those its
+    finetune ``summary.json`` records, else those of the model's named outputs (one per group),
+    else the one sigmoid group over every class."""
+    from patchcfg.models.outputs import OutputGroup, groups_from_summary
+
+    source = Path(source)
+    stage = source if source.name == "finetune" else source / "finetune"
+    if not source.is_file() and (stage / "summary.json").is_file():
+        summary = json.loads((stage / "summary.json").read_text(encoding="utf-8"))
+        return groups_from_summary(summary.get("outputs"), summary.get("classes") or classes or [])
+    model = models[0] if models else None
+    if model is not None and isinstance(model.output_shape, list) and len(model.outputs) > 1:
+        groups, start = [], 0
+        for name, shape in zip(model.output_names, model.output_shape, strict=True):
+            layer = model.get_layer(name)
+            n, activation = int(shape[-1]), layer.get_config().get("activation", "sigmoid")
+            names = (classes or [])[start:start + n] or [f"class_{i}" for i in range(start, start + n)]
+            groups.append(OutputGroup(layer.name.removeprefix("output_"), tuple(names),
+                                      "softmax" if activation == "softmax" else "sigmoid", None, 1.0, start, start + n))
+            start += n
+        return groups
+    width = len(classes) if classes else 0
+    return groups_from_summary(None, classes or [f"class_{i}" for i in range(width)])
+
+
 def predict_images(source, images: list[str], *, tta: str = "none", folds: str = "all",
                    on_bad_image: str = "error"):
     """A DataFrame: filepath, then one probability column per class."""
     import pandas as pd
 
-    from patchcfg.data.loading import check_images, load_images
+    from patchcfg.data.loading import check_images
     from patchcfg.labels import list_images
 
     paths: list[str] = []
@@ -117,7 +157,7 @@ def predict_images(source, images: list[str], *, tta: str = "none", folds: str =
     models, data_cfg, classes = resolve_models(source, folds)
     data_cfg = {**data_cfg, "on_bad_image": on_bad_image}
     good, skipped = check_images(paths, on_bad_image, data_cfg=data_cfg)
-    probabilities = predict_arrays(models, load_images(good, data_cfg), data_cfg, tta)
+    probabilities = predict_paths(models, good, data_cfg, tta)
     classes = classes or [f"class_{i}" for i in range(probabilities.shape[1])]
     frame = pd.DataFrame(probabilities, columns=classes)
     frame.insert(0, "filepath", good)

@@ -363,3 +363,12 @@ def test_context_encoder_with_the_adversarial_loss_trains_its_discriminator(digi
     assert row["loss"] == pytest.approx(0.9 * row["hidden_mse"] + 0.1 * row["adversarial_loss"], rel=1e-4)
     assert not all(np.allclose(a, b) for a, b in zip(before, method.discriminator.get_weights(), strict=True))
     assert int(method.discriminator_optimizer.iterations.numpy()) == 2
+
+
+def test_crops_pretrain_on_every_cell_as_an_image(digits, tmp_path):
+    config = make_config(digits, epochs=1, monitor={"every": 0})
+    config["data"].update(crops=2, imshape=[8, 8])
+    summary = run_pretrain(config, root=tmp_path, verbose=0)
+    cells = sorted((tmp_path / "test-simclr" / "pretrain" / "cells").glob("*.npy"))
+    assert summary["images"] == 4 * 64 and len(cells) == 4 * 64
+    assert np.load(cells[0]).shape == (8, 8, 3) and np.isfinite(summary["final"]["loss"])

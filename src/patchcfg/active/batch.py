@@ -13,6 +13,8 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
+from patchcfg.active.scores import predicted_labels
+
 _CHUNK = 1 << 22  # elements per block of pairwise products
 
 
@@ -46,11 +48,7 @@ class BadgeSampler:
     def fit(self, probabilities: np.ndarray, features: np.ndarray) -> BadgeSampler:
         p = np.asarray(probabilities, dtype=np.float64)
         h = _floats(features)
-        if self.exclusive:
-            y_hat = np.eye(p.shape[1])[p.argmax(axis=1)]
-        else:
-            y_hat = (p > 0.5).astype(np.float64)
-        a = p - y_hat
+        a = p - predicted_labels(p, self.exclusive)  # per output group when given groups
         sq_norm = (a * a).sum(axis=1) * (h * h).sum(axis=1, dtype=np.float64)
         rows = len(p)
         n = min(self.n, rows)

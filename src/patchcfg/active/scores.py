@@ -24,6 +24,11 @@ margin sorts the other way round (most confident first); ours does not. Least co
 for independent sigmoids the most likely multi-hot vector, whose probability is the product of
 max(p_c, 1 - p_c). For sigmoid outputs ``margin`` and ``entropy`` rank rows identically (both are
 monotone in the distance of the most uncertain class from 0.5); they differ in scale only.
+
+``exclusive`` may also be the model's output groups (:mod:`patchcfg.models.outputs`: each with
+``columns`` and ``softmax``), say a softmax group of digits beside sigmoid attributes.
+Each group is then scored on its own columns by the rule of its type, and a row's score is that
+of its most uncertain group (the maximum over groups).
 """
 
 from __future__ import annotations
@@ -39,7 +44,30 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 
-def entropy(p: np.ndarray, exclusive: bool = False) -> np.ndarray:
+def _by_group(score, p: np.ndarray, exclusive) -> np.ndarray | None:
+    """The maximum over output groups of ``score`` on each group's columns; None for a bool."""
+    if exclusive is None or isinstance(exclusive, bool | np.bool_):
+        return None
+    p = np.asarray(p, dtype=np.float64)
+    return np.max([score(p[:, list(g.columns)], g.softmax) for g in exclusive], axis=0)
+
+
+def predicted_labels(p: np.ndarray, exclusive=False) -> np.ndarray:
+    """The most likely labelling: the argmax one-hot of a softmax group, p > 0.5 of a sigmoid one."""
+    p = np.asarray(p, dtype=np.float64)
+    groups = [(list(range(p.shape[1])), bool(exclusive))] if exclusive is None or isinstance(
+        exclusive, bool | np.bool_) else [(list(g.columns), g.softmax) for g in exclusive]
+    out = np.zeros_like(p)
+    for columns, softmax in groups:
+        part = p[:, columns]
+        out[:, columns] = np.eye(len(columns))[part.argmax(axis=1)] if softmax else part > 0.5
+    return out
+
+
+def entropy(p: np.ndarray, exclusive=False) -> np.ndarray:
+    grouped = _by_group(entropy, p, exclusive)
+    if grouped is not None:
+        return grouped
     p = np.asarray(p, dtype=np.float64)
     if not exclusive:
         return binary_entropy(p).max(axis=1)
@@ -47,7 +75,10 @@ def entropy(p: np.ndarray, exclusive: bool = False) -> np.ndarray:
     return -(p * np.log(q)).sum(axis=1) / np.log(max(p.shape[1], 2))
 
 
-def margin(p: np.ndarray, exclusive: bool = False) -> np.ndarray:
+def margin(p: np.ndarray, exclusive=False) -> np.ndarray:
+    grouped = _by_group(margin, p, exclusive)
+    if grouped is not None:
+        return grouped
     p = np.asarray(p, dtype=np.float64)
     if not exclusive:
         return 1.0 - np.abs(2 * p - 1).min(axis=1)
@@ -55,7 +86,10 @@ def margin(p: np.ndarray, exclusive: bool = False) -> np.ndarray:
     return 1.0 - (top2[:, 0] - top2[:, 1])
 
 
-def least_confidence(p: np.ndarray, exclusive: bool = False) -> np.ndarray:
+def least_confidence(p: np.ndarray, exclusive=False) -> np.ndarray:
+    grouped = _by_group(least_confidence, p, exclusive)
+    if grouped is not None:
+        return grouped
     p = np.asarray(p, dtype=np.float64)
     if not exclusive:
         return 1.0 - np.maximum(p, 1 - p).prod(axis=1)

@@ -31,6 +31,9 @@ def loss_problems(config: dict, locations: dict, default: tuple[str, int]) -> li
     for i, stage in enumerate(finetune.get("stages") or []):
         if isinstance(stage, dict):
             expressions.append((("finetune", "stages", i, "loss"), stage.get("loss")))
+    for i, group in enumerate(finetune.get("outputs") or []):
+        if isinstance(group, dict):
+            expressions.append((("finetune", "outputs", i, "loss"), group.get("loss")))
     problems = []
     for path, text in expressions:
         if not isinstance(text, str):
@@ -40,6 +43,41 @@ def loss_problems(config: dict, locations: dict, default: tuple[str, int]) -> li
         except ConfigError as error:
             dotted = ".".join(map(str, path))
             problems.extend(f"{_where(locations, path, default)}: {dotted}: {p}" for p in error.problems)
+    return problems
+
+
+def _table_classes(config: dict) -> list[str] | None:
+    """The classes fine-tuning trains on, from the label table's header line (None: unreadable)."""
+    import csv
+
+    from patchcfg.labels import RESERVED
+
+    labels = (config.get("data") or {}).get("labels")
+    if not labels:
+        return None
+    try:
+        with open(labels, encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    if header is None:
+        return None
+    chosen = config["finetune"].get("classes")
+    return list(chosen) if chosen else [c for c in header if c not in RESERVED]
+
+
+def output_problems(config: dict, locations: dict, default: tuple[str, int]) -> list[str]:
+    """The output groups (``finetune.outputs``): a class in two groups, twice ``rest``, a softmax
+    group of one class, and, when the label table can be read, classes it lacks or none names."""
+    from patchcfg.models.outputs import group_problems
+
+    finetune = config.get("finetune")
+    if not isinstance(finetune, dict) or not finetune.get("outputs"):
+        return []
+    problems = []
+    for path, message in group_problems(finetune["outputs"], _table_classes(config)):
+        full = ("finetune", "outputs", *path)
+        problems.append(f"{_where(locations, full, default)}: {'.'.join(map(str, full))}: {message}")
     return problems
 
 

@@ -37,8 +37,12 @@ def _conv_stack(x, spec: str, dropout: float):
 
 
 def build_classifier(encoder: keras.Model, n_classes: int, head: dict, output: dict,
-                     name: str = "classifier") -> keras.Model:
-    """``encoder`` (nested, named ``encoder``) + head + a sigmoid or softmax output of ``n_classes``."""
+                     name: str = "classifier", groups=None) -> keras.Model:
+    """``encoder`` (nested, named ``encoder``) + head + a sigmoid or softmax output of ``n_classes``.
+
+    With more than one output group (:mod:`patchcfg.models.outputs`) the model has one output per
+    group, a layer named ``output_<group>`` with the group's activation, in the groups' order;
+    :func:`probabilities` joins them into one matrix."""
     inputs = keras.Input(encoder.input_shape[1:], name="image")
     features = encoder(inputs)
     if len(features.shape) == 2 and encoder_needs_feature_map(head):
@@ -56,6 +60,29 @@ def build_classifier(encoder: keras.Model, n_classes: int, head: dict, output: d
                 x = keras.layers.Dropout(head["dropout"], name=f"head_dense_dropout_{i}")(x)
     elif head["dropout"] and head["type"] == "linear":
         x = keras.layers.Dropout(head["dropout"], name="head_dropout")(x)
-    activation = output["type"]
+    if groups is not None and len(groups) > 1:
+        outputs = [keras.layers.Dense(len(g.classes), activation=g.type, dtype="float32",
+                                      name=f"output_{g.name}")(x) for g in groups]
+        return keras.Model(inputs, outputs, name=name)
+    activation = groups[0].type if groups else output["type"]
     outputs = keras.layers.Dense(n_classes, activation=activation, dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def probabilities(outputs):
+    """A model's output as one (rows, classes) tensor: its groups' outputs side by side."""
+    import tensorflow as tf
+
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if isinstance(outputs, list | tuple):
+        return outputs[0] if len(outputs) == 1 else tf.concat(list(outputs), axis=-1)
+    return outputs
+
+
+def output_width(model: keras.Model) -> int:
+    """The number of classes a (possibly multi-output) classifier predicts."""
+    shapes = model.output_shape
+    if isinstance(shapes, list):
+        return sum(int(s[-1]) for s in shapes)
+    return int(shapes[-1])

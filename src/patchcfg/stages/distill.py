@@ -23,22 +23,24 @@ class DistillStage(Stage):
 
     def prepare(self) -> None:
         from patchcfg.labels import read_label_table
-        from patchcfg.predict import resolve_models
+        from patchcfg.predict import output_groups, resolve_models
 
         teacher = self.params["teacher"]
         source = self.experiment.dir if teacher == "finetune" else Path(teacher)
         self.teachers, self.teacher_data, teacher_classes = resolve_models(source)
         self.table = read_label_table(self.data_cfg["labels"])
         self.classes = teacher_classes or self.table.classes
+        self.groups = output_groups(source, self.classes, self.teachers)
         missing = [c for c in self.classes if c not in self.table.classes]
         if missing:
             raise UserError(f"distill: the teacher's classes {', '.join(missing)} are not in "
                             f"{self.data_cfg['labels']}")
 
     def execute(self) -> dict:
+        from patchcfg.data import crops
         from patchcfg.data.loading import load_images
         from patchcfg.distill import DistillTask
-        from patchcfg.metrics import masked_metrics
+        from patchcfg.metrics import grouped_metrics, is_per_class
         from patchcfg.predict import predict_arrays
         from patchcfg.train.loop import best_metrics
 
@@ -47,20 +49,28 @@ class DistillStage(Stage):
         rows = np.flatnonzero(~table.exclude)
         good = set(self.readable(list(all_paths[rows])))
         rows = np.array([r for r in rows if all_paths[r] in good], int)
-        images = load_images(list(all_paths[rows]), self.data_cfg)
+        n = crops.crops_of(self.data_cfg)  # with crops, teacher and student work on every image's cells
+        images = (crops.load_cells if n > 1 else load_images)(list(all_paths[rows]), self.data_cfg)
         say(f"distill: teacher ({len(self.teachers)} model(s)) labels {len(rows)} images")
         soft = predict_arrays(self.teachers, images, self.teacher_data, distill["tta"])
         labels = table.label_matrix(classes)[rows]
         is_val = table.validation[rows]
-        val_images, val_labels = images[is_val], labels[is_val]
-        teacher_metrics = masked_metrics(val_labels, soft[is_val], classes) if is_val.any() else {}
+        val_images, val_labels = images[np.repeat(is_val, n * n)], labels[is_val]
+        per_image = crops.reduce(soft, n, self.data_cfg["crop_reduce"]) if n > 1 else soft
+        teacher_metrics = (grouped_metrics(val_labels, per_image[is_val], classes, self.groups) if is_val.any()
+                           else {})
         gbs = int(distill["batch_size"])
         if len(rows) < gbs:
             raise UserError(f"distill.batch_size {gbs} is larger than the number of images ({len(rows)})")
         steps = int(distill["steps_per_epoch"] or max(1, len(rows) // gbs))
         train_labels = np.where(is_val[:, None], -1.0, labels)  # validation labels only score, never train
-        task = DistillTask(self.config, classes, list(all_paths[rows]), soft, train_labels, val_images, val_labels,
-                           seed=int(self.config["seed"]))
+        train_paths = list(all_paths[rows])
+        if n > 1:
+            folder = (self.stage_run.dir if self.chief else self.stage_run.checkpoint_dir) / "cells"
+            train_paths, train_labels = crops.expand(train_labels, crops.cell_files(train_paths, self.data_cfg,
+                                                                                    folder))
+        task = DistillTask(self.config, classes, train_paths, soft, train_labels, val_images, val_labels,
+                           seed=int(self.config["seed"]), groups=self.groups)
         task.global_batch_size = gbs
         say(f"distill: student {distill['student']['name']} for {distill['epochs']} epochs x {steps} steps, "
             f"T={distill['temperature']}")
@@ -71,8 +81,8 @@ class DistillStage(Stage):
             task.model.save(self.stage_run.path("model.keras"))
         gap = _macro_auc(teacher_metrics) - _macro_auc(student_metrics)
         return {"classes": classes, "images": len(rows),
-                "teacher": {k: v for k, v in teacher_metrics.items() if "macro" in k},
-                "student": {k: v for k, v in student_metrics.items() if "macro" in k},
+                "teacher": {k: v for k, v in teacher_metrics.items() if not is_per_class(k)},
+                "student": {k: v for k, v in student_metrics.items() if not is_per_class(k)},
                 "teacher_minus_student_val_macro_auc": gap,
                 "final": student_metrics, "best": best_metrics(result["history"]),
                 "train_seconds": result["train_seconds"]}

@@ -35,8 +35,8 @@ from patchcfg.finetune import (
     resolve_encoder_spec,
     stage_settings,
 )
-from patchcfg.losses import build_loss
-from patchcfg.metrics import masked_metrics
+from patchcfg.losses import build_group_loss
+from patchcfg.metrics import grouped_metrics, has_groups
 from patchcfg.stages.runner import Stage
 from patchcfg.train.callbacks import BestWeights, build_callbacks
 from patchcfg.train.loop import best_metrics
@@ -148,19 +148,37 @@ def _mean_std(per_fold: dict[int, dict]) -> tuple[dict, dict]:
 class FoldTrainer:
     """Trains one fold's stages in order, each a resumable unit starting from the previous best."""
 
-    def __init__(self, stage: FinetuneStage, *, classes, paths, labels, encoder_spec, stages, unlabelled):
+    def __init__(self, stage: FinetuneStage, *, classes, paths, labels, encoder_spec, stages, unlabelled,
+                 groups=None):
         self.stage, self.config, self.classes, self.paths, self.labels = stage, stage.config, classes, paths, labels
+        self.groups = groups
         self.run, self.encoder_spec, self.stages = stage.stage_run, encoder_spec, stages
         self.unlabelled, self.say = unlabelled, stage.say
         self.finetune = stage.params
         self.primary, self.mode = self.finetune["primary_metric"], primary_mode(self.finetune)
+
+    def training_images(self, rows) -> tuple[list[str], np.ndarray | None]:
+        """The images (and labels) ``rows`` train on: the rows' images, or with ``data.crops`` their
+        cells, each with its image's labels (``rows`` None: the unlabelled images, for FixMatch)."""
+        from patchcfg.data import crops
+
+        paths = list(self.paths[rows]) if rows is not None else list(self.unlabelled)
+        labels = self.labels[rows] if rows is not None else np.zeros((len(paths), 0), np.float32)
+        if crops.crops_of(self.config["data"]) == 1:
+            return paths, labels
+        run, data = self.run, self.config["data"]
+        folder = (run.dir if run.is_chief else run.checkpoint_dir) / "cells"
+        overrides = None
+        if data["cell_labels"] and rows is not None:
+            overrides = crops.read_cell_labels(data["cell_labels"], list(self.classes), crops.crops_of(data))
+        return crops.expand(labels, crops.cell_files(paths, data, folder), overrides, paths)
 
     def train_fold(self, fold: int, train_rows, val_rows) -> keras.Model:
         """The fold's model with its last stage's best weights."""
         weights = None
         for stage in self.stages:
             weights = self.train_unit(fold, stage, train_rows, val_rows, weights)
-        model = build_model(self.config, self.encoder_spec, len(self.classes))
+        model = build_model(self.config, self.encoder_spec, len(self.classes), self.groups)
         if isinstance(weights, list):
             model.set_weights(weights)
         else:
@@ -179,14 +197,15 @@ class FoldTrainer:
             return str(unit.best_weights_path)
         gbs = int(self.finetune["batch_size"])
         steps = int(stage["steps_per_epoch"] or max(1, math.ceil(len(train_rows) / gbs)))
+        train_paths, train_labels = self.training_images(train_rows)
         task = FinetuneTask(
             config=self.config, classes=self.classes, encoder_spec=self.encoder_spec, stage=stage,
-            train_paths=list(self.paths[train_rows]), train_labels=self.labels[train_rows],
+            train_paths=train_paths, train_labels=train_labels,
             val_paths=list(self.paths[val_rows]), val_labels=self.labels[val_rows],
             start_weights=stage["initial_weights"] or weights,
-            seed=int(self.config["seed"]) * 100 + fold * 10 + stage["index"])
+            seed=int(self.config["seed"]) * 100 + fold * 10 + stage["index"], groups=self.groups)
         task.global_batch_size = gbs
-        task.unlabelled_paths = self.unlabelled
+        task.unlabelled_paths = self.training_images(None)[0] if self.unlabelled else []
         chief = self.run.is_chief
         best = BestWeights(primary, self.mode, unit.best_weights_path if chief else None,
                            unit.dir / "best.json" if chief else None)
@@ -215,6 +234,7 @@ class FinetuneStage(Stage):
 
     def prepare(self) -> None:
         from patchcfg.labels import read_label_table
+        from patchcfg.models.outputs import group_classes, resolve_groups
 
         labels = self.data_cfg["labels"]
         self.table = table = read_label_table(labels)
@@ -225,7 +245,9 @@ class FinetuneStage(Stage):
                             f"(its classes: {', '.join(table.classes)})")
         if not classes:
             raise UserError(f"{labels}: no class columns; add one with `patchcfg labels add-class`")
-        check_monitored(self.params, classes)
+        self.groups = resolve_groups(self.params, classes)
+        self.classes = classes = group_classes(self.groups)  # the model's order: group after group
+        check_monitored(self.params, classes, self.groups)
 
     def usable_rows(self) -> np.ndarray:
         """Rows with a readable image among the labelled, not excluded ones (``on_bad_image``)."""
@@ -238,10 +260,9 @@ class FinetuneStage(Stage):
         return usable
 
     def predict(self, models, paths) -> np.ndarray:
-        from patchcfg.data.loading import load_images
-        from patchcfg.predict import predict_arrays
+        from patchcfg.predict import predict_paths
 
-        return predict_arrays(models, load_images(list(paths), self.data_cfg), self.data_cfg, self.params["tta"])
+        return predict_paths(models, list(paths), self.data_cfg, self.params["tta"])
 
     def execute(self) -> dict:
         import pandas as pd
@@ -265,7 +286,8 @@ class FinetuneStage(Stage):
             unlabelled = self.readable(list(paths[~table.exclude & ~table.validation & ~(labels >= 0).any(axis=1)]))
             say(f"fixmatch: {len(unlabelled)} unlabelled images")
         trainer = FoldTrainer(self, classes=classes, paths=paths, labels=labels, encoder_spec=encoder_spec,
-                              stages=stages, unlabelled=unlabelled)
+                              stages=stages, unlabelled=unlabelled, groups=self.groups)
+        groups = self.groups
         for fold in range(k):
             train_rows, val_rows = (r[usable[r]] for r in _rows(table, classes, folds, fold, k))
             if len(val_rows) == 0:
@@ -278,8 +300,9 @@ class FinetuneStage(Stage):
                 f"{len(classes)} classes")
             model = trainer.train_fold(fold, train_rows, val_rows)
             probabilities = self.predict([model], paths[val_rows])
-            per_fold[fold] = masked_metrics(labels[val_rows], probabilities, classes, threshold=threshold)
-            per_fold[fold]["val_loss"] = float(build_loss(stages[-1]["loss"])(labels[val_rows], probabilities))
+            per_fold[fold] = grouped_metrics(labels[val_rows], probabilities, classes, groups, threshold=threshold)
+            per_fold[fold]["val_loss"] = float(build_group_loss(groups, stages[-1]["loss"])(labels[val_rows],
+                                                                                           probabilities))
             split = "oof" if k > 1 else "validation"
             prediction_rows += _prediction_rows(paths[val_rows], labels[val_rows], probabilities, classes, split, fold)
             if self.chief:
@@ -291,12 +314,15 @@ class FinetuneStage(Stage):
                 holdout.append(model)
         summary: dict[str, Any] = {"classes": classes, "folds_count": k, "primary_metric": primary,
                                    "primary_metric_mode": mode, "folds": {str(f): m for f, m in per_fold.items()}}
+        if has_groups(groups):
+            summary["outputs"] = [g.describe() for g in groups]
         summary["mean"], summary["std"] = _mean_std(per_fold)
         if k > 1:
             holdout_rows = np.flatnonzero(usable & (folds == HOLDOUT))
             if len(holdout_rows):
                 probabilities = self.predict(holdout, paths[holdout_rows])
-                summary["holdout"] = masked_metrics(labels[holdout_rows], probabilities, classes, threshold=threshold)
+                summary["holdout"] = grouped_metrics(labels[holdout_rows], probabilities, classes, groups,
+                                                     threshold=threshold)
                 prediction_rows += _prediction_rows(paths[holdout_rows], labels[holdout_rows], probabilities,
                                                     classes, "validation", "ensemble")
         summary["best_epochs"] = best_metrics_by_unit(run, k, len(stages), primary)

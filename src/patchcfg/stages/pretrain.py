@@ -60,6 +60,16 @@ class PretrainStage(Stage):
         self.encoder, self.extra_callbacks = encoder, list(callbacks)
         self.method = None
 
+    def cells(self, paths: list[str]) -> list[str]:
+        """With ``data.crops`` > 1 every image's cells (each an image of its own), else ``paths``;
+        the probe still scores whole images."""
+        from patchcfg.data import crops
+
+        if crops.crops_of(self.data_cfg) == 1:
+            return paths
+        folder = (self.stage_run.dir if self.chief else self.stage_run.checkpoint_dir) / "cells"
+        return [c for files in crops.cell_files(paths, self.data_cfg, folder) for c in files]
+
     def execute(self) -> dict:
         from patchcfg.data.images import resolve_image_paths
         from patchcfg.pretrain import get_method
@@ -73,6 +83,7 @@ class PretrainStage(Stage):
             raise UserError(f"pretrain.batch_size {gbs} is larger than the number of images ({len(paths)}); "
                             "use a smaller batch_size")
         probe, probe_paths, probe_info = labelled_probe(self.config, paths, self.say)
+        paths = self.cells(paths)
         method = get_method(params["method"])(self.config, paths, probe=probe, probe_paths=probe_paths,
                                               encoder=self.encoder)
         steps = int(params["steps_per_epoch"] or method.epoch_steps())

@@ -93,14 +93,16 @@ class QueryStage(Stage):
     def model_probabilities(self, labels: np.ndarray) -> np.ndarray:
         """The fine-tuned ensemble's probabilities on the candidates and labelled rows; rows whose
         image cannot be read stop being candidates."""
-        from patchcfg.data.loading import check_images, load_images
-        from patchcfg.predict import predict_arrays, resolve_models
+        from patchcfg.data.loading import check_images
+        from patchcfg.predict import output_groups, predict_paths, resolve_models
 
         classes, paths = self.table.classes, self.table.resolved_paths()
         models, model_data, model_classes = resolve_models(self.experiment.dir)
-        if model_classes and model_classes != classes:
+        if model_classes and sorted(model_classes) != sorted(classes):
             raise UserError(f"the fine-tuned models know the classes {model_classes}, the label table has "
                             f"{classes}; fine-tune again, or use query.scorer=quick_head")
+        self.model_groups = output_groups(self.experiment.dir, model_classes or classes, models)
+        order = [(model_classes or classes).index(c) for c in classes]  # the model's order -> the table's
         rows = np.flatnonzero(self.candidates | (labels >= 0).any(axis=1))
         good, _ = check_images([paths[i] for i in rows], "skip", data_cfg=self.data_cfg)
         good_set = set(good)
@@ -108,9 +110,27 @@ class QueryStage(Stage):
         self.candidates &= np.isin(np.arange(len(paths)), rows)
         probabilities = np.full((len(paths), len(classes)), 0.5, np.float32)  # rows not scored: no candidates
         tta = self.config["finetune"]["tta"] if self.config.get("finetune") else "none"
-        probabilities[rows] = predict_arrays(models, load_images([paths[i] for i in rows], self.data_cfg),
-                                             model_data, tta)
+        probabilities[rows] = predict_paths(models, [paths[i] for i in rows], {**self.data_cfg, **model_data},
+                                            tta)[:, order]
         return probabilities
+
+    def output_groups(self):
+        """What the scores see of the output: the groups (in the table's class order) when the
+        model has more than one multi-hot group, else whether the output is softmax."""
+        from patchcfg.metrics import has_groups
+        from patchcfg.models.outputs import ColumnGroup, groups_over, resolve_groups
+
+        finetune, classes = self.config.get("finetune"), list(self.table.classes)
+        if self.scorer == "model":
+            groups = self.model_groups
+        else:  # the quick head scores every class of the table; those the groups leave out are sigmoid
+            groups = resolve_groups(finetune, finetune["classes"] or classes) if finetune and finetune["outputs"] \
+                else None
+        if has_groups(groups):
+            located = groups_over(groups, classes)
+            others = tuple(i for i in range(len(classes)) if all(i not in g.columns for g in located))
+            return located + ([ColumnGroup("others", "sigmoid", others)] if others else [])
+        return bool(finetune) and finetune["output"]["type"] == "softmax"
 
     def execute(self) -> dict:
         import pandas as pd
@@ -120,14 +140,11 @@ class QueryStage(Stage):
 
         query, table, seed = self.params, self.table, int(self.config["seed"])
         labels = table.label_matrix()
-        exclusive = bool(self.config.get("finetune")) and self.config["finetune"]["output"]["type"] == "softmax"
-        if self.scorer == "model":
-            probabilities = self.model_probabilities(labels)
-        elif self.strategy_name == "random":
-            probabilities = None
-        else:
+        probabilities = self.model_probabilities(labels) if self.scorer == "model" else None
+        exclusive = self.output_groups()  # True: one softmax output over every class; or the groups
+        if self.scorer != "model" and self.strategy_name != "random":
             probabilities = active.quick_head_probabilities(self.features, labels, ~table.exclude & ~table.validation,
-                                                            seed=seed, exclusive=exclusive)
+                                                            seed=seed, exclusive=exclusive is True)
         ranking = active.rank(query["strategy"], probabilities=probabilities, features=self.features,
                               classes=table.classes, candidates=self.candidates, n=int(query["n"]), labels=labels,
                               explore=float(query["explore"]), sampling=query["sampling"], mix=float(query["mix"]),

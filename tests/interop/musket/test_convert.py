@@ -188,14 +188,49 @@ def test_shape_pooling_dropout():
     assert "imshape" not in config["data"] and any(m.startswith("shape: not converted") for m in messages)
 
 
-def test_classes_is_a_note_and_multi_output_is_not_converted():
+def test_classes_is_a_note_and_several_outputs_become_output_groups():
     _, messages = convert({"classes": 12, "stages": [{"epochs": 1}]})
     assert messages == ["classes: note: 12 classes: patchcfg takes the classes from the label table's columns "
                         "(finetune.classes picks a subset)"]
-    config, messages = convert({"classes": [4, 4], "activation": ["sigmoid", "sigmoid"],
-                                "loss": ["binary_crossentropy", "binary_crossentropy"], "stages": [{"epochs": 1}]})
-    assert {m.split(":")[0] for m in lost(messages)} == {"classes", "activation", "loss"}
+    config, messages = convert({"classes": [4, 3], "activation": ["softmax", "sigmoid"],
+                                "loss": ["categorical_crossentropy", "binary_crossentropy+0.1*dice_loss"],
+                                "stages": [{"epochs": 1}]})
+    assert lost(messages) == []
+    assert config["finetune"]["outputs"] == [{"classes": 4, "type": "softmax", "loss": "masked_cce"},
+                                             {"classes": 3, "type": "sigmoid", "loss": "masked_bce+0.1*dice"}]
     assert "output" not in config["finetune"] and "loss" not in config["finetune"]
+    assert any("group_0: classes 1-4; group_1: classes 5-7" in m for m in messages)
+    config, messages = convert({"classes": [2, 2], "activation": ["softmax", "relu"], "loss": ["dice_loss"],
+                                "stages": [{"epochs": 1}]})
+    assert {m.split(":")[0] for m in lost(messages)} == {"activation.1", "loss"}
+    assert config["finetune"]["outputs"] == [{"classes": 2, "type": "softmax"}, {"classes": 2, "type": "sigmoid"}]
+
+
+def test_a_converted_multi_output_config_validates_and_trains_a_step(tmp_path, digits_table):
+    import pandas as pd
+
+    from patchcfg.config import load_config
+    from patchcfg.stages import run_finetune
+
+    labels = digits_table(tmp_path)
+    frame = pd.read_csv(labels)
+    frame["two"] = ((frame["zero"] == 0) & (frame["one"] == 0)).astype(float)
+    frame["small"] = (frame.index % 2).astype(float)
+    frame.to_csv(labels, index=False)
+    musket = tmp_path / "musket.yaml"
+    musket.write_text("architecture: ResNet50\nclasses: [3, 1]\nactivation: [softmax, sigmoid]\n"
+                      "loss: [categorical_crossentropy, binary_crossentropy]\nbatch: 16\nfolds_count: 1\n"
+                      "stages:\n  - {epochs: 1}\n")
+    text, _, _ = convert_musket_file(musket)
+    path = tmp_path / "converted.yaml"
+    path.write_text(text)
+    config = load_config(path, [f"data.labels={labels}", "data.imshape=[16, 16]", "backbone.name=tiny",
+                                "backbone.weights=null", "finetune.steps_per_epoch=1", "finetune.roc_plot=false",
+                                "augmentation.preset=none", "finetune.primary_metric=val_group_0_accuracy"])
+    summary = run_finetune(config, root=tmp_path / "experiments", verbose=0)
+    assert summary["outputs"] == [{"name": "group_0", "classes": ["zero", "one", "two"], "type": "softmax"},
+                                  {"name": "group_1", "classes": ["small"], "type": "sigmoid"}]
+    assert "val_group_0_accuracy" in summary["mean"]
 
 
 def test_activation_maps_to_the_output_type():

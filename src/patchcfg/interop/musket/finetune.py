@@ -28,7 +28,10 @@ def convert_finetune(musket: dict, report: Report, pooling: str | None) -> dict:
     head["dropout"] = dropout
     out["head"] = head
 
-    if "activation" in m:
+    groups = convert_outputs(m, report)
+    if groups is not None:
+        out["outputs"] = groups
+    if groups is None and "activation" in m:
         activation = m["activation"]
         if activation in ("sigmoid", "softmax"):
             out["output"] = {"type": activation}
@@ -39,7 +42,7 @@ def convert_finetune(musket: dict, report: Report, pooling: str | None) -> dict:
             report.lost(("activation",), f"expected sigmoid or softmax, got {show(activation)} "
                                          "(regression outputs are not supported)")
 
-    if "loss" in m:
+    if "loss" in m and groups is None:
         loss = convert_loss(m["loss"], ("loss",), report)
         if loss is not None:
             out["loss"] = loss
@@ -126,6 +129,51 @@ def convert_finetune(musket: dict, report: Report, pooling: str | None) -> dict:
         if tta is not None:
             out["tta"] = tta
     return out
+
+
+def convert_outputs(m: dict, report: Report) -> list[dict] | None:
+    """Musket's several outputs (``classes: [4, 4]``, one activation and loss per output) as output
+    groups, each taking its number of the label table's classes in column order; None for one output."""
+    classes = m.get("classes")
+    if not isinstance(classes, list):
+        return None
+    counts = [as_int(c) for c in classes]
+    if not counts or any(c is None or c < 1 for c in counts):
+        report.lost(("classes",), f"expected one whole number >= 1 per output, got {show(classes)}")
+        return None
+    n = len(counts)
+    activation = m.get("activation", "sigmoid")
+    activations = activation if isinstance(activation, list) else [activation] * n
+    if len(activations) != n:
+        report.lost(("activation",), f"{len(activations)} activations for {n} outputs; every output is sigmoid")
+        activations = ["sigmoid"] * n
+    loss = m.get("loss")
+    if isinstance(loss, list) and len(loss) != n:
+        report.lost(("loss",), f"{len(loss)} losses for {n} outputs; each output gets its type's default loss")
+        loss = None
+    groups = []
+    for i, count in enumerate(counts):
+        group: dict = {"classes": count}
+        kind = activations[i]
+        where = ("activation", i) if isinstance(activation, list) else ("activation",)
+        if kind in ("sigmoid", "softmax"):
+            group["type"] = kind
+        else:
+            report.lost(where, f"expected sigmoid or softmax, got {show(kind)}; output {i} is sigmoid")
+            group["type"] = "sigmoid"
+        if loss is not None:
+            text = convert_loss(loss[i], ("loss", i), report) if isinstance(loss, list) else (
+                convert_loss(loss, ("loss",), report) if i == 0 else groups[0].get("loss"))
+            if text is not None:
+                group["loss"] = text
+        groups.append(group)
+    spans, start = [], 0
+    for i, count in enumerate(counts):
+        spans.append(f"group_{i}: classes {start + 1}-{start + count}")
+        start += count
+    report.note(("classes",), f"{show(classes)}: one output group per output, each taking its number of the "
+                              f"label table's classes in column order ({'; '.join(spans)})")
+    return groups
 
 
 def convert_tta(value: Any, report: Report) -> str | None:

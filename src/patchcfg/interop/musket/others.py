@@ -62,9 +62,7 @@ def convert_others(musket: dict, report: Report) -> None:
             report.lost((key,), "unknown Musket key")
     if "classes" in m:
         classes = m["classes"]
-        if isinstance(classes, list):
-            report.lost(("classes",), "several outputs (multi-output models) are not supported")
-        else:
+        if not isinstance(classes, list):  # several outputs: finetune.outputs (see finetune.py)
             report.note(("classes",), f"{show(classes)} classes: patchcfg takes the classes from the label "
                                       "table's columns (finetune.classes picks a subset)")
     if "metrics" in m:
