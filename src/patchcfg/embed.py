@@ -60,10 +60,11 @@ def features_of(encoder, images: np.ndarray, data_cfg: dict, batch_size: int = 2
 
 
 def load_features(experiment_dir: Path) -> tuple[np.ndarray, list[str]]:
-    """Cached features and their file paths, as written by the embed stage."""
+    """Cached features (memory-mapped, read-only: pages are read when used, so a million rows cost
+    no memory until read) and their file paths, as written by the embed stage."""
     import pandas as pd
 
     folder = Path(experiment_dir) / "embed"
     if not (folder / "features.npy").is_file():
         raise UserError(f"{folder}/features.npy does not exist; run `patchcfg embed` first")
-    return np.load(folder / "features.npy"), pd.read_csv(folder / "index.csv")["filepath"].tolist()
+    return np.load(folder / "features.npy", mmap_mode="r"), pd.read_csv(folder / "index.csv")["filepath"].tolist()

@@ -13,13 +13,39 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
+from patchcfg.active.rows import RowFeatures, Selection
+
 _CHUNK = 1 << 22  # elements per block of pairwise products
+_KEEP = 1 << 25  # reference rows (labelled, positives) up to this many entries are read once, into memory
 
 
 def _floats(a: np.ndarray) -> np.ndarray:
     """float32 stays float32 (half the memory of a copy for large feature matrices); else float64."""
     a = np.asarray(a)
     return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+
+
+def selection(features, rows=None, chunk_rows: int | None = None) -> Selection:
+    """``features`` (an array, :class:`RowFeatures` or a :class:`Selection`) restricted to ``rows``
+    (None: every row), planned for reading in blocks of ``chunk_rows`` rows."""
+    if isinstance(features, Selection):
+        if rows is not None:
+            raise ValueError("a Selection is already restricted to its rows")
+        return features if not chunk_rows else features.features.with_chunk_rows(chunk_rows).select(features.rows)
+    if not isinstance(features, RowFeatures):
+        features = RowFeatures(_floats(features))
+    return features.with_chunk_rows(chunk_rows).select(rows)
+
+
+def _reference_blocks(y, chunk: int):
+    """Blocks of at most ``chunk`` rows of ``y`` (an array or a :class:`Selection`), working dtype."""
+    if isinstance(y, Selection):
+        for _, block in y.blocks():
+            for start in range(0, len(block), chunk):
+                yield block[start:start + chunk]
+    else:
+        for start in range(0, len(y), chunk):
+            yield y[start:start + chunk]
 
 
 class BadgeSampler:
@@ -32,26 +58,32 @@ class BadgeSampler:
     (``exclusive=True``). Its norm is large where the model is unsure; k-means++ seeding (the first
     pick has the largest norm, each next one is drawn with probability ∝ its squared distance to
     the nearest pick, Arthur & Vassilvitskii 2007) then spreads the picks out. g is never built:
-    <a_i ⊗ h_i, a_j ⊗ h_j> = (a_i · a_j)(h_i · h_j), so memory stays O(rows · (classes + features)).
+    <a_i ⊗ h_i, a_j ⊗ h_j> = (a_i · a_j)(h_i · h_j), and h · h_j is computed block by block
+    (``chunk_rows`` rows at a time), so memory stays O(rows · classes) besides one block.
 
     ``scores_``: the squared distance of each pick's embedding to the nearest earlier pick when it
     was drawn (for the first pick: its squared norm).
     """
 
-    def __init__(self, n: int, exclusive: bool = False, seed: int = 0):
+    def __init__(self, n: int, exclusive: bool = False, seed: int = 0, chunk_rows: int | None = None):
         self.n = n
         self.exclusive = exclusive
         self.seed = seed
+        self.chunk_rows = chunk_rows
 
-    def fit(self, probabilities: np.ndarray, features: np.ndarray) -> BadgeSampler:
+    def fit(self, probabilities: np.ndarray, features, rows=None) -> BadgeSampler:
+        """``features``: (rows, dims) aligned with ``probabilities``, or a :class:`RowFeatures`
+        whose ``rows`` are those of ``probabilities``."""
         p = np.asarray(probabilities, dtype=np.float64)
-        h = _floats(features)
+        h = selection(features, rows, self.chunk_rows)
+        if len(h) != len(p):
+            raise ValueError(f"{len(p)} rows of probabilities but {len(h)} rows of features")
         if self.exclusive:
             y_hat = np.eye(p.shape[1])[p.argmax(axis=1)]
         else:
             y_hat = (p > 0.5).astype(np.float64)
         a = p - y_hat
-        sq_norm = (a * a).sum(axis=1) * (h * h).sum(axis=1, dtype=np.float64)
+        sq_norm = (a * a).sum(axis=1) * h.sq_norms()
         rows = len(p)
         n = min(self.n, rows)
         rng = np.random.default_rng(self.seed)
@@ -67,7 +99,8 @@ class BadgeSampler:
             scores.append(score)
             if len(picks) == n:
                 break
-            dist = sq_norm + sq_norm[current] - 2.0 * (a @ a[current]) * (h @ h[current])
+            h_current = h.features.take(h.rows[[current]])[0]
+            dist = sq_norm + sq_norm[current] - 2.0 * (a @ a[current]) * h.rowwise(lambda b, v=h_current: b @ v)
             nearest = np.minimum(nearest, np.maximum(dist, 0.0))
             nearest[picks] = 0.0
             total = nearest.sum()
@@ -81,73 +114,111 @@ class BadgeSampler:
         return self
 
 
-def min_sq_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """For each row of x, the squared Euclidean distance to the nearest row of y (blockwise)."""
-    x, y = _floats(x), _floats(y)
-    xx = (x * x).sum(axis=1, dtype=np.float64)
-    yy = (y * y).sum(axis=1, dtype=np.float64)
-    out = np.full(len(x), np.inf)
-    step = max(1, _CHUNK // max(len(x), 1))
-    for start in range(0, len(y), step):
-        block = xx[:, None] + yy[None, start:start + step] - 2.0 * x @ y[start:start + step].T
-        out = np.minimum(out, block.min(axis=1))
-    return np.maximum(out, 0.0)
+def _sq_norms(block: np.ndarray) -> np.ndarray:
+    return (block * block).sum(axis=1, dtype=np.float64)
+
+
+def min_sq_distances(x, y, chunk_rows: int | None = None) -> np.ndarray:
+    """For each row of x, the squared Euclidean distance to the nearest row of y. Both are arrays,
+    :class:`RowFeatures` or :class:`Selection`, read in blocks (``chunk_rows`` rows of x against
+    as many rows of y as keep a block of products near 4M entries)."""
+    xs = selection(x, chunk_rows=chunk_rows)
+    if isinstance(y, RowFeatures):
+        y = y.select()
+    if isinstance(y, Selection) and len(y) * y.features.shape[1] <= _KEEP:
+        y = y.take()
+    if not isinstance(y, Selection):
+        y = _floats(y)
+    step = max(1, _CHUNK // xs.features.chunk_rows)
+    kept = None if isinstance(y, Selection) else [(b, _sq_norms(b)) for b in _reference_blocks(y, step)]
+
+    def nearest(block: np.ndarray) -> np.ndarray:
+        xx = _sq_norms(block)
+        out = np.full(len(block), np.inf)
+        pairs = kept if kept is not None else ((b, _sq_norms(b)) for b in _reference_blocks(y, step))
+        for yb, yy in pairs:
+            out = np.minimum(out, (xx[:, None] + yy[None, :] - 2.0 * (block @ yb.T)).min(axis=1))
+        return out
+
+    return np.maximum(xs.rowwise(nearest), 0.0)
 
 
 class KCenterGreedy:
     """k-center greedy (Sener & Savarese, ICLR 2018, "Active Learning for Convolutional Neural
     Networks: A Core-Set Approach"): repeatedly pick the row farthest (Euclidean, in feature
     space) from every labelled row and every earlier pick. With no labelled rows the first pick is
-    drawn at random (seeded).
+    drawn at random (seeded). Each pick reads the features once, block by block (``chunk_rows``
+    rows at a time); nothing rows x rows or rows x dims is built besides what is given.
 
     ``scores_``: the distance of each pick to its nearest labelled row or earlier pick when it was
     picked (NaN for a first pick made with nothing labelled).
     """
 
-    def __init__(self, n: int, seed: int = 0):
+    def __init__(self, n: int, seed: int = 0, chunk_rows: int | None = None):
         self.n = n
         self.seed = seed
+        self.chunk_rows = chunk_rows
 
-    def fit(self, features: np.ndarray, labelled: np.ndarray | None = None) -> KCenterGreedy:
-        x = _floats(features)
+    def fit(self, features, labelled=None, rows=None) -> KCenterGreedy:
+        """``features``: the candidates (an array), or :class:`RowFeatures` with the candidate
+        ``rows``; ``labelled``: the labelled rows' features (an array or a :class:`Selection`)."""
+        x = selection(features, rows, self.chunk_rows)
         rows = len(x)
         n = min(self.n, rows)
-        xx = (x * x).sum(axis=1, dtype=np.float64)
+        xx = x.sq_norms()
         picks: list[int] = []
         scores: list[float] = []
+
+        def sq_distances_to(i: int) -> np.ndarray:
+            centre = x.features.take(x.rows[[i]])[0]
+            return np.maximum(xx + xx[i] - 2.0 * x.rowwise(lambda b: b @ centre), 0.0)
+
         if labelled is not None and len(labelled):
-            nearest = min_sq_distances(x, labelled)
+            nearest = min_sq_distances(x, labelled, self.chunk_rows)
         else:
             nearest = np.full(rows, np.inf)
             if n:
                 first = int(np.random.default_rng(self.seed).integers(rows))
                 picks.append(first)
                 scores.append(np.nan)
-                nearest = np.minimum(nearest, np.maximum(xx + xx[first] - 2.0 * x @ x[first], 0.0))
+                nearest = np.minimum(nearest, sq_distances_to(first))
                 nearest[first] = -1.0
         while len(picks) < n:
             current = int(np.argmax(nearest))
             picks.append(current)
             scores.append(float(np.sqrt(max(nearest[current], 0.0))))
-            nearest = np.minimum(nearest, np.maximum(xx + xx[current] - 2.0 * x @ x[current], 0.0))
+            nearest = np.minimum(nearest, sq_distances_to(current))
             nearest[picks] = -1.0
         self.picks_ = np.asarray(picks, dtype=np.int64)
         self.scores_ = np.asarray(scores, dtype=np.float64)
         return self
 
 
-def nearest_positive_similarity(features: np.ndarray, positives: np.ndarray) -> np.ndarray:
-    """For each row, the cosine similarity to its nearest known positive (blockwise)."""
+def nearest_positive_similarity(features, positives, rows=None, chunk_rows: int | None = None) -> np.ndarray:
+    """For each row (of ``rows``), the cosine similarity to its nearest known positive; both read
+    in blocks (``features`` an array or :class:`RowFeatures`; ``positives`` an array or a
+    :class:`Selection`)."""
+    x = selection(features, rows, chunk_rows)
+
     def unit(v):
-        v = _floats(v)
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
-    x, y = unit(features), unit(positives)
-    out = np.full(len(x), -np.inf)
-    step = max(1, _CHUNK // max(len(x), 1))
-    for start in range(0, len(y), step):
-        out = np.maximum(out, (x @ y[start:start + step].T).max(axis=1))
-    return out
+    if isinstance(positives, RowFeatures):
+        positives = positives.select()
+    if isinstance(positives, Selection) and len(positives) * positives.features.shape[1] <= _KEEP:
+        positives = positives.take()
+    step = max(1, _CHUNK // x.features.chunk_rows)
+    kept = None if isinstance(positives, Selection) else [
+        unit(b) for b in _reference_blocks(_floats(positives), step)]
+
+    def best(block: np.ndarray) -> np.ndarray:
+        block = unit(block)
+        out = np.full(len(block), -np.inf)
+        for yb in kept if kept is not None else (unit(b) for b in _reference_blocks(positives, step)):
+            out = np.maximum(out, (block @ yb.T).max(axis=1))
+        return out
+
+    return x.rowwise(best)
 
 
 def reciprocal_rank_fusion(signals: list[np.ndarray], k: float = 60.0) -> np.ndarray:
