@@ -30,18 +30,24 @@ def embed_config(tmp_path, digits_table, name="ft", **embed):
 def test_writer_resumes_only_what_it_recorded(tmp_path):
     key = {"paths_sha256": "abc"}
     writer = FeatureWriter(tmp_path, 5, "float16", key)
-    writer.write(0, np.ones((2, 3)))
+    writer.write(np.ones((2, 3)))
+    writer.checkpoint()
+    writer.write(np.full((1, 3), 9.0))  # written, not checkpointed: written again on a rerun
     assert not (tmp_path / "features.npy").exists()
     again = FeatureWriter(tmp_path, 5, "float16", key)
-    assert again.done == 2
-    with pytest.raises(ValueError, match="2 rows are done"):
-        again.write(3, np.ones((2, 3)))
-    again.write(2, np.full((3, 3), 2.0))
+    assert again.done == again.written == 2
+    with pytest.raises(ValueError, match="6 rows written, the file holds 5"):
+        again.write(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="2 of 5 rows written"):
+        again.publish()
+    again.write(np.full((3, 3), 2.0))
     again.publish()
     saved = np.load(tmp_path / "features.npy")
     assert saved.dtype == np.float16 and saved[:, 0].tolist() == [1, 1, 2, 2, 2]
     assert not (tmp_path / "features.progress.json").exists() and not (tmp_path / "features.npy.partial").exists()
-    FeatureWriter(tmp_path, 5, "float16", key).write(0, np.ones((2, 3)))
+    third = FeatureWriter(tmp_path, 5, "float16", key)
+    third.write(np.ones((2, 3)))
+    third.checkpoint()
     assert FeatureWriter(tmp_path, 5, "float16", {"paths_sha256": "other"}).done == 0  # other images: afresh
     assert not (tmp_path / "features.npy.partial").exists()
     assert np.load(tmp_path / "features.npy")[:, 0].tolist() == [1, 1, 2, 2, 2]  # the published file stays
@@ -51,8 +57,9 @@ def test_an_interrupted_embed_resumes_and_equals_an_uninterrupted_one(tmp_path, 
     from patchcfg.stages import embed as embed_stage
     from patchcfg.stages import run_embed
 
-    monkeypatch.setattr(embed_stage, "CHUNK", 16)  # 72 images: 5 chunks
-    whole = run_embed(embed_config(tmp_path, digits_table, name="whole"), root=tmp_path / "exp", verbose=0)
+    monkeypatch.setattr(embed_stage, "CHUNK", 16)  # 72 images in batches of 8: 5 chunks
+    whole = run_embed(embed_config(tmp_path, digits_table, name="whole", batch_size=8), root=tmp_path / "exp",
+                      verbose=0)
     assert whole["images"] == 72 and whole["replicas"] == 1 and whole["resumed_at"] == 0
 
     seen = []
@@ -62,7 +69,7 @@ def test_an_interrupted_embed_resumes_and_equals_an_uninterrupted_one(tmp_path, 
         if done == 32:
             raise Stop()
 
-    config = embed_config(tmp_path, digits_table, name="cut")
+    config = embed_config(tmp_path, digits_table, name="cut", batch_size=8)
     with pytest.raises(Stop):
         run_embed(config, root=tmp_path / "exp", verbose=0, on_chunk=stop_after_two)
     folder = tmp_path / "exp" / "cut" / "embed"

@@ -51,10 +51,12 @@ def find_encoder(config: dict, experiment_dir: Path, which: str = "auto"):
     return load_encoder(which), which
 
 
-_STEPS: dict = {}  # (encoder, strategy, normalisation) -> its compiled pooled-feature step
+_STEPS: dict = {}  # the last compiled pooled-feature step, by (encoder, strategy, normalisation)
 
 
-def _step(encoder, strategy, normalize, key):
+def encoder_step(encoder, strategy, normalize, key):
+    """A compiled function: one replica's batch of images in [0, 1] -> pooled float32 features
+    (kept for the next call with the same ``key``)."""
     import tensorflow as tf
 
     cached = _STEPS.get(key)
@@ -73,40 +75,44 @@ def _step(encoder, strategy, normalize, key):
     return replica_step
 
 
-def features_of(encoder, images: np.ndarray, data_cfg: dict, batch_size: int = 256, strategy=None) -> np.ndarray:
-    """Pooled features (N, D) float32 of images in [0, 1]; a feature map is averaged over space.
-
-    Under a ``tf.distribute`` strategy (default: the current one) each global batch of
-    ``batch_size`` x replicas images is split across the replicas and gathered back in order."""
+def embed_batches(encoder, batches, data_cfg: dict, channels: int, strategy=None):
+    """Pooled float32 features (numpy), batch after batch, of ``batches``: a ``tf.data`` dataset
+    of global batches of images in [0, 1]. Under a ``tf.distribute`` strategy (default: the
+    current one) each global batch is split across the replicas and gathered back in order."""
     import tensorflow as tf
 
     from patchcfg.data.loading import normalizer
 
     strategy = strategy or tf.distribute.get_strategy()
-    replicas = int(strategy.num_replicas_in_sync)
-    normalize = normalizer(data_cfg, images.shape[-1])
-    key = (id(encoder), id(strategy), json.dumps(data_cfg.get("normalize"), sort_keys=True, default=str),
-           images.shape[-1])
-    step = _step(encoder, strategy, normalize, key)
-    out = []
-    if replicas == 1:
-        for start in range(0, len(images), batch_size):
-            out.append(step(tf.constant(images[start:start + batch_size])).numpy())
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size * replicas)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        for batch in strategy.experimental_distribute_dataset(dataset.with_options(options)):
-            out.append(strategy.gather(strategy.run(step, args=(batch,)), axis=0).numpy())
+    key = (id(encoder), id(strategy), json.dumps(data_cfg.get("normalize"), sort_keys=True, default=str), channels)
+    step = encoder_step(encoder, strategy, normalizer(data_cfg, channels), key)
+    if int(strategy.num_replicas_in_sync) == 1:
+        for batch in batches:
+            yield step(batch).numpy()
+        return
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    for batch in strategy.experimental_distribute_dataset(batches.with_options(options)):
+        yield strategy.gather(strategy.run(step, args=(batch,)), axis=0).numpy()
+
+
+def features_of(encoder, images: np.ndarray, data_cfg: dict, batch_size: int = 256, strategy=None) -> np.ndarray:
+    """Pooled features (N, D) float32 of images in [0, 1]; a feature map is averaged over space.
+    ``batch_size`` images per replica (see :func:`embed_batches`)."""
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size * int(strategy.num_replicas_in_sync))
+    out = list(embed_batches(encoder, batches, data_cfg, images.shape[-1], strategy))
     return np.concatenate(out, 0) if out else np.zeros((0, 0), np.float32)
 
 
 class FeatureWriter:
     """Features of ``rows`` images streamed into ``folder/features.npy``, resumably.
 
-    Chunks go into a memory-mapped ``features.npy.partial`` (created when the first chunk gives
-    the dimension); after each chunk the file is flushed and ``features.progress.json`` records
-    the rows done, with ``key`` (what the features depend on: paths, encoder, dtype). A writer
+    Rows go into a memory-mapped ``features.npy.partial`` (created when the first rows give the
+    dimension); at each :meth:`checkpoint` (after each chunk) the file is flushed and
+    ``features.progress.json`` records the rows done, with ``key`` (what the features depend on: paths, encoder, dtype). A writer
     whose key matches the record continues from there (:attr:`done`); any other starts afresh.
     :meth:`publish` renames the finished file to ``features.npy`` (atomic), so a reader sees the
     old file or the whole new one, never a part.
@@ -119,7 +125,9 @@ class FeatureWriter:
         self.partial = self.folder / "features.npy.partial"
         self.progress = self.folder / "features.progress.json"
         self.array = None
+        #: rows on disk for good (recorded) / rows written so far
         self.done = self._resumable()
+        self.written = self.done
 
     def _resumable(self) -> int:
         try:
@@ -143,26 +151,32 @@ class FeatureWriter:
         for path in (self.progress, self.partial):
             path.unlink(missing_ok=True)
 
-    def write(self, start: int, features: np.ndarray) -> None:
-        """Rows ``start:start + len(features)``; chunks come in order, each after the last."""
-        from patchcfg.atomic import atomic_write_text
-
-        if start != self.done:
-            raise ValueError(f"chunk at row {start}, but {self.done} rows are done")
+    def write(self, features: np.ndarray) -> None:
+        """The next rows (after :attr:`written`); on disk for good at the next :meth:`checkpoint`."""
         if self.array is None:
             self.array = np.lib.format.open_memmap(self.partial, mode="w+", dtype=self.dtype,
                                                    shape=(self.rows, features.shape[1]))
-        self.array[start:start + len(features)] = features
-        self.array.flush()
-        self.done = start + len(features)
+        if self.written + len(features) > self.rows:
+            raise ValueError(f"{self.written + len(features)} rows written, the file holds {self.rows}")
+        self.array[self.written:self.written + len(features)] = features
+        self.written += len(features)
+
+    def checkpoint(self) -> int:
+        """Flush the rows written and record them as done (a rerun continues after them)."""
+        from patchcfg.atomic import atomic_write_text
+
+        if self.array is not None:
+            self.array.flush()
+        self.done = self.written
         atomic_write_text(self.progress, json.dumps({"key": self.key, "done": self.done}))
+        return self.done
 
     def publish(self) -> Path:
         """The finished file becomes ``features.npy`` (atomically); the record goes."""
         from patchcfg.atomic import atomic_write_bytes
 
-        if self.done != self.rows:
-            raise ValueError(f"{self.done} of {self.rows} rows written")
+        if self.written != self.rows:
+            raise ValueError(f"{self.written} of {self.rows} rows written")
         if self.array is None:  # no rows: an empty (0, 0) file, as np.save writes it
             import io
 

@@ -1,10 +1,10 @@
 """The embed stage: the pooled encoder output of every image, cached in the experiment
 (``embed/features.npy`` and ``embed/index.csv``; see :mod:`patchcfg.embed`).
 
-Images are read chunk by chunk (the next chunk is decoded while the encoder runs on this one),
-embedded under the configured ``tf.distribute`` strategy (each batch split across the replicas)
-and streamed into a memory-mapped file: an interrupted embed continues from its last chunk, and
-``features.npy`` appears only when complete.
+Images are decoded by one ``tf.data`` pipeline, in parallel and ahead of the encoder, embedded
+under the configured ``tf.distribute`` strategy (each global batch split across the replicas) and
+streamed into a memory-mapped file, checkpointed every ``CHUNK`` images: an interrupted embed
+continues from its last checkpoint, and ``features.npy`` appears only when complete.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from patchcfg.stages.runner import Stage
 
-#: images per chunk: bounded memory for large image sets, and the unit of resumption
-CHUNK = 2048
+#: images between checkpoints (flush + record): the unit of resumption
+CHUNK = 8192
 
 
 class EmbedStage(Stage):
@@ -55,48 +55,43 @@ class EmbedStage(Stage):
             self.strategy = distribute.make_strategy("mirrored" if several else "default")
 
     def execute(self) -> dict:
-        from concurrent.futures import ThreadPoolExecutor
-
         import pandas as pd
+        import tensorflow as tf
 
         from patchcfg.atomic import atomic_write_text
         from patchcfg.data.images import resolve_image_paths
-        from patchcfg.data.loading import load_images
-        from patchcfg.embed import FeatureWriter, features_of
+        from patchcfg.data.loading import image_dataset
+        from patchcfg.embed import FeatureWriter, embed_batches
 
         run, params = self.stage_run, self.params
         paths = self.readable(resolve_image_paths(self.data_cfg))
+        replicas = int(self.strategy.num_replicas_in_sync)
         summary = {"images": len(paths), "dimensions": 0, "encoder": self.source, "dtype": params["dtype"],
-                   "replicas": int(self.strategy.num_replicas_in_sync)}
+                   "replicas": replicas}
         if not self.chief:
             return summary
         key = {"paths_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(), "encoder": self.source,
-               "chunk": CHUNK, "data": {k: self.data_cfg[k] for k in ("imshape", "channels")}}
+               "data": {k: self.data_cfg[k] for k in ("imshape", "channels", "normalize", "resize")}}
         writer = FeatureWriter(run.dir, len(paths), params["dtype"], key)
         if writer.done:
             self.say(f"embed: resuming after {writer.done} of {len(paths)} images")
         summary["resumed_at"] = writer.done
-        starts = list(range(writer.done, len(paths), CHUNK))
-        started, embedded = time.perf_counter(), 0
-
-        def read(start):
-            return load_images(paths[start:start + CHUNK], self.data_cfg)
-
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(read, starts[0]) if starts else None
-            for i, start in enumerate(starts):
-                images = pending.result()
-                pending = pool.submit(read, starts[i + 1]) if i + 1 < len(starts) else None
-                features = features_of(self.encoder, images, self.data_cfg, int(params["batch_size"]),
-                                       strategy=self.strategy)
-                writer.write(start, features)
-                embedded += len(features)
-                if self.on_chunk is not None:
-                    self.on_chunk(writer.done)
+        started = time.perf_counter()
+        if writer.done < len(paths):
+            # one pipeline: images are decoded (in parallel, ahead) while the encoder runs
+            images, channels = image_dataset(paths[writer.done:], self.data_cfg)
+            batches = images.batch(int(params["batch_size"]) * replicas).prefetch(tf.data.AUTOTUNE)
+            for features in embed_batches(self.encoder, batches, self.data_cfg, channels, self.strategy):
+                writer.write(features)
+                if writer.written - writer.done >= CHUNK or writer.written == len(paths):
+                    writer.checkpoint()
+                    if self.on_chunk is not None:
+                        self.on_chunk(writer.done)
         seconds = time.perf_counter() - started
+        embedded = writer.written - summary["resumed_at"]
         atomic_write_text(run.path("index.csv"), pd.DataFrame({"filepath": paths}).to_csv(index=False))
         writer.publish()
-        if writer.rows:
+        if paths:
             import numpy as np
 
             summary["dimensions"] = int(np.load(run.path("features.npy"), mmap_mode="r").shape[1])
