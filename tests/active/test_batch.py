@@ -71,14 +71,19 @@ def quick_head_reference(x, labels, train):
 # --- block by block = whole -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("chunk", CHUNKS)
-def test_kcenter_in_blocks_picks_as_the_whole(chunk):
+@pytest.mark.parametrize("refresh", [1, 4, 64])  # rows brought up to date per try (64: every row here)
+def test_kcenter_in_blocks_and_lazily_picks_as_the_whole(chunk, refresh, monkeypatch):
+    monkeypatch.setattr(KCenterGreedy, "first_refresh", refresh)
     x = data()
     labelled = data(8, seed=1)
-    got = KCenterGreedy(12, chunk_rows=chunk).fit(x, labelled)
-    assert got.picks_.tolist() == kcenter_reference(x, labelled, 12)
+    got = KCenterGreedy(25, chunk_rows=chunk).fit(x, labelled)
+    assert got.picks_.tolist() == kcenter_reference(x, labelled, 25)
     assert got.scores_[0] == pytest.approx(np.sqrt(cdist(x, labelled, "sqeuclidean").min(axis=1).max()))
     first = int(np.random.default_rng(5).integers(len(x)))
-    assert KCenterGreedy(12, seed=5, chunk_rows=chunk).fit(x).picks_.tolist() == kcenter_reference(x, None, 12, first)
+    assert KCenterGreedy(25, seed=5, chunk_rows=chunk).fit(x).picks_.tolist() == kcenter_reference(x, None, 25, first)
+    ties = np.repeat(np.round(data(10, seed=2) * 4), 3, axis=0)  # thrice each, exact: ties, the lowest row wins
+    assert KCenterGreedy(12, seed=1, chunk_rows=chunk).fit(ties).picks_.tolist() == kcenter_reference(
+        ties, None, 12, int(np.random.default_rng(1).integers(30)))
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)

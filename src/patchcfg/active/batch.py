@@ -147,12 +147,23 @@ class KCenterGreedy:
     """k-center greedy (Sener & Savarese, ICLR 2018, "Active Learning for Convolutional Neural
     Networks: A Core-Set Approach"): repeatedly pick the row farthest (Euclidean, in feature
     space) from every labelled row and every earlier pick. With no labelled rows the first pick is
-    drawn at random (seeded). Each pick reads the features once, block by block (``chunk_rows``
-    rows at a time); nothing rows x rows or rows x dims is built besides what is given.
+    drawn at random (seeded).
+
+    The distances to the labelled rows (or to a first random pick) are computed once, block by
+    block (``chunk_rows`` rows at a time). After that the greedy loop is lazy (as in lazy greedy
+    for submodular maximisation, Minoux 1978): a row's distance to its nearest centre only
+    shrinks as picks are added, so the stored value is an upper bound; each step brings the rows
+    with the largest bounds up to date against the picks made since (a few rows, read from the
+    features), and takes the largest up-to-date value once no stale bound can beat it (ties: the
+    lowest row, as ``argmax``). The picks are those of the eager algorithm, which reads every row
+    at every pick.
 
     ``scores_``: the distance of each pick to its nearest labelled row or earlier pick when it was
     picked (NaN for a first pick made with nothing labelled).
     """
+
+    #: rows brought up to date at the first try of a step (doubled until the pick is certain)
+    first_refresh = 64
 
     def __init__(self, n: int, seed: int = 0, chunk_rows: int | None = None):
         self.n = n
@@ -165,33 +176,58 @@ class KCenterGreedy:
         x = selection(features, rows, self.chunk_rows)
         rows = len(x)
         n = min(self.n, rows)
-        xx = x.sq_norms()
         picks: list[int] = []
         scores: list[float] = []
-
-        def sq_distances_to(i: int) -> np.ndarray:
-            centre = x.features.take(x.rows[[i]])[0]
-            return np.maximum(xx + xx[i] - 2.0 * x.rowwise(lambda b: b @ centre), 0.0)
-
         if labelled is not None and len(labelled):
-            nearest = min_sq_distances(x, labelled, self.chunk_rows)
+            bound = min_sq_distances(x, labelled, self.chunk_rows)
         else:
-            nearest = np.full(rows, np.inf)
+            bound = np.full(rows, np.inf)
             if n:
                 first = int(np.random.default_rng(self.seed).integers(rows))
                 picks.append(first)
                 scores.append(np.nan)
-                nearest = np.minimum(nearest, sq_distances_to(first))
-                nearest[first] = -1.0
+                centre = x.features.take(x.rows[[first]])[0]
+                xx = x.sq_norms()
+                bound = np.maximum(xx + xx[first] - 2.0 * x.rowwise(lambda b: b @ centre), 0.0)
+                bound[first] = -1.0
+        applied = np.full(rows, len(picks), dtype=np.int64)  # picks each bound has seen
+        centres = x.features.take(x.rows[picks]) if picks else np.zeros((0, x.features.shape[1]), x.features.dtype)
         while len(picks) < n:
-            current = int(np.argmax(nearest))
+            current = self._farthest(x, bound, applied, centres, len(picks))
             picks.append(current)
-            scores.append(float(np.sqrt(max(nearest[current], 0.0))))
-            nearest = np.minimum(nearest, sq_distances_to(current))
-            nearest[picks] = -1.0
+            scores.append(float(np.sqrt(max(bound[current], 0.0))))
+            bound[current] = -1.0
+            applied[current] = n  # never brought up to date again
+            centres = np.concatenate([centres, x.features.take(x.rows[[current]])])
         self.picks_ = np.asarray(picks, dtype=np.int64)
         self.scores_ = np.asarray(scores, dtype=np.float64)
         return self
+
+    def _farthest(self, x, bound, applied, centres, made: int) -> int:
+        """The row with the largest distance to its nearest centre (lowest row among ties),
+        bringing bounds up to date where needed (``bound`` and ``applied`` are updated)."""
+        k = self.first_refresh
+        while True:
+            k = min(k, len(bound))
+            top = np.argpartition(-bound, k - 1)[:k] if k < len(bound) else np.arange(len(bound))
+            stale = top[applied[top] < made]
+            if len(stale):
+                since = int(applied[stale].min())
+                block = x.features.take(x.rows[stale])
+                xx = (block * block).sum(axis=1, dtype=np.float64)
+                cc = (centres[since:] * centres[since:]).sum(axis=1, dtype=np.float64)
+                d = np.maximum(xx[:, None] + cc[None, :] - 2.0 * (block @ centres[since:].T), 0.0)
+                bound[stale] = np.minimum(bound[stale], d.min(axis=1))
+                applied[stale] = made
+            if k == len(bound):
+                return int(np.argmax(bound))
+            top = np.sort(top)
+            best = int(top[np.argmax(bound[top])])
+            rest = np.ones(len(bound), bool)
+            rest[top] = False
+            if bound[best] > bound[rest].max():  # no row outside the top can reach it
+                return best
+            k *= 2
 
 
 def nearest_positive_similarity(features, positives, rows=None, chunk_rows: int | None = None) -> np.ndarray:
