@@ -164,20 +164,23 @@ def _parse_bool(series: pd.Series, column: str, path) -> pd.Series:
 
 
 def _parse_classes(frame: pd.DataFrame, classes: list[str], path) -> np.ndarray:
-    """(rows, classes) float: 1, 0, NaN for blank; the first bad cell (by column, then row) is named."""
+    """(rows, classes) float: 1, 0, NaN for blank; the first bad cell (by column, then row) is named.
+
+    Each distinct cell text is judged once (a million rows hold a handful of distinct values)."""
     cells = frame.to_numpy(dtype=object)
-    cells = np.where(pd.isna(cells), "", cells).astype(str)
-    cells = np.char.strip(cells)
-    present, absent = np.isin(cells, ["1", "1.0"]), np.isin(cells, ["0", "0.0"])
-    bad = ~(present | absent | (cells == ""))
+    codes, uniques = pd.factorize(cells.ravel(), use_na_sentinel=True)
+    meaning = np.empty(len(uniques) + 1)  # the last entry: missing cells (code -1)
+    meaning[-1] = np.nan
+    for i, value in enumerate(uniques):
+        text = str(value).strip()
+        meaning[i] = 1.0 if text in ("1", "1.0") else 0.0 if text in ("0", "0.0") else np.nan if not text else 2.0
+    values = meaning[codes].reshape(cells.shape)
+    bad = values == 2.0
     if bad.any():
         column, row = (int(i) for i in np.argwhere(bad.T)[0])
         raise LabelTableError(
             f"{path}: row {row + 2}, column '{classes[column]}': {frame.iloc[row, column]!r} is not a label "
             "(use 1 = present, 0 = absent, blank = unknown)")
-    values = np.full(cells.shape, np.nan)
-    values[present] = 1.0
-    values[absent] = 0.0
     return values
 
 

@@ -37,19 +37,9 @@ def kcenter_reference(x, labelled, n, first=None):
     return picks
 
 
-def badge_reference(p, h, n, seed):
-    """k-means++ seeding on the gradient embeddings, built whole: rows x (classes * dims)."""
-    g = ((p - (p > 0.5))[:, :, None] * h[:, None, :]).reshape(len(p), -1)
-    sq = (g * g).sum(axis=1)
-    rng = np.random.default_rng(seed)
-    picks, nearest, current = [], np.full(len(p), np.inf), int(np.argmax(sq))
-    while True:
-        picks.append(current)
-        if len(picks) == n:
-            return picks
-        nearest = np.minimum(nearest, ((g - g[current]) ** 2).sum(axis=1))
-        nearest[picks] = 0
-        current = int(rng.choice(len(p), p=nearest / nearest.sum()))
+def badge_embedding(p, h):
+    """The gradient embeddings, built whole: rows x (classes * dims)."""
+    return ((p - (p > 0.5))[:, :, None] * h[:, None, :]).reshape(len(p), -1)
 
 
 def quick_head_reference(x, labels, train):
@@ -86,12 +76,36 @@ def test_kcenter_in_blocks_and_lazily_picks_as_the_whole(chunk, refresh, monkeyp
         ties, None, 12, int(np.random.default_rng(1).integers(30)))
 
 
-@pytest.mark.parametrize("chunk", CHUNKS)
-def test_badge_in_blocks_picks_as_the_whole_embedding(chunk):
+def test_badge_picks_do_not_depend_on_blocks_and_score_their_distance():
     rng = np.random.default_rng(2)
     h, p = data(50), rng.uniform(size=(50, 3))
-    got = BadgeSampler(10, seed=3, chunk_rows=chunk).fit(p, h)
-    assert got.picks_.tolist() == badge_reference(p, h, 10, 3)
+    picks = {chunk: BadgeSampler(15, seed=3, chunk_rows=chunk).fit(p, h) for chunk in CHUNKS}
+    assert len({tuple(s.picks_.tolist()) for s in picks.values()}) == 1
+    got, g = picks[None], badge_embedding(p, h)
+    assert len(set(got.picks_.tolist())) == 15 and got.picks_[0] == np.argmax((g * g).sum(axis=1))
+    for j in range(1, 15):  # each score: the squared distance to the nearest earlier pick
+        assert got.scores_[j] == pytest.approx(cdist(g[[got.picks_[j]]], g[got.picks_[:j]], "sqeuclidean").min())
+    mapped = RowFeatures(h[::-1].copy(), index=np.arange(49, -1, -1), chunk_rows=4)
+    assert BadgeSampler(15, seed=3).fit(p, mapped).picks_.tolist() == got.picks_.tolist()
+
+
+@pytest.mark.parametrize("rejections", [64, 0])  # 0: every draw brings every row up to date (eager)
+def test_badge_draws_as_kmeans_plus_plus(rejections, monkeypatch):
+    """The third pick, given the first two, is drawn with probability ∝ its squared distance to the
+    nearer of them (the bounds of rows near the second pick are stale when it is drawn)."""
+    monkeypatch.setattr(BadgeSampler, "max_rejections", rejections)
+    rng = np.random.default_rng(4)
+    h, p = data(8, 3, seed=5), rng.uniform(size=(8, 2))
+    g = badge_embedding(p, h)
+    third: dict[tuple, list] = {}
+    for seed in range(3000):
+        picks = BadgeSampler(3, seed=seed).fit(p, h).picks_.tolist()
+        third.setdefault(tuple(picks[:2]), []).append(picks[2])
+    pair, drawn = max(third.items(), key=lambda item: len(item[1]))
+    assert len(drawn) > 300
+    d2 = cdist(g, g[list(pair)], "sqeuclidean").min(axis=1)
+    frequencies = np.bincount(drawn, minlength=8) / len(drawn)
+    assert frequencies == pytest.approx(d2 / d2.sum(), abs=4 * np.sqrt(0.25 / len(drawn)))
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
