@@ -201,14 +201,15 @@ class KCenterGreedy:
     space) from every labelled row and every earlier pick. With no labelled rows the first pick is
     drawn at random (seeded).
 
-    The distances to the labelled rows (or to a first random pick) are computed once, block by
-    block (``chunk_rows`` rows at a time). After that the greedy loop is lazy (as in lazy greedy
-    for submodular maximisation, Minoux 1978): a row's distance to its nearest centre only
-    shrinks as picks are added, so the stored value is an upper bound; each step brings the rows
-    with the largest bounds up to date against the picks made since (a few rows, read from the
-    features), and takes the largest up-to-date value once no stale bound can beat it (ties: the
-    lowest row, as ``argmax``). The picks are those of the eager algorithm, which reads every row
-    at every pick.
+    The greedy loop is lazy (as lazy greedy for submodular maximisation, Minoux 1978): a row's
+    distance to its nearest centre (labelled row or pick) only shrinks as centres are added, so a
+    stored value is an upper bound. The bounds start from the distances to a sample of
+    ``first_labelled`` labelled rows (or to a first random pick), computed for every row block by
+    block (``chunk_rows`` rows at a time); each step brings the rows with the largest bounds up to
+    date against the centres they have not seen (a few rows, read from the features), and takes
+    the largest up-to-date value once no stale bound can beat it (ties: the lowest row, as
+    ``argmax``). The picks are those of the eager algorithm, which compares every row with every
+    labelled row and reads every row at every pick.
 
     ``scores_``: the distance of each pick to its nearest labelled row or earlier pick when it was
     picked (NaN for a first pick made with nothing labelled).
@@ -216,6 +217,8 @@ class KCenterGreedy:
 
     #: rows brought up to date at the first try of a step (doubled until the pick is certain)
     first_refresh = 64
+    #: labelled rows every candidate is compared with at first (the others: lazily, as picks are)
+    first_labelled = 32
 
     def __init__(self, n: int, seed: int = 0, chunk_rows: int | None = None):
         self.n = n
@@ -230,26 +233,39 @@ class KCenterGreedy:
         n = min(self.n, rows)
         picks: list[int] = []
         scores: list[float] = []
+        dims = x.features.shape[1]
+        centres = np.zeros((0, dims), x.features.dtype)  # the labelled rows, then the picks
         if labelled is not None and len(labelled):
-            bound = min_sq_distances(x, labelled, self.chunk_rows)
+            if isinstance(labelled, RowFeatures):
+                labelled = labelled.select()
+            if isinstance(labelled, Selection) and len(labelled) * dims > _KEEP:
+                bound = min_sq_distances(x, labelled, self.chunk_rows)  # too many to hold: every row, once
+            else:
+                centres = labelled.take() if isinstance(labelled, Selection) else _floats(labelled)
+                # a spread sample first: the bounds start from it, the rest is applied lazily
+                centres = centres[np.random.default_rng(0).permutation(len(centres))]
+                bound = min_sq_distances(x, centres[:self.first_labelled], self.chunk_rows)
+                centres = centres.astype(x.features.dtype)
+            applied = np.full(rows, min(len(centres), self.first_labelled) if len(centres) else 0, np.int64)
         else:
             bound = np.full(rows, np.inf)
             if n:
                 first = int(np.random.default_rng(self.seed).integers(rows))
                 picks.append(first)
                 scores.append(np.nan)
-                centre = x.features.take(x.rows[[first]])[0]
+                centres = x.features.take(x.rows[[first]])
                 xx = x.sq_norms()
-                bound = np.maximum(xx + xx[first] - 2.0 * x.rowwise(lambda b: b @ centre), 0.0)
+                with _one_thread():
+                    dots = x.rowwise(lambda b: b @ centres[0])
+                bound = np.maximum(xx + xx[first] - 2.0 * dots, 0.0)
                 bound[first] = -1.0
-        applied = np.full(rows, len(picks), dtype=np.int64)  # picks each bound has seen
-        centres = x.features.take(x.rows[picks]) if picks else np.zeros((0, x.features.shape[1]), x.features.dtype)
+            applied = np.full(rows, len(centres), np.int64)  # centres each bound has seen
         while len(picks) < n:
-            current = self._farthest(x, bound, applied, centres, len(picks))
+            current = self._farthest(x, bound, applied, centres, len(centres))
             picks.append(current)
             scores.append(float(np.sqrt(max(bound[current], 0.0))))
             bound[current] = -1.0
-            applied[current] = n  # never brought up to date again
+            applied[current] = np.iinfo(np.int64).max  # never brought up to date again
             centres = np.concatenate([centres, x.features.take(x.rows[[current]])])
         self.picks_ = np.asarray(picks, dtype=np.int64)
         self.scores_ = np.asarray(scores, dtype=np.float64)
@@ -265,11 +281,8 @@ class KCenterGreedy:
             stale = top[applied[top] < made]
             if len(stale):
                 since = int(applied[stale].min())
-                block = x.features.take(x.rows[stale])
-                xx = (block * block).sum(axis=1, dtype=np.float64)
-                cc = (centres[since:] * centres[since:]).sum(axis=1, dtype=np.float64)
-                d = np.maximum(xx[:, None] + cc[None, :] - 2.0 * (block @ centres[since:].T), 0.0)
-                bound[stale] = np.minimum(bound[stale], d.min(axis=1))
+                fresh = min_sq_distances(x.features.select(x.rows[stale]), centres[since:made], self.chunk_rows)
+                bound[stale] = np.minimum(bound[stale], fresh)
                 applied[stale] = made
             if k == len(bound):
                 return int(np.argmax(bound))

@@ -15,10 +15,11 @@ def standard_scaling(selection) -> tuple[np.ndarray, np.ndarray]:
     (Chan et al.'s pairwise update of the mean and the sum of squared deviations)."""
     count, mean, m2 = 0, None, None
     for _, block in selection.blocks():
-        block = block.astype(np.float64)
+        block = block.astype(np.float64)  # one copy of one block; the rest is in place
         n_b = len(block)
         mean_b = block.mean(axis=0)
-        m2_b = ((block - mean_b) ** 2).sum(axis=0)
+        block -= mean_b
+        m2_b = np.einsum("ij,ij->j", block, block)
         if mean is None:
             count, mean, m2 = n_b, mean_b, m2_b
             continue
