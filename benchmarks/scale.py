@@ -11,7 +11,8 @@ Each measurement runs in a child process of its own, which prints one JSON line:
     {"benchmark": "scale", "what": "query", "strategy": "diversity", "rows": 1000000, "seconds": ...,
      "peak_memory_gb": ..., "peak_anon_gb": ..., "goal_seconds": 30, "ok": true, ...}
 
-Memory, measured honestly in that child: ``peak_memory_gb`` is its ``ru_maxrss`` (every resident
+Memory, measured honestly in that child: ``peak_memory_gb`` is its ``VmHWM`` (peak resident set
+of this process image; ``ru_maxrss`` would carry the parent's peak over ``exec``: every resident
 page at the peak, including the pages of the memory-mapped features it touched: those belong to
 the page cache and are shared, not the process's own); ``peak_anon_gb`` is the peak of its
 anonymous resident memory (``RssAnon`` in ``/proc/self/status``, sampled every 2 ms by a thread
@@ -39,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -90,7 +90,8 @@ def make_project(folder: Path, rows: int, dims: int, labelled: int, seed: int = 
     for start in range(0, rows, step):
         block = rng.standard_normal((min(step, rows - start), dims), dtype=np.float32) * 2.0
         block += centres[latent[start:start + step]]
-        writer.write(start, block)
+        writer.write(block)
+        writer.checkpoint()
     writer.publish()
     resolved = [os.path.normpath(os.path.join(folder, p)) for p in paths]
     pd.DataFrame({"filepath": resolved}).to_csv(embed / "index.csv", index=False)
@@ -110,15 +111,20 @@ class Memory:
         self._stop = threading.Event()
 
     @staticmethod
-    def anon() -> int:
+    def status(field: str) -> int:
+        """A size from ``/proc/self/status``, in bytes (0 where there is none)."""
         try:
             with open("/proc/self/status") as handle:
                 for line in handle:
-                    if line.startswith("RssAnon:"):
+                    if line.startswith(field + ":"):
                         return int(line.split()[1]) * 1024
         except OSError:
             pass
         return 0
+
+    @classmethod
+    def anon(cls) -> int:
+        return cls.status("RssAnon")
 
     def _watch(self):
         while not self._stop.is_set():
@@ -142,7 +148,7 @@ def measure(what: str, rows: int, fn, **extra) -> dict:
         more = fn() or {}
         seconds = time.perf_counter() - started
     line = {"benchmark": "scale", "what": what, **extra, "rows": rows, "seconds": round(seconds, 3),
-            "peak_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB, 3),
+            "peak_memory_gb": round(Memory.status("VmHWM") / GB, 3),
             "peak_anon_gb": round(memory.peak / GB, 3), "step_anon_gb": round((memory.peak - memory.start) / GB, 3)}
     line.update(more)
     return line

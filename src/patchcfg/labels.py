@@ -47,8 +47,7 @@ class LabelTable:
 
     def resolved_paths(self) -> list[str]:
         """Absolute image paths, relative ones resolved against the table's folder."""
-        return [p if os.path.isabs(p) else os.path.normpath(os.path.join(self.root, p))
-                for p in self.df["filepath"]]
+        return resolve_paths(self.root, self.df["filepath"], absolute_as_written=True)
 
     def label_matrix(self, classes: list[str] | None = None) -> np.ndarray:
         """(rows, classes) float32: 1 present, 0 absent, -1 unknown."""
@@ -143,6 +142,26 @@ def add_classes(path: str | os.PathLike, names: list[str]) -> list[str]:
     return list(names)
 
 
+#: a relative path that ``os.path.normpath(os.path.join(root, path))`` would change beyond the join
+_UNCLEAN = r"(?:^|/)\.\.?(?:/|$)|//|/$|^/"
+
+
+def resolve_paths(root, paths, absolute_as_written: bool = False) -> list[str]:
+    """``os.path.normpath(os.path.join(root, p))`` for each path (absolute ones: normalised, or as
+    written), fast for a million: a clean relative path is the normalised root, '/', the path."""
+    paths = pd.Series(paths, dtype=object).astype(str)
+    base = os.path.normpath(str(root))
+    if os.sep != "/" or not len(paths):
+        return [p if absolute_as_written and os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+                for p in paths]
+    out = (base.rstrip("/") + "/") + paths
+    unclean = paths.str.contains(_UNCLEAN, regex=True).to_numpy()
+    if unclean.any():
+        out[unclean] = [p if absolute_as_written and os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+                        for p in paths[unclean]]
+    return out.tolist()
+
+
 def _check_class_name(name: str, where) -> None:
     if not name or name.strip() != name:
         raise LabelTableError(f"{where or 'label table'}: class name {name!r} is empty or has spaces around it")
@@ -202,9 +221,7 @@ def from_dataframe(raw: pd.DataFrame, root: Path, path) -> LabelTable:
         raise LabelTableError(f"{where}: row {row + 2}: empty filepath")
     # One image may be spelled several ways (./a.png, a.png, sub/../a.png, /abs/a.png): compare
     # the paths they resolve to.
-    base = str(root)
-    resolved = pd.Series([os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
-                          for p in filepaths], index=filepaths.index)
+    resolved = pd.Series(resolve_paths(root, filepaths), index=filepaths.index)
     dup = resolved.duplicated(keep="first")
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
