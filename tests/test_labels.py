@@ -130,3 +130,16 @@ def test_a_byte_order_mark_and_blank_lines_are_read_as_before(tmp_path):
     path.write_text("\ufefffilepath,cat\na.png,1\n\n  \n\"b, c.png\",0\n", encoding="utf-8")
     table = read_label_table(path)
     assert table.df["filepath"].tolist() == ["a.png", "b, c.png"] and table.classes == ["cat"]
+
+
+def test_resolve_paths_equals_normpath_of_join():
+    import os
+
+    from patchcfg.labels import resolve_paths
+
+    root = "/a/b/../c"
+    paths = ["x.png", "./x.png", "d/../x.png", "d//x.png", "/abs/./y.png", "d/", "...", "..", ".hidden/x",
+             "a/.b", "x/.", "é/ü.png"]
+    for as_written in (False, True):
+        want = [p if as_written and os.path.isabs(p) else os.path.normpath(os.path.join(root, p)) for p in paths]
+        assert resolve_paths(root, paths, absolute_as_written=as_written) == want

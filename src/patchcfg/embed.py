@@ -1,13 +1,21 @@
 """Pre-extracted features: the pooled encoder output of every image, cached in the experiment.
 
-``experiments/<name>/embed/features.npy`` (float32, one row per image) and ``index.csv``
-(``filepath`` per row, as resolved paths) let queries and quick heads run on a laptop without a
-GPU (patchwork's pre-extracted-features mode). The encoder is, by default, this experiment's
-pretrained encoder, else its fine-tuned fold 0 model's encoder, else the ``backbone`` as is.
+``experiments/<name>/embed/features.npy`` (``embed.dtype``: float32 or float16, one row per
+image) and ``index.csv`` (``filepath`` per row, as resolved paths) let queries and quick heads run
+on a laptop without a GPU (patchwork's pre-extracted-features mode). The encoder is, by default,
+this experiment's pretrained encoder, else its fine-tuned fold 0 model's encoder, else the
+``backbone`` as is.
+
+At a million images the features do not fit comfortably in memory: :class:`FeatureWriter` streams
+them chunk by chunk into a memory-mapped ``.npy`` (``numpy.lib.format.open_memmap``), records the
+chunks done, continues after an interruption, and publishes the finished file atomically;
+:func:`load_features` memory-maps it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,27 +51,155 @@ def find_encoder(config: dict, experiment_dir: Path, which: str = "auto"):
     return load_encoder(which), which
 
 
-def features_of(encoder, images: np.ndarray, data_cfg: dict, batch_size: int = 256) -> np.ndarray:
-    """Pooled features (N, D) of images in [0, 1]; a feature map is averaged over space."""
+_STEPS: dict = {}  # the last compiled pooled-feature step, by (encoder, strategy, normalisation)
+
+
+def encoder_step(encoder, strategy, normalize, key):
+    """A compiled function: one replica's batch of images in [0, 1] -> pooled float32 features
+    (kept for the next call with the same ``key``)."""
+    import tensorflow as tf
+
+    cached = _STEPS.get(key)
+    if cached is not None and cached[0] is encoder and cached[1] is strategy:
+        return cached[2]
+
+    @tf.function
+    def replica_step(images):
+        features = encoder(normalize(images), training=False)
+        if len(features.shape) == 4:
+            features = tf.reduce_mean(features, axis=[1, 2])
+        return tf.cast(features, tf.float32)
+
+    _STEPS.clear()
+    _STEPS[key] = (encoder, strategy, replica_step)
+    return replica_step
+
+
+def embed_batches(encoder, batches, data_cfg: dict, channels: int, strategy=None):
+    """Pooled float32 features (numpy), batch after batch, of ``batches``: a ``tf.data`` dataset
+    of global batches of images in [0, 1]. Under a ``tf.distribute`` strategy (default: the
+    current one) each global batch is split across the replicas and gathered back in order."""
     import tensorflow as tf
 
     from patchcfg.data.loading import normalizer
 
-    normalize = normalizer(data_cfg, images.shape[-1])
-    out = []
-    for start in range(0, len(images), batch_size):
-        features = encoder(normalize(tf.constant(images[start:start + batch_size])), training=False)
-        if len(features.shape) == 4:
-            features = tf.reduce_mean(features, axis=[1, 2])
-        out.append(tf.cast(features, tf.float32).numpy())
+    strategy = strategy or tf.distribute.get_strategy()
+    key = (id(encoder), id(strategy), json.dumps(data_cfg.get("normalize"), sort_keys=True, default=str), channels)
+    step = encoder_step(encoder, strategy, normalizer(data_cfg, channels), key)
+    if int(strategy.num_replicas_in_sync) == 1:
+        for batch in batches:
+            yield step(batch).numpy()
+        return
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    for batch in strategy.experimental_distribute_dataset(batches.with_options(options)):
+        yield strategy.gather(strategy.run(step, args=(batch,)), axis=0).numpy()
+
+
+def features_of(encoder, images: np.ndarray, data_cfg: dict, batch_size: int = 256, strategy=None) -> np.ndarray:
+    """Pooled features (N, D) float32 of images in [0, 1]; a feature map is averaged over space.
+    ``batch_size`` images per replica (see :func:`embed_batches`)."""
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size * int(strategy.num_replicas_in_sync))
+    out = list(embed_batches(encoder, batches, data_cfg, images.shape[-1], strategy))
     return np.concatenate(out, 0) if out else np.zeros((0, 0), np.float32)
 
 
+class FeatureWriter:
+    """Features of ``rows`` images streamed into ``folder/features.npy``, resumably.
+
+    Rows go into a memory-mapped ``features.npy.partial`` (created when the first rows give the
+    dimension); at each :meth:`checkpoint` (after each chunk) the file is flushed and
+    ``features.progress.json`` records the rows done, with ``key`` (what the features depend on: paths, encoder, dtype). A writer
+    whose key matches the record continues from there (:attr:`done`); any other starts afresh.
+    :meth:`publish` renames the finished file to ``features.npy`` (atomic), so a reader sees the
+    old file or the whole new one, never a part.
+    """
+
+    def __init__(self, folder: Path, rows: int, dtype: str, key: dict):
+        self.folder, self.rows, self.dtype = Path(folder), int(rows), np.dtype(dtype)
+        self.key = {**key, "rows": self.rows, "dtype": self.dtype.name}
+        self.path = self.folder / "features.npy"
+        self.partial = self.folder / "features.npy.partial"
+        self.progress = self.folder / "features.progress.json"
+        self.array = None
+        #: rows on disk for good (recorded) / rows written so far
+        self.done = self._resumable()
+        self.written = self.done
+
+    def _resumable(self) -> int:
+        try:
+            record = json.loads(self.progress.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = None
+        if record and record.get("key") == self.key and self.partial.is_file():
+            try:
+                self.array = np.lib.format.open_memmap(self.partial, mode="r+")
+            except (OSError, ValueError):
+                self.array = None
+            if (self.array is not None and self.array.shape[0] == self.rows and self.array.dtype == self.dtype
+                    and 0 < int(record["done"]) <= self.rows):
+                return int(record["done"])
+            self.array = None
+        self.discard()
+        return 0
+
+    def discard(self) -> None:
+        """Forget a partial file (and its record)."""
+        for path in (self.progress, self.partial):
+            path.unlink(missing_ok=True)
+
+    def write(self, features: np.ndarray) -> None:
+        """The next rows (after :attr:`written`); on disk for good at the next :meth:`checkpoint`."""
+        if self.array is None:
+            self.array = np.lib.format.open_memmap(self.partial, mode="w+", dtype=self.dtype,
+                                                   shape=(self.rows, features.shape[1]))
+        if self.written + len(features) > self.rows:
+            raise ValueError(f"{self.written + len(features)} rows written, the file holds {self.rows}")
+        self.array[self.written:self.written + len(features)] = features
+        self.written += len(features)
+
+    def checkpoint(self) -> int:
+        """Flush the rows written and record them as done (a rerun continues after them)."""
+        from patchcfg.atomic import atomic_write_text
+
+        if self.array is not None:
+            self.array.flush()
+        self.done = self.written
+        atomic_write_text(self.progress, json.dumps({"key": self.key, "done": self.done}))
+        return self.done
+
+    def publish(self) -> Path:
+        """The finished file becomes ``features.npy`` (atomically); the record goes."""
+        from patchcfg.atomic import atomic_write_bytes
+
+        if self.written != self.rows:
+            raise ValueError(f"{self.written} of {self.rows} rows written")
+        if self.array is None:  # no rows: an empty (0, 0) file, as np.save writes it
+            import io
+
+            buffer = io.BytesIO()
+            np.save(buffer, np.zeros((0, 0), self.dtype))
+            atomic_write_bytes(self.path, buffer.getvalue())
+        else:
+            self.array.flush()
+            del self.array
+            self.array = None
+            with open(self.partial, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(self.partial, self.path)
+        self.progress.unlink(missing_ok=True)
+        return self.path
+
+
 def load_features(experiment_dir: Path) -> tuple[np.ndarray, list[str]]:
-    """Cached features and their file paths, as written by the embed stage."""
+    """Cached features (memory-mapped, read-only: pages are read when used, so a million rows cost
+    no memory until read) and their file paths, as written by the embed stage."""
     import pandas as pd
 
     folder = Path(experiment_dir) / "embed"
     if not (folder / "features.npy").is_file():
         raise UserError(f"{folder}/features.npy does not exist; run `patchcfg embed` first")
-    return np.load(folder / "features.npy"), pd.read_csv(folder / "index.csv")["filepath"].tolist()
+    return np.load(folder / "features.npy", mmap_mode="r"), pd.read_csv(folder / "index.csv")["filepath"].tolist()

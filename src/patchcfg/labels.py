@@ -47,8 +47,7 @@ class LabelTable:
 
     def resolved_paths(self) -> list[str]:
         """Absolute image paths, relative ones resolved against the table's folder."""
-        return [p if os.path.isabs(p) else os.path.normpath(os.path.join(self.root, p))
-                for p in self.df["filepath"]]
+        return resolve_paths(self.root, self.df["filepath"], absolute_as_written=True)
 
     def label_matrix(self, classes: list[str] | None = None) -> np.ndarray:
         """(rows, classes) float32: 1 present, 0 absent, -1 unknown."""
@@ -143,6 +142,26 @@ def add_classes(path: str | os.PathLike, names: list[str]) -> list[str]:
     return list(names)
 
 
+#: a relative path that ``os.path.normpath(os.path.join(root, path))`` would change beyond the join
+_UNCLEAN = r"(?:^|/)\.\.?(?:/|$)|//|/$|^/"
+
+
+def resolve_paths(root, paths, absolute_as_written: bool = False) -> list[str]:
+    """``os.path.normpath(os.path.join(root, p))`` for each path (absolute ones: normalised, or as
+    written), fast for a million: a clean relative path is the normalised root, '/', the path."""
+    paths = pd.Series(paths, dtype=object).astype(str)
+    base = os.path.normpath(str(root))
+    if os.sep != "/" or not len(paths):
+        return [p if absolute_as_written and os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+                for p in paths]
+    out = (base.rstrip("/") + "/") + paths
+    unclean = paths.str.contains(_UNCLEAN, regex=True).to_numpy()
+    if unclean.any():
+        out[unclean] = [p if absolute_as_written and os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+                        for p in paths[unclean]]
+    return out.tolist()
+
+
 def _check_class_name(name: str, where) -> None:
     if not name or name.strip() != name:
         raise LabelTableError(f"{where or 'label table'}: class name {name!r} is empty or has spaces around it")
@@ -164,20 +183,23 @@ def _parse_bool(series: pd.Series, column: str, path) -> pd.Series:
 
 
 def _parse_classes(frame: pd.DataFrame, classes: list[str], path) -> np.ndarray:
-    """(rows, classes) float: 1, 0, NaN for blank; the first bad cell (by column, then row) is named."""
+    """(rows, classes) float: 1, 0, NaN for blank; the first bad cell (by column, then row) is named.
+
+    Each distinct cell text is judged once (a million rows hold a handful of distinct values)."""
     cells = frame.to_numpy(dtype=object)
-    cells = np.where(pd.isna(cells), "", cells).astype(str)
-    cells = np.char.strip(cells)
-    present, absent = np.isin(cells, ["1", "1.0"]), np.isin(cells, ["0", "0.0"])
-    bad = ~(present | absent | (cells == ""))
+    codes, uniques = pd.factorize(cells.ravel(), use_na_sentinel=True)
+    meaning = np.empty(len(uniques) + 1)  # the last entry: missing cells (code -1)
+    meaning[-1] = np.nan
+    for i, value in enumerate(uniques):
+        text = str(value).strip()
+        meaning[i] = 1.0 if text in ("1", "1.0") else 0.0 if text in ("0", "0.0") else np.nan if not text else 2.0
+    values = meaning[codes].reshape(cells.shape)
+    bad = values == 2.0
     if bad.any():
         column, row = (int(i) for i in np.argwhere(bad.T)[0])
         raise LabelTableError(
             f"{path}: row {row + 2}, column '{classes[column]}': {frame.iloc[row, column]!r} is not a label "
             "(use 1 = present, 0 = absent, blank = unknown)")
-    values = np.full(cells.shape, np.nan)
-    values[present] = 1.0
-    values[absent] = 0.0
     return values
 
 
@@ -199,9 +221,7 @@ def from_dataframe(raw: pd.DataFrame, root: Path, path) -> LabelTable:
         raise LabelTableError(f"{where}: row {row + 2}: empty filepath")
     # One image may be spelled several ways (./a.png, a.png, sub/../a.png, /abs/a.png): compare
     # the paths they resolve to.
-    base = str(root)
-    resolved = pd.Series([os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
-                          for p in filepaths], index=filepaths.index)
+    resolved = pd.Series(resolve_paths(root, filepaths), index=filepaths.index)
     dup = resolved.duplicated(keep="first")
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])

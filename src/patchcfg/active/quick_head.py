@@ -6,9 +6,39 @@ import warnings
 
 import numpy as np
 
+from patchcfg.active.rows import as_row_features
 
-def quick_head_probabilities(features: np.ndarray, labels: np.ndarray, train_mask: np.ndarray,
-                             C: float = 1.0, seed: int = 0, exclusive: bool = False) -> np.ndarray:
+
+def standard_scaling(selection) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of the selected rows, as ``sklearn.preprocessing.StandardScaler`` computes
+    them (population variance; scale 1 where the variance is 0), block by block in float64
+    (Chan et al.'s pairwise update of the mean and the sum of squared deviations)."""
+    count, mean, m2 = 0, None, None
+    for _, block in selection.blocks():
+        block = block.astype(np.float64)  # one copy of one block; the rest is in place
+        n_b = len(block)
+        mean_b = block.mean(axis=0)
+        block -= mean_b
+        m2_b = np.einsum("ij,ij->j", block, block)
+        if mean is None:
+            count, mean, m2 = n_b, mean_b, m2_b
+            continue
+        delta = mean_b - mean
+        total = count + n_b
+        mean = mean + delta * (n_b / total)
+        m2 = m2 + m2_b + delta ** 2 * (count * n_b / total)
+        count = total
+    dims = selection.features.shape[1]
+    if mean is None:
+        return np.zeros(dims), np.ones(dims)
+    scale = np.sqrt(m2 / count)
+    scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
+    return mean, scale
+
+
+def quick_head_probabilities(features, labels: np.ndarray, train_mask: np.ndarray,
+                             C: float = 1.0, seed: int = 0, *, exclusive: bool = False, rows=None,
+                             chunk_rows: int | None = None) -> np.ndarray:
     """(rows, classes) sigmoid-style probabilities for every row.
 
     One logistic regression per class (one-vs-rest, multi-hot), on standardised features, trained
@@ -21,30 +51,57 @@ def quick_head_probabilities(features: np.ndarray, labels: np.ndarray, train_mas
     one-vs-rest probabilities are divided by their sum, as scikit-learn's one-vs-rest classifier
     does, so that they sum to 1 as the exclusive uncertainty scores expect (the most likely class
     is unchanged).
+
+    ``features``: an array or a :class:`~patchcfg.active.rows.RowFeatures` (a memory map seen
+    through an index), read ``chunk_rows`` rows at a time: the standardisation statistics are
+    those of the scored rows, accumulated block by block; only the training rows are copied (in
+    float64); every row is scored block by block in float32. ``rows``: the rows to score (a mask
+    or indices; default all); the others are NaN, and training rows must be among them.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
-    x = np.asarray(features, dtype=np.float64)
+    x = as_row_features(features if hasattr(features, "select") else np.asarray(features), chunk_rows)
     y = np.asarray(labels)
     mask = np.asarray(train_mask, dtype=bool)
-    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or mask.shape != (len(x),):
+    if y.ndim != 2 or len(x) != len(y) or mask.shape != (len(x),):
         raise ValueError(f"features {x.shape}, labels {y.shape} and train_mask {mask.shape} must share their rows")
-    x = StandardScaler().fit_transform(x)
-    out = np.empty(y.shape, dtype=np.float64)
-    for c in range(y.shape[1]):
-        known = mask & (y[:, c] >= 0)
-        target = (y[known, c] > 0.5).astype(int)
+    scored = x.select(rows)
+    is_scored = np.zeros(len(x), bool)
+    is_scored[scored.rows] = True
+    mean, scale = standard_scaling(scored)
+    train = mask & (y >= 0).any(axis=1)
+    if (train & ~is_scored).any():
+        raise ValueError(f"training row {int(np.flatnonzero(train & ~is_scored)[0])} is not among the scored rows")
+    train_rows = np.flatnonzero(train)
+    x_train = (x.take(train_rows).astype(np.float64) - mean) / scale
+    classes = y.shape[1]
+    weights = np.zeros((x.shape[1], classes))
+    bias = np.zeros(classes)
+    prior = np.full(classes, np.nan)
+    for c in range(classes):
+        known = y[train_rows, c] >= 0
+        target = (y[train_rows[known], c] > 0.5).astype(int)
         positives = int(target.sum())
         if positives in (0, len(target)):
-            out[:, c] = (positives + 1) / (len(target) + 2)
+            prior[c] = (positives + 1) / (len(target) + 2)
             continue
         model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(x[known], target)
-        out[:, c] = model.predict_proba(x)[:, 1]
+            model.fit(x_train[known], target)
+        weights[:, c], bias[c] = model.coef_[0], model.intercept_[0]
+    out = np.full(y.shape, np.nan)
+    fitted = np.isnan(prior)
+    if fitted.any():
+        dtype = x.dtype
+        w = (weights[:, fitted] / scale[:, None]).astype(dtype)
+        centre = mean.astype(dtype)
+        logits = scored.rowwise(lambda block: (block - centre) @ w)
+        out[np.ix_(scored.rows, np.flatnonzero(fitted))] = 1.0 / (1.0 + np.exp(-(logits + bias[fitted])))
+    for c in np.flatnonzero(~fitted):
+        out[scored.rows, c] = prior[c]
     if exclusive and out.shape[1] > 1:
-        out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+        scored_rows = out[scored.rows]
+        out[scored.rows] = scored_rows / np.maximum(scored_rows.sum(axis=1, keepdims=True), 1e-12)
     return out

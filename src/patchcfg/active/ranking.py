@@ -18,6 +18,7 @@ import pandas as pd
 
 from patchcfg.active.batch import interleave, round_half_up
 from patchcfg.active.names import class_index, listing, unknown
+from patchcfg.active.rows import RowFeatures
 from patchcfg.active.strategies import Query, get_strategy, registered, strategy_listing
 from patchcfg.errors import UserError
 
@@ -67,7 +68,9 @@ def rank(strategy: str, *, probabilities: np.ndarray | None, features: np.ndarra
 
     - ``probabilities``: (rows, classes) model outputs, sigmoid (multi-hot) or, with
       ``exclusive=True``, softmax over mutually exclusive classes; ``None`` if not scored.
-    - ``features``: (rows, dims) penultimate / encoder features; ``None`` if not embedded.
+    - ``features``: (rows, dims) penultimate / encoder features, an array or a
+      :class:`~patchcfg.active.rows.RowFeatures` (a memory map seen through an index, read in
+      blocks); ``None`` if not embedded.
     - ``candidates``: (rows,) bool, the rows that may be picked (see :func:`candidate_mask`).
     - ``labels``: (rows, classes) label matrix, 1 / 0 / -1 unknown; guide searches from its known
       positives, diversity starts from its labelled rows that are not candidates.
@@ -144,8 +147,8 @@ def _check_inputs(label, candidates, probabilities, features, labels, n_classes,
         return array
 
     probabilities = check(probabilities, "probabilities", n_classes)
-    features = check(features, "features")
     labels = check(labels, "labels", n_classes)
+    features = _check_features(features, rows, candidates, labels)
     if probabilities is not None and (probabilities.min(initial=0) < -1e-6 or probabilities.max(initial=1) > 1 + 1e-6):
         raise UserError("probabilities must lie in [0, 1]; pass sigmoid or softmax outputs, not logits")
     if probabilities is not None:
@@ -153,3 +156,30 @@ def _check_inputs(label, candidates, probabilities, features, labels, n_classes,
     if exclusive and n_classes < 2:
         raise UserError(f"{label}: exclusive (softmax) outputs need at least two classes")
     return candidates, probabilities, features, labels
+
+
+def _check_features(features, rows, candidates, labels):
+    """Features as :class:`RowFeatures` (an array, or a memory map seen through an index); the
+    rows a strategy may read (candidates and labelled rows) must have finite features."""
+    if features is None:
+        return None
+    if not isinstance(features, RowFeatures):
+        array = np.asarray(features)
+        if array.ndim != 2:
+            raise UserError(f"features have shape {array.shape} but the label table needs ({rows}, dims): "
+                            f"{rows} rows; were they computed from an older version of the table?")
+        if not np.issubdtype(array.dtype, np.number):
+            raise UserError(f"features must be numbers (got {array.dtype})")
+        features = RowFeatures(array)
+    if features.shape[0] != rows:
+        raise UserError(f"features have shape {features.shape} but the label table needs ({rows}, dims): "
+                        f"{rows} rows; were they computed from an older version of the table?")
+    if not np.issubdtype(features.base.dtype, np.number):
+        raise UserError(f"features must be numbers (got {features.base.dtype})")
+    used = candidates.copy()
+    if labels is not None:
+        used |= (labels >= 0).any(axis=1)
+    bad = features.select(used).first_non_finite()
+    if bad is not None:
+        raise UserError(f"features are not finite on row {bad}")
+    return features

@@ -23,12 +23,15 @@ from patchcfg.commands._common import (
 @labels_option
 @click.option("--encoder", default="auto", show_default=True,
               help="auto | pretrain | finetune | backbone | a .keras file.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None,
+              help="How features.npy stores the features (embed.dtype).")
 @experiments_option
 @force_option
-def embed(args, labels, encoder, experiments_root, force):
+def embed(args, labels, encoder, dtype, experiments_root, force):
     """Cache pooled encoder features of every image (experiments/<name>/embed/features.npy + index.csv).
 
-    Queries and quick heads then run on these features, on a laptop without a GPU.
+    Queries and quick heads then run on these features, on a laptop without a GPU. The features are
+    written chunk by chunk; an interrupted embed continues where it stopped when run again.
 
     \b
     Example:
@@ -38,7 +41,8 @@ def embed(args, labels, encoder, experiments_root, force):
     from patchcfg.stages import run_embed
 
     path, overrides = one_config(args)
-    config = load_config(path, [*overrides, *labels_override(labels)])
+    dtype_override = [f"embed.dtype={dtype}"] if dtype else []
+    config = load_config(path, [*overrides, *labels_override(labels), *dtype_override])
     run_embed(config, root=experiments_root, force=force, encoder=encoder)
 
 

@@ -1,56 +1,103 @@
 """The embed stage: the pooled encoder output of every image, cached in the experiment
-(``embed/features.npy`` and ``embed/index.csv``; see :mod:`patchcfg.embed`)."""
+(``embed/features.npy`` and ``embed/index.csv``; see :mod:`patchcfg.embed`).
+
+Images are decoded by one ``tf.data`` pipeline, in parallel and ahead of the encoder, embedded
+under the configured ``tf.distribute`` strategy (each global batch split across the replicas) and
+streamed into a memory-mapped file, checkpointed every ``CHUNK`` images: an interrupted embed
+continues from its last checkpoint, and ``features.npy`` appears only when complete.
+"""
 
 from __future__ import annotations
 
-import io
+import hashlib
+import time
 from pathlib import Path
-
-import numpy as np
 
 from patchcfg.stages.runner import Stage
 
-#: images per encoder pass: bounded memory for large image sets
-CHUNK = 2048
+#: images between checkpoints (flush + record): the unit of resumption
+CHUNK = 8192
 
 
 class EmbedStage(Stage):
-    """Option besides the runner's: ``encoder`` (auto | pretrain | finetune | backbone | a path)."""
+    """Options besides the runner's: ``encoder`` (auto | pretrain | finetune | backbone | a path);
+    ``on_chunk`` (called with the rows done after each chunk is on disk)."""
 
     name = "embed"
-    distributed = False
 
-    def __init__(self, config: dict, root=None, force: bool = False, *, encoder: str = "auto", **options):
+    def __init__(self, config: dict, root=None, force: bool = False, *, encoder: str = "auto", on_chunk=None,
+                 **options):
+        from patchcfg.config import with_defaults
+
         super().__init__(config, root, force, **options)
         self.which = encoder
+        self.on_chunk = on_chunk
+        self.params = with_defaults("embed", self.config.get("embed") or {})
 
     def inputs(self) -> dict:
+        import keras
+
         from patchcfg.embed import find_encoder
 
+        keras.utils.set_random_seed(int(self.config["seed"]))  # a backbone as is: the same weights on a rerun
         self.encoder, self.source = find_encoder(self.config, self.experiment.dir, self.which)
         path = Path(self.source)
         return {"encoder": self.source, "encoder_mtime": path.stat().st_mtime if path.is_file() else None}
 
+    def prepare(self) -> None:
+        import tensorflow as tf
+
+        from patchcfg.train import distribute
+
+        # several machines: each embeds with its own devices (the chief writes); nothing to all-gather
+        if self.strategy is None and distribute.resolve_name(self.config["distribute"]["strategy"]) == "multi_worker":
+            several = len(tf.config.list_physical_devices("GPU")) > 1
+            self.strategy = distribute.make_strategy("mirrored" if several else "default")
+
     def execute(self) -> dict:
         import pandas as pd
+        import tensorflow as tf
 
-        from patchcfg.atomic import atomic_write_bytes, atomic_write_text
+        from patchcfg.atomic import atomic_write_text
         from patchcfg.data.images import resolve_image_paths
-        from patchcfg.data.loading import load_images
-        from patchcfg.embed import features_of
+        from patchcfg.data.loading import image_dataset
+        from patchcfg.embed import FeatureWriter, embed_batches
 
-        run = self.stage_run
+        run, params = self.stage_run, self.params
         paths = self.readable(resolve_image_paths(self.data_cfg))
-        chunks = [features_of(self.encoder, load_images(paths[start:start + CHUNK], self.data_cfg), self.data_cfg)
-                  for start in range(0, len(paths), CHUNK)]
-        features = np.concatenate(chunks, 0) if chunks else np.zeros((0, 0), np.float32)
-        buffer = io.BytesIO()
-        np.save(buffer, features.astype(np.float32))
-        atomic_write_bytes(run.path("features.npy"), buffer.getvalue())
+        replicas = int(self.strategy.num_replicas_in_sync)
+        summary = {"images": len(paths), "dimensions": 0, "encoder": self.source, "dtype": params["dtype"],
+                   "replicas": replicas}
+        if not self.chief:
+            return summary
+        key = {"paths_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(), "encoder": self.source,
+               "data": {k: self.data_cfg[k] for k in ("imshape", "channels", "normalize", "resize")}}
+        writer = FeatureWriter(run.dir, len(paths), params["dtype"], key)
+        if writer.done:
+            self.say(f"embed: resuming after {writer.done} of {len(paths)} images")
+        summary["resumed_at"] = writer.done
+        started = time.perf_counter()
+        if writer.done < len(paths):
+            # one pipeline: images are decoded (in parallel, ahead) while the encoder runs
+            images, channels = image_dataset(paths[writer.done:], self.data_cfg)
+            batches = images.batch(int(params["batch_size"]) * replicas).prefetch(tf.data.AUTOTUNE)
+            for features in embed_batches(self.encoder, batches, self.data_cfg, channels, self.strategy):
+                writer.write(features)
+                if writer.written - writer.done >= CHUNK or writer.written == len(paths):
+                    writer.checkpoint()
+                    if self.on_chunk is not None:
+                        self.on_chunk(writer.done)
+        seconds = time.perf_counter() - started
+        embedded = writer.written - summary["resumed_at"]
         atomic_write_text(run.path("index.csv"), pd.DataFrame({"filepath": paths}).to_csv(index=False))
-        return {"images": len(paths), "dimensions": int(features.shape[1]) if features.size else 0,
-                "encoder": self.source}
+        writer.publish()
+        if paths:
+            import numpy as np
+
+            summary["dimensions"] = int(np.load(run.path("features.npy"), mmap_mode="r").shape[1])
+        summary["images_per_second"] = round(embedded / seconds, 2) if embedded and seconds > 0 else None
+        return summary
 
     def done_message(self, summary: dict) -> str:
-        return (f"embed: {summary['images']} images -> {summary['dimensions']}-d features from {summary['encoder']} "
-                f"({self.stage_run.path('features.npy')})")
+        return (f"embed: {summary['images']} images -> {summary['dimensions']}-d {summary['dtype']} features from "
+                f"{summary['encoder']} ({self.stage_run.path('features.npy')})")

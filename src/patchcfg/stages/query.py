@@ -71,24 +71,27 @@ class QueryStage(Stage):
         if scorer == "quick_head" or self.strategy_name in feature_users():
             self.features = self.cached_features()
 
-    def cached_features(self) -> np.ndarray:
-        """Every row's cached features (embedding the images first when there are none)."""
+    def cached_features(self):
+        """Every row's cached features (embedding the images first when there are none): the
+        memory-mapped matrix of the embed stage seen through an index from the table's rows to
+        its rows (-1: no features; such a row may not be a candidate), never a copy."""
+        from patchcfg.active.rows import RowFeatures
         from patchcfg.embed import load_features
         from patchcfg.stages import run_embed
 
         if not (self.experiment.dir / "embed" / "features.npy").is_file():
             run_embed(self.config, root=self.root, verbose=self.verbose, log=self.log)
         cached, cached_paths = load_features(self.experiment.dir)
-        where = {p: i for i, p in enumerate(cached_paths)}
         paths = self.table.resolved_paths()
-        missing = [p for p, c in zip(paths, self.candidates, strict=True) if c and p not in where]
-        if missing:
-            raise UserError(f"{len(missing)} candidate image(s) have no cached features (e.g. {missing[0]}); "
+        if cached_paths == paths:
+            return RowFeatures(cached)
+        where = {p: i for i, p in enumerate(cached_paths)}
+        index = np.fromiter((where.get(p, -1) for p in paths), dtype=np.int64, count=len(paths))
+        missing = np.flatnonzero(self.candidates & (index < 0))
+        if len(missing):
+            raise UserError(f"{len(missing)} candidate image(s) have no cached features (e.g. {paths[missing[0]]}); "
                             "run `patchcfg embed --force` after adding images")
-        features = np.zeros((len(paths), cached.shape[1]), np.float32)
-        known_rows = [i for i, p in enumerate(paths) if p in where]
-        features[known_rows] = cached[[where[paths[i]] for i in known_rows]]
-        return features
+        return RowFeatures(cached, index)
 
     def model_probabilities(self, labels: np.ndarray) -> np.ndarray:
         """The fine-tuned ensemble's probabilities on the candidates and labelled rows; rows whose
@@ -140,11 +143,18 @@ class QueryStage(Stage):
 
         query, table, seed = self.params, self.table, int(self.config["seed"])
         labels = table.label_matrix()
+        if self.features is not None and self.features.index is not None:
+            has = self.features.index >= 0
+            labels[~has] = -1  # a row without features can neither train nor be searched near
+        else:
+            has = None
         probabilities = self.model_probabilities(labels) if self.scorer == "model" else None
         exclusive = self.output_groups()  # True: one softmax output over every class; or the groups
         if self.scorer != "model" and self.strategy_name != "random":
             probabilities = active.quick_head_probabilities(self.features, labels, ~table.exclude & ~table.validation,
-                                                            seed=seed, exclusive=exclusive is True)
+                                                            seed=seed, exclusive=exclusive is True, rows=has)
+            if has is not None:
+                probabilities[~has] = 0.5  # never candidates (see cached_features)
         ranking = active.rank(query["strategy"], probabilities=probabilities, features=self.features,
                               classes=table.classes, candidates=self.candidates, n=int(query["n"]), labels=labels,
                               explore=float(query["explore"]), sampling=query["sampling"], mix=float(query["mix"]),

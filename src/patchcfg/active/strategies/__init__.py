@@ -45,7 +45,8 @@ HINTS = {"features": "run `patchcfg embed` first to cache features",
 class Query:
     """What a strategy ranks: the candidate ``rows`` (indices into the label table) and its inputs.
 
-    ``probabilities`` are those of the candidate rows (rows, classes) or None; ``features`` and
+    ``probabilities`` are those of the candidate rows (rows, classes) or None; ``features`` (a
+    :class:`~patchcfg.active.rows.RowFeatures`: read it in blocks, or ``take`` a few rows) and
     ``labels`` (1 / 0 / -1 unknown) cover every row of the table, or are None. ``cls`` is the class
     index of ``high:<class>``-style strategies; ``label`` is the strategy as shown (``high:cat``).
     """
@@ -54,7 +55,7 @@ class Query:
     cls: int | None
     rows: np.ndarray
     probabilities: np.ndarray | None
-    features: np.ndarray | None
+    features: Any | None
     labels: np.ndarray | None
     sampling: str = "top"
     mix: float = 0.0

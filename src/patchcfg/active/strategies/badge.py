@@ -16,5 +16,5 @@ class Badge(Strategy):
         from patchcfg.active.batch import BadgeSampler
 
         sampler = BadgeSampler(k, exclusive=query.exclusive, seed=int(rng.integers(2**31)))
-        sampler.fit(query.probabilities, query.features[query.rows])
+        sampler.fit(query.probabilities, query.features, rows=query.rows)
         return sampler.picks_, sampler.scores_, [query.label] * k, None

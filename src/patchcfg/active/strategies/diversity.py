@@ -2,8 +2,6 @@
 Convolutional Neural Networks: A Core-Set Approach"): each pick is the candidate farthest from every
 labelled row and every earlier pick; see :class:`patchcfg.active.batch.KCenterGreedy`."""
 
-import numpy as np
-
 from patchcfg.active.strategies import Strategy, register
 
 
@@ -21,7 +19,8 @@ class Diversity(Strategy):
         features, labels, rows = query.features, query.labels, query.rows
         labelled = None
         if labels is not None:
-            done = (labels >= 0).any(axis=1) & ~np.isin(np.arange(len(labels)), rows)
-            labelled = features[done]
-        sampler = KCenterGreedy(k, seed=int(rng.integers(2**31))).fit(features[rows], labelled)
+            done = (labels >= 0).any(axis=1)
+            done[rows] = False
+            labelled = features.select(done)
+        sampler = KCenterGreedy(k, seed=int(rng.integers(2**31))).fit(features, labelled, rows=rows)
         return sampler.picks_, sampler.scores_, [query.label] * k, None

@@ -46,7 +46,7 @@ class Guide(Strategy):
         if features is not None and labels is not None:
             positives = labels[:, query.cls] == 1
             if positives.any():
-                signals.append(nearest_positive_similarity(features[query.rows], features[positives]))
+                signals.append(nearest_positive_similarity(features, features.select(positives), rows=query.rows))
         if not signals:
             raise UserError(f"{label} has nothing to search with: no probabilities, and no known positives "
                             f"of '{label.split(':', 1)[1]}' to search near in feature space; label a few "

@@ -1,0 +1,357 @@
+"""A million-image project on one machine: reading the label table, the quick head, every query
+strategy, writing the queue, ``analyze`` over 10,000 experiments, and the embed stage's rate.
+
+Setup (not timed): a synthetic label table of ``--rows`` rows (12 classes, 1,000 labelled rows,
+the last class rare) and ``--rows`` x 512 float32 features written as the embed stage writes them
+(:class:`patchcfg.embed.FeatureWriter`: a memory-mapped ``features.npy`` and ``index.csv`` in
+``experiments/scale/embed/``), so the query reads them the way a real query does.
+
+Each measurement runs in a child process of its own, which prints one JSON line::
+
+    {"benchmark": "scale", "what": "query", "strategy": "diversity", "rows": 1000000, "seconds": ...,
+     "peak_memory_gb": ..., "peak_anon_gb": ..., "goal_seconds": 30, "ok": true, ...}
+
+Memory, measured honestly in that child: ``peak_memory_gb`` is its ``VmHWM`` (peak resident set
+of this process image; ``ru_maxrss`` would carry the parent's peak over ``exec``: every resident
+page at the peak, including the pages of the memory-mapped features it touched: those belong to
+the page cache and are shared, not the process's own); ``peak_anon_gb`` is the peak of its
+anonymous resident memory (``RssAnon`` in ``/proc/self/status``, sampled every 2 ms by a thread
+while the step runs): what it holds above the memory-mapped features. ``step_anon_gb`` is that
+peak minus the anonymous memory held before the step (interpreter and imports). The query goal
+(4 GB above the memory-mapped features) is judged on ``peak_anon_gb``.
+
+Query lines time the whole ``patchcfg query`` stage (``seconds``: table read and validation,
+quick head, the strategy, the queue written) and its parts: ``quick_head_seconds``,
+``rank_seconds`` (the strategy alone) and ``queue_seconds`` (writing the queue).
+
+The embed line runs the embed stage on ``--embed-images`` PNGs (ResNet-18, width 0.25, 32 px)
+and compares its images/s (reading, encoding and writing, chunk after chunk) with the model-only
+rate of the same compiled step on images already in memory, measured before and after the
+embed (the faster of the two counts, so a busy machine does not flatter the ratio; goal >= 0.9).
+
+At the default million rows the whole run takes several minutes on 2 cores (mostly setup and the
+batch strategies); ``--rows 20000`` runs it small. Exit status 1 when a goal is missed.
+
+    python benchmarks/scale.py [--rows N] [--only table,quick_head,query,analyze,embed] [--strategies S,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CLASSES = [f"c{i:02d}" for i in range(12)]
+RARE = CLASSES[-1]
+STRATEGIES = ("random", "entropy", "margin", "least_confidence", "badge", "diversity", f"maxent:{CLASSES[0]}",
+              f"high:{CLASSES[0]}", f"low:{CLASSES[0]}", f"guide:{RARE}")
+GOALS = {"table": 10.0, "quick_head": 20.0, "query": 30.0}
+QUERY_MEMORY_GB = 4.0
+EMBED_RATIO = 0.9
+GB = 1024 ** 3
+
+
+# --------------------------------------------------------------------------- setup (not timed)
+
+def make_project(folder: Path, rows: int, dims: int, labelled: int, seed: int = 0) -> dict:
+    """labels.csv, the experiment's embed/ folder (features.npy, index.csv) and its config."""
+    import pandas as pd
+
+    from patchcfg.embed import FeatureWriter
+
+    rng = np.random.default_rng(seed)
+    weights = np.full(len(CLASSES), 1.0)
+    weights[-1] = 0.1  # the rare class: about 1% of the rows
+    latent = rng.choice(len(CLASSES), size=rows, p=weights / weights.sum())
+    labelled_rows = np.sort(rng.choice(rows, size=min(labelled, rows), replace=False))
+    paths = [f"img/{i:07d}.png" for i in range(rows)]
+    frame = pd.DataFrame({"filepath": paths, "validation": ""})
+    values = np.full((rows, len(CLASSES)), np.nan, np.float32)
+    values[labelled_rows] = latent[labelled_rows, None] == np.arange(len(CLASSES))[None, :]
+    for c, name in enumerate(CLASSES):
+        frame[name] = pd.array(values[:, c]).astype("Int8")
+    frame.loc[labelled_rows[::5], "validation"] = "true"
+    frame.to_csv(folder / "labels.csv", index=False)
+
+    embed = folder / "experiments" / "scale" / "embed"
+    embed.mkdir(parents=True)
+    centres = rng.normal(size=(len(CLASSES), dims)).astype(np.float32)
+    writer = FeatureWriter(embed, rows, "float32", {"synthetic": seed})
+    step = 65536
+    for start in range(0, rows, step):
+        block = rng.standard_normal((min(step, rows - start), dims), dtype=np.float32) * 2.0
+        block += centres[latent[start:start + step]]
+        writer.write(block)
+        writer.checkpoint()
+    writer.publish()
+    resolved = [os.path.normpath(os.path.join(folder, p)) for p in paths]
+    pd.DataFrame({"filepath": resolved}).to_csv(embed / "index.csv", index=False)
+    config = {"name": "scale", "seed": 0, "data": {"labels": str(folder / "labels.csv"), "imshape": [32, 32]},
+              "backbone": {"name": "resnet18", "width": 0.25}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return config
+
+
+# --------------------------------------------------------------------------- measuring in a child
+
+class Memory:
+    """Peak anonymous resident memory of this process while the block runs (sampled)."""
+
+    def __init__(self, every: float = 0.002):
+        self.every, self.peak, self.start = every, 0, self.anon()
+        self._stop = threading.Event()
+
+    @staticmethod
+    def status(field: str) -> int:
+        """A size from ``/proc/self/status``, in bytes (0 where there is none)."""
+        try:
+            with open("/proc/self/status") as handle:
+                for line in handle:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    @classmethod
+    def anon(cls) -> int:
+        return cls.status("RssAnon")
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.anon())
+            time.sleep(self.every)
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.anon())
+
+
+def measure(what: str, rows: int, fn, **extra) -> dict:
+    with Memory() as memory:
+        started = time.perf_counter()
+        more = fn() or {}
+        seconds = time.perf_counter() - started
+    line = {"benchmark": "scale", "what": what, **extra, "rows": rows, "seconds": round(seconds, 3),
+            "peak_memory_gb": round(Memory.status("VmHWM") / GB, 3),
+            "peak_anon_gb": round(memory.peak / GB, 3), "step_anon_gb": round((memory.peak - memory.start) / GB, 3)}
+    line.update(more)
+    return line
+
+
+def child(step: str, folder: Path, args) -> dict:
+    """One measurement (run in its own process)."""
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else None
+    rows = args.rows
+    if step == "table":
+        from patchcfg.labels import read_label_table
+
+        line = measure("table", rows, lambda: {"classes": len(read_label_table(folder / "labels.csv").classes)})
+        return judge(line, GOALS["table"])
+    if step == "labels_stats":
+        from patchcfg.labels import read_label_table, stats
+
+        table = read_label_table(folder / "labels.csv")
+        return measure("labels_stats", rows, lambda: {"lines": len(stats(table))})
+    if step == "quick_head":
+        from patchcfg.active.quick_head import quick_head_probabilities
+        from patchcfg.active.rows import RowFeatures
+        from patchcfg.embed import load_features
+        from patchcfg.labels import read_label_table
+
+        table = read_label_table(folder / "labels.csv")
+        labels, train = table.label_matrix(), ~table.exclude & ~table.validation
+        features, _ = load_features(folder / "experiments" / "scale")
+
+        def fit():
+            p = quick_head_probabilities(RowFeatures(features), labels, train)
+            return {"scored_rows": int(np.isfinite(p).all(axis=1).sum())}
+
+        line = measure("quick_head", rows, fit)
+        return judge(line, GOALS["quick_head"], QUERY_MEMORY_GB)
+    if step.startswith("query:"):
+        return query_step(step.split(":", 1)[1], folder, config, rows, args)
+    if step == "analyze":
+        return analyze_step(folder, args)
+    if step == "embed":
+        return embed_step(folder, args)
+    raise SystemExit(f"unknown step {step}")
+
+
+def query_step(strategy: str, folder: Path, config: dict, rows: int, args) -> dict:
+    import patchcfg.active as active
+    import patchcfg.atomic as atomic
+    from patchcfg.stages import run_query
+
+    parts = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            started = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                parts[name] = parts.get(name, 0.0) + time.perf_counter() - started
+        return wrapper
+
+    active.rank = timed("rank_seconds", active.rank)
+    active.quick_head_probabilities = timed("quick_head_seconds", active.quick_head_probabilities)
+    atomic.atomic_write_text = timed("queue_seconds", atomic.atomic_write_text)
+    config = {**config, "query": {"strategy": strategy, "n": args.n, "out": str(folder / "queue.csv")}}
+
+    def query():
+        summary = run_query(config, root=folder / "experiments", verbose=0)
+        return {"picked": summary["picked"], "candidates": summary["candidates"]}
+
+    line = measure("query", rows, query, strategy=strategy)
+    line.update({k: round(v, 3) for k, v in parts.items()})
+    return judge(line, GOALS["query"], QUERY_MEMORY_GB)
+
+
+def analyze_step(folder: Path, args) -> dict:
+    sys.path.insert(0, str(HERE))
+    from analyze_scale import generate
+
+    from patchcfg.analyze import analyze, render
+
+    root = folder / "analyze"
+    generate(root, args.experiments, 5, 50)
+
+    def run():
+        result = analyze([str(root)])
+        return {"table_rows": len(result.rows), "chars": len(render(result, "table"))}
+
+    return measure("analyze", args.experiments, run, experiments=args.experiments)
+
+
+def embed_step(folder: Path, args) -> dict:
+    import pandas as pd
+    from PIL import Image
+
+    from patchcfg.stages import run_embed
+
+    rng = np.random.default_rng(0)
+    images = folder / "embed_images"
+    images.mkdir()
+    paths = []
+    for i in range(args.embed_images):
+        path = images / f"{i:06d}.png"
+        Image.fromarray(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    pd.DataFrame({"filepath": paths}).to_csv(folder / "embed_labels.csv", index=False)
+    config = {"name": "embed-rate", "seed": 0, "data": {"labels": str(folder / "embed_labels.csv"),
+                                                        "imshape": [32, 32]},
+              "backbone": {"name": "resnet18", "width": 0.25}, "embed": {"dtype": "float32"}}
+    summary = {}
+
+    def embed():
+        summary.update(run_embed(config, root=folder / "embed_experiments", verbose=0))
+
+    before = model_only_rate(folder, config, args.embed_images)
+    line = measure("embed", args.embed_images, embed)
+    after = model_only_rate(folder, config, args.embed_images)
+    line["images_per_second"] = summary["images_per_second"]
+    line["model_only_images_per_second"] = max(before, after)  # the faster: the ratio is not flattered
+    line["model_only_runs"] = [before, after]
+    line["ratio"] = round(line["images_per_second"] / line["model_only_images_per_second"], 3)
+    line["goal_ratio"] = EMBED_RATIO
+    line["ok"] = line["ratio"] >= EMBED_RATIO
+    return line
+
+
+def model_only_rate(folder: Path, config: dict, count: int) -> float:
+    """Images/s of the embed stage's compiled encoder step on images already in memory."""
+    import tensorflow as tf
+
+    from patchcfg.config import resolve_config, with_defaults
+    from patchcfg.data.loading import normalizer
+    from patchcfg.embed import encoder_step, find_encoder
+
+    resolved = resolve_config(config)
+    encoder, _ = find_encoder(resolved, folder / "embed_experiments" / config["name"], "backbone")
+    batch = with_defaults("embed", {})["batch_size"]
+    data = resolved["data"]
+    step = encoder_step(encoder, tf.distribute.get_strategy(), normalizer(data, 3), ("model-only",))
+    images = tf.constant(np.random.default_rng(1).uniform(size=(batch, 32, 32, 3)).astype(np.float32))
+    step(images).numpy()  # trace
+    done, started = 0, time.perf_counter()
+    while done < count:
+        step(images).numpy()
+        done += batch
+    return round(done / (time.perf_counter() - started), 2)
+
+
+def judge(line: dict, goal_seconds: float, goal_memory_gb: float | None = None) -> dict:
+    line["goal_seconds"] = goal_seconds
+    ok = line["seconds"] <= goal_seconds
+    if goal_memory_gb is not None:
+        line["goal_peak_anon_gb"] = goal_memory_gb
+        ok = ok and line["peak_anon_gb"] <= goal_memory_gb
+    line["ok"] = ok
+    return line
+
+
+# --------------------------------------------------------------------------- the parent
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dims", type=int, default=512)
+    parser.add_argument("--labelled", type=int, default=1000)
+    parser.add_argument("--n", type=int, default=100, help="picks per query")
+    parser.add_argument("--experiments", type=int, default=10_000, help="experiments for analyze")
+    parser.add_argument("--embed-images", type=int, default=8192)
+    parser.add_argument("--only", default="table,labels_stats,quick_head,query,analyze,embed")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, Path(args.dir), args)), flush=True)
+        return 0
+
+    steps = []
+    for step in args.only.split(","):
+        steps += [f"query:{s}" for s in args.strategies.split(",")] if step == "query" else [step]
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="patchcfg_scale_") as tmp:
+        folder = Path(tmp)
+        if any(s in ("table", "labels_stats", "quick_head") or s.startswith("query:") for s in steps):
+            started = time.perf_counter()
+            make_project(folder, args.rows, args.dims, args.labelled)
+            print(json.dumps({"benchmark": "scale", "what": "setup", "rows": args.rows,
+                              "seconds": round(time.perf_counter() - started, 3),
+                              "features_gb": round(args.rows * args.dims * 4 / GB, 3)}), flush=True)
+        for step in steps:
+            forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+            result = subprocess.run([sys.executable, __file__, *forwarded, "--child", step, "--dir", tmp],
+                                    capture_output=True, text=True)
+            lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+            if result.returncode != 0 or not lines:
+                print(json.dumps({"benchmark": "scale", "what": step, "rows": args.rows, "error":
+                                  result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]}),
+                      flush=True)
+                ok = False
+                continue
+            print(lines[-1], flush=True)
+            ok = ok and json.loads(lines[-1]).get("ok", True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
