@@ -99,3 +99,20 @@ def test_a_number_takes_the_next_classes_in_column_order():
         resolve_groups(_finetune([{"classes": 2}, {"classes": 4}]), CLASSES)
     with pytest.raises(UserError, match="outputs: loop in no group"):
         resolve_groups(_finetune([{"classes": 2}, {"classes": 2}]), CLASSES)
+
+
+def test_scores_see_the_groups_of_the_config_over_any_table():
+    """The quick head (query, labelling app) scores every class of the table; the groups'
+    classes are located in it and a class no group names is scored as sigmoid."""
+    from patchcfg.models.outputs import scoring_groups
+
+    finetune = _finetune([{"name": "digit", "classes": ["zero", "one", "two"], "type": "softmax"},
+                          {"name": "attributes", "classes": ["even", "loop"]}])
+    located = scoring_groups(finetune, ["even", *CLASSES[:3], "loop", "new"])
+    assert [(g.name, g.softmax, g.columns) for g in located] == [
+        ("digit", True, (1, 2, 3)), ("attributes", False, (0, 4)), ("others", False, (5,))]
+    finetune["outputs"][1]["classes"] = "rest"  # the rest of the table's classes, a new one too
+    assert [g.columns for g in scoring_groups(finetune, ["even", *CLASSES[:3], "loop", "new"])] == [
+        (1, 2, 3), (0, 4, 5)]
+    assert scoring_groups(with_defaults("finetune", {"output": {"type": "softmax"}}), CLASSES) is True
+    assert scoring_groups(with_defaults("finetune", {}), CLASSES) is False and scoring_groups(None, CLASSES) is False

@@ -198,7 +198,7 @@ class LabelApp:
         hours = max(time.time() - (store.first_label_time or time.time()), 60.0) / 3600
         return {
             "table": str(store.path), "journal": str(store.journal_path), "classes": store.classes,
-            "counts": counts, "exclusive": self.queue.exclusive,
+            "counts": counts, "exclusive": self.queue.exclusive(self.store.classes) is True,
             "session": {"rows_labelled": labelled, "cells_changed": store.session_cells,
                         "labels_per_hour": round(labelled / hours, 1) if labelled else 0.0,
                         "seconds": round(time.time() - self.started)},

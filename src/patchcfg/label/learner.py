@@ -205,7 +205,9 @@ class Learner:
         self.embed = embed
         self.log = log
         self.seed = int(config["seed"])
-        self.exclusive = ((config.get("finetune") or {}).get("output") or {}).get("type") == "softmax"
+        # one softmax over every class (output groups are scored per group by the queue)
+        self.exclusive = bool(config.get("finetune")) and not config["finetune"]["outputs"] \
+            and config["finetune"]["output"]["type"] == "softmax"
         self.lock = threading.Lock()
         self._fit_lock = threading.Lock()
         self.version = 0  # the version applied (what the queue ranks by)

@@ -23,7 +23,7 @@ class Queue:
         self.query = config["query"]
         self.reserve_seconds = float(config["label"]["reserve_seconds"])
         self.seed = int(config["seed"])
-        self.exclusive = ((config.get("finetune") or {}).get("output") or {}).get("type") == "softmax"
+        self.finetune = config.get("finetune")
         self.reservations: dict[int, tuple[str, float]] = {}
         self.lock = threading.Lock()
         self.calls = 0
@@ -32,6 +32,16 @@ class Queue:
     def held_by_others(self, client: str, now: float) -> np.ndarray:
         held = [r for r, (c, until) in self.reservations.items() if c != client and until > now]
         return np.array(held, int)
+
+    def exclusive(self, classes: list[str]):
+        """How the scores see the classes: softmax (True), multi-hot (False) or output groups."""
+        from patchcfg.errors import UserError
+        from patchcfg.models.outputs import scoring_groups
+
+        try:
+            return scoring_groups(self.finetune, list(classes))
+        except UserError:  # a class of the groups renamed on the page: score every class alone
+            return False
 
     def next(self, client: str, strategy: str, subset: str, n: int) -> dict:
         from patchcfg import active
@@ -82,7 +92,7 @@ class Queue:
             ranking = active.rank(used, probabilities=probabilities, features=features, classes=classes,
                                   candidates=candidates, n=n, labels=labels,
                                   explore=float(self.query["explore"]), sampling=self.query["sampling"],
-                                  mix=float(self.query["mix"]), exclusive=self.exclusive,
+                                  mix=float(self.query["mix"]), exclusive=self.exclusive(classes),
                                   seed=self.seed + self.calls)
             rows = [int(r) for r in ranking["row"]]
             for r, (c, _) in list(self.reservations.items()):

@@ -216,3 +216,24 @@ def groups_over(groups: list[OutputGroup], classes: list[str]) -> list[ColumnGro
 def check_groups(groups: list[OutputGroup], width: int) -> None:
     if groups and groups[-1].stop != width:
         raise UserError(f"the output groups cover {groups[-1].stop} classes, the probabilities have {width}")
+
+
+def located_groups(groups: list[OutputGroup], classes: list[str]) -> list[ColumnGroup]:
+    """``groups`` over the columns of ``classes``; the classes no group names form a sigmoid group."""
+    located = groups_over(groups, classes)
+    others = tuple(i for i in range(len(classes)) if all(i not in g.columns for g in located))
+    return located + ([ColumnGroup("others", "sigmoid", others)] if others else [])
+
+
+def scoring_groups(finetune: dict | None, classes: list[str]) -> bool | list[ColumnGroup]:
+    """How the uncertainty scores see the classes of a table under a config's output (the config
+    declares it; a scorer trained on every class, such as the quick head, follows it): ``True``
+    for one softmax over every class, ``False`` for multi-hot, else the groups over ``classes``."""
+    from patchcfg.metrics import has_groups
+
+    if not finetune:
+        return False
+    groups = resolve_groups(finetune, finetune["classes"] or classes) if finetune["outputs"] else None
+    if has_groups(groups):
+        return located_groups(groups, classes)
+    return finetune["output"]["type"] == "softmax"

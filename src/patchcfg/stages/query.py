@@ -121,18 +121,13 @@ class QueryStage(Stage):
         """What the scores see of the output: the groups (in the table's class order) when the
         model has more than one multi-hot group, else whether the output is softmax."""
         from patchcfg.metrics import has_groups
-        from patchcfg.models.outputs import ColumnGroup, groups_over, resolve_groups
+        from patchcfg.models.outputs import located_groups, scoring_groups
 
         finetune, classes = self.config.get("finetune"), list(self.table.classes)
-        if self.scorer == "model":
-            groups = self.model_groups
-        else:  # the quick head scores every class of the table; those the groups leave out are sigmoid
-            groups = resolve_groups(finetune, finetune["classes"] or classes) if finetune and finetune["outputs"] \
-                else None
-        if has_groups(groups):
-            located = groups_over(groups, classes)
-            others = tuple(i for i in range(len(classes)) if all(i not in g.columns for g in located))
-            return located + ([ColumnGroup("others", "sigmoid", others)] if others else [])
+        if self.scorer != "model":  # the quick head scores every class of the table
+            return scoring_groups(finetune, classes)
+        if has_groups(self.model_groups):
+            return located_groups(self.model_groups, classes)
         return bool(finetune) and finetune["output"]["type"] == "softmax"
 
     def execute(self) -> dict:
