@@ -108,10 +108,11 @@ def test_scores_see_the_groups_of_the_config_over_any_table():
 
     finetune = _finetune([{"name": "digit", "classes": ["zero", "one", "two"], "type": "softmax"},
                           {"name": "attributes", "classes": ["even", "loop"]}])
+    finetune["classes"] = CLASSES  # the model's classes; the table has one more
     located = scoring_groups(finetune, ["even", *CLASSES[:3], "loop", "new"])
     assert [(g.name, g.softmax, g.columns) for g in located] == [
         ("digit", True, (1, 2, 3)), ("attributes", False, (0, 4)), ("others", False, (5,))]
-    finetune["outputs"][1]["classes"] = "rest"  # the rest of the table's classes, a new one too
+    finetune["outputs"][1]["classes"], finetune["classes"] = "rest", None  # the rest of the table's classes
     assert [g.columns for g in scoring_groups(finetune, ["even", *CLASSES[:3], "loop", "new"])] == [
         (1, 2, 3), (0, 4, 5)]
     assert scoring_groups(with_defaults("finetune", {"output": {"type": "softmax"}}), CLASSES) is True
