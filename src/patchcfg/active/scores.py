@@ -33,6 +33,8 @@ of its most uncertain group (the maximum over groups).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 _EPS = 1e-12
@@ -44,12 +46,18 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 
-def _by_group(score, p: np.ndarray, exclusive) -> np.ndarray | None:
-    """The maximum over output groups of ``score`` on each group's columns; None for a bool."""
-    if exclusive is None or isinstance(exclusive, bool | np.bool_):
-        return None
-    p = np.asarray(p, dtype=np.float64)
-    return np.max([score(p[:, list(g.columns)], g.softmax) for g in exclusive], axis=0)
+def per_group(score):
+    """``score(p, exclusive: bool)`` extended to output groups: with groups, the maximum over the
+    groups of ``score`` on each group's columns (the row's most uncertain group)."""
+
+    @functools.wraps(score)
+    def scored(p: np.ndarray, exclusive=False) -> np.ndarray:
+        p = np.asarray(p, dtype=np.float64)
+        if exclusive is None or isinstance(exclusive, bool | np.bool_):
+            return score(p, bool(exclusive))
+        return np.max([score(p[:, list(g.columns)], g.softmax) for g in exclusive], axis=0)
+
+    return scored
 
 
 def predicted_labels(p: np.ndarray, exclusive=False) -> np.ndarray:
@@ -64,33 +72,24 @@ def predicted_labels(p: np.ndarray, exclusive=False) -> np.ndarray:
     return out
 
 
-def entropy(p: np.ndarray, exclusive=False) -> np.ndarray:
-    grouped = _by_group(entropy, p, exclusive)
-    if grouped is not None:
-        return grouped
-    p = np.asarray(p, dtype=np.float64)
+@per_group
+def entropy(p: np.ndarray, exclusive: bool) -> np.ndarray:
     if not exclusive:
         return binary_entropy(p).max(axis=1)
     q = np.clip(p, _EPS, 1.0)
     return -(p * np.log(q)).sum(axis=1) / np.log(max(p.shape[1], 2))
 
 
-def margin(p: np.ndarray, exclusive=False) -> np.ndarray:
-    grouped = _by_group(margin, p, exclusive)
-    if grouped is not None:
-        return grouped
-    p = np.asarray(p, dtype=np.float64)
+@per_group
+def margin(p: np.ndarray, exclusive: bool) -> np.ndarray:
     if not exclusive:
         return 1.0 - np.abs(2 * p - 1).min(axis=1)
     top2 = -np.sort(-p, axis=1)[:, :2]
     return 1.0 - (top2[:, 0] - top2[:, 1])
 
 
-def least_confidence(p: np.ndarray, exclusive=False) -> np.ndarray:
-    grouped = _by_group(least_confidence, p, exclusive)
-    if grouped is not None:
-        return grouped
-    p = np.asarray(p, dtype=np.float64)
+@per_group
+def least_confidence(p: np.ndarray, exclusive: bool) -> np.ndarray:
     if not exclusive:
         return 1.0 - np.maximum(p, 1 - p).prod(axis=1)
     return 1.0 - p.max(axis=1)
