@@ -73,3 +73,19 @@ def test_saved_and_loaded_as_itself(tmp_path):
     assert type(loaded.get_layer("bn")) is BatchNormalization
     x = np.random.default_rng(3).normal(size=(2, 4, 4, 2)).astype("float32")
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+
+
+def test_an_encoder_saved_in_one_process_loads_in_a_fresh_one(tmp_path):
+    """As ``patchcfg embed`` loads what ``patchcfg pretrain`` saved: nothing else imported first."""
+    import subprocess
+    import sys
+
+    from patchcfg.models.backbones import build_backbone
+
+    build_backbone({"name": "resnet18", "width": 0.125}, (16, 16, 3)).save(tmp_path / "encoder.keras")
+    code = ("from patchcfg.models.weights import load_encoder; import sys; "
+            "print(type(load_encoder(sys.argv[1]).get_layer('stem_bn')).__module__)")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "encoder.keras")], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("patchcfg.models.layers")

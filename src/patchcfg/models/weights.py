@@ -9,6 +9,7 @@ import tempfile
 
 import keras
 
+import patchcfg.models.layers  # noqa: F401  (registers patchcfg's own layers, so saved models load)
 from patchcfg.errors import UserError
 from patchcfg.models.registry import keras_application_names
 from patchcfg.models.util import all_layers, short
