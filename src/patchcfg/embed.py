@@ -125,6 +125,8 @@ class FeatureWriter:
         self.partial = self.folder / "features.npy.partial"
         self.progress = self.folder / "features.progress.json"
         self.array = None
+        #: feature dimensions of the published file (set by :meth:`publish`)
+        self.dimensions = 0
         #: rows on disk for good (recorded) / rows written so far
         self.done = self._resumable()
         self.written = self.done
@@ -184,6 +186,7 @@ class FeatureWriter:
             np.save(buffer, np.zeros((0, 0), self.dtype))
             atomic_write_bytes(self.path, buffer.getvalue())
         else:
+            self.dimensions = int(self.array.shape[1])
             self.array.flush()
             del self.array
             self.array = None

@@ -91,10 +91,7 @@ class EmbedStage(Stage):
         embedded = writer.written - summary["resumed_at"]
         atomic_write_text(run.path("index.csv"), pd.DataFrame({"filepath": paths}).to_csv(index=False))
         writer.publish()
-        if paths:
-            import numpy as np
-
-            summary["dimensions"] = int(np.load(run.path("features.npy"), mmap_mode="r").shape[1])
+        summary["dimensions"] = writer.dimensions
         summary["images_per_second"] = round(embedded / seconds, 2) if embedded and seconds > 0 else None
         return summary
 
