@@ -59,7 +59,7 @@ def stage_options(command):
     return command
 
 
-def run_stages(args, sweeps, experiments_root_, force, stages=None, extra_overrides=()) -> list:
+def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrides=()) -> list:
     """Validate every sweep combination, then run ``stages`` of each, in order.
 
     ``stages`` None: every stage the config declares (``patchcfg run``). Heavy imports happen
@@ -82,10 +82,11 @@ def run_stages(args, sweeps, experiments_root_, force, stages=None, extra_overri
     problems = list(dict.fromkeys(p for c in configs for p in label_table_problems(c, stages)))
     if problems:
         raise ConfigError([f"{path}: {p}" for p in problems])
-    from patchcfg.experiment import experiment_dir, experiments_root
+    from patchcfg.experiment import experiment_dir
+    from patchcfg.experiment import experiments_root as resolve_root
 
     for config in configs:  # a folder strictly inside a usable root, before anything heavy runs
-        experiment_dir(experiments_root(experiments_root_), config["name"]).mkdir(parents=True, exist_ok=True)
+        experiment_dir(resolve_root(experiments_root), config["name"]).mkdir(parents=True, exist_ok=True)
     # The strategy comes first: a MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     from patchcfg.train.distribute import make_strategy
 
@@ -95,5 +96,5 @@ def run_stages(args, sweeps, experiments_root_, force, stages=None, extra_overri
         for stage in stages:
             if len(configs) > 1 or len(stages) > 1:
                 click.echo(f"== {config['name']}: {stage}")
-            results.append(run_stage(stage, config, root=experiments_root_, force=force, strategy=strategy))
+            results.append(run_stage(stage, config, root=experiments_root, force=force, strategy=strategy))
     return results
