@@ -156,8 +156,6 @@ class Stage:
         started = time.time()
         with self.stage_run:
             if self.distributed:
-                from patchcfg.train import distribute
-
                 self.stage_run.update_env(**distribute.describe(self.strategy))
             summary = self.execute()
             summary.update({"skipped_images": len(self.skipped), "skipped": self.skipped,
