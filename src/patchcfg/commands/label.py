@@ -51,8 +51,6 @@ def label(args, labels, host, port, no_browser, no_embed, experiments_root):
 
     path, overrides = one_config(args)
     overrides = [*overrides, *labels_override(labels)]
-    raw = load_config(path, overrides)  # a config with errors stops here, exit 2
-    extra = [f"{section}={{}}" for section in ("query", "label") if section not in raw]
-    config = load_config(path, [*extra, *overrides]) if extra else raw
+    config = load_config(path, overrides, sections=("query", "label"))  # errors stop here, exit 2
     label_app = build(config, experiments_root, embed=not no_embed, log=_echo)
     serve(label_app, host, port, open_browser=not no_browser, echo=_echo)

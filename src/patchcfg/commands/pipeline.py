@@ -74,10 +74,8 @@ def query(args, labels, strategy, n, subset, explore, out, force, experiments_ro
     options = {"strategy": strategy, "n": n, "subset": subset, "explore": explore, "out": out}
     path, overrides = one_config(args)
     overrides = [*overrides, *labels_override(labels)]
-    if "query" not in load_config(path, overrides):
-        overrides.append("query={}")  # the defaults of the query section
     chosen = [literal(f"query.{k}", v) for k, v in options.items() if v is not None]
-    config = load_config(path, [*overrides, *chosen])
+    config = load_config(path, [*overrides, *chosen], sections=("query",))
     from patchcfg.config.checks import label_table_problems
     from patchcfg.errors import ConfigError
 

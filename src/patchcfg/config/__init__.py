@@ -122,10 +122,17 @@ def resolve_config(config: dict, source: str = "(config)") -> dict:
     return resolve(config, {}, (source, 0))
 
 
-def load_config(path: str | Path, overrides=()) -> dict:
-    """The resolved config: file (with what it extends) < overrides, defaults filled, validated."""
+def load_config(path: str | Path, overrides=(), sections=()) -> dict:
+    """The resolved config: file (with what it extends) < overrides, defaults filled, validated.
+
+    ``sections``: sections a command needs whether or not the file declares them (``query`` for
+    ``patchcfg query``); one the file lacks is added with its defaults.
+    """
     raw, locations = load_raw(path)
     apply_overrides(raw, locations, overrides)
+    for section in sections:
+        if raw.get(section) is None:
+            raw[section] = {}
     return resolve(raw, locations, (str(path), 1))
 
 
