@@ -35,7 +35,6 @@ class BYOL(Bootstrap, TwoViewMethod):
 
     def build_state(self):
         self.build_bootstrap({"target_encoder": self.encoder, "target_head": self.head})
-        self.target_encoder, self.target_head = self.momentum_encoder.targets.values()
 
     def contrastive_loss(self, view1, view2):
         n = tf.shape(view1)[0]
