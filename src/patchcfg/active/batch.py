@@ -49,6 +49,20 @@ def _reference_blocks(y, chunk: int):
             yield y[start:start + chunk]
 
 
+def _reference(y, step: int, prepare):
+    """A function giving ``prepare(block)`` for each block of ``step`` rows of ``y`` (the reference
+    rows: an array, :class:`RowFeatures` or :class:`Selection`). Rows up to ``_KEEP`` entries are read
+    and prepared once; more are read again, block by block, at each call."""
+    if isinstance(y, RowFeatures):
+        y = y.select()
+    if isinstance(y, Selection) and len(y) * y.features.shape[1] <= _KEEP:
+        y = y.take()
+    if isinstance(y, Selection):
+        return lambda: (prepare(b) for b in _reference_blocks(y, step))
+    kept = [prepare(b) for b in _reference_blocks(_floats(y), step)]
+    return lambda: kept
+
+
 def _one_thread():
     """BLAS on one thread: a matrix-vector pass is bound by memory, and a second BLAS thread on a
     busy 2-core machine waits more than it helps (5x slower, measured)."""
@@ -172,20 +186,12 @@ def min_sq_distances(x, y, chunk_rows: int | None = None) -> np.ndarray:
     :class:`RowFeatures` or :class:`Selection`, read in blocks (``chunk_rows`` rows of x against
     as many rows of y as keep a block of products near 4M entries)."""
     xs = selection(x, chunk_rows=chunk_rows)
-    if isinstance(y, RowFeatures):
-        y = y.select()
-    if isinstance(y, Selection) and len(y) * y.features.shape[1] <= _KEEP:
-        y = y.take()
-    if not isinstance(y, Selection):
-        y = _floats(y)
-    step = max(1, _CHUNK // xs.features.chunk_rows)
-    kept = None if isinstance(y, Selection) else [(b, _sq_norms(b)) for b in _reference_blocks(y, step)]
+    pairs = _reference(y, max(1, _CHUNK // xs.features.chunk_rows), lambda b: (b, _sq_norms(b)))
 
     def nearest(block: np.ndarray) -> np.ndarray:
         xx = _sq_norms(block)
         out = np.full(len(block), np.inf)
-        pairs = kept if kept is not None else ((b, _sq_norms(b)) for b in _reference_blocks(y, step))
-        for yb, yy in pairs:
+        for yb, yy in pairs():
             out = np.minimum(out, (xx[:, None] + yy[None, :] - 2.0 * (block @ yb.T)).min(axis=1))
         return out
 
@@ -301,18 +307,12 @@ def nearest_positive_similarity(features, positives, rows=None, chunk_rows: int 
     def unit(v):
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
-    if isinstance(positives, RowFeatures):
-        positives = positives.select()
-    if isinstance(positives, Selection) and len(positives) * positives.features.shape[1] <= _KEEP:
-        positives = positives.take()
-    step = max(1, _CHUNK // x.features.chunk_rows)
-    kept = None if isinstance(positives, Selection) else [
-        unit(b) for b in _reference_blocks(_floats(positives), step)]
+    units = _reference(positives, max(1, _CHUNK // x.features.chunk_rows), unit)
 
     def best(block: np.ndarray) -> np.ndarray:
         block = unit(block)
         out = np.full(len(block), -np.inf)
-        for yb in kept if kept is not None else (unit(b) for b in _reference_blocks(positives, step)):
+        for yb in units():
             out = np.maximum(out, (block @ yb.T).max(axis=1))
         return out
 

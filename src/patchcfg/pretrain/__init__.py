@@ -17,7 +17,7 @@ and its name and keys, with their defaults, to ``schemas/pretrain.schema.json``.
 
 from __future__ import annotations
 
-from patchcfg.pretrain.registry import Registry
+from patchcfg.registries import Registry
 
 #: Built-in methods: name -> module that registers it.
 BUILTIN: dict[str, str] = {

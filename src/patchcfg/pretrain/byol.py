@@ -13,14 +13,12 @@ paper's).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import tensorflow as tf
 
 from patchcfg.pretrain import register
 from patchcfg.pretrain.losses.byol import byol_loss
 from patchcfg.pretrain.momentum import Bootstrap
-from patchcfg.pretrain.params import Predictor, PretrainParams
+from patchcfg.pretrain.params import BootstrapParams
 from patchcfg.pretrain.two_view import TwoViewMethod
 
 
@@ -28,14 +26,10 @@ from patchcfg.pretrain.two_view import TwoViewMethod
 class BYOL(Bootstrap, TwoViewMethod):
     """BYOL: online encoder, head and predictor trained; target encoder and head a cosine-scheduled EMA."""
 
-    @dataclass(frozen=True)
-    class Params(PretrainParams):
-        tau_base: float
-        predictor: Predictor
+    Params = BootstrapParams
 
     def build_state(self):
         self.build_bootstrap({"target_encoder": self.encoder, "target_head": self.head})
-        self.target_encoder, self.target_head = self.momentum_encoder.targets.values()
 
     def contrastive_loss(self, view1, view2):
         n = tf.shape(view1)[0]

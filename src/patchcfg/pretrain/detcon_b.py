@@ -22,7 +22,7 @@ from patchcfg.pretrain import register
 from patchcfg.pretrain.detcon import MIN_AREA, DetCon, pool_regions
 from patchcfg.pretrain.losses.detcon_b import detcon_b_loss
 from patchcfg.pretrain.momentum import Bootstrap
-from patchcfg.pretrain.params import Predictor
+from patchcfg.pretrain.params import BootstrapParams
 from patchcfg.train.distribute import gather_rows
 
 
@@ -31,9 +31,7 @@ class DetConB(Bootstrap, DetCon):
     """DetCon_B: region pooling, an online predictor, a cosine-scheduled target network."""
 
     @dataclass(frozen=True)
-    class Params(DetCon.Params):
-        tau_base: float
-        predictor: Predictor
+    class Params(DetCon.Params, BootstrapParams):
         objective: str
 
     def build_state(self):

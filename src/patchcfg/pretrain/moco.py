@@ -66,7 +66,6 @@ class MoCo(TwoViewMethod):
         self.eqco_alpha = p.eqco.alpha if p.eqco else None
         online = {"key_encoder": self.encoder, "key_head": self.head}  # checkpointed under these names
         self.momentum_encoder = MomentumEncoder(online, p.momentum)
-        self.key_encoder, self.key_head = self.momentum_encoder.targets.values()
         dim = int(self.head.output_shape[-1])
         initial = tf.math.l2_normalize(
             tf.random.stateless_normal((self.queue_size, dim), seed=[self.seed, 7]), axis=1)

@@ -83,7 +83,8 @@ class Bootstrap:
     (Grill et al. 2020), mixed in before the method's base: a predictor on the head
     (``params.predictor``) and target networks that follow the online ones with the cosine schedule
     of the momentum from ``params.tau_base`` to 1 over the run's steps. Call :meth:`build_bootstrap`
-    from ``build_state`` with the online networks the targets copy (name -> model)."""
+    from ``build_state`` with the online networks the targets copy (name -> model); the method's ``Params``
+    extend :class:`~patchcfg.pretrain.params.BootstrapParams`."""
 
     def build_bootstrap(self, online: dict[str, keras.Model]) -> MomentumEncoder:
         self.predictor = self.build_predictor(self.params.predictor)

@@ -79,6 +79,14 @@ class PretrainParams:
     monitor: Monitor
 
 
+@dataclass(frozen=True)
+class BootstrapParams(PretrainParams):
+    """The keys of BYOL's networks (:class:`~patchcfg.pretrain.momentum.Bootstrap`): BYOL, DetCon_B."""
+
+    tau_base: float
+    predictor: Predictor
+
+
 def _convert(hint, value, where: str):
     """``value`` as the annotation ``hint`` says: sections become dataclasses, lists tuples."""
     origin = typing.get_origin(hint)
@@ -130,4 +138,5 @@ def build_params(cls: type, section: Mapping[str, Any], where: str = "pretrain")
     return cls(**values)
 
 
-__all__ = ["PretrainParams", "Projection", "Predictor", "Monitor", "build_params", "optional", "resolved_section"]
+__all__ = ["PretrainParams", "BootstrapParams", "Projection", "Predictor", "Monitor", "build_params",
+           "optional", "resolved_section"]

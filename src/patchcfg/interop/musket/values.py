@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import jsonschema
@@ -11,7 +12,7 @@ AUGMENTATION = "augmentation.schema.json"
 FINETUNE = "finetune.schema.json"
 
 
-def dotted(path: tuple) -> str:
+def dotted(path: Iterable) -> str:
     return ".".join(str(p) for p in path)
 
 
@@ -57,7 +58,7 @@ def fits(schema_id: str, pointer: str, value: Any) -> str | None:
     kind = schema_node(schema_id, pointer).get("x-kind")
     if kind and not error.absolute_path:
         return f"expected {kind}"
-    where = ".".join(str(p) for p in error.absolute_path)
+    where = dotted(error.absolute_path)
     return f"{where}: {error.message}" if where else error.message
 
 

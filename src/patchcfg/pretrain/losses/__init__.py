@@ -14,7 +14,7 @@ Adding a loss: write ``patchcfg/pretrain/losses/<name>.py`` with a function deco
 
 from __future__ import annotations
 
-from patchcfg.pretrain.registry import Registry
+from patchcfg.registries import Registry
 
 #: Built-in losses: name -> module that registers it.
 BUILTIN: dict[str, str] = {
