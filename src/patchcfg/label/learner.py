@@ -258,7 +258,7 @@ class Learner:
 
         features, paths = load_features(self.experiment_dir)
         with self.lock:
-            self._features = (features.astype(np.float32), paths)
+            self._features = (features, paths)  # memory-mapped: read (and made float32) when aligned
             self._aligned = None
             self.features_state = "ready"
             dims = features.shape[1] if features.size else 0
