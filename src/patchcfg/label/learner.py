@@ -286,8 +286,8 @@ class Learner:
         """Probabilities of every readable row from the experiment's fine-tuned fold ensemble."""
         version = self.issue()
         try:
-            from patchcfg.data.loading import check_images, load_images
-            from patchcfg.predict import predict_arrays, resolve_models
+            from patchcfg.label.jobs import ensemble_probabilities
+            from patchcfg.predict import resolve_models
 
             models, model_data, model_classes = resolve_models(self.experiment_dir)
             with self.store.lock:
@@ -297,15 +297,9 @@ class Learner:
                                 f"the table has {classes}: "
                                 "their scores are not used", level="warning")
                 return
-            good, _ = check_images(paths, "skip", data_cfg=self.config["data"])
-            good_set = set(good)
-            rows = np.array([i for i, p in enumerate(paths) if p in good_set], int)
-            probabilities = np.full((len(paths), len(classes)), 0.5, np.float32)
-            tta = (self.config.get("finetune") or {}).get("tta", "none")
-            for start in range(0, len(rows), 2048):  # bounded memory for large tables
-                chunk = rows[start:start + 2048]
-                images = load_images([paths[i] for i in chunk], model_data)
-                probabilities[chunk] = predict_arrays(models, images, model_data, tta)
+            tta = self.config["finetune"]["tta"] if self.config.get("finetune") else "none"
+            probabilities, rows = ensemble_probabilities(models, model_data, paths, len(classes),
+                                                         self.config["data"], tta, 0.5)
             scored = np.zeros(len(paths), bool)
             scored[rows] = True
             if self.apply(version, probabilities, classes, scored, "fine-tuned ensemble", {}):
