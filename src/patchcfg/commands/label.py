@@ -46,13 +46,13 @@ def label(args, labels, host, port, no_browser, no_embed, experiments_root):
       patchcfg label configs/demo.yaml
       patchcfg label configs/demo.yaml --labels data/demo/labels.csv label.grid=6 --port 0
     """
-    from patchcfg.config import load_config
+    from patchcfg.config import load_config, with_defaults
     from patchcfg.label.server import build, serve
 
     path, overrides = one_config(args)
-    overrides = [*overrides, *labels_override(labels)]
-    raw = load_config(path, overrides)  # a config with errors stops here, exit 2
-    extra = [f"{section}={{}}" for section in ("query", "label") if section not in raw]
-    config = load_config(path, [*extra, *overrides]) if extra else raw
+    config = load_config(path, [*overrides, *labels_override(labels)])  # a config with errors: exit 2
+    for section in ("query", "label"):  # sections the file leaves out: their schema defaults
+        if section not in config:
+            config[section] = with_defaults(section, {})
     label_app = build(config, experiments_root, embed=not no_embed, log=_echo)
     serve(label_app, host, port, open_browser=not no_browser, echo=_echo)
