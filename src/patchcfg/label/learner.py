@@ -100,6 +100,12 @@ def validation_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.n
     return {"val_macro_auc": float(np.mean(aucs)) if aucs else None, "val_accuracy": accuracy, **out}
 
 
+def _positions(paths, table_paths) -> np.ndarray:
+    """Where each of ``table_paths`` is in ``paths`` (-1: not there)."""
+    where = {p: i for i, p in enumerate(paths)}
+    return np.array([where.get(p, -1) for p in table_paths], int)
+
+
 def _better(a: dict, b: dict) -> bool:
     """Whether metrics ``a`` beat ``b`` on validation macro AUC (a measured value beats none)."""
     x, y = a.get("val_macro_auc"), b.get("val_macro_auc")
@@ -225,7 +231,7 @@ class Learner:
         self._probability_classes: list[str] = []
         self._scored = None  # rows the probabilities are about (None: those with features)
         self._features = None  # (features, paths) as cached
-        self._aligned = None  # (generation, rows, features, has_features)
+        self._aligned = None  # (generation, features, has_features) over the table's rows
         self._labels_since_fit = 0
         self._threads: list[threading.Thread] = []
         self.worker = Worker()
@@ -315,9 +321,8 @@ class Learner:
             generation = (self.store.generation, len(self.store))
             if self._aligned is None or self._aligned[0] != generation:
                 cached, paths = self._features
-                where = {p: i for i, p in enumerate(paths)}
                 table_paths = self.store.table.resolved_paths()
-                index = np.array([where.get(p, -1) for p in table_paths], int)
+                index = _positions(paths, table_paths)
                 has = index >= 0
                 aligned = np.zeros((len(table_paths), cached.shape[1]), np.float32)
                 aligned[has] = cached[index[has]]
@@ -451,8 +456,7 @@ class Learner:
             current = list(table.classes)
             labels = table.label_matrix()
             validation = table.validation & ~table.exclude
-            where = {p: i for i, p in enumerate(paths)}
-            index = np.array([where.get(p, -1) for p in table.resolved_paths()], int)
+            index = _positions(paths, table.resolved_paths())
             version = self.issue()
         if list(classes) != current:
             raise UserError(f"the job learned the classes {list(classes)}, the table now has {current}")
