@@ -335,7 +335,7 @@ async def label(request: Request):
         app.learner.notify(len(rows))
         if app.jobs is not None:
             await run_in_threadpool(app.jobs.notify, len(rows))
-    result["rows"] = [app.queue.annotate(item) for item in result["rows"]]
+    result["rows"] = app.queue.annotate_all(result["rows"])
     return JSONResponse(result)
 
 
@@ -343,7 +343,7 @@ async def label(request: Request):
 async def undo(request: Request):
     app: LabelApp = request.app.state.label
     result = await run_in_threadpool(app.store.undo, _client(request))
-    result["rows"] = [app.queue.annotate(item) for item in result["rows"]]
+    result["rows"] = app.queue.annotate_all(result["rows"])
     return JSONResponse(result)
 
 
@@ -419,7 +419,7 @@ async def events(request: Request):
     changes = app.store.changes_since(since)
     with app.store.lock:
         items = [app.store.row(r) for r in changes["rows"][:500] if r < len(app.store)]
-    return JSONResponse({**changes, "rows": [app.queue.annotate(i) for i in items],
+    return JSONResponse({**changes, "rows": app.queue.annotate_all(items),
                          "model": app.learner.state(), "error": app.store.error,
                          "messages": app.store.messages[-8:], "ordered_by": app.queue.ordered_by,
                          "jobs": app.jobs.state() if app.jobs is not None else []})

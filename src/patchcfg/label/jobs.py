@@ -304,12 +304,28 @@ def _kill(proc: subprocess.Popen) -> None:
 # --------------------------------------------------------------------- the job's own process
 
 
+def ensemble_probabilities(models, model_data, paths, classes: int, data_cfg: dict, tta: str, fill):
+    """(probabilities, rows): the fold ensemble's scores of every readable image of ``paths``
+    (``fill`` on the others), read in blocks of 2048 images (bounded memory for large tables)."""
+    from patchcfg.data.loading import check_images, load_images
+    from patchcfg.predict import predict_arrays
+
+    good, _ = check_images(paths, "skip", data_cfg=data_cfg)
+    good_set = set(good)
+    rows = np.array([i for i, p in enumerate(paths) if p in good_set], int)
+    probabilities = np.full((len(paths), classes), fill, np.float32)
+    for start in range(0, len(rows), 2048):
+        chunk = rows[start:start + 2048]
+        images = load_images([paths[i] for i in chunk], model_data)
+        probabilities[chunk] = predict_arrays(models, images, model_data, tta)
+    return probabilities, rows
+
+
 def run_job(folder: Path) -> None:
     """Fine-tune on the snapshot, then score every snapshot row with the fold ensemble."""
     from patchcfg.atomic import atomic_write_bytes
-    from patchcfg.data.loading import check_images, load_images
     from patchcfg.labels import read_label_table
-    from patchcfg.predict import predict_arrays, resolve_models
+    from patchcfg.predict import resolve_models
     from patchcfg.stages import run_finetune
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -317,14 +333,8 @@ def run_job(folder: Path) -> None:
     models, model_data, _ = resolve_models(folder / config["name"])
     table = read_label_table(config["data"]["labels"])
     paths = table.resolved_paths()
-    good, _ = check_images(paths, "skip", data_cfg=config["data"])
-    good_set = set(good)
-    rows = np.array([i for i, p in enumerate(paths) if p in good_set], int)
-    probabilities = np.full((len(paths), len(table.classes)), np.nan, np.float32)
-    for start in range(0, len(rows), 2048):
-        chunk = rows[start:start + 2048]
-        images = load_images([paths[i] for i in chunk], model_data)
-        probabilities[chunk] = predict_arrays(models, images, model_data, config["finetune"]["tta"])
+    probabilities, rows = ensemble_probabilities(models, model_data, paths, len(table.classes),
+                                                 config["data"], config["finetune"]["tta"], np.nan)
     import io
 
     buffer = io.BytesIO()

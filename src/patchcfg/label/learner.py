@@ -100,6 +100,12 @@ def validation_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.n
     return {"val_macro_auc": float(np.mean(aucs)) if aucs else None, "val_accuracy": accuracy, **out}
 
 
+def _positions(paths, table_paths) -> np.ndarray:
+    """Where each of ``table_paths`` is in ``paths`` (-1: not there)."""
+    where = {p: i for i, p in enumerate(paths)}
+    return np.array([where.get(p, -1) for p in table_paths], int)
+
+
 def _better(a: dict, b: dict) -> bool:
     """Whether metrics ``a`` beat ``b`` on validation macro AUC (a measured value beats none)."""
     x, y = a.get("val_macro_auc"), b.get("val_macro_auc")
@@ -225,7 +231,7 @@ class Learner:
         self._probability_classes: list[str] = []
         self._scored = None  # rows the probabilities are about (None: those with features)
         self._features = None  # (features, paths) as cached
-        self._aligned = None  # (generation, rows, features, has_features)
+        self._aligned = None  # (generation, features, has_features) over the table's rows
         self._labels_since_fit = 0
         self._threads: list[threading.Thread] = []
         self.worker = Worker()
@@ -258,7 +264,7 @@ class Learner:
 
         features, paths = load_features(self.experiment_dir)
         with self.lock:
-            self._features = (features.astype(np.float32), paths)
+            self._features = (features, paths)  # memory-mapped: read (and made float32) when aligned
             self._aligned = None
             self.features_state = "ready"
             dims = features.shape[1] if features.size else 0
@@ -286,8 +292,8 @@ class Learner:
         """Probabilities of every readable row from the experiment's fine-tuned fold ensemble."""
         version = self.issue()
         try:
-            from patchcfg.data.loading import check_images, load_images
-            from patchcfg.predict import predict_arrays, resolve_models
+            from patchcfg.label.jobs import ensemble_probabilities
+            from patchcfg.predict import resolve_models
 
             models, model_data, model_classes = resolve_models(self.experiment_dir)
             with self.store.lock:
@@ -297,15 +303,9 @@ class Learner:
                                 f"the table has {classes}: "
                                 "their scores are not used", level="warning")
                 return
-            good, _ = check_images(paths, "skip", data_cfg=self.config["data"])
-            good_set = set(good)
-            rows = np.array([i for i, p in enumerate(paths) if p in good_set], int)
-            probabilities = np.full((len(paths), len(classes)), 0.5, np.float32)
-            tta = (self.config.get("finetune") or {}).get("tta", "none")
-            for start in range(0, len(rows), 2048):  # bounded memory for large tables
-                chunk = rows[start:start + 2048]
-                images = load_images([paths[i] for i in chunk], model_data)
-                probabilities[chunk] = predict_arrays(models, images, model_data, tta)
+            tta = self.config["finetune"]["tta"] if self.config.get("finetune") else "none"
+            probabilities, rows = ensemble_probabilities(models, model_data, paths, len(classes),
+                                                         self.config["data"], tta, 0.5)
             scored = np.zeros(len(paths), bool)
             scored[rows] = True
             if self.apply(version, probabilities, classes, scored, "fine-tuned ensemble", {}):
@@ -321,9 +321,8 @@ class Learner:
             generation = (self.store.generation, len(self.store))
             if self._aligned is None or self._aligned[0] != generation:
                 cached, paths = self._features
-                where = {p: i for i, p in enumerate(paths)}
                 table_paths = self.store.table.resolved_paths()
-                index = np.array([where.get(p, -1) for p in table_paths], int)
+                index = _positions(paths, table_paths)
                 has = index >= 0
                 aligned = np.zeros((len(table_paths), cached.shape[1]), np.float32)
                 aligned[has] = cached[index[has]]
@@ -457,8 +456,7 @@ class Learner:
             current = list(table.classes)
             labels = table.label_matrix()
             validation = table.validation & ~table.exclude
-            where = {p: i for i, p in enumerate(paths)}
-            index = np.array([where.get(p, -1) for p in table.resolved_paths()], int)
+            index = _positions(paths, table.resolved_paths())
             version = self.issue()
         if list(classes) != current:
             raise UserError(f"the job learned the classes {list(classes)}, the table now has {current}")

@@ -116,6 +116,11 @@ class Queue:
         return {"rows": items, "ordered_by": self.ordered_by, "candidates": int(candidates.sum()),
                 "version": snapshot.version, "reserved_seconds": self.reserve_seconds}
 
+    def annotate_all(self, items: list[dict]) -> list[dict]:
+        """:meth:`annotate` every item with one snapshot of the learner's scores."""
+        snapshot = self.learner.snapshot() if items else None
+        return [self.annotate(item, snapshot) for item in items]
+
     def annotate(self, item: dict, snapshot=None) -> dict:
         """Add the model's probability per class (pre-annotation) to a row item."""
         snapshot = snapshot or self.learner.snapshot()

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from patchcfg.errors import UserError
 from patchcfg.labels import BOOL_COLUMNS, RESERVED, LabelTable, read_label_table
@@ -554,6 +553,3 @@ class LabelStore:
             at = bisect.bisect_right(self._recent, (seq, 1 << 62))
             rows = sorted({row for _, row in self._recent[at:]})
             return {"seq": self.seq, "generation": self.generation, "rows": rows}
-
-    def rows_frame(self) -> pd.DataFrame:
-        return self.table.df
