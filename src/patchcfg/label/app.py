@@ -425,12 +425,16 @@ async def events(request: Request):
                          "jobs": app.jobs.state() if app.jobs is not None else []})
 
 
-def create_app(label_app: LabelApp, token: str, allowed_hosts: set[str] | None, port: int | None = None):
-    """The ASGI app. ``allowed_hosts`` None accepts any Host header (only for a wildcard bind)."""
+def create_app(label_app: LabelApp, token: str, allowed_hosts: set[str] | None, port: int | None = None,
+               on_ready=None):
+    """The ASGI app. ``allowed_hosts`` None accepts any Host header (only for a wildcard bind);
+    ``on_ready()`` is called once the app has started, inside the server's signal handling."""
 
     @asynccontextmanager
     async def lifespan(app):
         label_app.start()
+        if on_ready is not None:
+            on_ready()
         try:
             yield
         finally:

@@ -85,24 +85,28 @@ def serve(label_app, host: str, port: int, *, open_browser: bool, echo=print) ->
     token = secrets.token_urlsafe(24)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/?token={token}"
-    app = create_app(label_app, token, allowed_hosts(host, port), port=port)
-    if not is_loopback(host):
-        echo(f"warning: --host {host} is not loopback: anyone who can reach this machine and learns the "
-             "token can read the images and change the labels; the token travels unencrypted (plain HTTP)")
     store = label_app.store
-    echo(f"labelling {store.path} ({len(store)} rows, {len(store.classes)} classes); "
-         f"journal {store.journal_path}")
-    echo(url, flush=True)
-    echo("Ctrl-C stops the app (every label is written first)", flush=True)
-    if open_browser:
-        import webbrowser
 
-        webbrowser.open(url)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
+    def ready():
+        """The address is shown only once the server answers and handles Ctrl-C itself: a Ctrl-C
+        from then on always stops it cleanly."""
+        if not is_loopback(host):
+            echo(f"warning: --host {host} is not loopback: anyone who can reach this machine and learns the "
+                 "token can read the images and change the labels; the token travels unencrypted (plain HTTP)")
+        echo(f"labelling {store.path} ({len(store)} rows, {len(store.classes)} classes); "
+             f"journal {store.journal_path}")
+        echo(url, flush=True)
+        echo("Ctrl-C stops the app (every label is written first)", flush=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
     try:
-        server.run(sockets=[sock])
+        app = create_app(label_app, token, allowed_hosts(host, port), port=port, on_ready=ready)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=3)
+        uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is what was asked
         pass
     finally:
