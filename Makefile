@@ -33,10 +33,10 @@ demo: install
 	@echo "  $(BIN)/patchcfg predict $(EXPERIMENTS)/digits-demo data/demo/images --out preds.csv --tta flips"
 
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadfile
 
 # Every benchmark runs, one JSON line per measurement; the status is non-zero when any missed its goal.
 bench: install
