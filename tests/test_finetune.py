@@ -383,7 +383,14 @@ def test_crops_train_on_cells_that_never_cross_folds_and_predict_reduces_them(tm
         original(self, **kwargs)
 
     monkeypatch.setattr(stage_module.FinetuneTask, "__init__", record)
+    steps = []
+    original_loop = stage_module.FinetuneStage.loop
+    monkeypatch.setattr(stage_module.FinetuneStage, "loop",
+                        lambda self, task, **kw: steps.append(kw["steps_per_epoch"]) or original_loop(self, task, **kw))
+    config["finetune"]["steps_per_epoch"] = None  # the default: every training cell about once an epoch
     run_finetune(config, root=tmp_path / "experiments", verbose=0)
+    gbs = config["finetune"]["batch_size"]
+    assert steps == [-(-len(train) // gbs) for train, _, _ in seen]  # counts cells, not images
     table = read_label_table(labels)
     images = table.resolved_paths()
     cells = dict(zip(images, cell_files(images, config["data"], tmp_path / "experiments" / "ft" / "finetune"

@@ -62,13 +62,13 @@ class DistillStage(Stage):
         gbs = int(distill["batch_size"])
         if len(rows) < gbs:
             raise UserError(f"distill.batch_size {gbs} is larger than the number of images ({len(rows)})")
-        steps = int(distill["steps_per_epoch"] or max(1, len(rows) // gbs))
         train_labels = np.where(is_val[:, None], -1.0, labels)  # validation labels only score, never train
         train_paths = list(all_paths[rows])
         if n > 1:
             folder = (self.stage_run.dir if self.chief else self.stage_run.checkpoint_dir) / "cells"
             train_paths, train_labels = crops.expand(train_labels, crops.cell_files(train_paths, self.data_cfg,
                                                                                     folder))
+        steps = int(distill["steps_per_epoch"] or max(1, len(train_paths) // gbs))  # cells with crops
         task = DistillTask(self.config, classes, train_paths, soft, train_labels, val_images, val_labels,
                            seed=int(self.config["seed"]), groups=self.groups)
         task.global_batch_size = gbs

@@ -196,8 +196,8 @@ class FoldTrainer:
                 "skipping")
             return str(unit.best_weights_path)
         gbs = int(self.finetune["batch_size"])
-        steps = int(stage["steps_per_epoch"] or max(1, math.ceil(len(train_rows) / gbs)))
         train_paths, train_labels = self.training_images(train_rows)
+        steps = int(stage["steps_per_epoch"] or max(1, math.ceil(len(train_paths) / gbs)))  # cells with crops
         task = FinetuneTask(
             config=self.config, classes=self.classes, encoder_spec=self.encoder_spec, stage=stage,
             train_paths=train_paths, train_labels=train_labels,
