@@ -217,6 +217,21 @@ def test_fixmatch_pseudo_labels_only_confident_entries(tmp_path, digits_table, f
     assert float(loss) == pytest.approx(float(expected)) and float(fraction) == pytest.approx(0.75)
 
 
+def test_fixmatch_pseudo_labels_a_softmax_group_by_its_most_likely_class():
+    """A softmax group is not multi-hot: a confident row learns its one answer (the others 0),
+    and an unsure row learns nothing of the group, whatever its single probabilities."""
+    from patchcfg.finetune import pseudo_labels
+    from patchcfg.models.outputs import OutputGroup
+
+    groups = [OutputGroup("digit", ("a", "b", "c"), "softmax", None, 1.0, 0, 3),
+              OutputGroup("flags", ("x",), "sigmoid", None, 1.0, 3, 4)]
+    p = np.array([[0.96, 0.03, 0.01, 0.97],
+                  [0.50, 0.45, 0.05, 0.02],
+                  [0.02, 0.02, 0.96, 0.50]], np.float32)
+    np.testing.assert_array_equal(pseudo_labels(p, groups, 0.95).numpy(),
+                                  [[1, 0, 0, 1], [-1, -1, -1, 0], [0, 0, 1, -1]])
+
+
 def test_fixmatch_trains_on_unlabelled_rows(tmp_path, digits_table, finetune_config):
     labels = digits_table(tmp_path)
     frame = pd.read_csv(labels)

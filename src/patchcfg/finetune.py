@@ -167,16 +167,14 @@ class FinetuneTask(TrainTask):
         return tf.data.Dataset.zip(ds, seeds).map(views, num_parallel_calls=tf.data.AUTOTUNE)
 
     def fixmatch_loss(self, weak, strong):
-        """FixMatch (Sohn et al. 2020) for multi-hot outputs: each class of the weak view's
-        prediction is a pseudo-label where it is confident (p >= tau: 1, p <= 1 - tau: 0), and the
-        strong view learns those entries with masked BCE; the others count as unknown."""
-        from patchcfg.losses import masked_bce
+        """FixMatch (Sohn et al. 2020) per output group: the weak view's confident answers
+        (:func:`pseudo_labels`) are what the strong view learns, with the stage's loss over the
+        groups (as the labelled rows); the other entries count as unknown."""
         from patchcfg.models.classifier import probabilities
 
-        tau = float(self.finetune["fixmatch"]["threshold"])
         p_weak = tf.stop_gradient(probabilities(self.model(weak, training=True)))
-        pseudo = tf.where(p_weak >= tau, 1.0, tf.where(p_weak <= 1.0 - tau, 0.0, -1.0))
-        loss = masked_bce(pseudo, probabilities(self.model(strong, training=True)))
+        pseudo = pseudo_labels(p_weak, self.groups, float(self.finetune["fixmatch"]["threshold"]))
+        loss = self.loss_fn(pseudo, probabilities(self.model(strong, training=True)))
         return loss, tf.reduce_mean(tf.cast(pseudo >= 0, tf.float32))
 
     def compute_loss(self, batch, global_batch_size: int):
@@ -218,6 +216,24 @@ class FinetuneTask(TrainTask):
         out.update(grouped_metrics(self.val_labels, probabilities, self.classes, self.groups,
                                    threshold=self.finetune["output"]["threshold"]))
         return out
+
+
+def pseudo_labels(p_weak, groups, threshold: float):
+    """FixMatch's pseudo-labels (Sohn et al. 2020) in 1 / 0 / -1 (unknown), per output group.
+
+    A sigmoid group's class is 1 where p >= threshold, 0 where p <= 1 - threshold, else unknown;
+    a softmax group's row is the one-hot of its most likely class where that class's probability
+    is >= threshold (the paper's rule), else unknown in full."""
+    sigmoid = tf.where(p_weak >= threshold, 1.0, tf.where(p_weak <= 1.0 - threshold, 0.0, -1.0))
+    parts = []
+    for group in groups:
+        if not group.softmax:
+            parts.append(sigmoid[:, group.start:group.stop])
+            continue
+        p = p_weak[:, group.start:group.stop]
+        confident = tf.reduce_max(p, axis=-1, keepdims=True) >= threshold
+        parts.append(tf.where(confident, tf.one_hot(tf.argmax(p, axis=-1), group.stop - group.start), -1.0))
+    return tf.concat(parts, axis=-1)
 
 
 # --------------------------------------------------------------------------- models
