@@ -65,6 +65,7 @@ def quick_head_reference(x, labels, train):
 def test_kcenter_in_blocks_and_lazily_picks_as_the_whole(chunk, refresh, monkeypatch):
     monkeypatch.setattr(KCenterGreedy, "first_refresh", refresh)
     monkeypatch.setattr(KCenterGreedy, "first_labelled", {1: 1, 4: 3, 64: 32}[refresh])  # the rest: lazily
+    monkeypatch.setattr(KCenterGreedy, "first_shortlist", {1: 1, 4: 5, 64: 64}[refresh])  # widened as needed
     x = data()
     labelled = data(8, seed=1)
     got = KCenterGreedy(25, chunk_rows=chunk).fit(x, labelled)
