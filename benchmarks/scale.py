@@ -210,7 +210,8 @@ def query_step(strategy: str, folder: Path, config: dict, rows: int, args) -> di
         return wrapper
 
     active.rank = timed("rank_seconds", active.rank)
-    active.quick_head_probabilities = timed("quick_head_seconds", active.quick_head_probabilities)
+    active.QuickHead.fit = timed("quick_head_seconds", active.QuickHead.fit)
+    active.QuickHead.probabilities = timed("quick_head_seconds", active.QuickHead.probabilities)
     atomic.atomic_write_text = timed("queue_seconds", atomic.atomic_write_text)
     config = {**config, "query": {"strategy": strategy, "n": args.n, "out": str(folder / "queue.csv")}}
 
