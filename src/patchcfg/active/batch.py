@@ -209,13 +209,14 @@ class KCenterGreedy:
     distance to its nearest centre (labelled row or pick) only shrinks as centres are added, so a
     stored value is an upper bound. The bounds start from the distances to a sample of
     ``first_labelled`` labelled rows (or to a first random pick), computed for every row block by
-    block (``chunk_rows`` rows at a time); each step brings the rows with the largest bounds up to
-    date against the centres they have not seen (a few rows, read from the features, each against
-    only the centres added since it was last brought up to date), and takes the largest up-to-date
-    value once no stale bound can beat it (ties: the lowest row, as ``argmax``). The search looks
-    only at a shortlist of the rows with the largest bounds (``first_shortlist`` rows, widened when
-    its best cannot be told from the rows outside): the other rows' bounds do not change until it
-    is widened. The picks are those of the eager algorithm, which compares every row with every
+    block (``chunk_rows`` rows at a time); each step compares the stale rows with the largest
+    bounds (a few rows, read from the features) with the next centres they have not seen (as many
+    as each has seen: a row whose bound soon drops below the best is compared with few centres,
+    and none is compared with a centre twice), and takes the largest up-to-date value once no
+    stale bound can beat or tie it (ties: the lowest row, as ``argmax``). The search looks only at
+    a shortlist of the rows with the largest bounds (``first_shortlist`` rows, widened when its
+    best cannot be told from the rows outside): the other rows' bounds do not change until it is
+    widened. The picks are those of the eager algorithm, which compares every row with every
     labelled row and reads every row at every pick.
 
     ``scores_``: the distance of each pick to its nearest labelled row or earlier pick when it was
@@ -304,8 +305,7 @@ class KCenterGreedy:
 
     def _bring_closer_to_date(self, x, bound, applied, centres, made: int, stale: np.ndarray) -> None:
         """Lower the bounds of the ``stale`` rows by the next centres each has not seen: as many as
-        it has seen (at least ``first_labelled``), so that a row whose bound drops out of contention
-        early is compared with few centres, and one that stays is compared with each centre once."""
+        it has seen, at least ``first_labelled``."""
         seen = applied[stale]
         for since in np.unique(seen):
             rows = stale[seen == since]
