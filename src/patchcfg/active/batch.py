@@ -287,6 +287,7 @@ class KCenterGreedy:
         """The row with the largest distance to its nearest centre (lowest row among ties),
         bringing bounds closer to date where needed (``bound`` and ``applied`` are updated)."""
         k = self.first_refresh
+        shortlist.drop_beaten(bound)
         while True:
             rows = shortlist.rows
             listed = bound[rows]
@@ -316,12 +317,19 @@ class KCenterGreedy:
 
 
 class _Shortlist:
-    """The ``size`` rows with the largest bounds (``rows``) and the largest bound among the others
-    (``ceiling``; -inf when ``whole``, every row on the list). Valid while only listed rows change."""
+    """Rows with the largest bounds (``rows``: the ``size`` largest when made) and the largest bound
+    among the others (``ceiling``; -inf when ``whole``, every row on the list). Valid while only
+    listed rows change."""
 
     def __init__(self, bound: np.ndarray, size: int):
         self.size = size
         self.widen(bound, grow=1)
+
+    def drop_beaten(self, bound: np.ndarray) -> None:
+        """Drop the listed rows whose bounds have fallen to the ceiling or below: no longer above
+        every row outside, they cannot be the farthest before the list is widened."""
+        if not self.whole:
+            self.rows = self.rows[bound[self.rows] > self.ceiling]
 
     def widen(self, bound: np.ndarray, grow: int = 4) -> None:
         self.size = min(self.size * grow, len(bound))
