@@ -288,27 +288,31 @@ class KCenterGreedy:
         bringing bounds closer to date where needed (``bound`` and ``applied`` are updated)."""
         k = self.first_refresh
         shortlist.drop_beaten(bound)
+        rows = shortlist.rows
         while True:
-            rows = shortlist.rows
             listed = bound[rows]
             fresh = applied[rows] >= made
             best = listed[fresh].max(initial=-np.inf)
-            contenders = np.flatnonzero(~fresh & (listed >= best))  # stale rows that may beat or tie it
+            within = listed >= best  # the others cannot win this pick: bounds only shrink
+            rows, listed, fresh = rows[within], listed[within], fresh[within]
+            contenders = np.flatnonzero(~fresh)  # stale rows that may beat or tie the best
             if len(contenders):
                 if len(contenders) > k:
                     contenders = contenders[np.argpartition(-listed[contenders], k - 1)[:k]]
                 self._bring_closer_to_date(x, bound, applied, centres, made, rows[contenders])
                 k *= 2
             elif best > shortlist.ceiling or shortlist.whole:
-                return int(rows[fresh & (listed == best)].min())
+                return int(rows[listed == best].min())
             else:  # a row outside the shortlist may tie with the best
                 shortlist.widen(bound)
+                rows = shortlist.rows
 
     def _bring_closer_to_date(self, x, bound, applied, centres, made: int, stale: np.ndarray) -> None:
         """Lower the bounds of the ``stale`` rows by the next centres each has not seen: as many as
         it has seen, at least ``first_labelled``."""
         seen = applied[stale]
-        for since in np.unique(seen):
+        first = int(seen.min())
+        for since in first + np.flatnonzero(np.bincount(seen - first)):
             rows = stale[seen == since]
             until = min(made, since + max(int(since), self.first_labelled))
             fresh = min_sq_distances(x.features.select(x.rows[rows]), centres[since:until], self.chunk_rows)
