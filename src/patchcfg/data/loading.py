@@ -119,13 +119,15 @@ def _resize(image, imshape, method: str):
     return tf.ensure_shape(resized, [imshape[0], imshape[1], image.shape[-1]])
 
 
+def _decode_tf(path):
+    """A file the graph decodes (PNG, JPEG, GIF), as float32 in [0, 1] with its own channels."""
+    return tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False)
+
+
 def _loader(cfg: dict, kinds: set[str], out_channels: int):
     imshape = [int(v) for v in cfg["imshape"]]
     channels = int(cfg["channels"])
-
-    def decode_tf(path):
-        return tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32,
-                                  expand_animations=False)
+    decode_tf = _decode_tf
 
     def decode_py(path):
         image = tf.numpy_function(read_unit, [path], tf.float32, stateful=False)
@@ -230,12 +232,9 @@ def image_batches(paths, data_cfg: dict, batch_size: int):
         return images.batch(batch_size), channels
     shape = [height, width, out_channels]
 
-    def decode(path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False)
-        return tf.ensure_shape(image, shape)
-
     def decode_batch(batch):
-        images = tf.map_fn(decode, batch, fn_output_signature=tf.TensorSpec(shape, tf.float32))
+        images = tf.map_fn(lambda path: tf.ensure_shape(_decode_tf(path), shape), batch,
+                           fn_output_signature=tf.TensorSpec(shape, tf.float32))
         return tf.clip_by_value(images, 0.0, 1.0)
 
     batches = tf.data.Dataset.from_tensor_slices(paths).batch(batch_size)
