@@ -1,7 +1,8 @@
 """Query strategies on a registry: one file per strategy, each a small class registered by name.
 
 A strategy declares its ``name``, whether it ``takes_class`` (``high:<class>``), what it ``needs``
-(``probabilities``, ``features``), whether it ``uses_features`` when given, one line for each column
+(``probabilities``, ``features``), whether it ``uses_features`` or ``uses_probabilities`` when given (a
+query scores every candidate only for a strategy that needs or uses probabilities), one line for each column
 of the README's table, and how it picks: pointwise strategies give a ``score`` per candidate row
 (higher = label first) and the base class takes the top k; batch strategies (badge, diversity,
 guide) override ``select``. :func:`patchcfg.active.rank` owns what every strategy shares: input
