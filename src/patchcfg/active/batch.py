@@ -238,6 +238,10 @@ class KCenterGreedy:
     def fit(self, features, labelled=None, rows=None) -> KCenterGreedy:
         """``features``: the candidates (an array), or :class:`RowFeatures` with the candidate
         ``rows``; ``labelled``: the labelled rows' features (an array or a :class:`Selection`)."""
+        with _one_thread():  # products with few centres: bound by memory, or small (twice as fast, measured)
+            return self._fit(features, labelled, rows)
+
+    def _fit(self, features, labelled, rows) -> KCenterGreedy:
         x = selection(features, rows, self.chunk_rows)
         rows = len(x)
         n = min(self.n, rows)
@@ -265,15 +269,13 @@ class KCenterGreedy:
                 scores.append(np.nan)
                 centres = x.features.take(x.rows[[first]])
                 xx = x.sq_norms()
-                with _one_thread():
-                    dots = x.rowwise(lambda b: b @ centres[0])
+                dots = x.rowwise(lambda b: b @ centres[0])
                 bound = np.maximum(xx + xx[first] - 2.0 * dots, 0.0)
                 bound[first] = -1.0
             applied = np.full(rows, len(centres), np.int64)  # centres each bound has seen
         shortlist = _Shortlist(bound, self.first_shortlist)
         while len(picks) < n:
-            with _one_thread():  # small products: a second BLAS thread costs more than it gives
-                current = self._farthest(x, bound, applied, centres, len(centres), shortlist)
+            current = self._farthest(x, bound, applied, centres, len(centres), shortlist)
             picks.append(current)
             scores.append(float(np.sqrt(max(bound[current], 0.0))))
             bound[current] = -1.0
