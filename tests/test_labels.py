@@ -133,13 +133,14 @@ def test_a_byte_order_mark_and_blank_lines_are_read_as_before(tmp_path):
 
 
 def test_resolve_paths_equals_normpath_of_join():
+    import itertools
     import os
 
     from patchcfg.labels import resolve_paths
 
     root = "/a/b/../c"
     paths = ["x.png", "./x.png", "d/../x.png", "d//x.png", "/abs/./y.png", "d/", "...", "..", ".hidden/x",
-             "a/.b", "x/.", "é/ü.png"]
-    for as_written in (False, True):
-        want = [p if as_written and os.path.isabs(p) else os.path.normpath(os.path.join(root, p)) for p in paths]
-        assert resolve_paths(root, paths, absolute_as_written=as_written) == want
+             "a/.b", "x/.", "é/ü.png", "é/./ü.png", "a\n./b/", "a\n/b", "."]
+    for as_written, some in itertools.product((False, True), (paths, [p for p in paths if "\n" not in p])):
+        want = [p if as_written and os.path.isabs(p) else os.path.normpath(os.path.join(root, p)) for p in some]
+        assert resolve_paths(root, some, absolute_as_written=as_written) == want

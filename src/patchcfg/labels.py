@@ -146,6 +146,22 @@ def add_classes(path: str | os.PathLike, names: list[str]) -> list[str]:
 _UNCLEAN = r"(?:^|/)\.\.?(?:/|$)|//|/$|^/"
 
 
+def _matching_lines(pattern: str, lines: list[str]) -> np.ndarray:
+    """A bool per line: does ``pattern`` (``^`` and ``$`` at the line's ends) match in it? One scan
+    of the lines joined, not one search per line."""
+    import re
+
+    joined = "\n".join(lines)
+    if joined.count("\n") != len(lines) - 1:  # a line holds a line break: one search per line
+        return np.array([re.search(pattern, line) is not None for line in lines], dtype=bool)
+    starts = np.zeros(len(lines), np.int64)
+    np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines))[:-1] + 1, out=starts[1:])
+    found = np.fromiter((m.start() for m in re.finditer(pattern, joined, re.MULTILINE)), np.int64)
+    hit = np.zeros(len(lines), bool)
+    hit[np.searchsorted(starts, found, side="right") - 1] = True
+    return hit
+
+
 def resolve_paths(root, paths, absolute_as_written: bool = False) -> list[str]:
     """``os.path.normpath(os.path.join(root, p))`` for each path (absolute ones: normalised, or as
     written), fast for a million: a clean relative path is the normalised root, '/', the path."""
@@ -155,7 +171,7 @@ def resolve_paths(root, paths, absolute_as_written: bool = False) -> list[str]:
         return [p if absolute_as_written and os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
                 for p in paths]
     out = (base.rstrip("/") + "/") + paths
-    unclean = paths.str.contains(_UNCLEAN, regex=True).to_numpy()
+    unclean = _matching_lines(_UNCLEAN, paths.tolist())
     if unclean.any():
         out[unclean] = [p if absolute_as_written and os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
                         for p in paths[unclean]]
@@ -251,7 +267,7 @@ def _csv_frame(text: str, path) -> pd.DataFrame:
     try:
         rows = [row for row in csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""),
                                           skipinitialspace=True)
-                if any(cell.strip() for cell in row)]  # blank lines are skipped
+                if row and (row[0].strip() or any(cell.strip() for cell in row))]  # blank lines are skipped
     except csv.Error as error:
         raise LabelTableError(f"{path}: not a valid CSV ({error})") from None
     header = [name.lstrip() for name in rows[0]]  # as skipinitialspace: trailing spaces are refused later

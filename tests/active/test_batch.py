@@ -9,7 +9,7 @@ from scipy.spatial.distance import cdist
 
 from patchcfg.active import rank
 from patchcfg.active.batch import BadgeSampler, KCenterGreedy, min_sq_distances, nearest_positive_similarity
-from patchcfg.active.quick_head import quick_head_probabilities
+from patchcfg.active.quick_head import QuickHead, quick_head_probabilities
 from patchcfg.active.rows import RowFeatures
 
 CHUNKS = (1, 3, 7, None)  # None: the default block size (every row in one block here)
@@ -65,6 +65,7 @@ def quick_head_reference(x, labels, train):
 def test_kcenter_in_blocks_and_lazily_picks_as_the_whole(chunk, refresh, monkeypatch):
     monkeypatch.setattr(KCenterGreedy, "first_refresh", refresh)
     monkeypatch.setattr(KCenterGreedy, "first_labelled", {1: 1, 4: 3, 64: 32}[refresh])  # the rest: lazily
+    monkeypatch.setattr(KCenterGreedy, "first_shortlist", {1: 1, 4: 5, 64: 64}[refresh])  # widened as needed
     x = data()
     labelled = data(8, seed=1)
     got = KCenterGreedy(25, chunk_rows=chunk).fit(x, labelled)
@@ -153,6 +154,26 @@ def test_quick_head_scores_only_the_rows_asked_and_reads_through_an_index():
     assert np.isnan(got[25:]).all() and np.isfinite(got[:25]).all()
     with pytest.raises(ValueError, match="training row 25"):
         quick_head_probabilities(features, -np.zeros((30, 1)), np.ones(30, bool), rows=some)
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_quick_head_scores_a_few_rows_as_it_scores_every_row(exclusive):
+    x = (data(40, 5) + 10.0).astype(np.float32)
+    labels = -np.ones((40, 3))
+    labels[:30] = np.eye(3)[np.argmax(x[:30, :3], axis=1)]
+    labels[:30, 2] = 0  # one class never present: its prior, not a fit
+    scored = np.ones(40, bool)
+    scored[35:] = False
+    head = QuickHead.fit(RowFeatures(x, chunk_rows=8), labels, scored, exclusive=exclusive, rows=scored)
+    every = head.probabilities()
+    few = [33, 2, 17]
+    got = head.probabilities(few)
+    assert got[few] == pytest.approx(every[few], abs=1e-6)
+    assert np.isnan(np.delete(got, few, axis=0)).all()
+    assert every[:35] == pytest.approx(quick_head_probabilities(x, labels, scored, exclusive=exclusive,
+                                                                rows=scored)[:35], abs=1e-6)
+    with pytest.raises(ValueError, match="row 36"):
+        head.probabilities([1, 36])
 
 
 # --- the ranking over a memory map seen through an index ----------------------------------------------

@@ -15,6 +15,7 @@ from patchcfg.active.strategies import (
     Strategy,
     cli_help,
     feature_users,
+    probability_users,
     register,
     registered,
     strategy_listing,
@@ -42,6 +43,8 @@ def test_builtin_listing_is_the_public_tuple():
         "random", "entropy", "margin", "least_confidence", "badge", "diversity", "maxent:<class>",
         "high:<class>", "low:<class>", "guide:<class>")
     assert USES_FEATURES == feature_users() == ("badge", "diversity", "guide")
+    # a query scores every candidate for these; for the others only the picks, for the queue's p_ columns
+    assert probability_users() == ("entropy", "margin", "least_confidence", "badge", "maxent", "high", "low", "guide")
 
 
 def test_schema_file_matches_the_registry():

@@ -7,7 +7,7 @@ from PIL import Image
 
 from patchcfg.data import readers
 from patchcfg.data.images import resolve_image_paths
-from patchcfg.data.loading import check_images, load_images, make_dataset
+from patchcfg.data.loading import check_images, image_batches, image_dataset, load_images, make_dataset
 from patchcfg.errors import ConfigError, DataError
 
 H, W = 12, 10
@@ -139,6 +139,35 @@ def test_mixed_formats_in_one_dataset(tmp_path):
     np.save(tmp_path / "b.npy", pattern(3))
     out = load_images([tmp_path / "a.png", tmp_path / "b.npy"], cfg())
     np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+
+
+def test_batches_decoded_a_batch_at_a_time_equal_the_images_batched(tmp_path, monkeypatch):
+    """Images already at imshape with the output channels (8- or 16-bit) are decoded a batch at a
+    time; a list with any other image (resized, an array) goes image by image. Same values."""
+    from patchcfg.data import loading
+
+    gray = [tmp_path / f"g{i}.png" for i in range(3)]
+    for i, path in enumerate(gray):
+        Image.fromarray(np.roll(pattern(1), i)[..., 0], "L").save(path)
+    wide = np.full((H, W), 65535, np.uint16)
+    wide[0, :3] = [1, 257, 40000]
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(pattern(3)).save(tmp_path / "rgb.png")
+    Image.fromarray(pattern(3)).resize((W // 2, H // 2)).save(tmp_path / "small.png")
+    np.save(tmp_path / "c.npy", pattern(3))
+    per_image = []
+    monkeypatch.setattr(loading, "image_dataset", lambda *a, **k: per_image.append(1) or image_dataset(*a, **k))
+    for paths, channels, batched in (([*gray, tmp_path / "wide.png"], 1, True),
+                                     ([tmp_path / "rgb.png", tmp_path / "small.png", tmp_path / "c.npy"], 3, False)):
+        images, want_channels = image_dataset(paths, cfg(channels=channels))
+        want = [b.numpy() for b in images.batch(2)]
+        per_image.clear()
+        batches, got_channels = image_batches(paths, cfg(channels=channels), 2)
+        assert (not per_image) == batched
+        got = [b.numpy() for b in batches]
+        assert got_channels == want_channels and [len(b) for b in got] == [len(b) for b in want]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def truncated_png(path):

@@ -3,7 +3,8 @@
 - :func:`candidate_mask` — which rows may be picked (subsets of the label table).
 - :func:`parse_strategy` — ``"high:eight"`` -> ``("high", 8)``, with did-you-mean errors.
 - :func:`rank` — the top-n picks of a strategy, mixed with random exploration.
-- :func:`quick_head_probabilities` — scores from cached features, without a GPU.
+- :func:`quick_head_probabilities` — scores from cached features, without a GPU (:class:`QuickHead`:
+  fitted once, scoring only the rows asked).
 - :mod:`patchcfg.active.strategies` — the strategies, one file each, on a registry.
 
 Importing this package is cheap: each name is imported from its module on first use.
@@ -15,11 +16,12 @@ import importlib
 
 _WHERE = {
     "BadgeSampler": "batch", "KCenterGreedy": "batch", "quick_head_probabilities": "quick_head",
+    "QuickHead": "quick_head",
     "SAMPLING": "ranking", "STRATEGIES": "ranking", "USES_FEATURES": "ranking", "parse_strategy": "ranking",
     "rank": "ranking", "SUBSETS": "subsets", "candidate_mask": "subsets",
 }
 
-__all__ = ["BadgeSampler", "KCenterGreedy", "SAMPLING", "STRATEGIES", "USES_FEATURES", "SUBSETS",
+__all__ = ["BadgeSampler", "KCenterGreedy", "QuickHead", "SAMPLING", "STRATEGIES", "USES_FEATURES", "SUBSETS",
            "candidate_mask", "parse_strategy", "quick_head_probabilities", "rank"]
 
 

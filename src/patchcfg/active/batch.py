@@ -178,7 +178,8 @@ class BadgeSampler:
 
 
 def _sq_norms(block: np.ndarray) -> np.ndarray:
-    return (block * block).sum(axis=1, dtype=np.float64)
+    """Squared Euclidean norm of each row, accumulated in float64."""
+    return np.einsum("ij,ij->i", block, block, dtype=np.float64)
 
 
 def min_sq_distances(x, y, chunk_rows: int | None = None) -> np.ndarray:
@@ -208,20 +209,26 @@ class KCenterGreedy:
     distance to its nearest centre (labelled row or pick) only shrinks as centres are added, so a
     stored value is an upper bound. The bounds start from the distances to a sample of
     ``first_labelled`` labelled rows (or to a first random pick), computed for every row block by
-    block (``chunk_rows`` rows at a time); each step brings the rows with the largest bounds up to
-    date against the centres they have not seen (a few rows, read from the features), and takes
-    the largest up-to-date value once no stale bound can beat it (ties: the lowest row, as
-    ``argmax``). The picks are those of the eager algorithm, which compares every row with every
+    block (``chunk_rows`` rows at a time); each step compares the stale rows with the largest
+    bounds (a few rows, read from the features) with the next centres they have not seen (as many
+    as each has seen: a row whose bound soon drops below the best is compared with few centres,
+    and none is compared with a centre twice), and takes the largest up-to-date value once no
+    stale bound can beat or tie it (ties: the lowest row, as ``argmax``). The search looks only at
+    a shortlist of the rows with the largest bounds (``first_shortlist`` rows, widened when its
+    best cannot be told from the rows outside): the other rows' bounds do not change until it is
+    widened. The picks are those of the eager algorithm, which compares every row with every
     labelled row and reads every row at every pick.
 
     ``scores_``: the distance of each pick to its nearest labelled row or earlier pick when it was
     picked (NaN for a first pick made with nothing labelled).
     """
 
-    #: rows brought up to date at the first try of a step (doubled until the pick is certain)
+    #: rows brought closer to date at the first try of a step (doubled at each try)
     first_refresh = 64
     #: labelled rows every candidate is compared with at first (the others: lazily, as picks are)
     first_labelled = 32
+    #: rows with the largest bounds the search looks at (widened fourfold when too few)
+    first_shortlist = 4096
 
     def __init__(self, n: int, seed: int = 0, chunk_rows: int | None = None):
         self.n = n
@@ -231,6 +238,10 @@ class KCenterGreedy:
     def fit(self, features, labelled=None, rows=None) -> KCenterGreedy:
         """``features``: the candidates (an array), or :class:`RowFeatures` with the candidate
         ``rows``; ``labelled``: the labelled rows' features (an array or a :class:`Selection`)."""
+        with _one_thread():  # products with few centres: bound by memory, or small (twice as fast, measured)
+            return self._fit(features, labelled, rows)
+
+    def _fit(self, features, labelled, rows) -> KCenterGreedy:
         x = selection(features, rows, self.chunk_rows)
         rows = len(x)
         n = min(self.n, rows)
@@ -258,13 +269,13 @@ class KCenterGreedy:
                 scores.append(np.nan)
                 centres = x.features.take(x.rows[[first]])
                 xx = x.sq_norms()
-                with _one_thread():
-                    dots = x.rowwise(lambda b: b @ centres[0])
+                dots = x.rowwise(lambda b: b @ centres[0])
                 bound = np.maximum(xx + xx[first] - 2.0 * dots, 0.0)
                 bound[first] = -1.0
             applied = np.full(rows, len(centres), np.int64)  # centres each bound has seen
+        shortlist = _Shortlist(bound, self.first_shortlist)
         while len(picks) < n:
-            current = self._farthest(x, bound, applied, centres, len(centres))
+            current = self._farthest(x, bound, applied, centres, len(centres), shortlist)
             picks.append(current)
             scores.append(float(np.sqrt(max(bound[current], 0.0))))
             bound[current] = -1.0
@@ -274,28 +285,66 @@ class KCenterGreedy:
         self.scores_ = np.asarray(scores, dtype=np.float64)
         return self
 
-    def _farthest(self, x, bound, applied, centres, made: int) -> int:
+    def _farthest(self, x, bound, applied, centres, made: int, shortlist: _Shortlist) -> int:
         """The row with the largest distance to its nearest centre (lowest row among ties),
-        bringing bounds up to date where needed (``bound`` and ``applied`` are updated)."""
+        bringing bounds closer to date where needed (``bound`` and ``applied`` are updated)."""
         k = self.first_refresh
+        shortlist.drop_beaten(bound)
+        rows = shortlist.rows
         while True:
-            k = min(k, len(bound))
-            top = np.argpartition(-bound, k - 1)[:k] if k < len(bound) else np.arange(len(bound))
-            stale = top[applied[top] < made]
-            if len(stale):
-                since = int(applied[stale].min())
-                fresh = min_sq_distances(x.features.select(x.rows[stale]), centres[since:made], self.chunk_rows)
-                bound[stale] = np.minimum(bound[stale], fresh)
-                applied[stale] = made
-            if k == len(bound):
-                return int(np.argmax(bound))
-            top = np.sort(top)
-            best = int(top[np.argmax(bound[top])])
-            rest = np.ones(len(bound), bool)
-            rest[top] = False
-            if bound[best] > bound[rest].max():  # no row outside the top can reach it
-                return best
-            k *= 2
+            listed = bound[rows]
+            fresh = applied[rows] >= made
+            best = listed[fresh].max(initial=-np.inf)
+            within = listed >= best  # the others cannot win this pick: bounds only shrink
+            rows, listed, fresh = rows[within], listed[within], fresh[within]
+            contenders = np.flatnonzero(~fresh)  # stale rows that may beat or tie the best
+            if len(contenders):
+                if len(contenders) > k:
+                    contenders = contenders[np.argpartition(-listed[contenders], k - 1)[:k]]
+                self._bring_closer_to_date(x, bound, applied, centres, made, rows[contenders])
+                k *= 2
+            elif best > shortlist.ceiling or shortlist.whole:
+                return int(rows[listed == best].min())
+            else:  # a row outside the shortlist may tie with the best
+                shortlist.widen(bound)
+                rows = shortlist.rows
+
+    def _bring_closer_to_date(self, x, bound, applied, centres, made: int, stale: np.ndarray) -> None:
+        """Lower the bounds of the ``stale`` rows by the next centres each has not seen: as many as
+        it has seen, at least ``first_labelled``."""
+        seen = applied[stale]
+        first = int(seen.min())
+        for since in first + np.flatnonzero(np.bincount(seen - first)):
+            rows = stale[seen == since]
+            until = min(made, since + max(int(since), self.first_labelled))
+            fresh = min_sq_distances(x.features.select(x.rows[rows]), centres[since:until], self.chunk_rows)
+            bound[rows] = np.minimum(bound[rows], fresh)
+            applied[rows] = until
+
+
+class _Shortlist:
+    """Rows with the largest bounds (``rows``: the ``size`` largest when made) and the largest bound
+    among the others (``ceiling``; -inf when ``whole``, every row on the list). Valid while only
+    listed rows change."""
+
+    def __init__(self, bound: np.ndarray, size: int):
+        self.size = size
+        self.widen(bound, grow=1)
+
+    def drop_beaten(self, bound: np.ndarray) -> None:
+        """Drop the listed rows whose bounds have fallen to the ceiling or below: no longer above
+        every row outside, they cannot be the farthest before the list is widened."""
+        if not self.whole:
+            self.rows = self.rows[bound[self.rows] > self.ceiling]
+
+    def widen(self, bound: np.ndarray, grow: int = 4) -> None:
+        self.size = min(self.size * grow, len(bound))
+        self.whole = self.size == len(bound)
+        if self.whole:
+            self.rows, self.ceiling = np.arange(len(bound)), -np.inf
+        else:
+            order = np.argpartition(-bound, self.size)
+            self.rows, self.ceiling = order[:self.size], float(bound[order[self.size]])
 
 
 def nearest_positive_similarity(features, positives, rows=None, chunk_rows: int | None = None) -> np.ndarray:

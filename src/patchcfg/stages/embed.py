@@ -60,7 +60,7 @@ class EmbedStage(Stage):
 
         from patchcfg.atomic import atomic_write_text
         from patchcfg.data.images import resolve_image_paths
-        from patchcfg.data.loading import image_dataset
+        from patchcfg.data.loading import image_batches
         from patchcfg.embed import FeatureWriter, embed_batches
 
         run, params = self.stage_run, self.params
@@ -79,8 +79,8 @@ class EmbedStage(Stage):
         started = time.perf_counter()
         if writer.done < len(paths):
             # one pipeline: images are decoded (in parallel, ahead) while the encoder runs
-            images, channels = image_dataset(paths[writer.done:], self.data_cfg)
-            batches = images.batch(int(params["batch_size"]) * replicas).prefetch(tf.data.AUTOTUNE)
+            batches, channels = image_batches(paths[writer.done:], self.data_cfg, int(params["batch_size"]) * replicas)
+            batches = batches.prefetch(tf.data.AUTOTUNE)
             for features in embed_batches(self.encoder, batches, self.data_cfg, channels, self.strategy):
                 writer.write(features)
                 if writer.written - writer.done >= CHUNK or writer.written == len(paths):

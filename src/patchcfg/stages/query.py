@@ -134,6 +134,7 @@ class QueryStage(Stage):
         import pandas as pd
 
         from patchcfg import active
+        from patchcfg.active.strategies import probability_users
         from patchcfg.atomic import atomic_write_text
 
         query, table, seed = self.params, self.table, int(self.config["seed"])
@@ -145,21 +146,27 @@ class QueryStage(Stage):
             has = None
         probabilities = self.model_probabilities(labels) if self.scorer == "model" else None
         exclusive = self.output_groups()  # True: one softmax output over every class; or the groups
+        head = None
         if self.scorer != "model" and self.strategy_name != "random":
-            probabilities = active.quick_head_probabilities(self.features, labels, ~table.exclude & ~table.validation,
-                                                            seed=seed, exclusive=exclusive is True, rows=has)
-            if has is not None:
-                probabilities[~has] = 0.5  # never candidates (see cached_features)
+            head = active.QuickHead.fit(self.features, labels, ~table.exclude & ~table.validation, seed=seed,
+                                        exclusive=exclusive is True, rows=has)
+            if self.strategy_name in probability_users():  # else only the picks are scored, for the queue
+                probabilities = head.probabilities()
+                if has is not None:
+                    probabilities[~has] = 0.5  # never candidates (see cached_features)
         ranking = active.rank(query["strategy"], probabilities=probabilities, features=self.features,
                               classes=table.classes, candidates=self.candidates, n=int(query["n"]), labels=labels,
                               explore=float(query["explore"]), sampling=query["sampling"], mix=float(query["mix"]),
                               exclusive=exclusive, seed=seed)
-        frame = pd.DataFrame({"filepath": [table.df["filepath"][r] for r in ranking["row"]],
+        picked = ranking["row"].to_numpy()
+        frame = pd.DataFrame({"filepath": [table.df["filepath"][r] for r in picked],
                               "rank": ranking["rank"].to_numpy(), "score": ranking["score"].to_numpy(),
                               "picked_by": ranking["picked_by"].to_numpy(), "strategy": query["strategy"]})
+        if probabilities is None and head is not None:
+            probabilities = head.probabilities(picked)
         if probabilities is not None:
             for c, cls in enumerate(table.classes):
-                frame[f"p_{cls}"] = probabilities[ranking["row"].to_numpy(), c]
+                frame[f"p_{cls}"] = probabilities[picked, c]
         out = Path(query["out"]) if query["out"] else self.stage_run.path("queue.csv")
         atomic_write_text(out, frame.to_csv(index=False, lineterminator="\n"))
         return {"strategy": query["strategy"], "subset": query["subset"], "scorer": self.scorer,

@@ -1,7 +1,8 @@
 """Query strategies on a registry: one file per strategy, each a small class registered by name.
 
 A strategy declares its ``name``, whether it ``takes_class`` (``high:<class>``), what it ``needs``
-(``probabilities``, ``features``), whether it ``uses_features`` when given, one line for each column
+(``probabilities``, ``features``), whether it ``uses_features`` or ``uses_probabilities`` when given (a
+query scores every candidate only for a strategy that needs or uses probabilities), one line for each column
 of the README's table, and how it picks: pointwise strategies give a ``score`` per candidate row
 (higher = label first) and the base class takes the top k; batch strategies (badge, diversity,
 guide) override ``select``. :func:`patchcfg.active.rank` owns what every strategy shares: input
@@ -69,6 +70,7 @@ class Strategy:
     takes_class: bool = False
     needs: tuple[str, ...] = ("probabilities",)
     uses_features: bool = False  # features are loaded for it when present (implied by needing them)
+    uses_probabilities: bool = False  # every candidate is scored for it when it can be (implied by needing them)
     ranks_first: str = ""  # what comes first, one line
     sigmoid_score: str = ""  # its score for sigmoid (multi-hot) probabilities
     softmax_score: str = "same"  # ... and for softmax (exclusive) ones
@@ -148,6 +150,11 @@ def get_strategy(name: str) -> Strategy | None:
 def strategy_listing() -> tuple[str, ...]:
     """``("random", ..., "maxent:<class>", ...)``: every strategy as written in configs."""
     return tuple(s.shown for s in registered())
+
+
+def probability_users() -> tuple[str, ...]:
+    """Names of the strategies that use every candidate's probabilities (required, or used when present)."""
+    return tuple(s.name for s in registered() if s.uses_probabilities or "probabilities" in s.needs)
 
 
 def feature_users() -> tuple[str, ...]:

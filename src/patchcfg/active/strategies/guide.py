@@ -16,6 +16,7 @@ class Guide(Strategy):
     takes_class = True
     needs = ()
     uses_features = True
+    uses_probabilities = True
     ranks_first = "likely positives of a rare class c"
     sigmoid_score = "reciprocal-rank fusion of p_c and the similarity to known positives"
     needs_text = "probabilities and/or features + known positives"
