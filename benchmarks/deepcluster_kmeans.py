@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-k", type=int, default=1000, help="the second number of clusters (0: skip)")
     parser.add_argument("--per-cluster", default="64,128,256", help="sample sizes of the sampled way")
     parser.add_argument("--ways", default="sampled,minibatch,all,faiss")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a child is stopped")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds before a child is stopped")
     parser.add_argument("--detcon-images", type=int, default=4096)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)

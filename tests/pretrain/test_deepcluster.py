@@ -66,8 +66,9 @@ def test_reset_optimizer_slots_zeroes_only_the_given_variables():
 def test_pca_matches_a_whitened_pca_of_features_far_from_the_origin():
     """The PCA is accumulated block by block in float32; were it wrong (cancellation far from the
     origin), k-means would cluster directions the features do not vary along."""
-    import patchcfg.pretrain.deepcluster as deepcluster
     from sklearn.decomposition import PCA
+
+    import patchcfg.pretrain.deepcluster as deepcluster
 
     rng = np.random.default_rng(0)
     features = (rng.normal(size=(3000, 12)) @ rng.normal(size=(12, 12)) + 300.0).astype(np.float32)

@@ -4,13 +4,14 @@ Hénaff, Koppula, Alayrac, van den Oord, Vinyals & Carreira, "Efficient Visual P
 Contrastive Detection", ICCV 2021 (DetCon_S, the SimCLR-style objective). Every image gets region
 masks once, before training: Felzenszwalb–Huttenlocher segments (``masks: felzenszwalb``, its
 ``num_masks`` largest segments, written to ``segments-<key>.npy`` in the stage's folder and read
-batch by batch from there, so they cost no memory and a resumed run reuses them) or the cells of a ``grid`` x ``grid`` grid (``masks: grid``, the
-paper's spatial heuristic). Each view's masks take the view's flips, crops and warps (not its
-colour changes). The encoder's feature map is average-pooled inside each mask (masks resized to the
-map by area), the projection head embeds each pooled region, and a mask's embedding in view 1 must
-pick the same mask's embedding in view 2 among every mask of every image in the global batch
-(InfoNCE at ``temperature``, both directions). Masks that a crop removed from either view take no
-part. The encoder saved is the backbone with its pooling, like every other method's.
+batch by batch from there, so they are not held in memory and a resumed run reuses them) or the
+cells of a ``grid`` x ``grid`` grid (``masks: grid``, the paper's spatial heuristic). Each view's
+masks take the view's flips, crops and warps (not its colour changes). The encoder's feature map is
+average-pooled inside each mask (masks resized to the map by area), the projection head embeds each
+pooled region, and a mask's embedding in view 1 must pick the same mask's embedding in view 2 among
+every mask of every image in the global batch (InfoNCE at ``temperature``, both directions). Masks
+that a crop removed from either view take no part. The encoder saved is the backbone with its
+pooling, like every other method's.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class DetCon(TwoViewMethod):
 
     def on_train_begin(self, loop) -> None:
         started = time.perf_counter()
-        self.segments()  # once, before the data pipeline (built in a background thread) needs them
+        segments = self.segments()  # once, before the data pipeline (built in a background thread) needs them
         if self.mask_source == "felzenszwalb":
             loop.log(f"detcon: the {self.num_masks} largest Felzenszwalb segments of {len(self.paths)} images "
-                     f"in {time.perf_counter() - started:.1f} s")
+                     f"in {segments.filename} ({time.perf_counter() - started:.1f} s)")
