@@ -108,22 +108,23 @@ def features_of(encoder, images: np.ndarray, data_cfg: dict, batch_size: int = 2
 
 
 class FeatureWriter:
-    """Features of ``rows`` images streamed into ``folder/features.npy``, resumably.
+    """Features of ``rows`` images streamed into ``folder/features.npy``, resumably (``name``:
+    another file name than ``features``; rows of any shape, e.g. DetCon's segment maps).
 
     Rows go into a memory-mapped ``features.npy.partial`` (created when the first rows give the
-    dimension); at each :meth:`checkpoint` (after each chunk) the file is flushed and
+    row shape); at each :meth:`checkpoint` (after each chunk) the file is flushed and
     ``features.progress.json`` records the rows done, with ``key`` (what the features depend on: paths, encoder, dtype). A writer
     whose key matches the record continues from there (:attr:`done`); any other starts afresh.
     :meth:`publish` renames the finished file to ``features.npy`` (atomic), so a reader sees the
     old file or the whole new one, never a part.
     """
 
-    def __init__(self, folder: Path, rows: int, dtype: str, key: dict):
+    def __init__(self, folder: Path, rows: int, dtype: str, key: dict, name: str = "features"):
         self.folder, self.rows, self.dtype = Path(folder), int(rows), np.dtype(dtype)
         self.key = {**key, "rows": self.rows, "dtype": self.dtype.name}
-        self.path = self.folder / "features.npy"
-        self.partial = self.folder / "features.npy.partial"
-        self.progress = self.folder / "features.progress.json"
+        self.path = self.folder / f"{name}.npy"
+        self.partial = self.folder / f"{name}.npy.partial"
+        self.progress = self.folder / f"{name}.progress.json"
         self.array = None
         #: feature dimensions of the published file (set by :meth:`publish`)
         self.dimensions = 0
@@ -157,7 +158,7 @@ class FeatureWriter:
         """The next rows (after :attr:`written`); on disk for good at the next :meth:`checkpoint`."""
         if self.array is None:
             self.array = np.lib.format.open_memmap(self.partial, mode="w+", dtype=self.dtype,
-                                                   shape=(self.rows, features.shape[1]))
+                                                   shape=(self.rows, *features.shape[1:]))
         if self.written + len(features) > self.rows:
             raise ValueError(f"{self.written + len(features)} rows written, the file holds {self.rows}")
         self.array[self.written:self.written + len(features)] = features

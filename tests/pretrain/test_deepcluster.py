@@ -10,8 +10,9 @@ keras = pytest.importorskip("keras")
 
 from patchcfg.pretrain.deepcluster import cluster_features, reset_optimizer_slots, sample_over_clusters  # noqa: E402
 
-#: whitened PCA and 20 Lloyd iterations, as pretrain.whiten and pretrain.kmeans_iterations give by default
-KMEANS = {"whiten": True, "iterations": 20}
+#: whitened PCA, 20 Lloyd iterations and 128 images per cluster, as pretrain.whiten, kmeans_iterations and
+#: kmeans_sample_per_cluster give by default
+KMEANS = {"whiten": True, "iterations": 20, "sample_per_cluster": 128}
 
 
 def test_well_separated_clusters_are_found():
@@ -60,3 +61,53 @@ def test_reset_optimizer_slots_zeroes_only_the_given_variables():
         assert len(slots) == 2  # Adam: momentum and velocity
         zeroed = all(np.abs(s.numpy()).max() == 0 for s in slots)
         assert zeroed == (variable is b.kernel or variable is b.bias), variable.path
+
+
+def test_pca_matches_a_whitened_pca_of_features_far_from_the_origin():
+    """The PCA is accumulated block by block in float32; were it wrong (cancellation far from the
+    origin), k-means would cluster directions the features do not vary along."""
+    from sklearn.decomposition import PCA
+
+    import patchcfg.pretrain.deepcluster as deepcluster
+
+    rng = np.random.default_rng(0)
+    features = (rng.normal(size=(3000, 12)) @ rng.normal(size=(12, 12)) + 300.0).astype(np.float32)
+    ours = deepcluster.pca_normalised(features, 4, whiten=True)
+    reference = PCA(4, whiten=True).fit_transform(features.astype(np.float64))
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    signs = np.sign((ours * reference).sum(axis=0))  # a component's sign is arbitrary
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours * signs, reference, atol=2e-3)
+
+
+def test_pca_holds_no_copy_of_the_features(monkeypatch):
+    """At a million images, a float64 (or centred) copy of the features would double or triple the
+    clustering's memory each epoch."""
+    import tracemalloc
+
+    import patchcfg.pretrain.deepcluster as deepcluster
+
+    monkeypatch.setattr(deepcluster, "CHUNK_ROWS", 1000)
+    features = np.random.default_rng(0).normal(size=(40_000, 64)).astype(np.float32)  # 10 MB
+    tracemalloc.start()
+    try:
+        out = deepcluster.pca_normalised(features, 8, whiten=True)  # 1.3 MB
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (40_000, 8)
+    assert peak < 0.2 * features.nbytes, peak  # the output is 0.125 of it
+
+
+def test_kmeans_fitted_on_a_sample_still_labels_every_image():
+    """The centroids see a sample of the images; every image must still get its cluster."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from patchcfg.pretrain.deepcluster import kmeans_labels
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 5, 5000)
+    x = (rng.normal(size=(5, 6)) * 4)[truth] + rng.normal(size=(5000, 6)) * 0.2
+    labels = kmeans_labels(x, 5, iterations=20, sample_per_cluster=20, seed=0)  # fitted on 100 rows
+    assert labels.shape == (5000,) and labels.dtype == np.int32
+    assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,98 @@ def test_masks_take_each_views_flip(tmp_path):
     flipped = tf.one_hot(grid_segments(4, (16, 16), 2)[:, :, ::-1], 4).numpy()
     np.testing.assert_array_equal(masks1.numpy(), flipped)
     np.testing.assert_array_equal(masks2.numpy(), flipped)
+
+
+def blocky_images(folder, count: int = 8, side: int = 16) -> list[str]:
+    """PNGs of a few flat rectangles each, so that every image has its own Felzenszwalb segments."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        pixels = np.full((side, side, 3), rng.integers(0, 256, 3), np.uint8)
+        for _ in range(3):
+            top, left = rng.integers(0, side - 4, 2)
+            pixels[top:top + 6, left:left + 5] = rng.integers(0, 256, 3)
+        path = folder / f"{i}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def felzenszwalb_config(**pretrain):
+    from patchcfg.config.schema import fill_defaults
+
+    return fill_defaults({"seed": 1, "data": {"imshape": [16, 16]}, "augmentation": {"Fliplr": 0.5},
+                          "pretrain": {"method": "detcon", "masks": "felzenszwalb", "num_masks": 3,
+                                       "felzenszwalb": {"scale": 1.0, "sigma": 0.0, "min_size": 4},
+                                       "batch_size": 4, "steps_per_epoch": 2, **pretrain}})
+
+
+def test_streamed_segments_feed_the_same_masks_as_segments_held_in_memory(tmp_path):
+    """The segment file is read batch by batch; were a row read wrongly, DetCon would contrast
+    regions of other images than the ones it was shown."""
+    from patchcfg.data.loading import load_images
+    from patchcfg.pretrain.detcon import DetCon
+
+    paths = blocky_images(tmp_path)
+    config = felzenszwalb_config()
+    streamed = DetCon(config, paths, workdir=tmp_path / "work")
+    segments = streamed.segments()
+    assert isinstance(segments, np.memmap) and segments.dtype == np.int8  # on disk, not in memory
+    fh = streamed.params.felzenszwalb
+    held = felzenszwalb_segments(load_images(paths, streamed.data_cfg), 3, fh.scale, fh.sigma, fh.min_size)
+    np.testing.assert_array_equal(segments, held)
+    assert len({segments[i].tobytes() for i in range(len(paths))}) > 1  # images differ: rows are told apart
+    in_memory = DetCon(config, paths, workdir=tmp_path / "unused")
+    in_memory._segments = held  # the segments as they were held before
+    for streamed_batch, held_batch in zip(streamed.dataset(0), in_memory.dataset(0), strict=True):
+        for (_, masks), (_, held_masks) in zip(streamed_batch, held_batch, strict=True):
+            np.testing.assert_array_equal(masks.numpy(), held_masks.numpy())
+
+
+def test_a_resumed_run_reuses_the_segment_file_and_a_changed_setting_recomputes_it(tmp_path, monkeypatch):
+    """Felzenszwalb over a million images takes hours: a resumed run must not segment again, and
+    segments of other settings must not be trained on."""
+    import patchcfg.pretrain.detcon as detcon
+
+    paths = blocky_images(tmp_path)
+    work = tmp_path / "work"
+    first = detcon.DetCon(felzenszwalb_config(), paths, workdir=work).segments()
+    calls = []
+    segment = detcon.felzenszwalb_segments
+    monkeypatch.setattr(detcon, "felzenszwalb_segments", lambda *a, **k: calls.append(1) or segment(*a, **k))
+    again = detcon.DetCon(felzenszwalb_config(), paths, workdir=work).segments()
+    assert calls == [] and again.filename == first.filename
+    np.testing.assert_array_equal(again, first)
+
+    changed = detcon.DetCon(felzenszwalb_config(num_masks=2), paths, workdir=work).segments()
+    assert calls and changed.filename != first.filename
+    assert changed.max() == 1 and first.max() == 2
+    assert [p.name for p in work.iterdir()] == [Path(changed.filename).name]  # the stale file is gone
+
+
+def test_an_interrupted_segment_file_is_never_read_and_is_continued(tmp_path):
+    """A run killed while segmenting leaves no file that looks whole; the next run continues after
+    the blocks already written instead of starting over."""
+    from patchcfg.pretrain.detcon import stored_segments
+
+    rows = np.arange(6 * 2 * 2, dtype=np.int8).reshape(6, 2, 2)
+    asked = []
+
+    def failing(start):
+        asked.append(start)
+        yield rows[start:start + 2]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stored_segments(tmp_path, {"images": 6}, 6, failing)
+    assert not list(tmp_path.glob("*.npy"))
+
+    def blocks(start):
+        asked.append(start)
+        for at in range(start, 6, 2):
+            yield rows[at:at + 2]
+
+    np.testing.assert_array_equal(stored_segments(tmp_path, {"images": 6}, 6, blocks), rows)
+    assert asked == [0, 2]

@@ -15,6 +15,8 @@ stage: experiment folder, data, loop, ``encoder.keras``, ``summary.json``.
 from __future__ import annotations
 
 import abc
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -55,6 +57,8 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
         probe: a :class:`patchcfg.train.monitor.LinearProbe` and the paths of its rows, or None.
         encoder: a ready encoder (tests, custom models); default: ``build_backbone(config["backbone"])``.
         channels: channels the images have (default ``data.channels``).
+        workdir: a folder for what the method computes once and a resumed run reuses (DetCon's
+            segments); default: a temporary folder, removed with the method.
     """
 
     name = "base"
@@ -66,7 +70,7 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
     views = 1
 
     def __init__(self, config: dict, paths: list[str], *, probe=None, probe_paths=None, encoder=None,
-                 channels: int | None = None):
+                 channels: int | None = None, workdir=None):
         self.config = config
         self.params = build_params(self.Params, config["pretrain"])
         self.seed = int(config["seed"])
@@ -83,6 +87,7 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
         self.probe = probe
         self.probe_paths = list(probe_paths or [])
         self._encoder = encoder
+        self._workdir = workdir
         self.encoder = self.head = self.model = None
         #: a predictor on the head (BYOL, SimSiam, NNCLR...), built in ``build_state``; trained and
         #: checkpointed with encoder and head when set
@@ -93,6 +98,13 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
         self._augmenter = None
         self._encode = None
         self.steps_per_epoch = self.params.steps_per_epoch
+
+    def workdir(self) -> Path:
+        """The folder for files the method computes once (see ``workdir`` above)."""
+        if self._workdir is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix=f"patchcfg-{self.name}-")
+            self._workdir = self._temporary.name
+        return Path(self._workdir)
 
     # ------------------------------------------------------------------ models and state
     def build(self) -> None:
@@ -216,6 +228,7 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------------------ monitoring
     def _features(self, paths: list[str]) -> np.ndarray:
+        """The encoder's features (N, D) float32 of ``paths``, unaugmented, in one array filled batch by batch."""
         from patchcfg.data.loading import make_dataset
 
         if self._encode is None:
@@ -223,7 +236,13 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
             self._encode = tf.function(lambda x: tf.cast(self.encoder(x, training=False), tf.float32),
                                        input_signature=[spec])
         data = make_dataset(paths, self.data_cfg, batch_size=256, cache=False)
-        return np.concatenate([self._encode(batch).numpy() for batch in data], axis=0)
+        out = np.empty((len(paths), int(self.encoder.output_shape[-1])), np.float32)  # filled batch by batch
+        done = 0
+        for batch in data:
+            features = self._encode(batch).numpy()
+            out[done:done + len(features)] = features
+            done += len(features)
+        return out
 
     def _views_for_monitoring(self):
         """Two augmented views of the same (up to) 256 images, drawn once (seeded)."""

@@ -5,7 +5,8 @@ ECCV 2018. When every epoch starts:
 
 1. features of every image (no augmentation) from the encoder as trained so far;
 2. PCA to ``pca_dim`` dimensions, whitened, then L2-normalised;
-3. k-means with ``clusters`` centroids: an image's cluster is its pseudo-label;
+3. k-means with ``clusters`` centroids, fitted on a sample of ``kmeans_sample_per_cluster`` images
+   per cluster, then every image assigned to its nearest: an image's cluster is its pseudo-label;
 4. the classifier's last layer is re-initialised, and its optimizer moments zeroed: the clusters'
    numbering is arbitrary, so last epoch's class weights mean nothing;
 5. the epoch's images are drawn uniformly over clusters, then uniformly within one, so that large
@@ -34,26 +35,79 @@ from patchcfg.pretrain.params import PretrainParams
 from patchcfg.train.distribute import global_mean
 from patchcfg.train.loop import epoch_seed
 
+#: rows per block of the PCA's passes over the features (bounded working memory)
+CHUNK_ROWS = 65536
 
-def cluster_features(features, clusters: int, *, pca_dim: int | None, whiten: bool, iterations: int,
-                     seed: int) -> np.ndarray:
-    """Pseudo-labels ``(N,)`` int32: k-means on PCA-(whitened), L2-normalised ``features`` (N, D)."""
+
+def pca_normalised(features, pca_dim: int | None, whiten: bool) -> np.ndarray:
+    """k-means' input (N, d) float32: ``features`` (N, D) projected on their ``pca_dim`` principal
+    components (unit variance each when ``whiten``; directions of zero variance give 0), then L2-normalised.
+
+    Mean and covariance are accumulated block by block (float32 products of rows shifted by the first
+    block's mean, summed in float64), and the projection is written block by block into one float32
+    array: above the features, memory is the output and one block, never a float64 or centred copy
+    of every row."""
+    x = np.asarray(features)
+    count, width = x.shape
+    if pca_dim:
+        dim = min(int(pca_dim), width, count)
+        pivot = x[:CHUNK_ROWS].mean(axis=0, dtype=np.float64).astype(np.float32)
+        total, scatter = np.zeros(width), np.zeros((width, width))
+        for start in range(0, count, CHUNK_ROWS):
+            block = np.subtract(x[start:start + CHUNK_ROWS], pivot, dtype=np.float32)
+            total += block.sum(axis=0, dtype=np.float64)
+            scatter += block.T @ block
+        shifted_mean = total / count
+        mean = shifted_mean + pivot
+        covariance = (scatter - count * np.outer(shifted_mean, shifted_mean)) / max(count - 1, 1)
+        variances, vectors = np.linalg.eigh(covariance)
+        top = np.argsort(-variances, kind="stable")[:dim]
+        components = vectors[:, top]
+        if whiten:
+            variance = variances[top]
+            components = components * np.where(variance > 1e-12 * max(variance.max(), 1e-300),
+                                               1.0 / np.sqrt(np.maximum(variance, 1e-300)), 0.0)
+        out = np.empty((count, dim), np.float32)
+        shift = (mean @ components).astype(np.float32)
+        components = components.astype(np.float32)
+        for start in range(0, count, CHUNK_ROWS):
+            np.matmul(x[start:start + CHUNK_ROWS].astype(np.float32, copy=False), components,
+                      out=out[start:start + CHUNK_ROWS])
+            out[start:start + CHUNK_ROWS] -= shift
+    else:
+        out = np.array(x, np.float32)
+    for start in range(0, count, CHUNK_ROWS):
+        block = out[start:start + CHUNK_ROWS]
+        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def kmeans_labels(x, clusters: int, *, iterations: int, sample_per_cluster: int, seed: int) -> np.ndarray:
+    """Each row's nearest of ``clusters`` k-means centroids, (N,) int32.
+
+    The centroids are fitted (k-means++, then at most ``iterations`` Lloyd iterations) on a seeded
+    uniform sample of ``sample_per_cluster`` rows per cluster (all rows when there are fewer); every
+    row is then assigned to its nearest centroid in one pass. Time and memory grow with the sample,
+    not with N, besides that pass (faiss's ``max_points_per_centroid`` does the same)."""
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
 
-    x = np.asarray(features, np.float32)
+    x = np.asarray(x, np.float32)
     if clusters > len(x):
         raise ValueError(f"{clusters} clusters for {len(x)} images")
-    if pca_dim:
-        dim = min(int(pca_dim), x.shape[1], len(x))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x = PCA(n_components=dim, whiten=whiten, random_state=seed).fit_transform(x)
-        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # whitened directions of zero variance
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    size = clusters * int(sample_per_cluster)
+    train = x if size >= len(x) else x[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fewer distinct points than clusters: k-means still labels every image
-        kmeans = KMeans(n_clusters=clusters, n_init=1, max_iter=int(iterations), random_state=seed).fit(x)
-    return kmeans.labels_.astype(np.int32)
+        kmeans = KMeans(n_clusters=clusters, n_init=1, max_iter=int(iterations), random_state=seed).fit(train)
+        labels = kmeans.labels_ if train is x else kmeans.predict(x)
+    return labels.astype(np.int32)
+
+
+def cluster_features(features, clusters: int, *, pca_dim: int | None, whiten: bool, iterations: int,
+                     sample_per_cluster: int, seed: int) -> np.ndarray:
+    """Pseudo-labels ``(N,)`` int32: k-means on PCA-(whitened), L2-normalised ``features`` (N, D)."""
+    return kmeans_labels(pca_normalised(features, pca_dim, whiten), clusters, iterations=iterations,
+                         sample_per_cluster=sample_per_cluster, seed=seed)
 
 
 def sample_over_clusters(assignments, count: int, seed: int) -> np.ndarray:
@@ -91,6 +145,7 @@ class DeepCluster(PretrainMethod):
         pca_dim: int | None
         whiten: bool
         kmeans_iterations: int
+        kmeans_sample_per_cluster: int
 
     def __init__(self, config, paths, **kwargs):
         super().__init__(config, paths, **kwargs)
@@ -118,7 +173,8 @@ class DeepCluster(PretrainMethod):
         seed = epoch_seed(self.seed, epoch)
         labels = cluster_features(self._features(self.paths), self.clusters,
                                   pca_dim=self.params.pca_dim, whiten=self.params.whiten,
-                                  iterations=self.params.kmeans_iterations, seed=seed)
+                                  iterations=self.params.kmeans_iterations,
+                                  sample_per_cluster=self.params.kmeans_sample_per_cluster, seed=seed)
         self.previous_assignments.assign(self.assignments.read_value())
         self.assignments.assign(labels)
         self.clustered_epoch.assign(epoch)

@@ -3,19 +3,25 @@
 Hénaff, Koppula, Alayrac, van den Oord, Vinyals & Carreira, "Efficient Visual Pretraining with
 Contrastive Detection", ICCV 2021 (DetCon_S, the SimCLR-style objective). Every image gets region
 masks once, before training: Felzenszwalb–Huttenlocher segments (``masks: felzenszwalb``, its
-``num_masks`` largest segments) or the cells of a ``grid`` x ``grid`` grid (``masks: grid``, the
-paper's spatial heuristic). Each view's masks take the view's flips, crops and warps (not its
-colour changes). The encoder's feature map is average-pooled inside each mask (masks resized to the
-map by area), the projection head embeds each pooled region, and a mask's embedding in view 1 must
-pick the same mask's embedding in view 2 among every mask of every image in the global batch
-(InfoNCE at ``temperature``, both directions). Masks that a crop removed from either view take no
-part. The encoder saved is the backbone with its pooling, like every other method's.
+``num_masks`` largest segments, written to ``segments-<key>.npy`` in the stage's folder and read
+batch by batch from there, so they are not held in memory and a resumed run reuses them) or the
+cells of a ``grid`` x ``grid`` grid (``masks: grid``, the paper's spatial heuristic). Each view's
+masks take the view's flips, crops and warps (not its colour changes). The encoder's feature map is
+average-pooled inside each mask (masks resized to the map by area), the projection head embeds each
+pooled region, and a mask's embedding in view 1 must pick the same mask's embedding in view 2 among
+every mask of every image in the global batch (InfoNCE at ``temperature``, both directions). Masks
+that a crop removed from either view take no part. The encoder saved is the backbone with its
+pooling, like every other method's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -46,6 +52,39 @@ def felzenszwalb_segments(images, count: int, scale: float, sigma: float, min_si
         for rank, segment in enumerate(np.argsort(-sizes, kind="stable")[:count]):
             out[i][labels == segment] = rank
     return out
+
+
+#: images segmented per block when the segment file is written
+SEGMENT_BLOCK = 256
+
+
+def stored_segments(folder, key: dict, count: int, blocks) -> np.ndarray:
+    """(N, H, W) int8 segment ids, memory-mapped read-only from ``folder/segments-<key>.npy``.
+
+    ``key`` names what the segments depend on (the images, ``data``, the mask settings); its hash
+    names the file, so a resumed run finds and reuses it and a changed setting computes another.
+    When absent, ``blocks(start)`` (consecutive (n, H, W) blocks of the ``count`` images from row
+    ``start`` on) fills it through :class:`patchcfg.embed.FeatureWriter`: written under a temporary
+    name, recorded after each block (an interrupted run continues after the last one recorded),
+    renamed when whole. Files of other keys are removed.
+    """
+    from patchcfg.embed import FeatureWriter
+
+    folder = Path(folder)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    name = f"segments-{digest}"
+    path = folder / f"{name}.npy"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = FeatureWriter(folder, count, "int8", key, name=name)
+        for block in blocks(writer.done):
+            writer.write(block)
+            writer.checkpoint()
+        writer.publish()
+        for other in folder.glob("segments-*"):
+            if not other.name.startswith(name):
+                other.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")
 
 
 def grid_segments(count_images: int, imshape, grid: int) -> np.ndarray:
@@ -112,17 +151,27 @@ class DetCon(TwoViewMethod):
 
     # ------------------------------------------------------------------ masks and data
     def segments(self) -> np.ndarray:
-        """(N, H, W) int8 segment ids of every image (computed once)."""
+        """(N, H, W) int8 segment ids of every image: the grid's cells (one map, broadcast), or the
+        Felzenszwalb segments computed once into a file in :attr:`workdir` and memory-mapped, so
+        that a batch's masks are read from disk when the batch needs them (:func:`stored_segments`)."""
         if self._segments is None:
             if self.mask_source == "grid":
                 self._segments = grid_segments(len(self.paths), self.imshape, self.params.grid)
             else:
-                from patchcfg.data.loading import load_images
-
-                fh = self.params.felzenszwalb
-                self._segments = felzenszwalb_segments(load_images(self.paths, self.data_cfg), self.num_masks,
-                                                       fh.scale, fh.sigma, fh.min_size)
+                paths = hashlib.sha256("\n".join(self.paths).encode()).hexdigest()
+                key = {"paths": paths, "data": self.data_cfg, "num_masks": self.num_masks,
+                       "felzenszwalb": dataclasses.asdict(self.params.felzenszwalb)}
+                self._segments = stored_segments(self.workdir(), key, len(self.paths), self._felzenszwalb_blocks)
         return self._segments
+
+    def _felzenszwalb_blocks(self, start: int):
+        """The Felzenszwalb segments of the images from ``start`` on, :data:`SEGMENT_BLOCK` images at a time."""
+        from patchcfg.data.loading import image_dataset
+
+        fh = self.params.felzenszwalb
+        images, _ = image_dataset(self.paths[start:], self.data_cfg)
+        for block in images.batch(SEGMENT_BLOCK).prefetch(tf.data.AUTOTUNE):
+            yield felzenszwalb_segments(block.numpy(), self.num_masks, fh.scale, fh.sigma, fh.min_size)
 
     def dataset(self, epoch: int) -> tf.data.Dataset:
         """Per global batch ``((view1, masks1), (view2, masks2))``: two augmented views and their masks
@@ -180,7 +229,7 @@ class DetCon(TwoViewMethod):
 
     def on_train_begin(self, loop) -> None:
         started = time.perf_counter()
-        self.segments()  # once, before the data pipeline (built in a background thread) needs them
+        segments = self.segments()  # once, before the data pipeline (built in a background thread) needs them
         if self.mask_source == "felzenszwalb":
             loop.log(f"detcon: the {self.num_masks} largest Felzenszwalb segments of {len(self.paths)} images "
-                     f"in {time.perf_counter() - started:.1f} s")
+                     f"in {segments.filename} ({time.perf_counter() - started:.1f} s)")

@@ -60,6 +60,11 @@ class PretrainStage(Stage):
         self.encoder, self.extra_callbacks = encoder, list(callbacks)
         self.method = None
 
+    def workdir(self):
+        """Where files computed once are kept (crop cells, DetCon's segments): the stage's folder
+        (a worker of a multi-worker run: its own scratch folder)."""
+        return self.stage_run.dir if self.chief else self.stage_run.checkpoint_dir
+
     def cells(self, paths: list[str]) -> list[str]:
         """With ``data.crops`` > 1 every image's cells (each an image of its own), else ``paths``;
         the probe still scores whole images."""
@@ -67,7 +72,7 @@ class PretrainStage(Stage):
 
         if crops.crops_of(self.data_cfg) == 1:
             return paths
-        folder = (self.stage_run.dir if self.chief else self.stage_run.checkpoint_dir) / "cells"
+        folder = self.workdir() / "cells"
         return [c for files in crops.cell_files(paths, self.data_cfg, folder) for c in files]
 
     def execute(self) -> dict:
@@ -85,7 +90,7 @@ class PretrainStage(Stage):
         probe, probe_paths, probe_info = labelled_probe(self.config, paths, self.say)
         paths = self.cells(paths)
         method = get_method(params["method"])(self.config, paths, probe=probe, probe_paths=probe_paths,
-                                              encoder=self.encoder)
+                                              encoder=self.encoder, workdir=self.workdir())
         steps = int(params["steps_per_epoch"] or method.epoch_steps())
         self.say(f"pretrain {params['method']}: {len(paths)} images, {params['epochs']} epochs x {steps} steps "
                  f"of {gbs} ({strategy.num_replicas_in_sync} replica(s), {type(strategy).__name__}) -> {run.dir}")
