@@ -84,6 +84,28 @@ def test_an_interrupted_embed_resumes_and_equals_an_uninterrupted_one(tmp_path, 
     assert not (folder / "features.progress.json").exists() and not (folder / "features.npy.partial").exists()
 
 
+def test_with_crops_an_image_is_embedded_as_the_mean_of_its_cells(tmp_path, digits_table):
+    """The encoder trained on cells at full resolution: embed gives each image its cells' mean
+    feature (as predict reduces the cells), not the features of the whole image shrunk to a cell."""
+    import keras
+
+    from patchcfg.config import resolve_config
+    from patchcfg.data.crops import load_cells
+    from patchcfg.embed import features_of, find_encoder
+    from patchcfg.stages import run_embed
+
+    config = embed_config(tmp_path, digits_table, batch_size=7)  # 7 cells a pass: 1 image of 4 cells
+    config["data"].update(crops=2, imshape=[8, 8])
+    summary = run_embed(config, root=tmp_path / "exp", verbose=0)
+    got, paths = load_features(tmp_path / "exp" / "ft")
+    assert summary["images"] == 72 and got.shape[0] == 72
+    keras.utils.set_random_seed(3)
+    resolved = resolve_config(config)
+    encoder, _ = find_encoder(resolved, tmp_path / "exp" / "ft", "backbone")
+    cells = features_of(encoder, load_cells(paths[:5], resolved["data"]), resolved["data"])
+    np.testing.assert_allclose(got[:5], cells.reshape(5, 4, -1).mean(axis=1), rtol=1e-5, atol=1e-6)
+
+
 def test_embed_in_float16_on_request(tmp_path, digits_table):
     from patchcfg.cli import main
 

@@ -4,7 +4,8 @@ With ``data.crops: N`` an image is read at N x ``data.imshape`` and cut into N²
 ``imshape``, row by row (top-left, top-right, ..., bottom-right). Fine-tuning trains on the cells,
 each with its image's labels; folds are assigned to images before the cells are made, so an
 image's cells are always on the same side. Predictions cut the same way and reduce the cells'
-probabilities to the image's (``data.crop_reduce``: mean or max).
+probabilities to the image's (``data.crop_reduce``: mean or max); ``embed`` gives an image the
+mean of its cells' features.
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ def whole_config(data_cfg: dict) -> dict:
     return {**data_cfg, "imshape": [int(v) * n for v in data_cfg["imshape"]]}
 
 
-def cut(images: np.ndarray, n: int) -> np.ndarray:
-    """(B, n·H, n·W, C) -> (B·n², H, W, C): each image's cells in turn, row by row."""
-    images = np.asarray(images)
-    b, height, width, c = images.shape
-    h, w = height // n, width // n
-    cells = images[:, :h * n, :w * n].reshape(b, n, h, n, w, c).transpose(0, 1, 3, 2, 4, 5)
-    return np.ascontiguousarray(cells.reshape(b * n * n, h, w, c))
+def cut(images, n: int):
+    """(B, n·H, n·W, C) -> (B·n², H, W, C): each image's cells in turn, row by row. A numpy
+    array gives a numpy array; a tensor (inside a ``tf.data`` map) a tensor."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(images)
+    shape = tf.shape(x)
+    h, w, c = shape[1] // n, shape[2] // n, shape[3]
+    cells = tf.reshape(x[:, :h * n, :w * n], [-1, n, h, n, w, c])
+    cells = tf.reshape(tf.transpose(cells, [0, 1, 3, 2, 4, 5]), [-1, h, w, c])
+    return cells.numpy() if isinstance(images, np.ndarray) else cells
 
 
 def reduce(probabilities: np.ndarray, n: int, how: str) -> np.ndarray:

@@ -59,6 +59,7 @@ class EmbedStage(Stage):
         import tensorflow as tf
 
         from patchcfg.atomic import atomic_write_text
+        from patchcfg.data import crops
         from patchcfg.data.images import resolve_image_paths
         from patchcfg.data.loading import image_batches
         from patchcfg.embed import FeatureWriter, embed_batches
@@ -71,7 +72,7 @@ class EmbedStage(Stage):
         if not self.chief:
             return summary
         key = {"paths_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(), "encoder": self.source,
-               "data": {k: self.data_cfg[k] for k in ("imshape", "channels", "normalize", "resize")}}
+               "data": {k: self.data_cfg[k] for k in ("imshape", "channels", "normalize", "resize", "crops")}}
         writer = FeatureWriter(run.dir, len(paths), params["dtype"], key)
         if writer.done:
             self.say(f"embed: resuming after {writer.done} of {len(paths)} images")
@@ -79,10 +80,14 @@ class EmbedStage(Stage):
         started = time.perf_counter()
         if writer.done < len(paths):
             # one pipeline: images are decoded (in parallel, ahead) while the encoder runs
-            batches, channels = image_batches(paths[writer.done:], self.data_cfg, int(params["batch_size"]) * replicas)
+            n = crops.crops_of(self.data_cfg)  # with crops: an image's features are its cells' mean
+            per_batch = max(1, int(params["batch_size"]) * replicas // (n * n))
+            batches, channels = image_batches(paths[writer.done:], crops.whole_config(self.data_cfg), per_batch)
+            if n > 1:
+                batches = batches.map(lambda images: crops.cut(images, n))
             batches = batches.prefetch(tf.data.AUTOTUNE)
             for features in embed_batches(self.encoder, batches, self.data_cfg, channels, self.strategy):
-                writer.write(features)
+                writer.write(features.reshape(-1, n * n, features.shape[-1]).mean(axis=1) if n > 1 else features)
                 if writer.written - writer.done >= CHUNK or writer.written == len(paths):
                     writer.checkpoint()
                     if self.on_chunk is not None:

@@ -188,6 +188,13 @@ def test_shape_pooling_dropout():
     assert "imshape" not in config["data"] and any(m.startswith("shape: not converted") for m in messages)
 
 
+def test_crops_become_data_crops():
+    config, messages = convert({"crops": 3})
+    assert config["data"]["crops"] == 3 and not lost(messages)
+    config, messages = convert({"crops": 0})
+    assert "crops" not in config["data"] and any(m.startswith("crops: not converted") for m in messages)
+
+
 def test_classes_is_a_note_and_several_outputs_become_output_groups():
     _, messages = convert({"classes": 12, "stages": [{"epochs": 1}]})
     assert messages == ["classes: note: 12 classes: patchcfg takes the classes from the label table's columns "

@@ -1,4 +1,4 @@
-"""Musket ``shape`` as our ``data`` section; the label table is a placeholder to fill in."""
+"""Musket ``shape`` and ``crops`` as our ``data`` section; the label table is a placeholder to fill in."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ LABELS_PLACEHOLDER = "labels.csv"
 
 def convert_data(musket: dict, report: Report) -> dict:
     out: dict = {"labels": LABELS_PLACEHOLDER}
+    if "crops" in musket:  # N x N cells of `shape` each, as ours
+        crops = as_int(musket["crops"])
+        if crops is None or crops < 1:
+            report.lost(("crops",), f"expected a whole number from 1, got {show(musket['crops'])}")
+        else:
+            out["crops"] = crops
     key = "shape" if "shape" in musket else "input_shape" if "input_shape" in musket else None
     if key is None:
         report.note(("shape",), "not given; data.imshape and data.channels are patchcfg's defaults")

@@ -25,7 +25,6 @@ _DATA_KEYS = {
 }
 _OTHER_KEYS = {
     "imports": "custom Musket code is not loaded; give your own losses and backbones as module:function",
-    "crops": "training on crops is not supported; tile the images beforehand and list the tiles",
     "transforms": "no equivalent; images are resized to data.imshape and scaled by data.normalize",
     "manualResize": "images are always resized to data.imshape (data.resize picks the interpolation)",
     "inference_batch": "no separate prediction batch size",
@@ -43,7 +42,7 @@ _HANDLED = {
     "architecture", "classifier", "weights", "encoder_weights", "pooling", "shape", "input_shape",
     "classes", "activation", "dropout", "optimizer", "lr", "clipnorm", "batch", "loss", "metrics",
     "primary_metric", "primary_metric_mode", "callbacks", "stages", "folds_count", "random_state",
-    "freeze_encoder", "augmentation", "testTimeAugmentation",
+    "freeze_encoder", "augmentation", "testTimeAugmentation", "crops",
 }
 
 
