@@ -98,16 +98,12 @@ def cluster(way: str, features: np.ndarray, clusters: int, per_cluster: int, par
     from patchcfg.pretrain.deepcluster import cluster_features, pca_normalised
 
     seed, iterations = 1, params["kmeans_iterations"]
-    if way in ("sampled", "all"):
+    if way in ("sampled", "all", "minibatch"):
         per_cluster = per_cluster if way == "sampled" else len(features) // clusters + 1
         return cluster_features(features, clusters, pca_dim=params["pca_dim"], whiten=params["whiten"],
-                                iterations=iterations, sample_per_cluster=per_cluster, seed=seed)
+                                iterations=iterations, sample_per_cluster=per_cluster, seed=seed,
+                                way="minibatch" if way == "minibatch" else "sampled")
     x = pca_normalised(features, params["pca_dim"], params["whiten"])
-    if way == "minibatch":
-        from sklearn.cluster import MiniBatchKMeans
-
-        return MiniBatchKMeans(clusters, batch_size=4096, max_iter=iterations, n_init=1,
-                               random_state=seed).fit(x).labels_.astype(np.int32)
     if way == "faiss":
         import faiss
 

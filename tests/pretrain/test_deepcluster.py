@@ -111,3 +111,5 @@ def test_kmeans_fitted_on_a_sample_still_labels_every_image():
     labels = kmeans_labels(x, 5, iterations=20, sample_per_cluster=20, seed=0)  # fitted on 100 rows
     assert labels.shape == (5000,) and labels.dtype == np.int32
     assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
+    minibatch = kmeans_labels(x, 5, iterations=20, sample_per_cluster=20, seed=0, way="minibatch")
+    assert minibatch.dtype == np.int32 and adjusted_rand_score(truth, minibatch) == pytest.approx(1.0)

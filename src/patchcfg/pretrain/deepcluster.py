@@ -82,32 +82,40 @@ def pca_normalised(features, pca_dim: int | None, whiten: bool) -> np.ndarray:
     return out
 
 
-def kmeans_labels(x, clusters: int, *, iterations: int, sample_per_cluster: int, seed: int) -> np.ndarray:
+def kmeans_labels(x, clusters: int, *, iterations: int, sample_per_cluster: int, seed: int,
+                  way: str = "sampled") -> np.ndarray:
     """Each row's nearest of ``clusters`` k-means centroids, (N,) int32.
 
-    The centroids are fitted (k-means++, then at most ``iterations`` Lloyd iterations) on a seeded
-    uniform sample of ``sample_per_cluster`` rows per cluster (all rows when there are fewer); every
-    row is then assigned to its nearest centroid in one pass. Time and memory grow with the sample,
-    not with N, besides that pass (faiss's ``max_points_per_centroid`` does the same)."""
-    from sklearn.cluster import KMeans
+    ``sampled``: the centroids are fitted (k-means++, then at most ``iterations`` Lloyd
+    iterations) on a seeded uniform sample of ``sample_per_cluster`` rows per cluster (all rows
+    when there are fewer); every row is then assigned to its nearest centroid in one pass. Time
+    and memory grow with the sample, not with N, besides that pass (faiss's
+    ``max_points_per_centroid`` does the same); the fit grows with the square of ``clusters``.
+    ``minibatch``: mini-batch k-means over every row (Sculley 2010, "Web-scale k-means
+    clustering"; batches of 4096, at most ``iterations`` passes): linear in ``clusters``, the
+    faster for a thousand clusters and more."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
 
     x = np.asarray(x, np.float32)
     if clusters > len(x):
         raise ValueError(f"{clusters} clusters for {len(x)} images")
-    size = clusters * int(sample_per_cluster)
-    train = x if size >= len(x) else x[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fewer distinct points than clusters: k-means still labels every image
+        if way == "minibatch":
+            return MiniBatchKMeans(clusters, batch_size=4096, max_iter=int(iterations), n_init=1,
+                                   random_state=seed).fit(x).labels_.astype(np.int32)
+        size = clusters * int(sample_per_cluster)
+        train = x if size >= len(x) else x[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
         kmeans = KMeans(n_clusters=clusters, n_init=1, max_iter=int(iterations), random_state=seed).fit(train)
         labels = kmeans.labels_ if train is x else kmeans.predict(x)
     return labels.astype(np.int32)
 
 
 def cluster_features(features, clusters: int, *, pca_dim: int | None, whiten: bool, iterations: int,
-                     sample_per_cluster: int, seed: int) -> np.ndarray:
+                     sample_per_cluster: int, seed: int, way: str = "sampled") -> np.ndarray:
     """Pseudo-labels ``(N,)`` int32: k-means on PCA-(whitened), L2-normalised ``features`` (N, D)."""
     return kmeans_labels(pca_normalised(features, pca_dim, whiten), clusters, iterations=iterations,
-                         sample_per_cluster=sample_per_cluster, seed=seed)
+                         sample_per_cluster=sample_per_cluster, seed=seed, way=way)
 
 
 def sample_over_clusters(assignments, count: int, seed: int) -> np.ndarray:
@@ -144,6 +152,7 @@ class DeepCluster(PretrainMethod):
         clusters: int
         pca_dim: int | None
         whiten: bool
+        kmeans: str
         kmeans_iterations: int
         kmeans_sample_per_cluster: int
 
@@ -174,7 +183,8 @@ class DeepCluster(PretrainMethod):
         labels = cluster_features(self._features(self.paths), self.clusters,
                                   pca_dim=self.params.pca_dim, whiten=self.params.whiten,
                                   iterations=self.params.kmeans_iterations,
-                                  sample_per_cluster=self.params.kmeans_sample_per_cluster, seed=seed)
+                                  sample_per_cluster=self.params.kmeans_sample_per_cluster, seed=seed,
+                                  way=self.params.kmeans)
         self.previous_assignments.assign(self.assignments.read_value())
         self.assignments.assign(labels)
         self.clustered_epoch.assign(epoch)
