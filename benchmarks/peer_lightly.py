@@ -107,14 +107,14 @@ def probe(labels: Path, features: Path, peers: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_ours(labels: Path, work: Path, epochs: int, seed: int, name: str, precision: str) -> dict:
+def run_ours(labels: Path, work: Path, epochs: int, seed: int, name: str, precision: str | None) -> dict:
     """``patchcfg pretrain`` then ``patchcfg embed``; features in the label table's order."""
     import pandas as pd
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
            "TF_CPP_MIN_LOG_LEVEL": "3"}
-    overrides = [f"data.labels={labels}", f"name={name}", f"seed={seed}", f"pretrain.epochs={epochs}",
-                 f"pretrain.mixed_precision={precision}"]
+    overrides = [f"data.labels={labels}", f"name={name}", f"seed={seed}", f"pretrain.epochs={epochs}"]
+    overrides += [f"pretrain.mixed_precision={precision}"] if precision is not None else []
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "patchcfg.cli", "pretrain", str(CONFIG), *overrides,
                     "--experiments", str(work)], env=env, check=True, capture_output=True, text=True)
@@ -154,7 +154,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (each its own seed)")
     parser.add_argument("--workers", default="0,1,2", help="lightly's loader workers to try each round")
-    parser.add_argument("--precision", default="auto", help="our pretrain.mixed_precision: auto, true or false")
+    parser.add_argument("--precision", default=None,
+                        help="our pretrain.mixed_precision: auto, true or false (default: the schema's)")
     parser.add_argument("--work", type=Path, default=None, help="where data and runs go (default: a temporary folder)")
     args = parser.parse_args(argv)
     if not args.peer_python.is_file() or not (args.peers / "lightly_simclr.py").is_file():
