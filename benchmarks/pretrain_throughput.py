@@ -47,6 +47,7 @@ def main(argv=None) -> dict:
     from patchcfg.data.images import resolve_image_paths
     from patchcfg.pretrain import get_method
     from patchcfg.train.loop import TrainLoop, environment_threads
+    from patchcfg.train.precision import precision_policy
 
     config = fill_defaults({
         "seed": 0,
@@ -62,7 +63,7 @@ def main(argv=None) -> dict:
 
     def timed(method) -> list[float]:
         loop = TrainLoop(method, epochs=1 + args.epochs, steps_per_epoch=args.steps, global_batch_size=args.batch,
-                         optimizer_config=optimizer, verbose=0)
+                         optimizer_config=optimizer, mixed_precision=config["pretrain"]["mixed_precision"], verbose=0)
         rows = loop.fit()["history"]
         return [row["images_per_second"] for row in rows[1:]]  # after the first (tracing) epoch
 
@@ -96,6 +97,7 @@ def main(argv=None) -> dict:
         "timed_epochs": args.epochs * args.rounds,
         "cpu_threads": environment_threads(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
+        "precision": precision_policy(config["pretrain"]["mixed_precision"]),
         "end_to_end_images_per_s": round(end_to_end, 1),
         "model_only_images_per_s": round(model_only, 1),
         "ratio": round(end_to_end / model_only, 3),

@@ -1,6 +1,8 @@
 """The model-only SimCLR step, side by side: our ResNet with its fused batch normalization, the
 same ResNet with Keras 3's own ``BatchNormalization``, and (when ``tf_keras`` is installed) the same
-ResNet built with Keras 2 layers on the same TensorFlow.
+ResNet built with Keras 2 layers on the same TensorFlow; then ours and Keras' under the
+``mixed_bfloat16`` policy (``pretrain.mixed_precision``) and ours compiled by XLA
+(``jit_compile=True``).
 
 ResNet-18 at width 0.25, 32-px RGB, batch 128, two views, a 2-layer projection head (256 -> 128),
 NT-Xent at temperature 0.2, Adam; no input pipeline (the views are constant tensors). Each arm runs
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 
-ARMS = ("fused_bn", "keras_bn", "tf_keras")
+ARMS = ("fused_bn", "keras_bn", "tf_keras", "fused_bn_bf16", "keras_bn_bf16", "fused_bn_xla")
 BATCH, SIZE, TEMPERATURE = 128, 32, 0.2
 
 
@@ -33,8 +35,10 @@ def build(arm: str):
 
     import patchcfg.models.resnet as resnet
 
-    if arm == "keras_bn":
+    if arm.startswith("keras_bn"):
         resnet.BatchNormalization = keras.layers.BatchNormalization
+    if arm.endswith("_bf16"):
+        keras.config.set_dtype_policy("mixed_bfloat16")
     if arm == "tf_keras":
         import tf_keras
 
@@ -57,10 +61,11 @@ def measure(arm: str, steps: int) -> float:
     encoder(views[0]), head(encoder(views[0]))
     variables = encoder.trainable_variables + head.trainable_variables
 
-    @tf.function
+    @tf.function(jit_compile=arm.endswith("_xla"))
     def step(first, second):
         with tf.GradientTape() as tape:
-            z = tf.math.l2_normalize(head(encoder(tf.concat([first, second], 0), training=True), training=True), 1)
+            z = head(encoder(tf.concat([first, second], 0), training=True), training=True)
+            z = tf.math.l2_normalize(tf.cast(z, tf.float32), 1)
             logits = tf.matmul(z[:BATCH], z[BATCH:], transpose_b=True) / TEMPERATURE
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.range(BATCH), logits))
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))

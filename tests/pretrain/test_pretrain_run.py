@@ -43,8 +43,9 @@ def digits(tmp_path_factory):
 
 def make_config(digits, method="simclr", **pretrain):
     """The resolved config of a short run: what the test chooses, the schema's defaults for the rest."""
+    # float32 unless a test says otherwise: runs are compared with each other to 1e-5
     params = {"method": method, "epochs": 2, "batch_size": 16, "steps_per_epoch": 2, "temperature": 0.5,
-              "projection": {"units": 16, "dim": 8}}
+              "projection": {"units": 16, "dim": 8}, "mixed_precision": False}
     if method == "moco":
         params.update(queue_size=32, momentum=0.9)
     if method == "deepcluster":
@@ -186,6 +187,17 @@ def test_mixed_precision_with_lars(digits, tmp_path):
     assert method.encoder.dtype_policy.compute_dtype == "bfloat16"
     assert all(v.dtype == "float32" for v in method.encoder.trainable_variables)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    stage = tmp_path / "test-moco" / "pretrain"
+    assert summary["precision"] == "mixed_bfloat16"
+    assert json.loads((stage / "env.json").read_text())["precision"] == "mixed_bfloat16"
+    # the saved encoder runs in float32, with the trained weights
+    saved = keras.saving.load_model(stage / "encoder.keras")
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    images = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
+    features = saved(images, training=False)
+    assert features.dtype == "float32"
+    np.testing.assert_allclose(features.numpy(), method.encoder(images, training=False).numpy().astype(np.float32),
+                               rtol=0.05, atol=0.05)
 
 
 def test_schema_methods_are_the_registered_methods():

@@ -58,7 +58,8 @@ def write_images(folder, n=32, size=16):
 def base_config(listing, method="simclr", **pretrain):
     params = {"method": method, "epochs": 1, "batch_size": 16, "steps_per_epoch": 1, "temperature": 0.5,
               "projection": {"depth": 2, "units": 16, "dim": 8}, "monitor": {"every": 0},
-              "optimizer": {"name": "sgd", "lr": 1.0, "momentum": 0.0}}
+              "optimizer": {"name": "sgd", "lr": 1.0, "momentum": 0.0},
+              "mixed_precision": False}  # float32: replicas are compared with one device to 1e-5
     params.update(pretrain)
     return fill_defaults({"name": f"dist-{method}", "seed": 3,
                           "data": {"images": str(listing), "imshape": [16, 16], "num_parallel_calls": 2},

@@ -5,8 +5,8 @@ on the TensorFlow backend; TensorFlow's ``FusedBatchNormV3`` (Ioffe & Szegedy 20
 Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift") does
 both, forward and backward, in one kernel. :class:`BatchNormalization` is Keras' layer with the
 same weights, configuration and moving-statistics update (biased batch variance, ``momentum``),
-saved and loaded like it; it takes the fused path for float32 inputs of rank 2 or 4 with the
-channels last, and Keras' own path otherwise (``synchronized`` statistics across replicas, masks,
+saved and loaded like it; it takes the fused path for float32, bfloat16 and float16 inputs of rank 2 or 4 with
+the channels last, and Keras' own path otherwise (``synchronized`` statistics across replicas, masks,
 other dtypes and axes, other backends).
 
 ``benchmarks/train_step.py`` measures the model-only SimCLR step with either layer side by side.
@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import keras
 
+#: input dtypes the fused kernel takes (its scale, offset and statistics stay float32): float32, and
+#: the 16-bit floats of the mixed-precision policies
+FUSED_DTYPES = ("float32", "bfloat16", "float16")
+
 
 @keras.saving.register_keras_serializable(package="patchcfg")
 class BatchNormalization(keras.layers.BatchNormalization):
@@ -24,7 +28,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def _fused(self, inputs, mask) -> bool:
         return (keras.backend.backend() == "tensorflow" and not self.synchronized and mask is None
                 and len(inputs.shape) in (2, 4) and self.axis in (-1, len(inputs.shape) - 1)
-                and keras.backend.standardize_dtype(inputs.dtype) == "float32")
+                and keras.backend.standardize_dtype(inputs.dtype) in FUSED_DTYPES)
 
     def call(self, inputs, training=None, mask=None):
         if not self._fused(inputs, mask):

@@ -43,6 +43,7 @@ class DistillStage(Stage):
         from patchcfg.metrics import grouped_metrics, is_per_class
         from patchcfg.predict import predict_arrays
         from patchcfg.train.loop import best_metrics
+        from patchcfg.train.precision import float32_copy
 
         distill, table, classes, say = self.params, self.table, self.classes, self.say
         all_paths = np.array(table.resolved_paths())
@@ -78,7 +79,7 @@ class DistillStage(Stage):
                            optimizer_config=distill["optimizer"]).fit()
         student_metrics = task.on_epoch_end(distill["epochs"] - 1, {})
         if self.chief:
-            task.model.save(self.stage_run.path("model.keras"))
+            float32_copy(task.model).save(self.stage_run.path("model.keras"))
         gap = _macro_auc(teacher_metrics) - _macro_auc(student_metrics)
         return {"classes": classes, "images": len(rows),
                 "teacher": {k: v for k, v in teacher_metrics.items() if not is_per_class(k)},

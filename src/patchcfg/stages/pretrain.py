@@ -80,6 +80,7 @@ class PretrainStage(Stage):
         from patchcfg.pretrain import get_method
         from patchcfg.train.callbacks import build_callbacks
         from patchcfg.train.loop import best_metrics
+        from patchcfg.train.precision import float32_copy
 
         params, run, strategy = self.params, self.stage_run, self.strategy
         paths = self.readable(resolve_image_paths(self.data_cfg))
@@ -98,12 +99,13 @@ class PretrainStage(Stage):
             method, epochs=params["epochs"], steps_per_epoch=steps, global_batch_size=gbs,
             optimizer_config=params["optimizer"],
             callbacks=[*build_callbacks(params["callbacks"]), *self.extra_callbacks],
-            checkpoint_every=params["checkpoint_every"], mixed_precision=params["mixed_precision"]).fit()
+            checkpoint_every=params["checkpoint_every"]).fit()
         self.method = method
         if self.chief:
-            method.encoder.save(run.path("encoder.keras"))
+            encoder = float32_copy(method.encoder)  # loads and runs in float32 whatever trained it
+            encoder.save(run.path("encoder.keras"))
             if params["export_savedmodel"]:
-                method.encoder.export(str(run.path("encoder_savedmodel")), verbose=False)
+                encoder.export(str(run.path("encoder_savedmodel")), verbose=False)
         history = result["history"]
         return {
             "method": params["method"],

@@ -17,7 +17,8 @@ written), the experiment folder (a config that differs from the one on disk is r
 :meth:`~Stage.prepare`, the strategy and ``env.json``, :meth:`~Stage.execute`, ``summary.json``
 and the closing line. ``status.json`` records running / complete / failed / interrupted; an
 interrupted stage resumes from its checkpoints. :meth:`Stage.loop` builds the training loop with
-the settings every stage shares (strategy, HParams, trial id, progress output).
+the settings every stage shares (strategy, HParams, trial id, progress output, the dtype policy of
+``mixed_precision``, recorded in ``env.json`` and ``summary.json``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Stage:
         self.log, self.say = stage_logs(log, verbose, self.chief)
         self.skipped: list[dict] = []
         self.experiment = self.stage_run = None
+        #: the dtype policy of the stage's training (``mixed_precision``), once a loop is built
+        self.precision: str | None = None
 
     # ------------------------------------------------------------------ what a stage supplies
     def check(self) -> None:
@@ -125,9 +128,16 @@ class Stage:
         optimizer_config, callbacks..."""
         from patchcfg.train.loop import TrainLoop
 
-        return TrainLoop(task, run=run or self.stage_run, strategy=self.strategy,
+        loop = TrainLoop(task, run=run or self.stage_run, strategy=self.strategy,
                          hparams=self.hparams() if hparams else None, trial_id=self.config["name"],
-                         verbose=self.verbose, log=self.log, **schedule)
+                         verbose=self.verbose, log=self.log, mixed_precision=self.params["mixed_precision"],
+                         **schedule)
+        if self.precision is None:
+            self.precision = loop.precision
+            self.say(f"{self.name}: computing under the {loop.precision} dtype policy "
+                     f"(mixed_precision: {str(self.params['mixed_precision']).lower()})")
+            self.stage_run.update_env(precision=loop.precision)
+        return loop
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
@@ -160,6 +170,8 @@ class Stage:
             summary = self.execute()
             summary.update({"skipped_images": len(self.skipped), "skipped": self.skipped,
                             "seconds": round(time.time() - started, 3)})
+            if self.precision is not None:
+                summary["precision"] = self.precision
             self.stage_run.write_summary(summary)
         self.say(self.done_message(summary))
         return summary

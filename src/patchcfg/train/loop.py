@@ -6,7 +6,8 @@ inside a ``tf.function``. A trainer is a :class:`TrainTask`: it builds its model
 dataset of *global* batches for each epoch and a loss for a *replica's* share of a batch;
 :class:`TrainLoop` owns the rest:
 
-- the optimizer and learning-rate schedule (``optimizer`` config section), mixed precision;
+- the optimizer and learning-rate schedule (``optimizer`` config section), mixed precision
+  (:mod:`patchcfg.train.precision`);
 - gradient application (gradients are summed over replicas, so the task scales its loss by the
   global batch, e.g. with :func:`global_mean`);
 - a ``tf.train.Checkpoint`` every ``checkpoint_every`` epochs (task state, optimizer, epoch and
@@ -53,6 +54,7 @@ from patchcfg.errors import UserError
 from patchcfg.metrics import metric_mode
 from patchcfg.train.distribute import all_gather, global_mean, replica_id_and_count
 from patchcfg.train.optim import build_optimizer, current_lr
+from patchcfg.train.precision import MIXED_FLOAT16, precision_policy
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -168,11 +170,6 @@ class _SignalFlag:
         return False
 
 
-def mixed_precision_policy() -> str:
-    """``mixed_float16`` on GPU (with loss scaling), ``mixed_bfloat16`` elsewhere."""
-    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
-
-
 def flatten_config(config: dict) -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (:func:`patchcfg.config.flatten`) with every value an
     HParams value: lists and None become strings."""
@@ -210,7 +207,9 @@ class TrainLoop:
         strategy: a ``tf.distribute.Strategy`` (default: the current one).
         callbacks: Keras callbacks, driven with ``model=task.model``.
         checkpoint_every: epochs between checkpoints (the last epoch is always saved).
-        mixed_precision: build the task's models under :func:`mixed_precision_policy`.
+        mixed_precision: ``auto``, true or false: build the task's models under the dtype policy
+            :func:`patchcfg.train.precision.precision_policy` chooses (:attr:`precision`), with
+            loss scaling under ``mixed_float16``.
         hparams: a flat mapping written as TensorBoard HParams (see :func:`flatten_config`).
         verbose: ``"auto"`` (a progress bar on a terminal, one line per epoch otherwise), 0 or 1.
         log: where progress lines go (default: print to stdout); only the chief logs.
@@ -222,7 +221,7 @@ class TrainLoop:
 
     def __init__(self, task: TrainTask, *, epochs: int, steps_per_epoch: int, global_batch_size: int,
                  optimizer_config: dict, run=None, strategy=None, callbacks: Sequence = (),
-                 checkpoint_every: int = 1, mixed_precision: bool = False, hparams: dict | None = None,
+                 checkpoint_every: int = 1, mixed_precision: bool | str = False, hparams: dict | None = None,
                  trial_id: str | None = None, verbose: str | int = "auto",
                  log: Callable[[str], None] | None = None, subdir: str | None = None,
                  row_keys: dict | None = None):
@@ -235,7 +234,8 @@ class TrainLoop:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.callbacks = list(callbacks)
         self.checkpoint_every = max(1, int(checkpoint_every))
-        self.mixed_precision = bool(mixed_precision)
+        #: the Keras dtype policy the task's models are built under
+        self.precision = precision_policy(mixed_precision)
         self.hparams = hparams
         self.trial_id = trial_id
         self.verbose = verbose
@@ -263,15 +263,13 @@ class TrainLoop:
         if self.optimizer is not None:
             return
         previous = keras.config.dtype_policy()
-        policy = mixed_precision_policy() if self.mixed_precision else None
-        if policy:
-            keras.config.set_dtype_policy(policy)
+        keras.config.set_dtype_policy(self.precision)
         try:
             with self.strategy.scope():
                 self.task.build()
                 variables = self.task.trainable_variables()
                 optimizer = build_optimizer(self.optimizer_config, self.steps_per_epoch, self.epochs, variables)
-                if policy == "mixed_float16":
+                if self.precision == MIXED_FLOAT16:
                     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
                     optimizer.build(variables)
                 self.optimizer = optimizer
@@ -560,4 +558,4 @@ def environment_threads() -> int:
 
 
 __all__ = ["TrainTask", "TrainLoop", "global_mean", "all_gather", "replica_id_and_count", "flatten_config",
-           "best_metrics", "epoch_seed", "metric_mode", "mixed_precision_policy"]
+           "best_metrics", "epoch_seed", "metric_mode"]
