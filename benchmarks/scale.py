@@ -25,9 +25,11 @@ quick head, the strategy, the queue written) and its parts: ``quick_head_seconds
 ``rank_seconds`` (the strategy alone) and ``queue_seconds`` (writing the queue).
 
 The embed line runs the embed stage on ``--embed-images`` PNGs (ResNet-18, width 0.25, 32 px)
-and compares its images/s (reading, encoding and writing, chunk after chunk) with the model-only
-rate of the same compiled step on images already in memory, measured before and after the
-embed (the faster of the two counts, so a busy machine does not flatter the ratio; goal >= 0.9).
+and compares its steady images/s (reading, encoding and writing, chunk after chunk, after the first
+batch has compiled the step) with the model-only rate of the same compiled step on images already
+in memory. The two alternate (``--embed-rounds`` stage runs, a model-only run before and after
+each) and the best of each is compared: this machine's speed changes from minute to minute, by up
+to 2x, and a single run would be judged on its moment (goal >= 0.9).
 It also gives the CPU time per image (all threads, which a busy machine changes least) of the
 model-only step and of the decoding pipeline alone, and ``cpu_bound_ratio``, model / (model +
 decode): the most the ratio can reach when decoding and the encoder share the same busy cores.
@@ -264,20 +266,27 @@ def embed_step(folder: Path, args) -> dict:
     config = {"name": "embed-rate", "seed": 0, "data": {"labels": str(folder / "embed_labels.csv"),
                                                         "imshape": [32, 32]},
               "backbone": {"name": "resnet18", "width": 0.25}, "embed": {"dtype": "float32"}}
-    summary = {}
+    stage_rates, model_runs = [], [model_only_rate(folder, config, args.embed_images)]
 
-    def embed():
-        summary.update(run_embed(config, root=folder / "embed_experiments", verbose=0))
+    def embed():  # a new experiment each time: a finished stage would be skipped
+        fresh = {**config, "name": f"{config['name']}-{len(stage_rates)}"}
+        stage_rates.append(run_embed(fresh, root=folder / "embed_experiments", verbose=0)["steady_images_per_second"])
 
-    before = model_only_rate(folder, config, args.embed_images)
+    # alternating (model, stage, model, stage, ...) and the best of each: this machine's speed
+    # changes from minute to minute, and one stage run against the better of two model runs
+    # would judge the stage on its worst moment
     line = measure("embed", args.embed_images, embed)
-    after = model_only_rate(folder, config, args.embed_images)
-    line["images_per_second"] = summary["images_per_second"]
-    line["model_only_images_per_second"] = max(before[0], after[0])  # the faster: the ratio is not flattered
-    line["model_only_runs"] = [before[0], after[0]]
+    model_runs.append(model_only_rate(folder, config, args.embed_images))
+    for _ in range(args.embed_rounds - 1):
+        embed()
+        model_runs.append(model_only_rate(folder, config, args.embed_images))
+    line["images_per_second"] = max(stage_rates)
+    line["stage_runs"] = stage_rates
+    line["model_only_images_per_second"] = max(rate for rate, _ in model_runs)
+    line["model_only_runs"] = [rate for rate, _ in model_runs]
     # CPU time per image (all threads): what a busy machine changes least. With both cores busy, the
     # stage can reach at most model / (model + decode) of the model-only rate.
-    model_cpu = min(before[1], after[1])
+    model_cpu = min(cpu for _, cpu in model_runs)
     decode_cpu = decode_cpu_per_image(paths, config)
     line.update({"model_cpu_us_per_image": model_cpu, "decode_cpu_us_per_image": decode_cpu,
                  "cpu_bound_ratio": round(model_cpu / (model_cpu + decode_cpu), 3)})
@@ -343,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100, help="picks per query")
     parser.add_argument("--experiments", type=int, default=10_000, help="experiments for analyze")
     parser.add_argument("--embed-images", type=int, default=8192)
+    parser.add_argument("--embed-rounds", type=int, default=3, help="stage runs, alternating with model-only runs")
     parser.add_argument("--only", default="table,labels_stats,quick_head,query,analyze,embed")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--project", help="a folder for the set-up project, made once and reused by later runs "

@@ -265,3 +265,23 @@ def test_validation_pass_is_cached(tmp_path):
     assert readers._CACHE and readers.probe([tmp_path / "a.png"]) == first
     truncated_png(tmp_path / "a.png")  # changes size and mtime: probed again
     assert isinstance(readers.probe([tmp_path / "a.png"])[0], str)
+
+
+def test_files_checked_together_give_each_files_info_and_a_bad_one_is_still_named(tmp_path):
+    """PNG/JPEG/GIF files are decoded together in one pass; one bad file among them must not hide
+    which one it is, nor cost the good ones their infos."""
+    readers.clear_cache()
+    paths = []
+    for i in range(20):
+        path = tmp_path / f"{i:02d}.png"
+        pixels = pattern(3)[:, :5 + i % 3]
+        Image.fromarray(pixels if i % 2 else pixels[..., 0]).save(path)  # RGB and grey, 3 widths
+        paths.append(path)
+    together = readers.probe(paths)
+    readers.clear_cache()
+    assert together == [readers._probe_one(str(p)) for p in paths]  # as one by one
+    truncated_png(paths[7])
+    readers.clear_cache()
+    infos = readers.probe(paths)
+    assert isinstance(infos[7], str) and "cannot be decoded" in infos[7]
+    assert infos[:7] + infos[8:] == together[:7] + together[8:]

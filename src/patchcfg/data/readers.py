@@ -127,7 +127,8 @@ def read_unit(path: str | bytes) -> np.ndarray:
     return np.ascontiguousarray(to_unit(read_raw(path)))
 
 
-def _probe_one(path: str) -> ImageInfo:
+def _check_file(path: str) -> str:
+    """The file's lower-case suffix, once it is an existing, non-empty file of a supported format."""
     if not os.path.exists(path):
         raise BadImage("file not found")
     if os.path.isdir(path):
@@ -137,6 +138,11 @@ def _probe_one(path: str) -> ImageInfo:
         raise BadImage(f"unsupported format '{suffix}' (supported: {', '.join(SUFFIXES)})")
     if os.path.getsize(path) == 0:
         raise BadImage("empty file")
+    return suffix
+
+
+def _probe_one(path: str) -> ImageInfo:
+    suffix = _check_file(path)
     try:
         if suffix in TF_SUFFIXES:
             import tensorflow as tf
@@ -173,15 +179,59 @@ def _key(path: str) -> tuple:
         return (os.path.abspath(path), None, None)
 
 
+#: PNG/JPEG/GIF files decoded together in one ``tf.data`` pass by :func:`_probe_decoded_together`
+TOGETHER = 4096
+
+
+def _probe_decoded_together(paths: list[str]) -> list[ImageInfo] | None:
+    """The infos of PNG/JPEG/GIF files, each fully decoded as :func:`_probe_one` decodes it, but in
+    one parallel ``tf.data`` pass (a tenth of the CPU of one eager decode per file); None when any
+    of them fails, so that the files are checked one by one and the bad ones named."""
+    import tensorflow as tf
+
+    def shape(path):
+        return tf.shape(tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False))
+
+    shapes = tf.data.Dataset.from_tensor_slices(paths).map(shape, num_parallel_calls=tf.data.AUTOTUNE)
+    try:
+        found = [ImageInfo("tf", int(h), int(w), int(c)) for h, w, c in shapes.batch(TOGETHER).unbatch()
+                 .as_numpy_iterator()]
+    except (tf.errors.OpError, ValueError):
+        return None
+    return found if len(found) == len(paths) else None
+
+
 def probe(paths, workers: int | None = None) -> list[ImageInfo | str]:
     """For each path: its :class:`ImageInfo`, or the reason (str) it cannot be used.
 
-    Files are decoded in a thread pool; results are cached per (path, mtime, size).
+    PNG, JPEG and GIF files are decoded together in parallel ``tf.data`` passes; any other file,
+    or every file of a pass where one failed, is decoded in a thread pool, one by one. Results are
+    cached per (path, mtime, size).
     """
     paths = [str(p) for p in paths]
     keys = [_key(p) for p in paths]
     todo = sorted({i for i, k in enumerate(keys) if k[1] is None or k not in _CACHE},
                   key=lambda i: paths[i])
+    found: dict[int, ImageInfo | str] = {}
+
+    def keep(index, result):
+        found[index] = result
+        if keys[index][1] is not None:
+            _CACHE[keys[index]] = result
+
+    together = []
+    for index in todo:
+        try:
+            if _check_file(paths[index]) in TF_SUFFIXES:
+                together.append(index)
+        except BadImage as error:
+            keep(index, str(error))
+    for start in range(0, len(together) if len(together) >= 16 else 0, TOGETHER):
+        part = together[start:start + TOGETHER]
+        infos = _probe_decoded_together([paths[i] for i in part])
+        for index, info in zip(part, infos or (), strict=False):
+            keep(index, info)
+    todo = [i for i in todo if i not in found]
 
     def run(index):
         try:
@@ -189,7 +239,6 @@ def probe(paths, workers: int | None = None) -> list[ImageInfo | str]:
         except BadImage as error:
             return index, str(error)
 
-    found: dict[int, ImageInfo | str] = {}
     if todo:
         workers = workers or min(16, (os.cpu_count() or 1) * 2)
         if len(todo) < 16:
@@ -198,9 +247,7 @@ def probe(paths, workers: int | None = None) -> list[ImageInfo | str]:
             pool = ThreadPoolExecutor(max_workers=workers)
             results = pool.map(run, todo, chunksize=max(1, len(todo) // (workers * 8)))
         for index, result in results:
-            found[index] = result
-            if keys[index][1] is not None:
-                _CACHE[keys[index]] = result
+            keep(index, result)
         if len(todo) >= 16:
             pool.shutdown()
     return [found[i] if i in found else _CACHE[keys[i]] for i in range(len(paths))]

@@ -77,7 +77,7 @@ class EmbedStage(Stage):
         if writer.done:
             self.say(f"embed: resuming after {writer.done} of {len(paths)} images")
         summary["resumed_at"] = writer.done
-        started = time.perf_counter()
+        started, first_batch = time.perf_counter(), None
         if writer.done < len(paths):
             # one pipeline: images are decoded (in parallel, ahead) while the encoder runs
             n = crops.crops_of(self.data_cfg)  # with crops: an image's features are its cells' mean
@@ -88,6 +88,8 @@ class EmbedStage(Stage):
             batches = batches.prefetch(tf.data.AUTOTUNE)
             for features in embed_batches(self.encoder, batches, self.data_cfg, channels, self.strategy):
                 writer.write(features.reshape(-1, n * n, features.shape[-1]).mean(axis=1) if n > 1 else features)
+                if first_batch is None:  # compiled and the pipeline started: the steady rate counts after it
+                    first_batch = (time.perf_counter(), writer.written)
                 if writer.written - writer.done >= CHUNK or writer.written == len(paths):
                     writer.checkpoint()
                     if self.on_chunk is not None:
@@ -98,6 +100,8 @@ class EmbedStage(Stage):
         writer.publish()
         summary["dimensions"] = writer.dimensions
         summary["images_per_second"] = round(embedded / seconds, 2) if embedded and seconds > 0 else None
+        steady = (writer.written - first_batch[1], started + seconds - first_batch[0]) if first_batch else (0, 0)
+        summary["steady_images_per_second"] = round(steady[0] / steady[1], 2) if steady[0] and steady[1] > 0 else None
         return summary
 
     def done_message(self, summary: dict) -> str:
