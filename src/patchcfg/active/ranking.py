@@ -19,7 +19,7 @@ import pandas as pd
 from patchcfg.active.batch import interleave, round_half_up
 from patchcfg.active.names import class_index, listing, unknown
 from patchcfg.active.rows import RowFeatures
-from patchcfg.active.strategies import Query, get_strategy, registered, strategy_listing
+from patchcfg.active.strategies import Query, feature_users, get_strategy, registered, strategy_listing
 from patchcfg.errors import UserError
 
 #: The built-in strategies as written in configs (``high:<class>`` for those taking a class).
@@ -27,7 +27,7 @@ STRATEGIES = strategy_listing()
 SAMPLING = ("top", "weighted")
 COLUMNS = ("row", "rank", "score", "picked_by")
 #: Built-in strategies that use features (required for badge and diversity, used when present by guide).
-USES_FEATURES = tuple(s.name for s in registered() if s.uses_features or "features" in s.needs)
+USES_FEATURES = feature_users()
 
 
 def parse_strategy(text: str, classes: Sequence[str]) -> tuple[str, int | None]:

@@ -127,7 +127,6 @@ def _decode_tf(path):
 def _loader(cfg: dict, kinds: set[str], out_channels: int):
     imshape = [int(v) for v in cfg["imshape"]]
     channels = int(cfg["channels"])
-    decode_tf = _decode_tf
 
     def decode_py(path):
         image = tf.numpy_function(read_unit, [path], tf.float32, stateful=False)
@@ -135,11 +134,11 @@ def _loader(cfg: dict, kinds: set[str], out_channels: int):
 
     def load(path, kind):
         if kinds == {"tf"}:
-            image = decode_tf(path)
+            image = _decode_tf(path)
         elif kinds == {"py"}:
             image = decode_py(path)
         else:
-            image = tf.cond(tf.equal(kind, 0), lambda: decode_tf(path), lambda: decode_py(path))
+            image = tf.cond(tf.equal(kind, 0), lambda: _decode_tf(path), lambda: decode_py(path))
         image = _fix_channels(image, channels, out_channels)
         return tf.clip_by_value(_resize(image, imshape, cfg["resize"]), 0.0, 1.0)
 

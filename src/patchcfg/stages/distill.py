@@ -66,7 +66,7 @@ class DistillStage(Stage):
         train_labels = np.where(is_val[:, None], -1.0, labels)  # validation labels only score, never train
         train_paths = list(all_paths[rows])
         if n > 1:
-            folder = (self.stage_run.dir if self.chief else self.stage_run.checkpoint_dir) / "cells"
+            folder = self.workdir() / "cells"
             train_paths, train_labels = crops.expand(train_labels, crops.cell_files(train_paths, self.data_cfg,
                                                                                     folder))
         steps = int(distill["steps_per_epoch"] or max(1, len(train_paths) // gbs))  # cells with crops

@@ -166,8 +166,8 @@ class FoldTrainer:
         labels = self.labels[rows] if rows is not None else np.zeros((len(paths), 0), np.float32)
         if crops.crops_of(self.config["data"]) == 1:
             return paths, labels
-        run, data = self.run, self.config["data"]
-        folder = (run.dir if run.is_chief else run.checkpoint_dir) / "cells"
+        data = self.config["data"]
+        folder = self.stage.workdir() / "cells"
         overrides = None
         if data["cell_labels"] and rows is not None:
             overrides = crops.read_cell_labels(data["cell_labels"], list(self.classes), crops.crops_of(data))
@@ -277,7 +277,7 @@ class FinetuneStage(Stage):
         encoder_spec, pretrained = resolve_encoder_spec(self.config, self.experiment.dir)
         stages = stage_settings(finetune, pretrained)
         usable = self.usable_rows()
-        folds = load_or_assign_folds(table, k, int(self.config["seed"]), run.dir if self.chief else run.checkpoint_dir)
+        folds = load_or_assign_folds(table, k, int(self.config["seed"]), self.workdir())
         paths = np.array(table.resolved_paths())
         labels = table.label_matrix(classes)
         per_fold, prediction_rows, holdout = {}, [], []

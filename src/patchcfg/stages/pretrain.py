@@ -60,11 +60,6 @@ class PretrainStage(Stage):
         self.encoder, self.extra_callbacks = encoder, list(callbacks)
         self.method = None
 
-    def workdir(self):
-        """Where files computed once are kept (crop cells, DetCon's segments): the stage's folder
-        (a worker of a multi-worker run: its own scratch folder)."""
-        return self.stage_run.dir if self.chief else self.stage_run.checkpoint_dir
-
     def cells(self, paths: list[str]) -> list[str]:
         """With ``data.crops`` > 1 every image's cells (each an image of its own), else ``paths``;
         the probe still scores whole images."""

@@ -24,6 +24,7 @@ the settings every stage shares (strategy, HParams, trial id, progress output, t
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from patchcfg.errors import UserError
@@ -75,7 +76,6 @@ class Stage:
     def check(self) -> None:
         """Checks that need no experiment folder (raise :class:`UserError`); the default checks
         the label table a stage needs."""
-        from pathlib import Path
 
         if self.needs_labels is None:
             return
@@ -105,6 +105,11 @@ class Stage:
         return f"{self.name} complete: {self.stage_run.dir}"
 
     # ------------------------------------------------------------------ helpers for stages
+    def workdir(self) -> Path:
+        """Where files computed once are kept (crop cells, DetCon's segments, folds): the stage's
+        folder, or on a worker of a multi-worker run its own scratch folder."""
+        return self.stage_run.dir if self.chief else self.stage_run.checkpoint_dir
+
     def readable(self, paths) -> list[str]:
         """The paths whose image can be read (``data.on_bad_image``: error raises, skip leaves the
         others out, says so, and lists them in summary.json)."""
