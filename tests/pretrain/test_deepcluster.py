@@ -11,8 +11,8 @@ keras = pytest.importorskip("keras")
 from patchcfg.pretrain.deepcluster import cluster_features, reset_optimizer_slots, sample_over_clusters  # noqa: E402
 
 #: whitened PCA, 20 Lloyd iterations and 128 images per cluster, as pretrain.whiten, kmeans_iterations and
-#: kmeans_sample_per_cluster give by default
-KMEANS = {"whiten": True, "iterations": 20, "sample_per_cluster": 128}
+#: kmeans_sample_per_cluster (kmeans: sampled) give by default
+KMEANS = {"whiten": True, "iterations": 20, "sample_per_cluster": 128, "way": "sampled"}
 
 
 def test_well_separated_clusters_are_found():
@@ -108,7 +108,7 @@ def test_kmeans_fitted_on_a_sample_still_labels_every_image():
     rng = np.random.default_rng(1)
     truth = rng.integers(0, 5, 5000)
     x = (rng.normal(size=(5, 6)) * 4)[truth] + rng.normal(size=(5000, 6)) * 0.2
-    labels = kmeans_labels(x, 5, iterations=20, sample_per_cluster=20, seed=0)  # fitted on 100 rows
+    labels = kmeans_labels(x, 5, iterations=20, sample_per_cluster=20, seed=0, way="sampled")  # fitted on 100 rows
     assert labels.shape == (5000,) and labels.dtype == np.int32
     assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
     minibatch = kmeans_labels(x, 5, iterations=20, sample_per_cluster=20, seed=0, way="minibatch")

@@ -83,7 +83,7 @@ def pca_normalised(features, pca_dim: int | None, whiten: bool) -> np.ndarray:
 
 
 def kmeans_labels(x, clusters: int, *, iterations: int, sample_per_cluster: int, seed: int,
-                  way: str = "sampled") -> np.ndarray:
+                  way: str) -> np.ndarray:
     """Each row's nearest of ``clusters`` k-means centroids, (N,) int32.
 
     ``sampled``: the centroids are fitted (k-means++, then at most ``iterations`` Lloyd
@@ -112,7 +112,7 @@ def kmeans_labels(x, clusters: int, *, iterations: int, sample_per_cluster: int,
 
 
 def cluster_features(features, clusters: int, *, pca_dim: int | None, whiten: bool, iterations: int,
-                     sample_per_cluster: int, seed: int, way: str = "sampled") -> np.ndarray:
+                     sample_per_cluster: int, seed: int, way: str) -> np.ndarray:
     """Pseudo-labels ``(N,)`` int32: k-means on PCA-(whitened), L2-normalised ``features`` (N, D)."""
     return kmeans_labels(pca_normalised(features, pca_dim, whiten), clusters, iterations=iterations,
                          sample_per_cluster=sample_per_cluster, seed=seed, way=way)
