@@ -52,7 +52,7 @@ def default_peer_python() -> Path:
 
 
 def how_to_install(peer_python: Path, peers: Path) -> str:
-    venv = peer_python.parent.parent
+    venv = peer_python.parent.parent if peer_python.parent.name == "bin" else beside_repository("peers-venv")
     return (f"peer_lightly: no peer environment at {peer_python}; create it with\n"
             f"  python3 -m venv {venv}\n"
             f'  {venv}/bin/pip install "torch===2.13.0" "torchvision==0.28.0" lightly scikit-learn pandas pillow\n'
