@@ -164,6 +164,8 @@ def test_batches_decoded_a_batch_at_a_time_equal_the_images_batched(tmp_path, mo
         per_image.clear()
         batches, got_channels = image_batches(paths, cfg(channels=channels), 2)
         assert (not per_image) == batched
+        # one pass: no autotuning thread, whose shutdown stalled the end of a pass by up to 2 s
+        assert batches.options().autotune.enabled is False
         got = [b.numpy() for b in batches]
         assert got_channels == want_channels and [len(b) for b in got] == [len(b) for b in want]
         for a, b in zip(got, want, strict=True):

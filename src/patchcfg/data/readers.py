@@ -189,13 +189,15 @@ def _probe_decoded_together(paths: list[str]) -> list[ImageInfo] | None:
     of them fails, so that the files are checked one by one and the bad ones named."""
     import tensorflow as tf
 
+    from patchcfg.data.loading import one_pass
+
     def shape(path):
         return tf.shape(tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False))
 
     with tf.init_scope():  # eagerly, also when called while a tf.function is being traced
         if not tf.executing_eagerly():
             return None
-        shapes = tf.data.Dataset.from_tensor_slices(paths).map(shape, num_parallel_calls=tf.data.AUTOTUNE)
+        shapes = one_pass(tf.data.Dataset.from_tensor_slices(paths).map(shape, num_parallel_calls=tf.data.AUTOTUNE))
         try:
             found = [ImageInfo("tf", int(h), int(w), int(c)) for h, w, c in shapes.as_numpy_iterator()]
         except (tf.errors.OpError, ValueError):

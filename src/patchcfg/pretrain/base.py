@@ -229,13 +229,13 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
     # ------------------------------------------------------------------ monitoring
     def _features(self, paths: list[str]) -> np.ndarray:
         """The encoder's features (N, D) float32 of ``paths``, unaugmented, in one array filled batch by batch."""
-        from patchcfg.data.loading import make_dataset
+        from patchcfg.data.loading import make_dataset, one_pass
 
         if self._encode is None:
             spec = tf.TensorSpec((None, *self.input_shape), tf.float32)
             self._encode = tf.function(lambda x: tf.cast(self.encoder(x, training=False), tf.float32),
                                        input_signature=[spec])
-        data = make_dataset(paths, self.data_cfg, batch_size=256, cache=False)
+        data = one_pass(make_dataset(paths, self.data_cfg, batch_size=256, cache=False))
         out = np.empty((len(paths), int(self.encoder.output_shape[-1])), np.float32)  # filled batch by batch
         done = 0
         for batch in data:

@@ -166,11 +166,11 @@ class DetCon(TwoViewMethod):
 
     def _felzenszwalb_blocks(self, start: int):
         """The Felzenszwalb segments of the images from ``start`` on, :data:`SEGMENT_BLOCK` images at a time."""
-        from patchcfg.data.loading import image_dataset
+        from patchcfg.data.loading import image_dataset, one_pass
 
         fh = self.params.felzenszwalb
         images, _ = image_dataset(self.paths[start:], self.data_cfg)
-        for block in images.batch(SEGMENT_BLOCK).prefetch(tf.data.AUTOTUNE):
+        for block in one_pass(images.batch(SEGMENT_BLOCK).prefetch(tf.data.AUTOTUNE)):
             yield felzenszwalb_segments(block.numpy(), self.num_masks, fh.scale, fh.sigma, fh.min_size)
 
     def dataset(self, epoch: int) -> tf.data.Dataset:
