@@ -512,3 +512,21 @@ def test_output_groups_show_as_a_changed_key_and_their_metrics_as_columns(tmp_pa
     assert "val_accuracy_zero" not in result.metrics  # per class: only with per_class
     assert row_named(result, "grouped").metrics["val_digit_accuracy"][0] == pytest.approx(0.9)
     assert lib.metric_direction("val_digit_accuracy") == lib.metric_direction("val_digit_macro_auc") == "max"
+
+
+def test_the_precision_a_run_computed_under_separates_it_from_the_same_config_elsewhere(tmp_path):
+    """``mixed_precision: auto`` is float32 on one machine and mixed_bfloat16 on another: the same
+    config, different numerics. The policy each stage recorded in env.json is a ``run.precision``
+    key, shown when it differs and usable in --filter; runs without one (older) have it missing."""
+    for seed, precision in enumerate(("float32", "float32", "mixed_bfloat16", None)):
+        folder = make_run(tmp_path, f"auto.seed-{seed}", config(seed=seed), metrics=curves(start=0.5 + 0.01 * seed))
+        if precision is not None:
+            (folder / "finetune" / "env.json").write_text(json.dumps({"precision": precision, "devices": []}))
+
+    result = lib.analyze([tmp_path])
+
+    assert result.keys == ["run.precision"]
+    by_precision = {row.config.get("run.precision", "missing"): len(row.runs) for row in result.rows}
+    assert by_precision == {"float32": 2, "mixed_bfloat16": 1, "missing": 1}
+    assert [row.name for row in lib.analyze([tmp_path], filters=["run.precision=mixed_bfloat16"]).rows] == [
+        "auto.seed-2"]

@@ -68,6 +68,10 @@ TRAINING_COLUMNS = frozenset(
 #: Row-level fields usable with ``--sort-by`` besides metrics and config keys.
 ROW_FIELDS = ("name", "stage", "state", "runs", "n")
 _STATUS_FILES = ("status.json", "metrics.csv", "summary.json")
+#: Facts a stage records in its ``env.json`` once it runs, shown and grouped as ``run.<fact>`` keys:
+#: the dtype policy ``mixed_precision: auto`` resolved to differs between machines (float32 on one,
+#: mixed_bfloat16 or mixed_float16 on another), and so do the figures.
+RECORDED = ("precision",)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -227,6 +231,16 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"invalid JSON: {error}") from None
 
 
+def read_recorded(stage_dir: Path) -> dict[str, Any]:
+    """``run.<fact>`` for each of :data:`RECORDED` in the stage's ``env.json`` (none when the file is
+    absent or unreadable: an older or never-started run)."""
+    try:
+        env = json.loads((stage_dir / "env.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return {f"run.{fact}": env[fact] for fact in RECORDED if isinstance(env, Mapping) and fact in env}
+
+
 def read_status(stage_dir: Path) -> tuple[str, str | None]:
     """``(state, error)`` from ``status.json``; state ``"unknown"`` when the file is absent."""
     path = stage_dir / "status.json"
@@ -283,6 +297,7 @@ def _load_experiment(folder: Path, stages: list[str], name: str, problems: list[
             continue
         unrelated = unrelated_sections(stage)
         stage_config = {k: v for k, v in config.items() if k.split(".", 1)[0] not in unrelated}
+        stage_config.update(read_recorded(stage_dir))
         runs.append(Run(name, stage_dir, stage, state, error, stage_config))
     return runs
 
