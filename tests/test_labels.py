@@ -144,3 +144,28 @@ def test_resolve_paths_equals_normpath_of_join():
     for as_written, some in itertools.product((False, True), (paths, [p for p in paths if "\n" not in p])):
         want = [p if as_written and os.path.isabs(p) else os.path.normpath(os.path.join(root, p)) for p in some]
         assert resolve_paths(root, some, absolute_as_written=as_written) == want
+
+
+def test_a_table_read_again_unchanged_is_not_parsed_again_and_a_change_is_seen(tmp_path, monkeypatch):
+    """A command reads its table several times (check, stage, image list): at a million rows each
+    parse costs seconds. The same bytes give a copy of the last table, which the caller may change
+    without changing the next read; any change to the file is read afresh, even in place with the
+    same size within the file system's timestamp resolution."""
+    from patchcfg import labels
+
+    path = write(tmp_path, "filepath,cat,dog\na.png,1,\nb.png,,0\n")
+    parses = []
+    real = labels._csv_frame
+    monkeypatch.setattr(labels, "_csv_frame", lambda *a: parses.append(1) or real(*a))
+    first = read_label_table(path)
+    first.add_class("bird")
+    first.df.loc[0, "cat"] = 0.0
+    again = read_label_table(path)
+    assert len(parses) == 1
+    assert again.classes == ["cat", "dog"] and again.label_matrix().tolist() == [[1, -1], [-1, 0]]
+    with open(path, "r+", encoding="utf-8") as handle:  # in place, same size
+        handle.write("filepath,cat,dog\na.png,0,\nb.png,,1\n")
+    changed = read_label_table(path)
+    assert len(parses) == 2 and changed.label_matrix().tolist() == [[0, -1], [-1, 1]]
+    crlf = write(tmp_path, "filepath,cat\r\na.png,1\r\n", name="crlf.csv")
+    assert read_label_table(crlf).label_matrix().tolist() == [[1]]
