@@ -271,3 +271,64 @@ def test_patchcfg_analyze_and_tensorboard_see_the_labelling_session(online):
     scalars = events.Scalars("quick_head/val_macro_auc")
     assert [s.step for s in scalars] == [8, 12]  # the fit at start had no validation label to score
     assert scalars[-1].value == pytest.approx(fits[-1]["metrics"]["val_macro_auc"])
+
+
+def test_the_worker_maps_the_cached_features_and_a_new_class_neither_copies_nor_resends_them(online):
+    """At a million 512-d rows the features are 2 GB: the server uses the memory-mapped file as is
+    when the table's rows are its rows, the worker maps the same file instead of receiving a copy,
+    and adding a class (rows unchanged) keeps both."""
+    make, config, labels, root = online
+    app = make(retrain_every=0)
+    digits = truth(labels)
+    label_rows(app.store, range(12), digits)
+    before = app.learner.snapshot().features
+    assert isinstance(before, np.memmap)
+    app.learner.refit()
+    sent = app.learner.worker._sent_key
+    app.store.add_class("two", "one")
+    assert app.learner.snapshot().features is before
+    label_rows(app.store, range(12, 18), digits, two=0)
+    fitted = app.learner.refit()
+    assert fitted["applied"] and app.learner.worker._sent_key == sent
+
+
+def test_rows_read_again_in_another_order_get_their_own_features(online):
+    """Another program reorders the table: each row still gets its own image's features."""
+    make, config, labels, root = online
+    app = make(retrain_every=0)
+    cached = np.load(root / "lab" / "embed" / "features.npy")
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    frame.iloc[::-1].to_csv(labels, index=False)
+    assert app.store.merge_external()
+    features, has = app.learner.snapshot().features, app.learner.snapshot().has_features
+    assert not isinstance(features, np.memmap) and has.all()
+    np.testing.assert_array_equal(features, cached[::-1])
+
+
+def test_a_feature_file_replaced_since_it_was_mapped_is_sent_as_rows(tmp_path):
+    """A new embed published while the app runs: the worker must not fit on the new file's rows
+    under the old alignment; it refuses the mapping and the server sends the rows it holds."""
+    from patchcfg.label.learner import MappedFeatures, Worker
+
+    path = tmp_path / "features.npy"
+    rng = np.random.default_rng(0)
+    old = rng.normal(size=(40, 3)).astype(np.float32)
+    np.save(path, old)
+    mapped_old = np.load(path, mmap_mode="r")
+    mapped = MappedFeatures(str(path), MappedFeatures.identify(path))
+    np.save(tmp_path / "new.npy", rng.normal(size=(40, 3)).astype(np.float32))
+    (tmp_path / "new.npy").replace(path)
+    assert mapped.open() is None
+    labels = np.full((40, 1), -1.0, np.float32)
+    labels[:10, 0] = (old[:10, 0] > 0).astype(np.float32)
+    labels[:2, 0] = [0.0, 1.0]
+    train = np.ones(40, bool)
+    worker = Worker()
+    try:
+        result = worker.fit("k", mapped_old, labels, train, ~train, 0, ["c"], False, mapped=mapped)
+    finally:
+        worker.close()
+    from patchcfg import active
+
+    want = active.quick_head_probabilities(old, labels, train, seed=0, exclusive=False)
+    np.testing.assert_allclose(result["probabilities"], want, atol=1e-6)

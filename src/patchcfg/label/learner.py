@@ -117,11 +117,42 @@ def _better(a: dict, b: dict) -> bool:
 _WORKER_FEATURES: dict = {}
 
 
+@dataclass(frozen=True)
+class MappedFeatures:
+    """The cached ``features.npy`` by reference: the worker maps the same file (the page cache is
+    shared) instead of receiving a pickled copy (2 GB at a million 512-d rows). ``identity``
+    (device, inode, size, mtime) is the file the server mapped; another one there (a new embed
+    published since) is refused, and the server then sends the rows themselves."""
+
+    path: str
+    identity: tuple
+
+    @staticmethod
+    def identify(path) -> tuple:
+        stat = os.stat(path)
+        return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def open(self):
+        """The memory-mapped features, or None when the file there is not the one the server mapped."""
+        try:
+            if self.identify(self.path) != self.identity:
+                return None
+            features = np.load(self.path, mmap_mode="r")
+            return features if self.identify(self.path) == self.identity else None
+        except (OSError, ValueError):
+            return None
+
+
 def fit_quick_head(key, features, labels, train, validation, seed: int, classes, exclusive: bool) -> dict:
     """Run in the learner's worker process: fit the quick head, score every row and the validation
-    rows. ``features`` travel once per ``key`` (None: the ones of an earlier call with that key)."""
+    rows. ``features`` travel once per ``key`` (None: the ones of an earlier call with that key), as
+    rows or as :class:`MappedFeatures`."""
     from patchcfg import active
 
+    if isinstance(features, MappedFeatures):
+        features = features.open()
+        if features is None:
+            return {"need_features": True, "unmapped": True}
     if features is not None:
         _WORKER_FEATURES.clear()
         _WORKER_FEATURES[key] = features
@@ -175,16 +206,20 @@ class Worker:
     def warm_up(self) -> None:
         self._pool().submit(_warm_up)
 
-    def fit(self, key, features, *args) -> dict:
+    def fit(self, key, features, *args, mapped: MappedFeatures | None = None) -> dict:
+        """The quick head's fit on ``features``, sent once per ``key``: as ``mapped`` (the file the
+        worker maps itself) when given, else (or when the file changed) as the rows."""
         from concurrent.futures.process import BrokenProcessPool
 
         for _ in range(2):
             pool = self._pool()
             try:
-                sent = None if self._sent_key == key else features
+                sent = None if self._sent_key == key else (mapped or features)
                 result = pool.submit(fit_quick_head, key, sent, *args).result()
+                if result.get("need_features") and mapped is not None and not result.get("unmapped"):
+                    result = pool.submit(fit_quick_head, key, mapped, *args).result()
                 if result.get("need_features"):
-                    result = pool.submit(fit_quick_head, key, features, *args).result()
+                    result = pool.submit(fit_quick_head, key, np.asarray(features), *args).result()
                 self._sent_key = key
                 return result
             except BrokenProcessPool:
@@ -230,8 +265,8 @@ class Learner:
         self._probabilities = None
         self._probability_classes: list[str] = []
         self._scored = None  # rows the probabilities are about (None: those with features)
-        self._features = None  # (features, paths) as cached
-        self._aligned = None  # (generation, features, has_features) over the table's rows
+        self._features = None  # (features, paths, MappedFeatures or None) as cached
+        self._aligned = None  # (rows generation, features, has_features, mapped) over the table's rows
         self._labels_since_fit = 0
         self._threads: list[threading.Thread] = []
         self.worker = Worker()
@@ -263,8 +298,12 @@ class Learner:
         from patchcfg.embed import load_features
 
         features, paths = load_features(self.experiment_dir)
+        try:
+            mapped = MappedFeatures(str(features.filename), MappedFeatures.identify(features.filename))
+        except (AttributeError, TypeError, OSError):  # not a file mapping (an empty file is read whole)
+            mapped = None
         with self.lock:
-            self._features = (features, paths)  # memory-mapped: read (and made float32) when aligned
+            self._features = (features, paths, mapped)  # memory-mapped: read when aligned
             self._aligned = None
             self.features_state = "ready"
             dims = features.shape[1] if features.size else 0
@@ -314,20 +353,31 @@ class Learner:
             self.store.note(f"scoring with the fine-tuned ensemble failed: {error}", level="error")
 
     def _aligned_features(self):
-        """(features, has_features) over the table's current rows."""
+        """(features, has_features) over the table's current rows: the cached features themselves
+        (memory-mapped, no copy) when the table's rows are the cached rows in order, else a float32
+        gather of them (zero where a row has none). Realigned only when rows may have moved (the
+        table read again), not when a class is added or renamed."""
+        features, has, _ = self._alignment()
+        return features, has
+
+    def _alignment(self):
+        """(features, has_features, MappedFeatures or None) over the table's current rows."""
         with self.lock:
             if self._features is None:
-                return None, None
-            generation = (self.store.generation, len(self.store))
-            if self._aligned is None or self._aligned[0] != generation:
-                cached, paths = self._features
+                return None, None, None
+            rows = (self.store.rows_generation, len(self.store))
+            if self._aligned is None or self._aligned[0] != rows:
+                cached, paths, mapped = self._features
                 table_paths = self.store.table.resolved_paths()
-                index = _positions(paths, table_paths)
-                has = index >= 0
-                aligned = np.zeros((len(table_paths), cached.shape[1]), np.float32)
-                aligned[has] = cached[index[has]]
-                self._aligned = (generation, aligned, has)
-            return self._aligned[1], self._aligned[2]
+                if table_paths == list(paths):
+                    self._aligned = (rows, cached, np.ones(len(paths), bool), mapped)
+                else:
+                    index = _positions(paths, table_paths)
+                    has = index >= 0
+                    aligned = np.zeros((len(table_paths), cached.shape[1]), np.float32)
+                    aligned[has] = cached[index[has]]
+                    self._aligned = (rows, aligned, has, None)
+            return self._aligned[1:]
 
     # ----------------------------------------------------------------- fitting
 
@@ -399,8 +449,9 @@ class Learner:
             return self._refit(asked)
 
     def training_inputs(self):
-        """(features, key, labels, train, validation, classes, version) of the table as it is now."""
-        features, has = self._aligned_features()
+        """(features, key, labels, train, validation, classes, mapped, version) of the table as it
+        is now (``mapped``: the features as their file, when they are the file's rows in order)."""
+        features, has, mapped = self._alignment()
         if features is None:
             raise UserError("no features yet: the quick head needs the cached features of `patchcfg embed`")
         with self.store.lock:
@@ -415,13 +466,14 @@ class Learner:
             # Counted afresh from here, under the table's lock: a label applied after this read is
             # counted for the next fit (its notify comes after), none is lost between the two.
             self._labels_since_fit = 0
-        return features, key, labels, train, validation, classes, version
+        return features, key, labels, train, validation, classes, mapped, version
 
     def _refit(self, asked: bool) -> dict:
-        features, key, labels, train, validation, classes, version = self.training_inputs()
+        features, key, labels, train, validation, classes, mapped, version = self.training_inputs()
         if not classes:
             raise UserError("the table has no classes yet; add one first")
-        result = self.worker.fit(key, features, labels, train, validation, self.seed, classes, self.exclusive)
+        result = self.worker.fit(key, features, labels, train, validation, self.seed, classes, self.exclusive,
+                                 mapped=mapped)
         metrics = result["metrics"]
         job = self._job_metrics(labels, validation, classes)
         if job is not None and _better(job, metrics):

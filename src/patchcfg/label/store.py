@@ -105,6 +105,7 @@ class LabelStore:
         self._action_counter = 0
         self._recent: list[tuple[int, int]] = []  # (seq, row) of cell changes this session
         self.generation = 0  # grows when rows or columns may have moved: pages then reload everything
+        self.rows_generation = 0  # grows when rows may have moved (the table read again): features realign
         try:
             replayed = self._replay()
         except BaseException:
@@ -489,6 +490,7 @@ class LabelStore:
             self._index = {p: i for i, p in enumerate(fresh.df["filepath"])}
             self._seen = now
             self.generation += 1
+            self.rows_generation += 1
             self.note(f"{self.path.name} was changed by another program: read again, "
                       f"{len(pending)} change(s) "
                       "of this session not yet in it applied on top")
