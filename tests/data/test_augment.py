@@ -233,3 +233,21 @@ def test_masks_follow_the_geometry_and_nothing_else():
     _, untouched = build_augmenter({"jitter": 1.0, "gaussian_blur": 1.0, "Invert": 1.0}, SHAPE, 3, seed=0)(
         x, tf.constant([1, 1], tf.int64), masks=ones)
     np.testing.assert_array_equal(untouched.numpy(), ones.numpy())
+
+
+def test_blur_radius_spreads_a_point_as_far_as_asked():
+    """On 32-px images the default kernel (radius 1/20 of the height: 1 pixel) cannot show a sigma
+    of 2; ``radius`` gives the whole Gaussian, as torchvision's and PIL's blurs apply it."""
+    point = np.zeros((1, 32, 32, 1), np.float32)
+    point[0, 16, 16, 0] = 1.0
+    x = tf.constant(point)
+
+    def spread(radius):
+        aug = build_augmenter({"gaussian_blur": {"p": 1.0, "sigma": [2.0, 2.0], "radius": radius}}, (32, 32), 1, seed=0)
+        row = aug(x).numpy()[0, 16, :, 0]
+        return np.flatnonzero(row > 1e-6)
+
+    assert spread(None).tolist() == [15, 16, 17]
+    assert spread(6).tolist() == list(range(10, 23))
+    out = build_augmenter({"gaussian_blur": {"p": 1.0, "sigma": [2.0, 2.0], "radius": 6}}, (32, 32), 1, seed=0)(x)
+    assert float(tf.reduce_sum(out)) == pytest.approx(1.0, abs=1e-5)

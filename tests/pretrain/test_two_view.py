@@ -114,3 +114,19 @@ def test_a_method_without_its_loss_is_refused():
         NoLoss(config, [])
     with pytest.raises(NotImplementedError, match="defines neither pair_loss nor contrastive_loss"):
         Unfinished(config, []).pair_loss(None, None, z1_all=None, z2_all=None, offset=0)
+
+
+def test_output_batchnorm_standardises_each_embedding_dimension():
+    """``projection.output_batchnorm`` (SimCLR v2; lightly's SimCLRProjectionHead): the output layer
+    has no bias and is followed by batch norm, so in training each dimension of the embeddings has
+    zero mean and unit variance over the batch; off, the head ends with a biased Dense."""
+    from patchcfg.pretrain.base import build_projection_head
+
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(64, 12)).astype(np.float32)
+    head = build_projection_head(12, 2, 16, 8, True, synchronized=False, output_batchnorm=True)
+    assert head.layers[-1].name == "bn_projection" and not head.get_layer("projection").use_bias
+    z = np.asarray(head(x, training=True))
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(z.std(0), 1.0, atol=1e-2)
+    plain = build_projection_head(12, 2, 16, 8, True, synchronized=False)
+    assert plain.layers[-1].name == "projection" and plain.get_layer("projection").use_bias

@@ -30,10 +30,11 @@ from patchcfg.train.loop import TrainTask
 
 
 def build_projection_head(input_dim: int, depth: int, units: int, dim: int, batchnorm: bool, *,
-                          synchronized: bool, model_name: str | None = None) -> keras.Model:
+                          synchronized: bool, model_name: str | None = None,
+                          output_batchnorm: bool = False) -> keras.Model:
     """The projection head of SimCLR/MoCo v2: ``depth - 1`` x (Dense(units) [+ BN] + ReLU), then
-    Dense(dim); ``depth == 0`` is the identity. BYOL's predictor is the same MLP (``model_name``
-    ``predictor``)."""
+    Dense(dim) [+ BN, without the Dense's bias: SimCLR v2, Chen et al. 2020b]; ``depth == 0`` is the
+    identity. BYOL's predictor is the same MLP (``model_name`` ``predictor``)."""
     inputs = keras.Input(shape=(input_dim,), name="features")
     x = inputs
     for i in range(max(0, depth - 1)):
@@ -42,7 +43,9 @@ def build_projection_head(input_dim: int, depth: int, units: int, dim: int, batc
             x = BatchNormalization(synchronized=synchronized, name=f"bn_{i}")(x)
         x = keras.layers.ReLU(name=f"relu_{i}")(x)
     if depth > 0:
-        x = keras.layers.Dense(dim, name="projection")(x)
+        x = keras.layers.Dense(dim, use_bias=not output_batchnorm, name="projection")(x)
+        if output_batchnorm:
+            x = BatchNormalization(synchronized=synchronized, name="bn_projection")(x)
     return keras.Model(inputs, x, name=model_name or "projection_head")
 
 
@@ -140,7 +143,8 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
         projection = self.params.projection
         return build_projection_head(features, max(projection.depth, min_depth), projection.units,
                                      dim or projection.dim, projection.batchnorm,
-                                     synchronized=bool(self.backbone_cfg["sync_batchnorm"]))
+                                     synchronized=bool(self.backbone_cfg["sync_batchnorm"]),
+                                     output_batchnorm=projection.output_batchnorm)
 
     def build_predictor(self, predictor) -> keras.Model:
         """BYOL's predictor (Grill et al. 2020) on the head's output: Dense(``predictor.units``)

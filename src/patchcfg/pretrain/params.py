@@ -46,6 +46,7 @@ class Projection:
     units: int
     dim: int
     batchnorm: bool
+    output_batchnorm: bool
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ imgaug's ``GaussianBlur``. One separable depthwise convolution filters the whole
 
 import math
 
-from patchcfg.data.ops import PROB, Param, register, value_range
+from patchcfg.data.ops import PROB, Param, nullable, number, register, value_range
 
 
 def _blur(images, sigma, radius):
@@ -24,9 +24,14 @@ def _max_radius(images, wanted):
 
 @register("gaussian_blur", "patchwork",
           "With this probability, Gaussian blur with sigma uniform in `sigma` "
-          "(kernel radius: 1/20 of the height).",
+          "(kernel radius: `radius`, by default 1/20 of the height).",
           {"p": Param(PROB, 0.2, "Probability."),
-           "sigma": Param(value_range(0, 20), [0.1, 2.0], "Range of the blur's sigma, in pixels.")},
+           "sigma": Param(value_range(0, 20), [0.1, 2.0], "Range of the blur's sigma, in pixels."),
+           "radius": Param(nullable(number(1, 64, integer=True)), None,
+                           "Kernel radius in pixels (at most half the side); null: 1/20 of the height, "
+                           "SimCLR's kernel of a tenth of the side. On small images that kernel is a "
+                           "few pixels, flatter than the Gaussian of a large sigma (about 3 sigma "
+                           "is the whole of it), as torchvision's and PIL's blurs apply it.")},
           primary="p", off_at_zero="p")
 def gaussian_blur(params):
     import tensorflow as tf
@@ -37,7 +42,7 @@ def gaussian_blur(params):
 
     def run(images, seeds):
         batch = tf.shape(images)[0]
-        radius = _max_radius(images, images.shape[1] // 20)
+        radius = _max_radius(images, params["radius"] or images.shape[1] // 20)
         sigma = sample(seeds, batch, params["sigma"])
         return select(coin(seeds, batch, p), _blur(images, sigma, radius), images)
     return run
