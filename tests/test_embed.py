@@ -84,6 +84,29 @@ def test_an_interrupted_embed_resumes_and_equals_an_uninterrupted_one(tmp_path, 
     assert not (folder / "features.progress.json").exists() and not (folder / "features.npy.partial").exists()
 
 
+def test_an_image_replaced_before_the_resume_starts_the_embed_afresh(tmp_path, digits_table, monkeypatch):
+    """Rows already written came from the old picture: a resume would mix the two."""
+    import os
+
+    from patchcfg.data.images import resolve_image_paths
+    from patchcfg.stages import embed as embed_stage
+    from patchcfg.stages import run_embed
+
+    monkeypatch.setattr(embed_stage, "CHUNK", 16)
+    config = embed_config(tmp_path, digits_table, name="cut", batch_size=8)
+
+    def stop(done):
+        if done == 32:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        run_embed(config, root=tmp_path / "exp", verbose=0, on_chunk=stop)
+    first = resolve_image_paths(config["data"])[0]
+    stat = os.stat(first)
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert run_embed(config, root=tmp_path / "exp", verbose=0)["resumed_at"] == 0
+
+
 def test_with_crops_an_image_is_embedded_as_the_mean_of_its_cells(tmp_path, digits_table):
     """The encoder trained on cells at full resolution: embed gives each image its cells' mean
     feature (as predict reduces the cells), not the features of the whole image shrunk to a cell."""

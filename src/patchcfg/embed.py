@@ -113,7 +113,7 @@ class FeatureWriter:
 
     Rows go into a memory-mapped ``features.npy.partial`` (created when the first rows give the
     row shape); at each :meth:`checkpoint` (after each chunk) the file is flushed and
-    ``features.progress.json`` records the rows done, with ``key`` (what the features depend on: paths, encoder, dtype). A writer
+    ``features.progress.json`` records the rows done, with ``key`` (what the features depend on: the image files, encoder, dtype). A writer
     whose key matches the record continues from there (:attr:`done`); any other starts afresh.
     :meth:`publish` renames the finished file to ``features.npy`` (atomic), so a reader sees the
     old file or the whole new one, never a part.

@@ -135,6 +135,25 @@ def test_a_resumed_run_reuses_the_segment_file_and_a_changed_setting_recomputes_
     assert [p.name for p in work.iterdir()] == [Path(changed.filename).name]  # the stale file is gone
 
 
+def test_an_image_replaced_in_place_is_segmented_again(tmp_path, monkeypatch):
+    """Same file name, new picture: its old segments must not mask the new image."""
+    import os
+
+    from PIL import Image
+
+    import patchcfg.pretrain.detcon as detcon
+
+    paths = blocky_images(tmp_path)
+    work = tmp_path / "work"
+    first = detcon.DetCon(felzenszwalb_config(), paths, workdir=work).segments()
+    Image.open(paths[1]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(paths[1])
+    os.utime(paths[1], ns=(os.stat(paths[0]).st_atime_ns, os.stat(paths[0]).st_mtime_ns + 10**9))
+    again = detcon.DetCon(felzenszwalb_config(), paths, workdir=work).segments()
+    fresh = detcon.DetCon(felzenszwalb_config(), paths, workdir=tmp_path / "fresh").segments()
+    assert again.filename != first.filename and not np.array_equal(again[1], first[1])
+    np.testing.assert_array_equal(again, fresh)
+
+
 def test_an_interrupted_segment_file_is_never_read_and_is_continued(tmp_path):
     """A run killed while segmenting leaves no file that looks whole; the next run continues after
     the blocks already written instead of starting over."""

@@ -9,7 +9,6 @@ continues from its last checkpoint, and ``features.npy`` appears only when compl
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -60,7 +59,7 @@ class EmbedStage(Stage):
 
         from patchcfg.atomic import atomic_write_text
         from patchcfg.data import crops
-        from patchcfg.data.images import resolve_image_paths
+        from patchcfg.data.images import files_digest, resolve_image_paths
         from patchcfg.data.loading import image_batches
         from patchcfg.embed import FeatureWriter, embed_batches
 
@@ -71,7 +70,7 @@ class EmbedStage(Stage):
                    "replicas": replicas}
         if not self.chief:
             return summary
-        key = {"paths_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(), "encoder": self.source,
+        key = {"files": files_digest(paths), "encoder": self.source,
                "data": {k: self.data_cfg[k] for k in ("imshape", "channels", "normalize", "resize", "crops")}}
         writer = FeatureWriter(run.dir, len(paths), params["dtype"], key)
         if writer.done:
