@@ -70,6 +70,18 @@ def test_round_trip_with_added_class_keeps_blanks_blank(tmp_path):
     assert (tmp_path / "labels.csv.bak").read_text() == original
 
 
+def test_csv_text_in_chunks_and_whole_numbers_beyond_zero_and_one(monkeypatch):
+    import numpy as np
+
+    from patchcfg import labels
+    from patchcfg.labels import LabelTable
+
+    monkeypatch.setattr(labels, "_WRITE_CHUNK", 2)
+    frame = pd.DataFrame({"filepath": ["a", "b", "c"], "validation": [True, False, True],
+                          "x": [1.0, np.nan, 0.0], "y": [2.0, 0.0, np.nan]})
+    assert LabelTable(df=frame).to_csv_text() == "filepath,validation,x,y\na,True,1,2\nb,False,,0\nc,True,0,\n"
+
+
 def test_reserved_and_duplicate_class_names(tmp_path):
     table = read_label_table(write(tmp_path, "filepath,cat\na.png,1\n"))
     with pytest.raises(LabelTableError, match="reserved"):

@@ -22,6 +22,7 @@ RESERVED = ("filepath", "exclude", "validation", "subset")
 BOOL_COLUMNS = ("exclude", "validation")
 _TRUE = {"1", "true", "t", "yes", "y", "1.0"}
 _FALSE = {"0", "false", "f", "no", "n", "", "0.0", "nan"}
+_WRITE_CHUNK = 65536  # rows per csv.writer call: the GIL passes between calls (labels go on during a write)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".npy")
 
 
@@ -93,8 +94,7 @@ class LabelTable:
 
         columns = list(self.df.columns)
         classes = self.classes
-        values = self.df[classes].to_numpy(dtype=float)
-        labels = np.where(np.isnan(values), "", np.nan_to_num(values).astype(int).astype(str)).astype(object)
+        labels = _label_texts(self.df[classes].to_numpy(dtype=float))
         where = {c: i for i, c in enumerate(classes)}
         parts = []
         for col in columns:
@@ -107,7 +107,8 @@ class LabelTable:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows(zip(*parts, strict=True) if parts else [])
+        for start in range(0, len(self.df), _WRITE_CHUNK):
+            writer.writerows(zip(*(part[start:start + _WRITE_CHUNK] for part in parts), strict=True))
         return buffer.getvalue()
 
     def write(self, path: str | os.PathLike | None = None) -> Path:
@@ -117,14 +118,26 @@ class LabelTable:
         is kept, and a read-only table is refused (:class:`patchcfg.atomic.ReadOnlyFileError`).
         Callers that read, change and write hold :func:`patchcfg.atomic.file_lock` around all three.
         """
+        return self.write_text(self.to_csv_text(), path)
+
+    def write_text(self, text: str, path: str | os.PathLike | None = None) -> Path:
+        """:meth:`write` with the CSV text already made (by :meth:`to_csv_text`, perhaps of a copy)."""
         target = Path(path or self.path)
-        text = self.to_csv_text()
         with file_lock(target):
             check_writable(target)
             backup(target)
             atomic_write_text(target, text)
         self.path = target
         return target
+
+
+def _label_texts(values: np.ndarray) -> np.ndarray:
+    """Class cells as CSV text (object array): NaN blank, whole numbers as such; 0 and 1, the
+    format's labels, through one lookup (formatting each cell took seconds at a million rows)."""
+    unknown = np.isnan(values)
+    if ((values == 0) | (values == 1) | unknown).all():
+        return np.array(["0", "1", ""], dtype=object)[np.where(unknown, 2, values).astype(np.int8)]
+    return np.where(unknown, "", np.nan_to_num(values).astype(int).astype(str)).astype(object)
 
 
 def add_classes(path: str | os.PathLike, names: list[str]) -> list[str]:

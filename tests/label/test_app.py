@@ -262,25 +262,135 @@ def test_external_edit_is_merged_not_overwritten(lab, client_of):
     assert c.get("/api/state").json()["generation"] >= 1
 
 
-def test_deleted_or_unwritable_table_keeps_every_label(lab, client_of):
+def test_deleted_or_unwritable_table_keeps_every_label(lab, client_of, monkeypatch):
+    from patchcfg.labels import LabelTable
+
     config, labels, root = lab
     c = client_of(config, root, idle=3600)
     c.post("/api/label", json={"row": 1, "changes": {"zero": 1}})
     labels.unlink()
     assert c.post("/api/flush").json()["written"]
     assert on_disk(labels).at[1, "zero"] == 1
-    def refuse(path=None):
+    def refuse(table, text, path=None):
         raise PermissionError(13, "Permission denied")
 
-    c.label_app.store.table.write = refuse
+    monkeypatch.setattr(LabelTable, "write_text", refuse)
     c.post("/api/label", json={"row": 2, "changes": {"zero": 1}})
     failed = c.post("/api/flush")
     assert failed.status_code == 503 and "Permission denied" in failed.json()["error"]
     assert "journal" in c.get("/api/state").json()["error"]
     assert c.post("/api/label", json={"row": 3, "changes": {"zero": 1}}).status_code == 200
     c.label_app.store.close()
+    monkeypatch.undo()
     d = client_of(config, root)  # what a restart finds: the journal has rows 2 and 3
     assert d.label_app.store.table.df.loc[[1, 2, 3], "zero"].tolist() == [1, 1, 1]
+
+
+def hold_writes(monkeypatch):
+    """Make every CSV write wait, once it has copied the table, until ``release`` is set;
+    ``writing`` is set when one waits. Returns (writing, release)."""
+    import threading
+
+    from patchcfg.labels import LabelTable
+
+    writing, release = threading.Event(), threading.Event()
+    to_csv_text = LabelTable.to_csv_text
+
+    def held(table):
+        writing.set()
+        assert release.wait(30), "the test never released the write"
+        return to_csv_text(table)
+
+    monkeypatch.setattr(LabelTable, "to_csv_text", held)
+    return writing, release
+
+
+def label_during_a_flush(c, monkeypatch):
+    """Label row 1, then flush with the write held and label row 2 meanwhile; returns that reply."""
+    import threading
+
+    store = c.label_app.store
+    c.post("/api/label", json={"row": 1, "changes": {"zero": 1}})
+    writing, release = hold_writes(monkeypatch)
+    flush = threading.Thread(target=store.flush)
+    flush.start()
+    assert writing.wait(10)
+    reply = c.post("/api/label", json={"row": 2, "changes": {"one": 1}})
+    assert flush.is_alive()  # acknowledged while the write still waits: the label did not wait for it
+    release.set()
+    flush.join(30)
+    monkeypatch.undo()
+    return reply
+
+
+def test_a_label_during_a_flush_is_acknowledged_at_once_and_written_by_the_next(lab, client_of, monkeypatch):
+    config, labels, root = lab
+    c = client_of(config, root, idle=3600)
+    reply = label_during_a_flush(c, monkeypatch)
+    assert reply.status_code == 200 and reply.json()["rows"][0]["labels"]["one"] == 1
+    df = on_disk(labels)
+    assert df.at[1, "zero"] == 1 and pd.isna(df.at[2, "one"])  # the copy was taken before row 2
+    store = c.label_app.store
+    assert store.pending() == 1 and store.error is None
+    assert c.post("/api/flush").json() == {"written": True, "error": None, "pending": 0}
+    assert on_disk(labels).at[2, "one"] == 1
+
+
+def test_a_crash_after_a_flush_replays_the_label_made_during_it(lab, client_of, monkeypatch):
+    from patchcfg.label.store import LabelStore
+
+    config, labels, root = lab
+    c = client_of(config, root, idle=3600)
+    label_during_a_flush(c, monkeypatch)
+    journal = [json.loads(line) for line in open(str(labels) + ".journal.jsonl")]
+    assert journal[-1]["op"] == "flush" and journal[-1]["covers"] < journal[-2]["seq"]  # row 2 came after the copy
+    assert pd.isna(on_disk(labels).at[2, "one"])
+    c.label_app.store.flush = lambda: True  # a crash: nothing more is written
+    c.label_app.store.close()
+    messages = []
+    store = LabelStore(labels, 0.0, log=messages.append)
+    assert any("1 change(s) not yet in" in m for m in messages)
+    assert store.table.df.at[2, "one"] == 1 and on_disk(labels).at[2, "one"] == 1 and store.pending() == 0
+    store.close()
+
+
+def test_a_journal_without_covers_replays_as_before(lab):
+    from patchcfg.label.store import LabelStore
+
+    config, labels, root = lab
+    paths = on_disk(labels)["filepath"]
+    cell = {"time": 0, "client": "one", "old": None, "new": 1}
+    lines = [{"seq": 1, "action": "a1", "row": 1, "path": paths[1], "column": "zero", **cell},
+             {"seq": 2, "time": 0, "op": "flush", "sha256": None},  # the CSV held everything before it
+             {"seq": 3, "action": "a3", "row": 2, "path": paths[2], "column": "one", **cell}]
+    journal = str(labels) + ".journal.jsonl"
+    with open(journal, "w") as handle:
+        handle.writelines(json.dumps(line) + "\n" for line in lines)
+    store = LabelStore(labels, 0.0, log=lambda text: None)
+    df = on_disk(labels)
+    assert pd.isna(df.at[1, "zero"]) and df.at[2, "one"] == 1 and store.pending() == 0
+    assert json.loads(open(journal).read().splitlines()[-1])["covers"] == 3
+    store.close()
+
+
+def test_an_outside_edit_during_a_flush_is_merged_not_overwritten(lab, client_of, monkeypatch):
+    import threading
+
+    config, labels, root = lab
+    c = client_of(config, root, idle=3600)
+    c.post("/api/label", json={"row": 1, "changes": {"zero": 1}})
+    writing, release = hold_writes(monkeypatch)
+    flush = threading.Thread(target=c.label_app.store.flush)
+    flush.start()
+    assert writing.wait(10)
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    frame.loc[7, "one"] = "1"  # another program labels row 7 while the app writes
+    frame.to_csv(labels, index=False)
+    release.set()
+    flush.join(30)
+    df = on_disk(labels)
+    assert df.at[7, "one"] == 1 and df.at[1, "zero"] == 1
+    assert any("changed by another program" in m for m in c.messages) and c.label_app.store.pending() == 0
 
 
 def test_validation_fraction_sends_first_labels_to_validation(lab, client_of):

@@ -1,13 +1,14 @@
 """The label table while the app serves it: the table in memory, a journal on disk, the CSV behind.
 
 Every acknowledged change is first appended to ``<table>.journal.jsonl`` and fsync'd; only then is
-it applied in memory and acknowledged. The CSV is rewritten (through :meth:`LabelTable.write`:
-atomic, one ``.bak``) after a short idle, on stop and on demand, and a ``flush`` line in the
-journal records how far the CSV holds it. On start, the journal lines after the last ``flush`` are
-replayed onto the CSV (a crash, even SIGKILL, loses nothing that was acknowledged). When another
-program changes the CSV while the app runs (its size, time or hash differ from what the app last
-read or wrote), the CSV is read again and the pending journal applied on top: the app never
-overwrites it unseen.
+it applied in memory and acknowledged. The CSV is rewritten (through :meth:`LabelTable.write_text`:
+atomic, one ``.bak``) after a short idle, on stop and on demand, from a copy of the table taken
+under the store's lock and written outside it (labels are acknowledged during the write and wait
+for the next one); a ``flush`` line in the journal records how far the CSV holds them. On start,
+the journal lines the last ``flush`` does not cover are replayed onto the CSV (a crash, even
+SIGKILL, loses nothing that was acknowledged). When another program changes the CSV while the app
+runs (its size, time or hash differ from what the app last read or wrote), the CSV is read again
+and the pending journal applied on top: the app never overwrites it unseen.
 
 Journal lines (one JSON object each):
 
@@ -17,7 +18,9 @@ Journal lines (one JSON object each):
   ``{..., "op": "rename_class", "old", "new"}``
 - ``{"seq", "time", "client", "action", "op": "undo", "undoes": action}`` follows the cell
   changes that revert that action
-- ``{"seq", "time", "op": "flush", "sha256"}``: the CSV holds everything up to here
+- ``{"seq", "time", "op": "flush", "covers", "sha256"}``: the CSV holds every change up to seq
+  ``covers``; later ones (even those journalled before this line, during the write) are pending.
+  Older journals have no ``covers``: their flush line holds everything before it.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from patchcfg.atomic import file_lock
 from patchcfg.errors import UserError
 from patchcfg.labels import BOOL_COLUMNS, RESERVED, LabelTable, read_label_table
 
@@ -88,11 +92,13 @@ class LabelStore:
         self.validation_fraction = float(validation_fraction)
         self.log = log
         self.lock = threading.RLock()
+        self._flush_lock = threading.RLock()  # one CSV write at a time; taken before self.lock, never after
         self.table: LabelTable = read_label_table(self.path)
         self._lock_fd = self._lock()
         self._seen = _fingerprint(self.path)
         self.seq = 0
-        self.flushed_seq = 0
+        self.flushed_seq = 0  # the CSV holds every change up to this seq
+        self._flush_line_seq = 0  # the seq of the last flush line
         self.actions: list[Action] = []
         self.messages: list[dict] = []  # what the page and the terminal should know, newest last
         self.error: str | None = None  # the last CSV write that failed, until one succeeds
@@ -102,6 +108,7 @@ class LabelStore:
         self.first_label_time: float | None = None
         self._dirty_since: float | None = None  # the first change the CSV does not hold yet
         self._last_change = 0.0
+        self._change_count = 0  # grows with every change: one made while the CSV is written stays pending
         self._action_counter = 0
         self._recent: list[tuple[int, int]] = []  # (seq, row) of cell changes this session
         self.generation = 0  # grows when rows or columns may have moved: pages then reload everything
@@ -168,12 +175,14 @@ class LabelStore:
         return entries
 
     def _replay(self) -> int:
-        """Apply the journal entries after the last flush to the table just read; rebuild undo."""
+        """Apply the journal entries the last flush does not cover to the table just read; rebuild undo."""
         entries = self._read_journal()
-        last_flush = max((i for i, e in enumerate(entries) if e.get("op") == "flush"), default=-1)
-        pending = entries[last_flush + 1:]
+        last_flush = next((e for e in reversed(entries) if e.get("op") == "flush"), None)
+        if last_flush is not None:
+            self._flush_line_seq = int(last_flush["seq"])
+            self.flushed_seq = int(last_flush.get("covers", self._flush_line_seq))
+        pending = self._unwritten(entries)
         self.seq = max((int(e["seq"]) for e in entries), default=0)
-        self.flushed_seq = int(entries[last_flush]["seq"]) if last_flush >= 0 else 0
         self._action_counter = self.seq
         applied = self._apply_entries(self.table, pending)
         # Undo history of earlier sessions: actions not undone, in order.
@@ -199,6 +208,10 @@ class LabelStore:
         if pending:
             self._changed()  # the CSV does not hold them yet
         return applied
+
+    def _unwritten(self, entries: list[dict]) -> list[dict]:
+        """The changes among journal ``entries`` that the CSV does not hold (after ``flushed_seq``)."""
+        return [e for e in entries if int(e["seq"]) > self.flushed_seq and e.get("op") != "flush"]
 
     def _apply_entries(self, table: LabelTable, entries: list[dict]) -> int:
         """Apply journal entries to ``table`` (by file path); returns how many changed something."""
@@ -414,8 +427,7 @@ class LabelStore:
             self.table.add_class(name)
             self.generation += 1
             self._changed()
-            self.flush()
-            return {"classes": self.classes, "seq": self.seq}
+        return self._flush_for_class()
 
     def rename_class(self, old, new, client: str) -> dict:
         with self.lock:
@@ -439,7 +451,12 @@ class LabelStore:
             for action in self.actions:
                 action.cells = [(r, new if c == old else c, o, n) for r, c, o, n in action.cells]
             self._changed()
-            self.flush()
+        return self._flush_for_class()
+
+    def _flush_for_class(self) -> dict:
+        """Write a class added or renamed at once (outside the store lock: labels go on meanwhile)."""
+        self.flush()
+        with self.lock:
             return {"classes": self.classes, "seq": self.seq}
 
     # ----------------------------------------------------------------- the CSV
@@ -461,7 +478,7 @@ class LabelStore:
 
     def merge_external(self) -> bool:
         """Re-read a CSV another program changed and apply the pending journal on top."""
-        with self.lock:
+        with self._flush_lock, self.lock:  # never while the CSV is being written
             now = _fingerprint(self.path)
             if now == self._seen:
                 return False
@@ -484,7 +501,7 @@ class LabelStore:
                 self.error = message
                 self._seen_bad = now
                 return False
-            pending = [e for e in self._read_journal() if int(e["seq"]) > self.flushed_seq]
+            pending = self._unwritten(self._read_journal())
             self._apply_entries(fresh, pending)
             self.table.df = fresh.df
             self._index = {p: i for i, p in enumerate(fresh.df["filepath"])}
@@ -497,56 +514,87 @@ class LabelStore:
             self._changed()
             return True
 
-    def flush(self) -> bool:
-        """Write the CSV from the table (atomic, one .bak) if anything is pending; merge outside
-        edits first."""
-        with self.lock:
-            if self.external_change():
-                self.merge_external()
-                if self._fingerprint_is_bad():
+    def flush(self, attempts: int = 3) -> bool:
+        """Write the CSV if anything is pending; merge outside edits first.
+
+        The table is copied under the store lock and written outside it, so labels are accepted
+        during the write; they stay pending for the next flush. An outside edit that lands while the
+        copy is turned into CSV is merged and the copy made again (up to ``attempts`` times)."""
+        with self._flush_lock:
+            for _ in range(attempts):
+                with self.lock:
+                    if self.external_change():
+                        self.merge_external()
+                        if self._fingerprint_is_bad():
+                            return False
+                    if self._dirty_since is None and self._seen is not None:
+                        return True
+                    copy = replace(self.table, df=self.table.df.copy())
+                    covers, changes, copied_at = self.seq, self._change_count, time.time()
+                try:
+                    text = copy.to_csv_text()
+                    with file_lock(self.path):
+                        if self.external_change():
+                            continue  # edited by another program meanwhile: merge, then copy again
+                        copy.write_text(text, self.path)
+                        written = _fingerprint(self.path)
+                    with self.lock:
+                        self._record_flush(covers, changes, copied_at, written)
+                except (OSError, UserError) as error:
+                    with self.lock:
+                        self._write_failed(error)
                     return False
-            if self._dirty_since is None and self._seen is not None:
                 return True
-            try:
-                self.table.write(self.path)
-                self._seen = _fingerprint(self.path)
-                self._append([{"seq": self.seq + 1, "time": round(time.time(), 3), "op": "flush",
-                               "sha256": self._seen[2] if self._seen else None}])
-            except (OSError, UserError) as error:
-                reason = getattr(error, "strerror", None) or str(error)
-                message = (f"cannot write {self.path} ({reason}); every label is kept in "
-                           f"{self.journal_path.name} "
-                           "and written when it can be (make the file and its folder writable)")
-                if self.error != message:
-                    self.note(message, level="error")
-                self.error = message
-                return False
-            self.seq += 1
-            self.flushed_seq = self.seq
-            self._dirty_since = None
-            if self.error:
-                self.note(f"{self.path.name} written again")
-            self.error = None
-            return True
+            return False
+
+    def _record_flush(self, covers: int, changes: int, copied_at: float, written: tuple | None) -> None:
+        """Journal that the CSV now holds every change up to seq ``covers`` (the copy written)."""
+        self._seen = written
+        self._append([{"seq": self.seq + 1, "time": round(time.time(), 3), "op": "flush", "covers": covers,
+                       "sha256": written[2] if written else None}])
+        self.seq += 1
+        self._flush_line_seq = self.seq
+        self.flushed_seq = covers
+        self._dirty_since = None if self._change_count == changes else copied_at
+        if self.error:
+            self.note(f"{self.path.name} written again")
+        self.error = None
+
+    def _write_failed(self, error: OSError | UserError) -> None:
+        reason = getattr(error, "strerror", None) or str(error)
+        message = (f"cannot write {self.path} ({reason}); every label is kept in "
+                   f"{self.journal_path.name} "
+                   "and written when it can be (make the file and its folder writable)")
+        if self.error != message:
+            self.note(message, level="error")
+        self.error = message
 
     def _fingerprint_is_bad(self) -> bool:
         return getattr(self, "_seen_bad", None) is not None and _fingerprint(self.path) == self._seen_bad
 
     def _changed(self) -> None:
+        self._change_count += 1
         self._last_change = time.time()
         self._dirty_since = self._dirty_since or self._last_change
 
     def pending(self) -> int:
-        return self.seq - self.flushed_seq
+        """How many journal lines the CSV does not hold yet (the last flush line is not one)."""
+        return self.seq - self.flushed_seq - (self._flush_line_seq > self.flushed_seq)
 
     def idle_flush(self, idle_seconds: float, at_most: float = 60.0) -> None:
         """Called periodically: merge external edits; write the CSV once nothing changed for
-        ``idle_seconds``, or ``at_most`` seconds after the first change it lacks."""
-        if self.external_change() and not self._fingerprint_is_bad():
-            self.merge_external()
-        since, now = self._dirty_since, time.time()
-        if since is not None and (now - self._last_change >= idle_seconds or now - since >= at_most):
-            self.flush()
+        ``idle_seconds``, or ``at_most`` seconds after the first change it lacks. Skipped while a
+        flush is writing (its own write is no outside edit)."""
+        if not self._flush_lock.acquire(blocking=False):
+            return
+        try:
+            if self.external_change() and not self._fingerprint_is_bad():
+                self.merge_external()
+            since, now = self._dirty_since, time.time()
+            if since is not None and (now - self._last_change >= idle_seconds or now - since >= at_most):
+                self.flush()
+        finally:
+            self._flush_lock.release()
 
     def changes_since(self, seq: int) -> dict:
         """Rows changed after ``seq`` (for other clients' pages); a page whose ``generation`` differs
