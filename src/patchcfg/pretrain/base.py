@@ -30,8 +30,8 @@ from patchcfg.train.loop import TrainTask
 
 
 def build_projection_head(input_dim: int, depth: int, units: int, dim: int, batchnorm: bool, *,
-                          synchronized: bool, model_name: str | None = None,
-                          output_batchnorm: bool = False) -> keras.Model:
+                          synchronized: bool, output_batchnorm: bool,
+                          model_name: str | None = None) -> keras.Model:
     """The projection head of SimCLR/MoCo v2: ``depth - 1`` x (Dense(units) [+ BN] + ReLU), then
     Dense(dim) [+ BN, without the Dense's bias: SimCLR v2, Chen et al. 2020b]; ``depth == 0`` is the
     identity. BYOL's predictor is the same MLP (``model_name`` ``predictor``)."""
@@ -150,8 +150,9 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
         """BYOL's predictor (Grill et al. 2020) on the head's output: Dense(``predictor.units``)
         [+ BN] + ReLU, then back to the head's width (a :class:`~patchcfg.pretrain.params.Predictor`)."""
         dim = int(self.head.output_shape[-1])
-        return build_projection_head(dim, 2, predictor.units, dim, predictor.batchnorm,
-                                     synchronized=bool(self.backbone_cfg["sync_batchnorm"]), model_name="predictor")
+        return build_projection_head(dim, 2, predictor.units, dim, predictor.batchnorm,  # no BN on its output
+                                     synchronized=bool(self.backbone_cfg["sync_batchnorm"]), output_batchnorm=False,
+                                     model_name="predictor")
 
     def build_state(self) -> None:
         """Method state beyond encoder and head (inside ``strategy.scope()``)."""
