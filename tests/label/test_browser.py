@@ -105,7 +105,8 @@ def test_label_with_the_keyboard_grid_undo_class_and_reload(tmp_path, digits_tab
     driver = browser
     driver.get(app.url)
     wait(driver, "return document.querySelectorAll('#classes .cls').length === 2", "the classes")
-    wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model")
+    wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model",
+         timeout=60)  # the first fit starts the worker process: slow on busy cores
     wait(driver, IDLE, "the first images")
     expected = {}
     for i in range(10):
@@ -207,7 +208,8 @@ def test_exclusive_classes_mouse_shift_and_accepting_the_model(tmp_path, digits_
     driver = browser
     driver.get(app.url)
     wait(driver, "return document.querySelectorAll('#classes .cls').length === 3", "the classes")
-    wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model")
+    wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model",
+         timeout=60)  # the first fit starts the worker process: slow on busy cores
     wait(driver, IDLE, "the first images")
     press(driver, "r")  # refit now: the page then shows the model's guesses
     wait(driver, "return window.patchcfg.state.model.version >= 1", "a model")
@@ -268,7 +270,8 @@ def test_thirty_labels_bring_new_models_a_curve_and_a_new_order(tmp_path, digits
     driver = browser
     started = time.time()
     driver.get(app.url)
-    wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model")
+    wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model",
+         timeout=60)  # the first fit starts the worker process: slow on busy cores
     wait(driver, IDLE, "the first images")
     first_version = driver.execute_script("return window.patchcfg.state.model.version")
     seen = []
