@@ -1,5 +1,6 @@
 """A million-image project on one machine: reading the label table, the quick head, every query
-strategy, writing the queue, ``analyze`` over 10,000 experiments, and the embed stage's rate.
+strategy, writing the queue, ``analyze`` over 10,000 experiments, the labelling app's learner, and
+the embed stage's rate.
 
 Setup (not timed): a synthetic label table of ``--rows`` rows (12 classes, 1,000 labelled rows,
 the last class rare) and ``--rows`` x 512 float32 features written as the embed stage writes them
@@ -34,6 +35,14 @@ median of each stage run against the mean of the model-only runs either side, sh
 It also gives the CPU time per image (all threads, which a busy machine changes least) of the
 model-only step and of the decoding pipeline alone, and ``cpu_bound_ratio``, model / (model +
 decode): the most the ratio can reach when decoding and the encoder share the same busy cores.
+
+The label line serves the project's table (a copy, its paths made absolute) as ``patchcfg label``
+does, without the web server: the store and the learner start and fit their first quick head
+(``start_seconds``), a class is added (``add_class_seconds``: the table written again), the queue's
+next snapshot of the features and scores (``snapshot_seconds``: what a page's next request waits
+for), a refit with the new class (``refit_seconds``) and an entropy queue of 10
+(``queue_seconds``); ``peak_anon_gb`` is the server's and ``worker_anon_gb`` the quick head's worker
+process's anonymous memory (the features are mapped, not copied).
 
 At the default million rows the whole run takes several minutes on 2 cores (mostly setup and the
 batch strategies); ``--rows 20000`` runs it small; ``--project DIR`` keeps the set-up project in
@@ -199,6 +208,8 @@ def child(step: str, folder: Path, args) -> dict:
         return analyze_step(folder, args)
     if step == "embed":
         return embed_step(folder, args)
+    if step == "label":
+        return label_step(folder, config, rows)
     raise SystemExit(f"unknown step {step}")
 
 
@@ -247,6 +258,53 @@ def analyze_step(folder: Path, args) -> dict:
         return {"table_rows": len(result.rows), "chars": len(render(result, "table"))}
 
     return measure("analyze", args.experiments, run, experiments=args.experiments)
+
+
+def label_step(folder: Path, config: dict, rows: int) -> dict:
+    """The labelling app's store and learner on the project (see the module docstring)."""
+    from patchcfg.config import resolve_config
+    from patchcfg.label.server import build
+    from patchcfg.labels import LabelTable, read_label_table
+
+    table = read_label_table(folder / "labels.csv")  # a copy beside the step: the app writes its table
+    absolute = table.df.assign(filepath=table.resolved_paths())
+    LabelTable(absolute, folder, folder / "label-table.csv").write(folder / "label-table.csv")
+    root = folder / "label-experiments"  # the app writes experiments/<name>/label/; the features are shared
+    (root / config["name"]).mkdir(parents=True)
+    (root / config["name"] / "embed").symlink_to((folder / "experiments" / config["name"] / "embed").resolve())
+    resolved = resolve_config({**config, "data": {**config["data"], "labels": str(folder / "label-table.csv")},
+                               "label": {"retrain_every": 0}, "query": {}})
+    timings: dict = {}
+
+    def timed(name, fn):
+        started = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - started, 2)
+        return result
+
+    def run():
+        app = build(resolved, root, embed=False, log=lambda text: None)
+        try:
+            timed("start_seconds", lambda: (app.start(), app.learner.join()))
+            timed("add_class_seconds", lambda: app.store.add_class("added", "scale"))
+            timed("snapshot_seconds", app.learner.snapshot)
+            timed("refit_seconds", app.learner.refit)
+            timed("queue_seconds", lambda: app.queue.next("scale", "entropy", "unlabeled", 10))
+            pool = app.learner.worker._executor
+            worker = next(iter(pool._processes), None) if pool is not None else None
+            timings["worker_anon_gb"] = round(_anon_of(worker) / GB, 3) if worker else None
+        finally:
+            app.stop()
+            app.learner.join()
+        return timings
+
+    return measure("label", rows, run)
+
+
+def _anon_of(pid: int) -> int:
+    """Another process's anonymous resident memory, in bytes."""
+    with open(f"/proc/{pid}/status") as handle:
+        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("RssAnon:"))
 
 
 def embed_step(folder: Path, args) -> dict:
@@ -358,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", type=int, default=10_000, help="experiments for analyze")
     parser.add_argument("--embed-images", type=int, default=8192)
     parser.add_argument("--embed-rounds", type=int, default=5, help="stage runs, alternating with model-only runs")
-    parser.add_argument("--only", default="table,labels_stats,quick_head,query,analyze,embed")
+    parser.add_argument("--only", default="table,labels_stats,quick_head,query,analyze,label,embed")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--project", help="a folder for the set-up project, made once and reused by later runs "
                         "with the same --rows, --dims and --labelled (default: a temporary folder)")
@@ -375,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     missed = []
     with tempfile.TemporaryDirectory(prefix="patchcfg_scale_") as tmp:
         folder = Path(tmp)
-        if any(s in ("table", "labels_stats", "quick_head") or s.startswith("query:") for s in steps):
+        if any(s in ("table", "labels_stats", "quick_head", "label") or s.startswith("query:") for s in steps):
             folder = Path(args.project) if args.project else folder
             setup_project(folder, args)
         for step in steps:
