@@ -129,10 +129,10 @@ class Memory:
         self._stop = threading.Event()
 
     @staticmethod
-    def status(field: str) -> int:
-        """A size from ``/proc/self/status``, in bytes (0 where there is none)."""
+    def status(field: str, pid: int | str = "self") -> int:
+        """A size from ``/proc/<pid>/status`` (this process by default), in bytes (0 where there is none)."""
         try:
-            with open("/proc/self/status") as handle:
+            with open(f"/proc/{pid}/status") as handle:
                 for line in handle:
                     if line.startswith(field + ":"):
                         return int(line.split()[1]) * 1024
@@ -292,19 +292,13 @@ def label_step(folder: Path, config: dict, rows: int) -> dict:
             timed("queue_seconds", lambda: app.queue.next("scale", "entropy", "unlabeled", 10))
             pool = app.learner.worker._executor
             worker = next(iter(pool._processes), None) if pool is not None else None
-            timings["worker_anon_gb"] = round(_anon_of(worker) / GB, 3) if worker else None
+            timings["worker_anon_gb"] = round(Memory.status("RssAnon", worker) / GB, 3) if worker else None
         finally:
             app.stop()
             app.learner.join()
         return timings
 
     return measure("label", rows, run)
-
-
-def _anon_of(pid: int) -> int:
-    """Another process's anonymous resident memory, in bytes."""
-    with open(f"/proc/{pid}/status") as handle:
-        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("RssAnon:"))
 
 
 def embed_step(folder: Path, args) -> dict:

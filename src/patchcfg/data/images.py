@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-
 from patchcfg.errors import ConfigError
 from patchcfg.labels import list_images, read_label_table
 
@@ -25,18 +22,3 @@ def resolve_image_paths(data_cfg: dict) -> list[str]:
         return read_label_table(labels).resolved_paths()
     raise ConfigError("data: neither data.images nor data.labels is set; say where the images are "
                       "(e.g. data.images=data/demo/images)")
-
-
-def files_digest(paths: list[str]) -> str:
-    """A SHA-256 of ``paths`` in order with each file's size and modification time (ns): what a
-    file computed from the images (embed's features, DetCon's segments) must be recomputed for,
-    also when an image is replaced in place under the same name. A missing file counts as such."""
-    digest = hashlib.sha256()
-    for path in paths:
-        try:
-            stat = os.stat(path)
-            facts = f"{stat.st_size}\t{stat.st_mtime_ns}"
-        except OSError:
-            facts = "missing"
-        digest.update(f"{path}\t{facts}\n".encode())
-    return digest.hexdigest()

@@ -179,6 +179,18 @@ def _key(path: str) -> tuple:
         return (os.path.abspath(path), None, None)
 
 
+def files_digest(paths) -> str:
+    """A SHA-256 of ``paths`` in order with each file's :func:`_key` (modification time and size, as
+    the check's cache keys them): what a file computed from the images (embed's features, DetCon's
+    segments) is recomputed for, also when an image is replaced in place under the same name."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{_key(str(path))}\n".encode())
+    return digest.hexdigest()
+
+
 #: PNG/JPEG/GIF files decoded together in one ``tf.data`` pass by :func:`_probe_decoded_together`
 TOGETHER = 4096
 

@@ -352,16 +352,12 @@ class Learner:
         except Exception as error:  # noqa: BLE001 - shown on the page; the quick head still scores
             self.store.note(f"scoring with the fine-tuned ensemble failed: {error}", level="error")
 
-    def _aligned_features(self):
-        """(features, has_features) over the table's current rows: the cached features themselves
-        (memory-mapped, no copy) when the table's rows are the cached rows in order, else a float32
-        gather of them (zero where a row has none). Realigned only when rows may have moved (the
-        table read again), not when a class is added or renamed."""
-        features, has, _ = self._alignment()
-        return features, has
-
     def _alignment(self):
-        """(features, has_features, MappedFeatures or None) over the table's current rows."""
+        """(features, has_features, MappedFeatures or None) over the table's current rows: the
+        cached features themselves (memory-mapped, no copy; the worker maps the same file) when the
+        table's rows are the cached rows in order, else a float32 gather of them (zero where a row
+        has none). Realigned only when rows may have moved (the table read again), not when a
+        class is added or renamed."""
         with self.lock:
             if self._features is None:
                 return None, None, None
@@ -382,7 +378,7 @@ class Learner:
     # ----------------------------------------------------------------- fitting
 
     def snapshot(self) -> Snapshot:
-        features, has = self._aligned_features()
+        features, has, _ = self._alignment()
         with self.lock:
             probabilities = self._probabilities
             if probabilities is not None and (self._probability_classes != self.store.classes

@@ -158,7 +158,7 @@ class DetCon(TwoViewMethod):
             if self.mask_source == "grid":
                 self._segments = grid_segments(len(self.paths), self.imshape, self.params.grid)
             else:
-                from patchcfg.data.images import files_digest
+                from patchcfg.data.readers import files_digest
 
                 key = {"files": files_digest(self.paths), "data": self.data_cfg, "num_masks": self.num_masks,
                        "felzenszwalb": dataclasses.asdict(self.params.felzenszwalb)}

@@ -59,8 +59,9 @@ class EmbedStage(Stage):
 
         from patchcfg.atomic import atomic_write_text
         from patchcfg.data import crops
-        from patchcfg.data.images import files_digest, resolve_image_paths
+        from patchcfg.data.images import resolve_image_paths
         from patchcfg.data.loading import image_batches
+        from patchcfg.data.readers import files_digest
         from patchcfg.embed import FeatureWriter, embed_batches
 
         run, params = self.stage_run, self.params
