@@ -102,7 +102,7 @@ def test_the_learner_fits_what_patchcfg_query_fits(online, output):
 
 def test_refits_during_a_burst_of_labels_change_none_and_lose_none(online):
     make, config, labels, root = online
-    app = make(retrain_every=2)
+    app = make(retrain_every=2, retrain_after_pause=None)
     digits = truth(labels)
     versions = []
     done = threading.Event()
@@ -131,6 +131,8 @@ def test_refits_during_a_burst_of_labels_change_none_and_lose_none(online):
     # labels sent during a fit are learnt by the next: fewer than retrain_every are left for later (a
     # fit that read the table one label before the end leaves that one until the next label)
     assert 24 - app.learner.curve[-1]["labels"] < 2
+    app.learner.refit()  # what the pause timer does when it is on (next test)
+    assert app.learner.curve[-1]["labels"] == 24
     assert versions == sorted(versions)  # the applied version never goes back
     app.store.flush()
     df = read_label_table(labels).df
@@ -139,6 +141,36 @@ def test_refits_during_a_burst_of_labels_change_none_and_lose_none(online):
     curve = pd.read_csv(root / "lab" / "label" / "learning_curve.csv")
     assert curve["version"].tolist() == sorted(curve["version"]) and curve["epoch"].tolist() == list(
         range(1, len(curve) + 1))
+
+
+def test_the_last_labels_of_a_burst_are_learnt_when_labelling_pauses(online):
+    make, config, labels, root = online
+    app = make(retrain_every=10, retrain_after_pause=1.5)
+    digits = truth(labels)
+    start = app.learner.version
+    for r in range(3):  # fewer than retrain_every, each within the pause of the last
+        label_rows(app.store, [r], digits)
+        app.learner.notify(1)
+        time.sleep(0.1)
+    assert app.learner.version == start and not app.learner.fitting  # no fit while labelling goes on
+    deadline = time.time() + 60
+    while app.learner.version == start and time.time() < deadline:
+        time.sleep(0.02)
+    app.learner.join()
+    assert app.learner.version == start + 1  # one fit for the three, not one per label
+    assert app.learner.curve[-1]["labels"] == 3
+    time.sleep(1.0)
+    assert app.learner.version == start + 1  # nothing left to learn: no further fit
+
+
+def test_without_a_pause_setting_fewer_labels_than_retrain_every_wait(online):
+    make, config, labels, root = online
+    app = make(retrain_every=10, retrain_after_pause=None)
+    start = app.learner.version
+    label_rows(app.store, [0, 1, 2], truth(labels))
+    app.learner.notify(3)
+    time.sleep(1.0)
+    assert app.learner.version == start and not app.learner.fitting
 
 
 def test_a_stale_result_is_never_applied(online):

@@ -206,6 +206,7 @@ class LabelApp:
             "validation_warnings": self.validation_warnings(counts),
             "jobs": self.jobs.state() if self.jobs is not None else [],
             "settings": {"grid": self.settings["grid"], "retrain_every": self.settings["retrain_every"],
+                         "retrain_after_pause": self.settings["retrain_after_pause"],
                          "finetune_every": self.settings["finetune_every"],
                          "reserve_seconds": self.settings["reserve_seconds"],
                          "validation_fraction": self.settings["validation_fraction"],

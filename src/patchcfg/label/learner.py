@@ -3,7 +3,8 @@
 The :class:`Learner` owns the cached features of ``patchcfg embed`` (computed in a background
 thread when missing; until then the queue is random) and a quick head (``patchcfg.active``) fitted
 on every labelled training row, in a worker process (:class:`Worker`) so that a fit never holds
-the server's interpreter. It refits after ``label.retrain_every`` label changes, or on request,
+the server's interpreter. It refits after ``label.retrain_every`` label changes, when labelling
+pauses for ``label.retrain_after_pause`` seconds with labels not yet learnt, or on request, and
 scores every row and the validation rows, and records each fit (``learning_curve.csv`` and
 TensorBoard scalars in the experiment's ``label/`` folder). A version number is issued when a
 fit's labels are read; a result is applied only if no newer version is (:meth:`Learner.apply`).
@@ -268,6 +269,9 @@ class Learner:
         self._features = None  # (features, paths, MappedFeatures or None) as cached
         self._aligned = None  # (rows generation, features, has_features, mapped) over the table's rows
         self._labels_since_fit = 0
+        self._pause_ends = 0.0  # when labelling has paused long enough to fit the labels left
+        self._pause_waiting = False
+        self._closed = False
         self._threads: list[threading.Thread] = []
         self.worker = Worker()
         self.curve: list[dict] = self._read_curve()
@@ -391,17 +395,45 @@ class Learner:
                             list(self.store.classes))
 
     def notify(self, new_labels: int) -> None:
-        """Called after labels changed; refits in the background every ``retrain_every`` labels."""
+        """Called after labels changed; refits in the background every ``retrain_every`` labels, and
+        ``retrain_after_pause`` seconds after the last label when fewer are left unlearnt."""
         every = int(self.settings["retrain_every"])
         self._labels_since_fit += new_labels
         if every and self._labels_since_fit >= every:
             self.refit_async()
+        else:
+            self._refit_after_pause()
+
+    def _refit_after_pause(self) -> None:
+        """Fit the labels left ``retrain_after_pause`` seconds after the last label change (each
+        change moves the moment on; one waiting thread per pause)."""
+        pause = self.settings["retrain_after_pause"]
+        if pause is None or not int(self.settings["retrain_every"]):
+            return
+        with self.lock:
+            self._pause_ends = time.monotonic() + float(pause)
+            if self._pause_waiting:
+                return
+            self._pause_waiting = True
+        threading.Thread(target=self._wait_for_pause, daemon=True).start()
+
+    def _wait_for_pause(self) -> None:
+        while True:
+            with self.lock:
+                left = self._pause_ends - time.monotonic()
+                if left <= 0 or self._closed:
+                    self._pause_waiting = False
+                    break
+            time.sleep(left)
+        if self._labels_since_fit > 0 and not self._closed:  # a fit running now waits again when it ends
+            self.refit_async()
 
     def refit_async(self) -> bool:
         """Refit in the background (not once ``stop_when`` held, nor while a fit runs)."""
-        if self._features is None or self.fitting or self.stopped:
-            return False
-        self.fitting = True
+        with self.lock:
+            if self._features is None or self.fitting or self.stopped:
+                return False
+            self.fitting = True
         self._spawn(self._refit_guarded)
         return True
 
@@ -416,6 +448,8 @@ class Learner:
         every = int(self.settings["retrain_every"])
         if every and self._labels_since_fit >= every:  # labels that came during the fit
             self.refit_async()
+        elif self._labels_since_fit:
+            self._refit_after_pause()
 
     def issue(self) -> int:
         """A new version number, for a fit or a scoring whose inputs are taken now."""
@@ -616,6 +650,7 @@ class Learner:
             thread.join(timeout)
 
     def close(self) -> None:
+        self._closed = True
         self.join(5.0)
         self.worker.close()
         if self._events is not None:
