@@ -36,7 +36,7 @@ def test_writer_resumes_only_what_it_recorded(tmp_path):
     assert not (tmp_path / "features.npy").exists()
     again = FeatureWriter(tmp_path, 5, "float16", key)
     assert again.done == again.written == 2
-    with pytest.raises(ValueError, match="6 rows written, the file holds 5"):
+    with pytest.raises(ValueError, match="6 rows written, 5 expected"):
         again.write(np.ones((4, 3)))
     with pytest.raises(ValueError, match="2 of 5 rows written"):
         again.publish()
@@ -51,6 +51,61 @@ def test_writer_resumes_only_what_it_recorded(tmp_path):
     assert FeatureWriter(tmp_path, 5, "float16", {"paths_sha256": "other"}).done == 0  # other images: afresh
     assert not (tmp_path / "features.npy.partial").exists()
     assert np.load(tmp_path / "features.npy")[:, 0].tolist() == [1, 1, 2, 2, 2]  # the published file stays
+
+
+def test_writer_puts_rows_at_their_positions_and_keeps_the_reused_ones(tmp_path):
+    old = np.arange(12, dtype=np.float32).reshape(4, 3)  # rows 0..3 of an earlier file
+    key = {"files": "new"}
+    writer = FeatureWriter(tmp_path, 6, "float32", key, positions=np.array([1, 4]))
+    writer.reuse(old, into=np.array([5, 0, 3, 2]), rows=np.array([0, 1, 2, 3]))
+    writer.write(np.full((1, 3), -1.0))
+    writer.checkpoint()  # the kept rows are on disk with the first checkpoint
+    again = FeatureWriter(tmp_path, 6, "float32", key, positions=np.array([1, 4]))
+    assert again.done == 1
+    again.write(np.full((1, 3), -2.0))
+    again.publish()
+    saved = np.load(tmp_path / "features.npy")
+    assert saved[:, 0].tolist() == [3, -1, 9, 6, -2, 0]
+
+
+def test_images_added_removed_and_replaced_after_an_embed_are_the_only_ones_embedded(tmp_path, digits_table):
+    """A million-image project grows: the next embed computes the new and changed images only, and
+    its features equal a fresh embed's, row for row."""
+    import shutil
+
+    from PIL import Image
+
+    from patchcfg.stages import run_embed
+
+    config = embed_config(tmp_path, digits_table, name="grown", batch_size=8)
+    first = run_embed(config, root=tmp_path / "exp", verbose=0)
+    assert first["images"] == 72 and first["kept"] == 0
+    said = []
+    assert run_embed(config, root=tmp_path / "exp", verbose=1, log=said.append)["kept"] == 0  # unchanged: skipped
+    assert any("already complete" in line for line in said)
+    before, before_paths = load_features(tmp_path / "exp" / "grown")
+    before = np.array(before)
+
+    table = pd.read_csv(tmp_path / "labels.csv")
+    for j in (72, 73, 74):  # three new images (copies of others under new names: the same features)
+        shutil.copy(tmp_path / "img" / f"{j - 70}.png", tmp_path / "img" / f"{j}.png")
+    table = pd.concat([table.drop(index=5), pd.DataFrame({"filepath": [f"img/{j}.png" for j in (72, 73, 74)]})])
+    table.to_csv(tmp_path / "labels.csv", index=False)  # row 5 removed, three added at the end
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(tmp_path / "img" / "9.png")  # replaced in place
+    said.clear()
+    grown = run_embed(config, root=tmp_path / "exp", verbose=1, log=said.append)
+    assert grown["images"] == 74 and grown["kept"] == 70  # 71 left, one of them replaced
+    assert any("4 of 74 images new or changed" in line for line in said)
+
+    fresh = run_embed(embed_config(tmp_path, digits_table, name="fresh", batch_size=8), root=tmp_path / "exp",
+                      verbose=0)
+    assert fresh["kept"] == 0
+    got, paths = load_features(tmp_path / "exp" / "grown")
+    want, want_paths = load_features(tmp_path / "exp" / "fresh")
+    assert paths == want_paths and got.shape == want.shape
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    nine = str(tmp_path / "img" / "9.png")
+    assert not np.allclose(got[paths.index(nine)], before[before_paths.index(nine)])  # replaced: new features
 
 
 def test_an_interrupted_embed_resumes_and_equals_an_uninterrupted_one(tmp_path, digits_table, monkeypatch):

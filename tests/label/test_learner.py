@@ -54,3 +54,37 @@ def test_a_fine_tuned_ensemble_scores_the_queue(tmp_path, digits_table, finetune
     finally:
         app.stop()
         app.learner.join()
+
+
+@pytest.mark.slow
+def test_images_added_to_the_table_since_the_embed_are_embedded_in_the_background(lab):
+    """The cached features rank the queue at once; the added rows get theirs without a restart."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from patchcfg.label.server import build
+    from patchcfg.stages import run_embed
+
+    config, labels, root = lab
+    run_embed(config, root=root, verbose=0)
+    table = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    for j in (24, 25):
+        shutil.copy(labels.parent / "img" / f"{j - 20}.png", labels.parent / "img" / f"{j}.png")
+    added = pd.DataFrame({"filepath": ["img/24.png", "img/25.png"], "validation": "False"})
+    pd.concat([table, added]).fillna("").to_csv(labels, index=False)
+    app = build(config, root, embed=True, log=lambda text: None)
+    app.start()
+    try:
+        assert app.learner.snapshot().has_features.tolist() == [True] * 24 + [False] * 2  # ranked at once
+        deadline = time.time() + 240
+        while not app.learner.snapshot().has_features.all() and time.time() < deadline:
+            time.sleep(0.2)
+        assert app.learner.features_state == "ready", app.learner.features_message
+        assert app.learner.snapshot().has_features.tolist() == [True] * 26
+        summary = json.loads((root / "lab" / "embed" / "summary.json").read_text())
+        assert summary["images"] == 26 and summary["kept"] == 24
+    finally:
+        app.stop()
+        app.learner.join()

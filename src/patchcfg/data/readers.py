@@ -179,15 +179,21 @@ def _key(path: str) -> tuple:
         return (os.path.abspath(path), None, None)
 
 
-def files_digest(paths) -> str:
-    """A SHA-256 of ``paths`` in order with each file's :func:`_key` (modification time and size, as
-    the check's cache keys them): what a file computed from the images (embed's features, DetCon's
-    segments) is recomputed for, also when an image is replaced in place under the same name."""
+def file_keys(paths) -> list[tuple]:
+    """(absolute path, modification time in ns, size) of each file, as the check's cache keys them
+    (None, None for a file that cannot be read)."""
+    return [_key(str(path)) for path in paths]
+
+
+def files_digest(paths=None, keys=None) -> str:
+    """A SHA-256 of ``paths`` in order with each file's :func:`file_keys` (or of ``keys`` already
+    taken): what a file computed from the images (embed's features, DetCon's segments) is
+    recomputed for, also when an image is replaced in place under the same name."""
     import hashlib
 
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(f"{_key(str(path))}\n".encode())
+    for key in file_keys(paths) if keys is None else keys:
+        digest.update(f"{key}\n".encode())
     return digest.hexdigest()
 
 

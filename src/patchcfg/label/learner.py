@@ -260,7 +260,7 @@ class Learner:
         self.stopped = False
         self.stopped_at: dict | None = None  # {"labels", "version", "metrics"} when stop_when held
         self.fitting = False
-        self.features_state = "missing"  # missing | computing | ready | failed
+        self.features_state = "missing"  # missing | computing | updating (ready; images added) | ready | failed
         self.features_message = ""
         self.features_started: float | None = None
         self._probabilities = None
@@ -288,6 +288,8 @@ class Learner:
             self._spawn(self._score_with_ensemble)
         if (self.experiment_dir / "embed" / "features.npy").is_file():
             self._load_features()
+            if self.embed:
+                self._spawn(self._complete_features)
         elif self.embed:
             self._spawn(self._compute_features)
         else:
@@ -315,21 +317,50 @@ class Learner:
         self.worker.warm_up()
         self.refit_async()
 
-    def _compute_features(self) -> None:
+    def _compute_features(self, missing: int | None = None) -> None:
+        """Run the embed stage (in this process): every image, or the ``missing`` ones (rows added
+        to the table since the last embed; the cached features rank the others meanwhile)."""
         from patchcfg.stages import run_embed
 
-        self.features_state, self.features_started = "computing", time.time()
-        self.features_message = "computing the features of every image (patchcfg embed)"
-        self.log(f"{self.features_message}; the queue is random until they are ready")
+        self.features_state = "updating" if missing else "computing"
+        self.features_started = time.time()
+        self.features_message = (f"embedding the {missing} images added since the last embed (patchcfg embed)"
+                                 if missing else "computing the features of every image (patchcfg embed)")
+        self.log(f"{self.features_message}; " + ("they join the queue when ready" if missing
+                                                else "the queue is random until they are ready"))
         try:
             run_embed(self.config, root=self.experiment_dir.parent, verbose=0,
                       log=lambda text: setattr(self, "features_message", text))
             self._load_features()
             self.log(f"features ready: {self.features_message}")
         except Exception as error:  # noqa: BLE001 - shown on the page; the queue stays random
+            if missing:
+                self.features_state = "ready"
+                self.features_message = f"embedding the added images failed ({error}); they are not ranked"
+                self.store.note(self.features_message, level="warning")
+                return
             self.features_state = "failed"
             self.features_message = f"computing features failed ({error}); the queue stays random"
             self.store.note(self.features_message, level="error")
+
+    def _complete_features(self) -> None:
+        """Embed the table's rows that have no cached features (images added since the last embed;
+        not those the last embed found unreadable)."""
+        import json
+
+        _, has, _ = self._alignment()
+        if has is None or has.all():
+            return
+        try:
+            summary = json.loads((self.experiment_dir / "embed" / "summary.json").read_text(encoding="utf-8"))
+            unreadable = {entry["path"] for entry in summary.get("skipped", [])}
+        except (OSError, ValueError, KeyError, TypeError):
+            unreadable = set()
+        with self.store.lock:
+            paths = self.store.table.resolved_paths()
+        missing = sum(1 for row in np.flatnonzero(~has) if row < len(paths) and paths[row] not in unreadable)
+        if missing:
+            self._compute_features(missing)
 
     def _score_with_ensemble(self) -> None:
         """Probabilities of every readable row from the experiment's fine-tuned fold ensemble."""

@@ -5,12 +5,20 @@ Images are decoded by one ``tf.data`` pipeline, in parallel and ahead of the enc
 under the configured ``tf.distribute`` strategy (each global batch split across the replicas) and
 streamed into a memory-mapped file, checkpointed every ``CHUNK`` images: an interrupted embed
 continues from its last checkpoint, and ``features.npy`` appears only when complete.
+
+``index.csv`` records each image's path, modification time and size. When images are added,
+removed or replaced after a complete embed, the stage runs again (:meth:`EmbedStage.outdated`) and
+computes only the new and changed images; the others' features are copied from the last file,
+which stays readable until the new one replaces it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+
+import numpy as np
 
 from patchcfg.stages.runner import Stage
 
@@ -43,6 +51,39 @@ class EmbedStage(Stage):
         path = Path(self.source)
         return {"encoder": self.source, "encoder_mtime": path.stat().st_mtime if path.is_file() else None}
 
+    def outdated(self) -> str | None:
+        from patchcfg.data.images import resolve_image_paths
+        from patchcfg.data.readers import files_digest
+
+        recorded = self.stage_run.read_summary().get("files")
+        if recorded is None or files_digest(resolve_image_paths(self.data_cfg)) == recorded:
+            return None
+        return (f"embed of '{self.config['name']}': images were added, removed or replaced since the last embed; "
+                "embedding the new and changed ones")
+
+    def reusable(self, keys: list[tuple]):
+        """(features, into, rows): the last complete embed's ``rows`` whose image is unchanged (same
+        path, modification time and size), for rows ``into`` of this one; None when there are none."""
+        import pandas as pd
+
+        run = self.stage_run
+        try:
+            index = pd.read_csv(run.path("index.csv"))
+            features = np.load(run.path("features.npy"), mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+        if not {"mtime_ns", "size"} <= set(index.columns) or len(index) != len(features) \
+                or features.dtype != np.dtype(self.params["dtype"]) or features.ndim != 2:
+            return None
+        index = pd.DataFrame({"filepath": index["filepath"].map(os.path.abspath),
+                              "mtime_ns": index["mtime_ns"], "size": index["size"], "row": np.arange(len(index))})
+        now = pd.DataFrame(keys, columns=["filepath", "mtime_ns", "size"]).assign(into=np.arange(len(keys)))
+        both = now.merge(index.dropna().astype({"mtime_ns": "int64", "size": "int64"}),
+                         on=["filepath", "mtime_ns", "size"])
+        if both.empty:
+            return None
+        return features, both["into"].to_numpy(np.int64), both["row"].to_numpy(np.int64)
+
     def prepare(self) -> None:
         import tensorflow as tf
 
@@ -61,28 +102,42 @@ class EmbedStage(Stage):
         from patchcfg.data import crops
         from patchcfg.data.images import resolve_image_paths
         from patchcfg.data.loading import image_batches
-        from patchcfg.data.readers import files_digest
+        from patchcfg.data.readers import file_keys, files_digest
         from patchcfg.embed import FeatureWriter, embed_batches
 
         run, params = self.stage_run, self.params
-        paths = self.readable(resolve_image_paths(self.data_cfg))
+        resolved = resolve_image_paths(self.data_cfg)
+        paths = self.readable(resolved)
         replicas = int(self.strategy.num_replicas_in_sync)
         summary = {"images": len(paths), "dimensions": 0, "encoder": self.source, "dtype": params["dtype"],
-                   "replicas": replicas}
+                   "replicas": replicas, "files": files_digest(resolved)}
         if not self.chief:
             return summary
-        key = {"files": files_digest(paths), "encoder": self.source,
+        keys = file_keys(paths)
+        reused = self.reusable(keys)
+        todo = np.arange(len(paths))
+        if reused is not None:
+            todo = np.setdiff1d(todo, reused[1])
+            self.say(f"embed: {len(todo)} of {len(paths)} images new or changed; the features of the other "
+                     f"{len(reused[1])} are kept")
+        key = {"files": files_digest(keys=keys), "encoder": self.source,
                "data": {k: self.data_cfg[k] for k in ("imshape", "channels", "normalize", "resize", "crops")}}
-        writer = FeatureWriter(run.dir, len(paths), params["dtype"], key)
+        if reused is not None:
+            key["kept"] = len(reused[1])
+        writer = FeatureWriter(run.dir, len(paths), params["dtype"], key, positions=todo)
         if writer.done:
-            self.say(f"embed: resuming after {writer.done} of {len(paths)} images")
+            self.say(f"embed: resuming after {writer.done} of {len(todo)} images")
+        elif reused is not None:
+            writer.reuse(*reused)
         summary["resumed_at"] = writer.done
+        summary["kept"] = 0 if reused is None else len(reused[1])
         started, first_batch = time.perf_counter(), None
-        if writer.done < len(paths):
+        if writer.done < len(todo):
             # one pipeline: images are decoded (in parallel, ahead) while the encoder runs
             n = crops.crops_of(self.data_cfg)  # with crops: an image's features are its cells' mean
             per_batch = max(1, int(params["batch_size"]) * replicas // (n * n))
-            batches, channels = image_batches(paths[writer.done:], crops.whole_config(self.data_cfg), per_batch)
+            batches, channels = image_batches([paths[i] for i in todo[writer.done:]],
+                                              crops.whole_config(self.data_cfg), per_batch)
             if n > 1:
                 batches = batches.map(lambda images: crops.cut(images, n))
             batches = batches.prefetch(tf.data.AUTOTUNE)
@@ -90,13 +145,14 @@ class EmbedStage(Stage):
                 writer.write(features.reshape(-1, n * n, features.shape[-1]).mean(axis=1) if n > 1 else features)
                 if first_batch is None:  # compiled and the pipeline started: the steady rate counts after it
                     first_batch = (time.perf_counter(), writer.written)
-                if writer.written - writer.done >= CHUNK or writer.written == len(paths):
+                if writer.written - writer.done >= CHUNK or writer.written == len(todo):
                     writer.checkpoint()
                     if self.on_chunk is not None:
                         self.on_chunk(writer.done)
         seconds = time.perf_counter() - started
         embedded = writer.written - summary["resumed_at"]
-        atomic_write_text(run.path("index.csv"), pd.DataFrame({"filepath": paths}).to_csv(index=False))
+        index = pd.DataFrame({"filepath": paths, "mtime_ns": [key[1] for key in keys], "size": [key[2] for key in keys]})
+        atomic_write_text(run.path("index.csv"), index.to_csv(index=False))
         writer.publish()
         summary["dimensions"] = writer.dimensions
         summary["images_per_second"] = round(embedded / seconds, 2) if embedded and seconds > 0 else None

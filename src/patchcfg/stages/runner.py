@@ -13,7 +13,8 @@ A stage is a small subclass of :class:`Stage` that says only what is its own::
 
 :meth:`Stage.run` owns the rest, in this order: :meth:`~Stage.check` (before any file is
 written), the experiment folder (a config that differs from the one on disk is refused, unless
-``--force``), the skip of a complete stage (same config, same :meth:`~Stage.inputs`), then
+``--force``), the skip of a complete stage (same config, same :meth:`~Stage.inputs`, not
+:meth:`~Stage.outdated`), then
 :meth:`~Stage.prepare`, the strategy and ``env.json``, :meth:`~Stage.execute`, ``summary.json``
 and the closing line. ``status.json`` records running / complete / failed / interrupted; an
 interrupted stage resumes from its checkpoints. :meth:`Stage.loop` builds the training loop with
@@ -94,6 +95,11 @@ class Stage:
 
         return {"labels_sha256": file_digest(self.data_cfg["labels"])}
 
+    def outdated(self) -> str | None:
+        """Why a complete stage must run again though its config and :meth:`inputs` are the same
+        (None: it is skipped). The embed stage: images added, removed or replaced since."""
+        return None
+
     def prepare(self) -> None:
         """After the skip check, before the run starts: read inputs, refuse what cannot run."""
 
@@ -158,8 +164,11 @@ class Stage:
                      "stopped without a word); resuming")
         if not self.always_runs:
             if self.stage_run.is_complete():
-                self.say(self.stage_run.skip_message())
-                return self.stage_run.read_summary()
+                reason = self.outdated()
+                if reason is None:
+                    self.say(self.stage_run.skip_message())
+                    return self.stage_run.read_summary()
+                self.say(reason)
             if self.needs_labels is not None and self.stage_run.inputs_changed():
                 self.say(f"{self.data_cfg['labels']} changed since the last {self.name} of "
                          f"'{self.config['name']}': training afresh")

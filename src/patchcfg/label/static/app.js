@@ -141,7 +141,7 @@ function renderProgress() {
   if (m.fitting) model += " · refitting…";
   if (m.stopped) model += " · stop_when reached, retraining stopped";
   model += ` · features: ${m.features}`;
-  if (m.features === "computing") {
+  if (m.features === "computing" || m.features === "updating") {
     model += ` (${Math.round(m.features_seconds || 0)} s: ${m.features_message})`;
   }
   $("model").textContent = model;
