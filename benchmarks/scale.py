@@ -36,6 +36,11 @@ It also gives the CPU time per image (all threads, which a busy machine changes 
 model-only step and of the decoding pipeline alone, and ``cpu_bound_ratio``, model / (model +
 decode): the most the ratio can reach when decoding and the encoder share the same busy cores.
 
+The embed_update line embeds ``--embed-images`` PNGs, then removes 1% of them from the table,
+writes 1% again in place and adds 10% new: ``seconds`` is the next embed (the new and changed
+images embedded, the other rows copied from the last file), ``fresh_seconds`` a fresh embed of the
+same images, both in the same process after the first embed.
+
 The label line serves the project's table (a copy, its paths made absolute) as ``patchcfg label``
 does, without the web server: the store and the learner start and fit their first quick head
 (``start_seconds``), a class is added (``add_class_seconds``: the table written again), the queue's
@@ -49,7 +54,7 @@ batch strategies); ``--rows 20000`` runs it small; ``--project DIR`` keeps the s
 DIR and reuses it on later runs with the same sizes. Exit status 1 when a goal is missed; the last
 line (on stderr) names each goal missed.
 
-    python benchmarks/scale.py [--rows N] [--project DIR] [--only table,quick_head,query,analyze,embed]
+    python benchmarks/scale.py [--rows N] [--project DIR] [--only table,quick_head,query,analyze,embed,...]
                                [--strategies S,...]
 """
 
@@ -208,6 +213,8 @@ def child(step: str, folder: Path, args) -> dict:
         return analyze_step(folder, args)
     if step == "embed":
         return embed_step(folder, args)
+    if step == "embed_update":
+        return embed_update_step(folder, args)
     if step == "label":
         return label_step(folder, config, rows)
     raise SystemExit(f"unknown step {step}")
@@ -301,24 +308,57 @@ def label_step(folder: Path, config: dict, rows: int) -> dict:
     return measure("label", rows, run)
 
 
-def embed_step(folder: Path, args) -> dict:
-    import pandas as pd
+def make_images(folder: Path, count: int, start: int = 0, seed: int = 0) -> list[str]:
+    """``count`` random 32-px PNGs ``folder/<start + i>.png`` (written again when they exist)."""
     from PIL import Image
 
-    from patchcfg.stages import run_embed
-
-    rng = np.random.default_rng(0)
-    images = folder / "embed_images"
-    images.mkdir()
+    rng = np.random.default_rng(seed)
+    folder.mkdir(exist_ok=True)
     paths = []
-    for i in range(args.embed_images):
-        path = images / f"{i:06d}.png"
+    for i in range(start, start + count):
+        path = folder / f"{i:06d}.png"
         Image.fromarray(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)).save(path)
         paths.append(str(path))
+    return paths
+
+
+def embed_project(folder: Path, paths: list[str]) -> dict:
+    """The embed benchmarks' config over a table of ``paths`` (ResNet-18 width 0.25, 32 px)."""
+    import pandas as pd
+
     pd.DataFrame({"filepath": paths}).to_csv(folder / "embed_labels.csv", index=False)
-    config = {"name": "embed-rate", "seed": 0, "data": {"labels": str(folder / "embed_labels.csv"),
-                                                        "imshape": [32, 32]},
-              "backbone": {"name": "resnet18", "width": 0.25}, "embed": {"dtype": "float32"}}
+    return {"name": "embed-rate", "seed": 0, "data": {"labels": str(folder / "embed_labels.csv"), "imshape": [32, 32]},
+            "backbone": {"name": "resnet18", "width": 0.25}, "embed": {"dtype": "float32"}}
+
+
+def embed_update_step(folder: Path, args) -> dict:
+    """After a complete embed, 1% of the images removed, 1% replaced in place and 10% added: the
+    next embed against a fresh embed of the same images (both after a first embed has compiled)."""
+    from patchcfg.stages import run_embed
+
+    count, root = args.embed_images, folder / "embed_experiments"
+    paths = make_images(folder / "embed_images", count)
+    run_embed(embed_project(folder, paths), root=root, verbose=0)
+    share = count // 100
+    make_images(folder / "embed_images", share, start=share, seed=1)  # replaced in place
+    added = make_images(folder / "embed_images", count // 10, start=count, seed=2)
+    config = embed_project(folder, paths[share:] + added)
+    summary = {}
+    line = measure("embed_update", len(paths) - share + len(added),
+                   lambda: summary.update(run_embed(config, root=root, verbose=0)))
+    started = time.perf_counter()
+    run_embed({**config, "name": "embed-fresh"}, root=root, verbose=0)
+    fresh = time.perf_counter() - started
+    line.update({"kept": summary["kept"], "embedded": summary["images"] - summary["kept"],
+                 "fresh_seconds": round(fresh, 3), "seconds_vs_fresh": round(line["seconds"] / fresh, 3)})
+    return line
+
+
+def embed_step(folder: Path, args) -> dict:
+    from patchcfg.stages import run_embed
+
+    paths = make_images(folder / "embed_images", args.embed_images)
+    config = embed_project(folder, paths)
     stage_rates, model_runs = [], [model_only_rate(folder, config, args.embed_images)]
 
     def embed():  # a new experiment each time: a finished stage would be skipped
@@ -410,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", type=int, default=10_000, help="experiments for analyze")
     parser.add_argument("--embed-images", type=int, default=8192)
     parser.add_argument("--embed-rounds", type=int, default=5, help="stage runs, alternating with model-only runs")
-    parser.add_argument("--only", default="table,labels_stats,quick_head,query,analyze,label,embed")
+    parser.add_argument("--only", default="table,labels_stats,quick_head,query,analyze,label,embed,embed_update")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--project", help="a folder for the set-up project, made once and reused by later runs "
                         "with the same --rows, --dims and --labelled (default: a temporary folder)")
