@@ -82,6 +82,16 @@ def _load(path: Path):
         raise UserError(f"{path}: cannot load the model ({str(error)[:300]})") from None
 
 
+def finetune_stage(source: Path) -> tuple[Path, dict | None]:
+    """The finetune stage folder of an experiment folder (or that folder itself) and its
+    ``summary.json`` (None until the stage is complete)."""
+    stage = source if source.name == "finetune" and (source / "summary.json").is_file() else source / "finetune"
+    try:
+        return stage, json.loads((stage / "summary.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return stage, None
+
+
 def resolve_models(source: str | Path, folds: str = "all") -> tuple[list, dict, list[str] | None]:
     """Models, data config and class names from an experiment folder, its finetune stage, or a model file.
 
@@ -94,12 +104,11 @@ def resolve_models(source: str | Path, folds: str = "all") -> tuple[list, dict, 
         model = _load(source)
         shape = model.input_shape[1:]
         return [model], {"imshape": [shape[0], shape[1]], "channels": shape[2], "normalize": "unit"}, None
-    stage = source if (source / "summary.json").is_file() and source.name == "finetune" else source / "finetune"
-    if not (stage / "summary.json").is_file():
+    stage, summary = finetune_stage(source)
+    if summary is None:
         raise UserError(f"{source}: not a model file nor an experiment with a complete finetune stage "
                         "(expected finetune/summary.json); run `patchcfg finetune` first")
     config = yaml.safe_load((stage.parent / "config.yaml").read_text(encoding="utf-8"))
-    summary = json.loads((stage / "summary.json").read_text(encoding="utf-8"))
     available = sorted(int(p.parent.name.split("_")[1]) for p in stage.glob("fold_*/model.keras"))
     if not available:
         raise UserError(f"{stage}: no fold_*/model.keras")
@@ -124,9 +133,8 @@ def output_groups(source: str | Path, classes: list[str] | None, models: list | 
     from patchcfg.models.outputs import OutputGroup, groups_from_summary
 
     source = Path(source)
-    stage = source if source.name == "finetune" else source / "finetune"
-    if not source.is_file() and (stage / "summary.json").is_file():
-        summary = json.loads((stage / "summary.json").read_text(encoding="utf-8"))
+    summary = None if source.is_file() else finetune_stage(source)[1]
+    if summary is not None:
         return groups_from_summary(summary.get("outputs"), summary.get("classes") or classes or [])
     model = models[0] if models else None
     if model is not None and isinstance(model.output_shape, list) and len(model.outputs) > 1:

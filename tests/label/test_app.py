@@ -518,3 +518,19 @@ def test_one_app_per_table(lab, client_of):
         client_of(config, root)
     c.label_app.stop()
     client_of(config, root)  # the first one stopped: the table is free
+
+
+def test_the_store_keeps_the_only_copy_of_the_table(lab):
+    """A labelling server runs for hours: the copy read_label_table keeps for a command's second
+    read would be a second table in memory (0.1 GB at a million rows) for as long."""
+    from patchcfg import labels as labels_module
+    from patchcfg.label.store import LabelStore
+
+    config, labels, root = lab
+    labels_module.read_label_table(labels)
+    assert labels_module._LAST_READ is not None
+    store = LabelStore(labels, 0.0, log=lambda text: None)
+    try:
+        assert labels_module._LAST_READ is None and len(store.table.df) == 24
+    finally:
+        store.close()

@@ -38,7 +38,7 @@ import numpy as np
 
 from patchcfg.atomic import file_lock
 from patchcfg.errors import UserError
-from patchcfg.labels import BOOL_COLUMNS, RESERVED, LabelTable, read_label_table
+from patchcfg.labels import BOOL_COLUMNS, RESERVED, LabelTable, forget_last_read, read_label_table
 
 FLAGS = BOOL_COLUMNS  # exclude, validation
 
@@ -94,6 +94,7 @@ class LabelStore:
         self.lock = threading.RLock()
         self._flush_lock = threading.RLock()  # one CSV write at a time; taken before self.lock, never after
         self.table: LabelTable = read_label_table(self.path)
+        forget_last_read()  # the store holds the table; a second copy would live as long as the server
         self._lock_fd = self._lock()
         self._seen = _fingerprint(self.path)
         self.seq = 0
@@ -491,6 +492,7 @@ class LabelStore:
                 return True
             try:
                 fresh = read_label_table(self.path)
+                forget_last_read()
             except UserError as error:
                 message = (f"{self.path} was changed by another program and no longer reads as a label table "
                            f"({error}); it is left as it is, and not written, until it reads again. "
