@@ -99,7 +99,6 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
         self._fixed_views = None
         self._pipeline = None
         self._augmenter = None
-        self._encode = None
         self.steps_per_epoch = self.params.steps_per_epoch
 
     def workdir(self) -> Path:
@@ -233,18 +232,17 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------------------ monitoring
     def _features(self, paths: list[str]) -> np.ndarray:
-        """The encoder's features (N, D) float32 of ``paths``, unaugmented, in one array filled batch by batch."""
-        from patchcfg.data.loading import make_dataset, one_pass
+        """The encoder's features (N, D) float32 of ``paths``, unaugmented, in one array filled batch
+        by batch: the embed stage's pipeline and step (:func:`patchcfg.embed.embed_batches`), run
+        by this process alone (it is called outside the strategy's scope: every worker of a
+        multi-worker run computes its own)."""
+        from patchcfg.data.loading import image_batches
+        from patchcfg.embed import embed_batches
 
-        if self._encode is None:
-            spec = tf.TensorSpec((None, *self.input_shape), tf.float32)
-            self._encode = tf.function(lambda x: tf.cast(self.encoder(x, training=False), tf.float32),
-                                       input_signature=[spec])
-        data = one_pass(make_dataset(paths, self.data_cfg, batch_size=256, cache=False))
+        batches, channels = image_batches(paths, self.data_cfg, 256)
         out = np.empty((len(paths), int(self.encoder.output_shape[-1])), np.float32)  # filled batch by batch
         done = 0
-        for batch in data:
-            features = self._encode(batch).numpy()
+        for features in embed_batches(self.encoder, batches.prefetch(tf.data.AUTOTUNE), self.data_cfg, channels):
             out[done:done + len(features)] = features
             done += len(features)
         return out
