@@ -83,7 +83,8 @@ class Served:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "patchcfg.cli", "label", str(config_path), "--port", "0", "--no-browser",
              "--no-embed", "--experiments", str(root), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True)  # a process group of its own, as a terminal gives it
         self.lines = []
         deadline = time.time() + 60
         self.url = None
@@ -107,11 +108,17 @@ class Served:
         return httpx.Client(base_url=self.base, headers=headers,
                             cookies={f"patchcfg_token_{self.port}": self.token}, timeout=30)
 
-    def stop(self, sig=None):
+    def stop(self, sig=None, group=False):
+        """Send ``sig`` (SIGINT) to the app, or with ``group`` to its whole process group as a
+        terminal's Ctrl-C does (its worker processes too); its exit status."""
+        import os
         import signal
 
         if self.proc.poll() is None:
-            self.proc.send_signal(sig or signal.SIGINT)
+            if group:
+                os.killpg(self.proc.pid, sig or signal.SIGINT)
+            else:
+                self.proc.send_signal(sig or signal.SIGINT)
         try:
             out, _ = self.proc.communicate(timeout=30)
         except Exception:

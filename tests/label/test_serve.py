@@ -46,6 +46,30 @@ def test_ctrl_c_writes_every_label_and_sigkill_loses_none(lab, served):
     assert third.stop() == 0
 
 
+def test_ctrl_c_in_the_terminal_stops_the_app_and_its_worker_without_a_traceback(lab, served):
+    """A terminal's Ctrl-C reaches every process of its group: the quick head's worker too."""
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    config, labels, root = lab
+    paths = read_label_table(labels).resolved_paths()
+    folder = root / "lab" / "embed"
+    folder.mkdir(parents=True)
+    np.save(folder / "features.npy", np.random.default_rng(0).normal(size=(len(paths), 4)).astype(np.float32))
+    pd.DataFrame({"filepath": paths}).to_csv(folder / "index.csv", index=False)
+    app = served(labels.parent.parent / "lab.yaml", root)
+    with app.client() as c:
+        assert c.post("/api/label", json={"rows": [0, 1], "changes": {"zero": 1, "one": 0}}).status_code == 200
+        assert c.post("/api/label", json={"rows": [2, 3], "changes": {"zero": 0, "one": 1}}).status_code == 200
+        assert c.post("/api/retrain").status_code == 200  # the worker process has fitted
+    time.sleep(0.5)
+    assert app.stop(signal.SIGINT, group=True) == 0, app.output
+    assert "stopped" in app.output and "Traceback" not in app.output, app.output
+    assert read_label_table(labels).df.loc[[0, 1, 2, 3], "zero"].tolist() == [1, 1, 0, 0]
+
+
 def test_bad_config_or_table_exit_2_before_serving(lab, tmp_path):
     import subprocess
     import sys

@@ -166,8 +166,13 @@ def fit_quick_head(key, features, labels, train, validation, seed: int, classes,
 
 
 def _one_thread() -> None:
-    """The worker yields to the server: one thread for its numeric libraries, a lower priority."""
+    """The worker yields to the server: one thread for its numeric libraries, a lower priority; and
+    it leaves Ctrl-C (sent to every process of the terminal's group) to the server, which stops it."""
+    import signal
+
     from threadpoolctl import threadpool_limits
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     threadpool_limits(1)
     try:
