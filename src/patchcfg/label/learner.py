@@ -361,9 +361,11 @@ class Learner:
             unreadable = {entry["path"] for entry in summary.get("skipped", [])}
         except (OSError, ValueError, KeyError, TypeError):
             unreadable = set()
-        with self.store.lock:
-            paths = self.store.table.resolved_paths()
-        missing = sum(1 for row in np.flatnonzero(~has) if row < len(paths) and paths[row] not in unreadable)
+        missing = int((~has).sum())
+        if unreadable:
+            with self.store.lock:
+                paths = self.store.table.resolved_paths()
+            missing = sum(1 for row in np.flatnonzero(~has) if row < len(paths) and paths[row] not in unreadable)
         if missing:
             self._compute_features(missing)
 
