@@ -88,3 +88,25 @@ def test_images_added_to_the_table_since_the_embed_are_embedded_in_the_backgroun
     finally:
         app.stop()
         app.learner.join()
+
+
+@pytest.mark.slow
+def test_an_image_the_embed_skipped_as_unreadable_is_not_embedded_again_at_each_start(lab):
+    from patchcfg.label.server import build
+    from patchcfg.stages import run_embed
+
+    config, labels, root = lab
+    config["data"]["on_bad_image"] = "skip"
+    (labels.parent / "img" / "3.png").write_bytes(b"not an image")
+    assert run_embed(config, root=root, verbose=0)["skipped_images"] == 1
+    messages = []
+    app = build(config, root, embed=True, log=messages.append)
+    app.start()
+    try:
+        app.learner.join()
+        assert app.learner.snapshot().has_features.tolist() == [True] * 3 + [False] + [True] * 20
+        assert not any("embedding" in m for m in messages), messages
+        assert app.learner.features_state == "ready"
+    finally:
+        app.stop()
+        app.learner.join()
