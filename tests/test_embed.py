@@ -258,3 +258,29 @@ def test_query_through_the_memory_map_gives_the_in_memory_queue(tmp_path, digits
         run_query(config, root=tmp_path / "exp", verbose=0)
         want = pd.read_csv(tmp_path / "memory.csv")
         pd.testing.assert_frame_equal(queue, want)
+
+
+def test_a_query_embeds_the_images_added_since_the_last_embed(tmp_path, digits_table):
+    """The user adds images to the table and asks what to label next: the query embeds the new
+    ones (and only those) instead of refusing."""
+    import shutil
+
+    from patchcfg.stages import run_embed, run_query
+
+    config = embed_config(tmp_path, digits_table)
+    run_embed(config, root=tmp_path / "exp", verbose=0)
+    table = pd.read_csv(tmp_path / "labels.csv")
+    table.loc[table.index % 4 == 1, ["zero", "one"]] = np.nan
+    for j in (72, 73, 74):
+        shutil.copy(tmp_path / "img" / f"{j - 60}.png", tmp_path / "img" / f"{j}.png")
+    table = pd.concat([table, pd.DataFrame({"filepath": [f"img/{j}.png" for j in (72, 73, 74)]})])
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    said = []
+    config["query"] = {"strategy": "entropy", "n": 30, "explore": 0.0, "out": str(tmp_path / "q.csv")}
+    run_query(config, root=tmp_path / "exp", verbose=1, log=said.append)
+    assert any("3 candidate image(s) have no cached features yet; embedding them" in line for line in said)
+    summary = json.loads((tmp_path / "exp" / "ft" / "embed" / "summary.json").read_text())
+    assert summary["images"] == 75 and summary["kept"] == 72
+    queue = pd.read_csv(tmp_path / "q.csv")
+    assert len(queue) == 15  # 12 unlabelled training rows and the 3 new ones: every candidate ranked
+    assert {f"img/{j}.png" for j in (72, 73, 74)} <= set(queue["filepath"])

@@ -72,26 +72,35 @@ class QueryStage(Stage):
             self.features = self.cached_features()
 
     def cached_features(self):
-        """Every row's cached features (embedding the images first when there are none): the
-        memory-mapped matrix of the embed stage seen through an index from the table's rows to
-        its rows (-1: no features; such a row may not be a candidate), never a copy."""
+        """Every row's cached features (embedding the images first when there are none, or the
+        images added since when candidates have none): the memory-mapped matrix of the embed stage
+        seen through an index from the table's rows to its rows (-1: no features; such a row may
+        not be a candidate), never a copy."""
         from patchcfg.active.rows import RowFeatures
         from patchcfg.embed import load_features
         from patchcfg.stages import run_embed
 
-        if not (self.experiment.dir / "embed" / "features.npy").is_file():
-            run_embed(self.config, root=self.root, verbose=self.verbose, log=self.log)
-        cached, cached_paths = load_features(self.experiment.dir)
         paths = self.table.resolved_paths()
-        if cached_paths == paths:
-            return RowFeatures(cached)
-        where = {p: i for i, p in enumerate(cached_paths)}
-        index = np.fromiter((where.get(p, -1) for p in paths), dtype=np.int64, count=len(paths))
-        missing = np.flatnonzero(self.candidates & (index < 0))
-        if len(missing):
-            raise UserError(f"{len(missing)} candidate image(s) have no cached features (e.g. {paths[missing[0]]}); "
-                            "run `patchcfg embed --force` after adding images")
-        return RowFeatures(cached, index)
+        embedded = False
+        while True:
+            if embedded or not (self.experiment.dir / "embed" / "features.npy").is_file():
+                run_embed(self.config, root=self.root, verbose=self.verbose, log=self.log)
+                embedded = True
+            cached, cached_paths = load_features(self.experiment.dir)
+            if cached_paths == paths:
+                return RowFeatures(cached)
+            where = {p: i for i, p in enumerate(cached_paths)}
+            index = np.fromiter((where.get(p, -1) for p in paths), dtype=np.int64, count=len(paths))
+            missing = np.flatnonzero(self.candidates & (index < 0))
+            if not len(missing):
+                return RowFeatures(cached, index)
+            if embedded:
+                raise UserError(f"{len(missing)} candidate image(s) have no cached features after the embed stage "
+                                f"(e.g. {paths[missing[0]]}): it skipped them as unreadable "
+                                f"({self.experiment.dir / 'embed' / 'summary.json'} lists them); fix or exclude "
+                                "those rows")
+            self.say(f"query: {len(missing)} candidate image(s) have no cached features yet; embedding them")
+            embedded = True
 
     def model_probabilities(self, labels: np.ndarray) -> np.ndarray:
         """The fine-tuned ensemble's probabilities on the candidates and labelled rows; rows whose
