@@ -235,8 +235,8 @@ def read_recorded(stage_dir: Path) -> dict[str, Any]:
     """``run.<fact>`` for each of :data:`RECORDED` in the stage's ``env.json`` (none when the file is
     absent or unreadable: an older or never-started run)."""
     try:
-        env = json.loads((stage_dir / "env.json").read_bytes())
-    except (OSError, ValueError):
+        env = _read_json(stage_dir / "env.json")
+    except ValueError:
         return {}
     return {f"run.{fact}": env[fact] for fact in RECORDED if isinstance(env, Mapping) and fact in env}
 

@@ -245,6 +245,23 @@ class FeatureWriter:
         return self.path
 
 
+def positions_in(known, paths) -> np.ndarray:
+    """Where each of ``paths`` is among ``known`` (the rows of ``features.npy``, of a job's scores):
+    int64 positions, -1 where it is not there."""
+    where = {p: i for i, p in enumerate(known)}
+    return np.fromiter((where.get(p, -1) for p in paths), dtype=np.int64, count=len(paths))
+
+
+def unreadable_paths(experiment_dir: Path) -> set[str]:
+    """The images the last embed skipped as unreadable (listed in its ``summary.json``): rows that
+    have no features by design, not for want of an embed."""
+    try:
+        summary = json.loads((Path(experiment_dir) / "embed" / "summary.json").read_text(encoding="utf-8"))
+        return {entry["path"] for entry in summary.get("skipped", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+
+
 def load_features(experiment_dir: Path) -> tuple[np.ndarray, list[str]]:
     """Cached features (memory-mapped, read-only: pages are read when used, so a million rows cost
     no memory until read) and their file paths, as written by the embed stage."""

@@ -185,14 +185,14 @@ def file_keys(paths) -> list[tuple]:
     return [_key(str(path)) for path in paths]
 
 
-def files_digest(paths=None, keys=None) -> str:
-    """A SHA-256 of ``paths`` in order with each file's :func:`file_keys` (or of ``keys`` already
-    taken): what a file computed from the images (embed's features, DetCon's segments) is
-    recomputed for, also when an image is replaced in place under the same name."""
+def files_digest(keys: list[tuple]) -> str:
+    """A SHA-256 of files' :func:`file_keys` in order: what a file computed from the images
+    (embed's features, DetCon's segments) is recomputed for, also when an image is replaced in
+    place under the same name."""
     import hashlib
 
     digest = hashlib.sha256()
-    for key in file_keys(paths) if keys is None else keys:
+    for key in keys:
         digest.update(f"{key}\n".encode())
     return digest.hexdigest()
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from patchcfg.embed import positions_in, unreadable_paths
 from patchcfg.errors import UserError
 
 METRICS = ("val_macro_auc", "val_accuracy")
@@ -99,12 +100,6 @@ def validation_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.n
         else:
             accuracy = None
     return {"val_macro_auc": float(np.mean(aucs)) if aucs else None, "val_accuracy": accuracy, **out}
-
-
-def _positions(paths, table_paths) -> np.ndarray:
-    """Where each of ``table_paths`` is in ``paths`` (-1: not there)."""
-    where = {p: i for i, p in enumerate(paths)}
-    return np.array([where.get(p, -1) for p in table_paths], int)
 
 
 def _better(a: dict, b: dict) -> bool:
@@ -351,16 +346,10 @@ class Learner:
     def _complete_features(self) -> None:
         """Embed the table's rows that have no cached features (images added since the last embed;
         not those the last embed found unreadable)."""
-        import json
-
         _, has, _ = self._alignment()
         if has is None or has.all():
             return
-        try:
-            summary = json.loads((self.experiment_dir / "embed" / "summary.json").read_text(encoding="utf-8"))
-            unreadable = {entry["path"] for entry in summary.get("skipped", [])}
-        except (OSError, ValueError, KeyError, TypeError):
-            unreadable = set()
+        unreadable = unreadable_paths(self.experiment_dir)
         missing = int((~has).sum())
         if unreadable:
             with self.store.lock:
@@ -410,7 +399,7 @@ class Learner:
                 if table_paths == list(paths):
                     self._aligned = (rows, cached, np.ones(len(paths), bool), mapped)
                 else:
-                    index = _positions(paths, table_paths)
+                    index = positions_in(paths, table_paths)
                     has = index >= 0
                     aligned = np.zeros((len(table_paths), cached.shape[1]), np.float32)
                     aligned[has] = cached[index[has]]
@@ -576,7 +565,7 @@ class Learner:
             current = list(table.classes)
             labels = table.label_matrix()
             validation = table.validation & ~table.exclude
-            index = _positions(paths, table.resolved_paths())
+            index = positions_in(paths, table.resolved_paths())
             version = self.issue()
         if list(classes) != current:
             raise UserError(f"the job learned the classes {list(classes)}, the table now has {current}")

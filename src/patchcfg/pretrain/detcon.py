@@ -158,9 +158,9 @@ class DetCon(TwoViewMethod):
             if self.mask_source == "grid":
                 self._segments = grid_segments(len(self.paths), self.imshape, self.params.grid)
             else:
-                from patchcfg.data.readers import files_digest
+                from patchcfg.data.readers import file_keys, files_digest
 
-                key = {"files": files_digest(self.paths), "data": self.data_cfg, "num_masks": self.num_masks,
+                key = {"files": files_digest(file_keys(self.paths)), "data": self.data_cfg, "num_masks": self.num_masks,
                        "felzenszwalb": dataclasses.asdict(self.params.felzenszwalb)}
                 self._segments = stored_segments(self.workdir(), key, len(self.paths), self._felzenszwalb_blocks)
         return self._segments

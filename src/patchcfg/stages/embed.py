@@ -40,6 +40,7 @@ class EmbedStage(Stage):
         self.which = encoder
         self.on_chunk = on_chunk
         self.params = with_defaults("embed", self.config.get("embed") or {})
+        self._image_keys = None
 
     def inputs(self) -> dict:
         import keras
@@ -51,12 +52,22 @@ class EmbedStage(Stage):
         path = Path(self.source)
         return {"encoder": self.source, "encoder_mtime": path.stat().st_mtime if path.is_file() else None}
 
-    def outdated(self) -> str | None:
+    def image_keys(self) -> tuple[list[str], list[tuple]]:
+        """(the image paths, their :func:`~patchcfg.data.readers.file_keys`), taken once per run:
+        the skip check and the run share them (a million files' sizes and times take seconds)."""
         from patchcfg.data.images import resolve_image_paths
+        from patchcfg.data.readers import file_keys
+
+        if self._image_keys is None:
+            resolved = resolve_image_paths(self.data_cfg)
+            self._image_keys = (resolved, file_keys(resolved))
+        return self._image_keys
+
+    def outdated(self) -> str | None:
         from patchcfg.data.readers import files_digest
 
         recorded = self.stage_run.read_summary().get("files")
-        if recorded is None or files_digest(resolve_image_paths(self.data_cfg)) == recorded:
+        if recorded is None or files_digest(self.image_keys()[1]) == recorded:
             return None
         return (f"embed of '{self.config['name']}': images were added, removed or replaced since the last embed; "
                 "embedding the new and changed ones")
@@ -100,27 +111,27 @@ class EmbedStage(Stage):
 
         from patchcfg.atomic import atomic_write_text
         from patchcfg.data import crops
-        from patchcfg.data.images import resolve_image_paths
         from patchcfg.data.loading import image_batches
-        from patchcfg.data.readers import file_keys, files_digest
+        from patchcfg.data.readers import files_digest
         from patchcfg.embed import FeatureWriter, embed_batches
 
         run, params = self.stage_run, self.params
-        resolved = resolve_image_paths(self.data_cfg)
+        resolved, all_keys = self.image_keys()
         paths = self.readable(resolved)
         replicas = int(self.strategy.num_replicas_in_sync)
         summary = {"images": len(paths), "dimensions": 0, "encoder": self.source, "dtype": params["dtype"],
-                   "replicas": replicas, "files": files_digest(resolved)}
+                   "replicas": replicas, "files": files_digest(all_keys)}
         if not self.chief:
             return summary
-        keys = file_keys(paths)
+        readable = set(paths) if len(paths) < len(resolved) else None
+        keys = [k for p, k in zip(resolved, all_keys, strict=True) if readable is None or p in readable]
         reused = self.reusable(keys)
         todo = np.arange(len(paths))
         if reused is not None:
             todo = np.setdiff1d(todo, reused[1])
             self.say(f"embed: {len(todo)} of {len(paths)} images new or changed; the features of the other "
                      f"{len(reused[1])} are kept")
-        key = {"files": files_digest(keys=keys), "encoder": self.source,
+        key = {"files": files_digest(keys), "encoder": self.source,
                "data": {k: self.data_cfg[k] for k in ("imshape", "channels", "normalize", "resize", "crops")}}
         if reused is not None:
             key["kept"] = len(reused[1])

@@ -77,30 +77,33 @@ class QueryStage(Stage):
         seen through an index from the table's rows to its rows (-1: no features; such a row may
         not be a candidate), never a copy."""
         from patchcfg.active.rows import RowFeatures
-        from patchcfg.embed import load_features
         from patchcfg.stages import run_embed
 
         paths = self.table.resolved_paths()
-        embedded = False
-        while True:
-            if embedded or not (self.experiment.dir / "embed" / "features.npy").is_file():
-                run_embed(self.config, root=self.root, verbose=self.verbose, log=self.log)
-                embedded = True
-            cached, cached_paths = load_features(self.experiment.dir)
-            if cached_paths == paths:
-                return RowFeatures(cached)
-            where = {p: i for i, p in enumerate(cached_paths)}
-            index = np.fromiter((where.get(p, -1) for p in paths), dtype=np.int64, count=len(paths))
-            missing = np.flatnonzero(self.candidates & (index < 0))
-            if not len(missing):
-                return RowFeatures(cached, index)
-            if embedded:
-                raise UserError(f"{len(missing)} candidate image(s) have no cached features after the embed stage "
-                                f"(e.g. {paths[missing[0]]}): it skipped them as unreadable "
-                                f"({self.experiment.dir / 'embed' / 'summary.json'} lists them); fix or exclude "
-                                "those rows")
+        if not (self.experiment.dir / "embed" / "features.npy").is_file():
+            run_embed(self.config, root=self.root, verbose=self.verbose, log=self.log)
+        cached, index, missing = self._feature_rows(paths)
+        if len(missing):
             self.say(f"query: {len(missing)} candidate image(s) have no cached features yet; embedding them")
-            embedded = True
+            run_embed(self.config, root=self.root, verbose=self.verbose, log=self.log)
+            cached, index, missing = self._feature_rows(paths)
+        if len(missing):
+            raise UserError(f"{len(missing)} candidate image(s) have no cached features after the embed stage "
+                            f"(e.g. {paths[missing[0]]}): it skipped them as unreadable "
+                            f"({self.experiment.dir / 'embed' / 'summary.json'} lists them); fix or exclude "
+                            "those rows")
+        return RowFeatures(cached, index)
+
+    def _feature_rows(self, paths):
+        """(cached features, the row of each of ``paths`` among them or None when they are the same
+        rows in order, the candidates without features)."""
+        from patchcfg.embed import load_features, positions_in
+
+        cached, cached_paths = load_features(self.experiment.dir)
+        if cached_paths == paths:
+            return cached, None, np.zeros(0, np.int64)
+        index = positions_in(cached_paths, paths)
+        return cached, index, np.flatnonzero(self.candidates & (index < 0))
 
     def model_probabilities(self, labels: np.ndarray) -> np.ndarray:
         """The fine-tuned ensemble's probabilities on the candidates and labelled rows; rows whose

@@ -77,7 +77,6 @@ class Stage:
     def check(self) -> None:
         """Checks that need no experiment folder (raise :class:`UserError`); the default checks
         the label table a stage needs."""
-
         if self.needs_labels is None:
             return
         labels = self.data_cfg["labels"]
