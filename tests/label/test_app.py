@@ -534,3 +534,29 @@ def test_the_store_keeps_the_only_copy_of_the_table(lab):
         assert labels_module._LAST_READ is None and len(store.table.df) == 24
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("rest", [False, True])
+def test_a_class_the_output_groups_would_not_hold_is_refused_before_the_table_changes(tmp_path, lab, config_file,
+                                                                                      client_of, rest):
+    """Written to the table, such a class would stop every later command on the config, this app's
+    next start included; a group that takes the rest holds any new class."""
+    from patchcfg.config import load_config
+
+    config, labels, root = lab
+    groups = [{"name": "digits", "classes": ["zero", "one"], "type": "softmax"}]
+    if rest:
+        groups = [{"name": "digits", "classes": ["zero"], "type": "sigmoid"},
+                  {"name": "others", "classes": "rest", "type": "sigmoid"}]
+    grouped = load_config(config_file(tmp_path, labels, finetune={"outputs": groups}), ["query={}", "label={}"])
+    c = client_of(grouped, root)
+    before = list(on_disk(labels).columns)
+    added = c.post("/api/classes", json={"add": "round"})
+    renamed = c.post("/api/classes", json={"rename": "zero", "to": "nil"})
+    if rest:
+        assert added.status_code == 200 and renamed.status_code == 409  # 'zero' is named in a group
+        assert list(on_disk(labels).columns) == [*before, "round"]
+    else:
+        assert added.status_code == 409 and "classes: rest" in added.json()["error"], added.text
+        assert renamed.status_code == 409 and "nil" in renamed.json()["error"]
+        assert list(on_disk(labels).columns) == before and c.label_app.store.classes == ["zero", "one"]

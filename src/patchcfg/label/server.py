@@ -30,6 +30,22 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
     return {f"{name}:{port}" for name in names} | ({*names} if port == 80 else set())
 
 
+def check_output_groups(config: dict, classes: list[str]) -> None:
+    """Refuse a class change the config's output groups would not hold: the table would be written
+    with it, and every later command on this config (``patchcfg label`` too) would refuse to start."""
+    from patchcfg.label.store import RequestError
+    from patchcfg.models.outputs import resolve_groups
+
+    if not config.get("finetune"):
+        return
+    try:
+        resolve_groups(config["finetune"], classes)
+    except UserError as error:
+        raise RequestError(f"the config's output groups would not hold the classes {classes} ({error}). Give "
+                           "finetune.outputs a group with `classes: rest` (new classes join it), restart "
+                           "`patchcfg label`, and try again", 409) from None
+
+
 def build(config: dict, experiments_root=None, *, embed: bool = True, log=print, idle_seconds: float = 2.0):
     """The :class:`~patchcfg.label.app.LabelApp` of a resolved config (table read, journal replayed)."""
     from patchcfg.experiment import experiments_root as root_of
@@ -45,7 +61,8 @@ def build(config: dict, experiments_root=None, *, embed: bool = True, log=print,
         raise UserError("label needs the label table: set data.labels in the config, or pass --labels FILE "
                         "(make one with `patchcfg init IMAGES --out labels.csv`)")
     check_stop_when(settings["stop_when"])
-    store = LabelStore(config["data"]["labels"], settings["validation_fraction"], log=log)
+    store = LabelStore(config["data"]["labels"], settings["validation_fraction"], log=log,
+                       check_classes=lambda classes: check_output_groups(config, classes))
     experiment_dir = root_of(experiments_root) / config["name"]
     learner = Learner(store, config, experiment_dir, embed=embed, log=log)
     queue = Queue(store, learner, config)

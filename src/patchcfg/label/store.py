@@ -86,7 +86,9 @@ class Action:
 class LabelStore:
     """The label table, its journal and its CSV; every method is safe to call from several threads."""
 
-    def __init__(self, path: str | os.PathLike, validation_fraction: float, log=print):
+    def __init__(self, path: str | os.PathLike, validation_fraction: float, log=print, check_classes=None):
+        #: called with the classes an added or renamed class would leave; raises RequestError to refuse
+        self.check_classes = check_classes
         self.path = Path(path)
         self.journal_path = self.path.with_name(self.path.name + ".journal.jsonl")
         self.validation_fraction = float(validation_fraction)
@@ -422,6 +424,8 @@ class LabelStore:
                 raise RequestError(str(error)) from None
             if name in self.table.df.columns:
                 raise RequestError(f"class '{name}' already exists", 409)
+            if self.check_classes is not None:
+                self.check_classes([*self.classes, name])
             self._append([{"seq": self.seq + 1, "time": round(time.time(), 3), "client": client,
                            "action": f"c{self.seq + 1}", "op": "add_class", "name": name}])
             self.seq += 1
@@ -444,6 +448,8 @@ class LabelStore:
                 probe.add_class(new)
             except UserError as error:
                 raise RequestError(str(error)) from None
+            if self.check_classes is not None:
+                self.check_classes([new if c == old else c for c in self.classes])
             self._append([{"seq": self.seq + 1, "time": round(time.time(), 3), "client": client,
                            "action": f"c{self.seq + 1}", "op": "rename_class", "old": old, "new": new}])
             self.seq += 1
