@@ -257,7 +257,14 @@ def test_query_through_the_memory_map_gives_the_in_memory_queue(tmp_path, digits
         config["query"] = {"strategy": strategy, "n": 6, "explore": 0.3, "out": str(tmp_path / "memory.csv")}
         run_query(config, root=tmp_path / "exp", verbose=0)
         want = pd.read_csv(tmp_path / "memory.csv")
-        pd.testing.assert_frame_equal(queue, want)
+        # the same picks in the same order; the scores and probabilities are sums taken in another
+        # order over the memory map's chunks, equal to float32 precision, not bit for bit
+        floats = [c for c in queue.columns if c == "score" or c.startswith("p_")]
+        assert list(queue.columns) == list(want.columns), strategy
+        assert queue.drop(columns=floats).equals(want.drop(columns=floats)), strategy
+        for column in floats:
+            np.testing.assert_allclose(queue[column], want[column], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{strategy}: {column}")
 
 
 def test_a_query_embeds_the_images_added_since_the_last_embed(tmp_path, digits_table):

@@ -243,4 +243,7 @@ def build_optimizer(cfg: dict, steps_per_epoch: int, epochs: int, variables=None
 def current_lr(optimizer) -> float:
     """The learning rate the optimizer will use at its next step."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return float(ops.convert_to_numpy(inner.learning_rate))
+    rate = inner.learning_rate  # a variable, or a tensor under a schedule
+    # Variable.numpy() reads its value: convert_to_numpy(variable) would np.array() a tf.Variable,
+    # which numpy 2 warns about (its __array__ takes no copy keyword)
+    return float(rate.numpy() if hasattr(rate, "numpy") else ops.convert_to_numpy(rate))
