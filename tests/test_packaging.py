@@ -61,3 +61,34 @@ def test_the_installed_command_validates_and_prints_the_schema_outside_the_repos
     assert "ok" in run([venv / "bin" / "patchcfg", "validate", "c.yaml"], cwd=work)
     schema = run([venv / "bin" / "patchcfg", "schema"], cwd=work)
     assert '"pretrain"' in schema and '"temperature"' in schema
+
+
+def test_the_installed_command_says_its_version(installed):
+    """`patchcfg --version` names the version the wheel was built as, stated once in the package."""
+    import patchcfg
+
+    wheel, venv, _ = installed
+    assert wheel.name.startswith(f"patchcfg-{patchcfg.__version__}-")
+    assert run([venv / "bin" / "patchcfg", "--version"]).strip() == f"patchcfg, version {patchcfg.__version__}"
+
+
+def test_the_wheel_ships_every_file_of_the_labelling_page(installed):
+    """The page, its script, its style and its icons: a missing one is a 404 in the user's browser."""
+    wheel, _, _ = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = sorted(Path(n).name for n in names if n.startswith("patchcfg/label/static/"))
+    assert shipped == sorted(p.name for p in (ROOT / "src" / "patchcfg" / "label" / "static").iterdir())
+    assert {"favicon.ico", "favicon.svg", "index.html"} <= set(shipped)
+
+
+def test_a_deprecation_warning_from_our_code_fails_the_suite():
+    """pyproject's filterwarnings turns a DeprecationWarning or FutureWarning raised from a patchcfg
+    module into an error, so one of ours cannot hide among a run's warnings; a third party's is not."""
+    import warnings
+
+    for category in (DeprecationWarning, FutureWarning):
+        with pytest.raises(category):
+            warnings.warn_explicit("old", category, "optim.py", 1, module="patchcfg.train.optim")
+    with warnings.catch_warnings(record=True) as caught:  # the filters in force, recorded
+        warnings.warn_explicit("old", DeprecationWarning, "x.py", 1, module="somelib.x")
+    assert [str(w.message) for w in caught] == ["old"]
