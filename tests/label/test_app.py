@@ -29,6 +29,20 @@ def test_page_and_state(lab, client_of):
     assert state["subset_values"] == [] and "subset:<name>" in state["subsets"]
 
 
+def test_the_page_has_an_icon_and_favicon_ico_answers(lab, client_of):
+    config, labels, root = lab
+    c = client_of(config, root)
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in c.get("/").text
+    svg = c.get("/static/favicon.svg")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert svg.text.startswith("<svg") and len(svg.content) < 2000
+    icon = c.get("/favicon.ico")  # what a browser asks when a page links no icon
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert icon.content[:4] == b"\0\0\1\0" and len(icon.content) < 8000  # an ICO, small
+    c.cookies.clear()
+    assert c.get("/favicon.ico", headers={"X-Patchcfg-Token": ""}).status_code == 401  # the token, as everywhere
+
+
 def test_subsets_of_the_subset_column(lab, client_of):
     config, labels, root = lab
     frame = pd.read_csv(labels, dtype=str, keep_default_na=False)

@@ -1,7 +1,7 @@
 """The page in a real browser (headless Chromium through Selenium and Debian's chromedriver).
 
 Under ``CI=true`` a missing browser fails the test; elsewhere it is skipped with the reason.
-Screenshots of each view go to the test's tmp folder; with ``PATCHCFG_SCREENSHOTS=folder`` the
+The browser's console is kept (``driver.get_log("browser")``). Screenshots of each view go to the test's tmp folder; with ``PATCHCFG_SCREENSHOTS=folder`` the
 single and grid views are also saved there as label.png and label-grid.png (the README's pictures,
 ``PATCHCFG_SCREENSHOTS=docs``).
 """
@@ -40,6 +40,7 @@ def _browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900",
                 "--disable-gpu", "--disable-extensions", "--no-first-run"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for get_log("browser")
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
@@ -237,6 +238,73 @@ def test_exclusive_classes_mouse_shift_and_accepting_the_model(tmp_path, digits_
     names = ("zero", "one", "two")
     assert [df.at[second, c] for c in names] == [float(c == best) for c in names]
     assert [df.at[third, c] for c in ("zero", "one", "two")] == [1, 0, 0] and df.at[third, "exclude"]
+
+
+def severe(driver, seen):
+    """The console's errors since the last call, added to ``seen`` (get_log empties the browser's buffer)."""
+    seen.extend(e for e in driver.get_log("browser") if e["level"] == "SEVERE")
+    return seen
+
+
+def test_twelve_classes_a_clean_console_the_progress_in_view_and_crisp_thumbnails(tmp_path, digits_table,
+                                                                                  served, browser, config_file):
+    labels = digits_table(tmp_path / "data", n=30)  # 16x16 digits
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    names = ["zero", "one", *(f"class{k}" for k in range(2, 12))]
+    for name in names:
+        frame[name] = ""
+    frame["validation"] = "False"
+    frame.to_csv(labels, index=False)
+    app = served(config_file(tmp_path, labels), tmp_path / "experiments")
+    driver = browser
+    driver.set_window_size(1400, 900)
+    driver.get(app.url)
+    wait(driver, "return document.querySelectorAll('#classes .cls').length === 12", "the twelve classes")
+    wait(driver, "return document.querySelectorAll('#counts tr').length === 13", "the counts of twelve classes")
+    loaded = "const i = document.getElementById('full'); return i.complete && i.naturalWidth > 0"
+    wait(driver, loaded, "the first image")
+    wait(driver, IDLE, "the page")
+    icon = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.all(['/favicon.ico', document.querySelector('link[rel=icon]').href].map((u) => fetch(u)"
+        ".then((r) => `${r.status} ${r.headers.get('content-type')}`))).then(done)")
+    assert icon == ["200 image/x-icon", "200 image/svg+xml"]
+    errors = severe(driver, [])
+    assert not errors, errors
+
+    in_view = """const b = document.getElementById(arguments[0]).getBoundingClientRect();
+      return [b.left >= 0, b.top >= 0, b.right <= innerWidth, b.bottom <= innerHeight].every(Boolean)"""
+    where = """const b = document.getElementById(arguments[0]).getBoundingClientRect();
+      return [b.left, b.top, b.right, b.bottom, innerWidth, innerHeight]"""
+    for box in ("progress-box", "classes-box"):
+        assert driver.execute_script(in_view, box), (box, driver.execute_script(where, box))
+    two = "return document.querySelector('main').classList.contains('two-panels')"
+    assert driver.execute_script(two)  # labels | progress and learning, beside the image
+    driver.save_screenshot(str(tmp_path / "twelve.png"))
+
+    rendering = "return [...document.querySelectorAll(arguments[0])].map((i) => [i.naturalWidth, " \
+                "i.getBoundingClientRect().width, getComputedStyle(i).imageRendering])"
+    single = driver.execute_script(rendering, "#full")
+    assert single[0][1] > 16 and single[0][2] == "pixelated", single
+    press(driver, "g")
+    wait(driver, "const t = [...document.querySelectorAll('#grid .tile img')]; "
+                 "return t.length === 16 && t.every((i) => i.complete && i.naturalWidth > 0)", "the grid's images")
+    tiles = driver.execute_script(rendering, "#grid .tile img")
+    # a 16-pixel digit shown many times its size, as in the single view: pixels, not a blur
+    assert all(width > 16 * 4 and style == "pixelated" for _, width, style in tiles), tiles
+    driver.save_screenshot(str(tmp_path / "twelve-grid.png"))
+
+    driver.set_window_size(1000, 900)  # too narrow for two columns beside the image: one, which scrolls
+    one = "return !document.querySelector('main').classList.contains('two-panels')"
+    wait(driver, one, "one column")
+    driver.set_window_size(1400, 1400)  # tall enough for one column
+    wait(driver, one, "one column")
+    assert driver.execute_script(in_view, "progress-box"), driver.execute_script(where, "progress-box")
+    driver.set_window_size(1400, 900)
+    wait(driver, two, "two columns again")
+    errors = severe(driver, errors)
+    assert not errors, errors
+    assert app.stop(signal.SIGINT) == 0, app.output
 
 
 def test_a_missing_browser_fails_under_ci_and_is_skipped_elsewhere(monkeypatch):

@@ -4,7 +4,8 @@
 ``GET /api/row/{row}``; ``GET /api/image/{row}?size=thumb|full``; ``POST /api/label``;
 ``POST /api/undo``; ``POST /api/classes``; ``POST /api/retrain``; ``POST /api/flush``;
 ``GET /api/jobs``, ``POST /api/jobs/finetune``, ``DELETE /api/jobs/{id}`` (background finetune jobs);
-``GET /api/events?since=N`` (a poll: rows other clients changed, the model's version, messages).
+``GET /api/events?since=N`` (a poll: rows other clients changed, the model's version, messages);
+``GET /favicon.ico`` (the page's icon, also ``/static/favicon.svg``).
 
 Security: every request needs the token (``?token=`` once, then an HttpOnly SameSite=Strict
 cookie); every request that changes something also carries it in the ``X-Patchcfg-Token`` header;
@@ -27,7 +28,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -265,6 +266,12 @@ async def page(request: Request):
     return HTMLResponse(text, headers=PAGE_HEADERS)
 
 
+async def favicon(request: Request):
+    """For browsers that ask ``/favicon.ico`` whatever the page links (the page links the SVG)."""
+    return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon",
+                        headers={"Cache-Control": "private, max-age=86400"})
+
+
 @_api
 async def state(request: Request):
     app: LabelApp = request.app.state.label
@@ -443,6 +450,7 @@ def create_app(label_app: LabelApp, token: str, allowed_hosts: set[str] | None, 
 
     routes = [
         Route("/", page),
+        Route("/favicon.ico", favicon),
         Route("/api/state", state),
         Route("/api/queue", queue),
         Route("/api/row/{row:path}", row),

@@ -149,6 +149,7 @@ function renderProgress() {
   const banner = $("banner");
   banner.hidden = !st.error;
   banner.textContent = st.error || "";
+  fitPanels();
 }
 
 // ------------------------------------------------------------------ learning: curve, stop rule, jobs
@@ -459,6 +460,21 @@ function renderClasses() {
   };
   flag("flag-exclude", "exclude");
   flag("flag-validation", "validation");
+  fitPanels();
+}
+
+// The side panels in two columns (labels | progress and learning) when in one column the progress
+// would end below the window (many classes) and the window is wide enough to keep the image beside them.
+const TWO_PANELS_MIN_WIDTH = 1240;
+
+function fitPanels() {
+  const main = document.querySelector("main"), aside = document.querySelector("aside");
+  const two = main.classList.contains("two-panels");
+  if (two) main.classList.remove("two-panels");  // measure the one-column layout
+  const box = $("progress-box");  // its offsetParent is the aside
+  const below = box.offsetTop + box.offsetHeight > aside.clientHeight;
+  const wanted = below && window.innerWidth >= TWO_PANELS_MIN_WIDTH;
+  main.classList.toggle("two-panels", wanted);
 }
 
 function startRename(div, old) {
@@ -741,6 +757,7 @@ $("flag-exclude").addEventListener("click", () => enqueue(() => toggleFlag("excl
 $("flag-validation").addEventListener("click", () => enqueue(() => toggleFlag("validation")));
 $("strategy").addEventListener("change", (ev) => { ev.target.blur(); nextBatch(); });
 $("subset").addEventListener("change", (ev) => { ev.target.blur(); nextBatch(); });
+window.addEventListener("resize", fitPanels);
 $("add-class").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const name = $("new-class").value.trim();
