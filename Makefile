@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 EXPERIMENTS ?= experiments
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast docs bench lint clean
 
 install: $(STAMP)
 
@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
 	@touch $(STAMP)
 
 demo: install
@@ -37,6 +37,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadfile
+
+# The documentation site, offline: a broken link or anchor, or a page left out of the nav, fails it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 # Every benchmark runs, one JSON line per measurement; the status is non-zero when any missed its goal.
 bench: install

@@ -1,5 +1,5 @@
-"""The strategy registry: the schema, the CLI help and the README follow it; a strategy written
-outside the package (as the README's "Extending patchcfg" shows) ranks end to end."""
+"""The strategy registry: the schema, the CLI help and the docs follow it; a strategy written
+outside the package (as the Extending page, docs/extending.md, shows) ranks end to end."""
 
 import json
 import re
@@ -25,13 +25,14 @@ from patchcfg.config import docs
 from patchcfg.config.schema import schema_dir
 from patchcfg.errors import UserError
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+EXTENDING = DOCS / "extending.md"
 
 
 @pytest.fixture
 def mean_entropy():
-    """The README's example strategy, registered from its text."""
-    module, test = docs.readme_examples(README.read_text(encoding="utf-8"), "### A query strategy")
+    """The Extending page's example strategy, registered from its text."""
+    module, test = docs.page_examples(EXTENDING.read_text(encoding="utf-8"), "### A query strategy")
     namespace = {}
     exec(compile(module, "mean_entropy.py", "exec"), namespace)
     yield namespace["MeanEntropy"], test
@@ -59,11 +60,12 @@ def test_schema_file_matches_the_registry():
         assert not pattern.match(bad), bad
 
 
-def test_help_and_readme_name_every_strategy():
-    readme = README.read_text(encoding="utf-8")
+def test_help_and_the_strategy_table_name_every_strategy():
+    table = (DOCS / "active-learning.md").read_text(encoding="utf-8")
     for strategy in registered():
         assert strategy.shown.replace("<class>", "CLASS") in cli_help()
-        assert f"`{strategy.shown.replace('<class>', '<c>')}`" in readme
+        assert f"`{strategy.shown.replace('<class>', '<c>')}`" in table, (
+            f"{strategy.shown} is missing from docs/active-learning.md: run `patchcfg schema --update-docs`")
     from patchcfg.cli import main
 
     result = CliRunner().invoke(main, ["query", "--help"], terminal_width=200)
@@ -72,9 +74,9 @@ def test_help_and_readme_name_every_strategy():
 
 
 def test_a_strategy_registered_outside_the_package_works_end_to_end(mean_entropy):
-    _, readme_test = mean_entropy
+    _, page_test = mean_entropy
     namespace = {}
-    exec(compile(readme_test, "test_mean_entropy.py", "exec"), namespace)
+    exec(compile(page_test, "test_mean_entropy.py", "exec"), namespace)
     namespace["test_mean_entropy_ranks_rows_uncertain_about_every_class_first"]()
     p = np.array([[0.5, 0.99], [0.6, 0.6], [0.9, 0.1], [0.5, 0.5], [0.01, 0.99]])
     assert parse_strategy("mean_entropy", ["cat", "dog"]) == ("mean_entropy", None)

@@ -193,7 +193,7 @@ def test_non_square_images():
 
 def test_schema_file_matches_the_registry():
     text = (ROOT / "schemas" / "augmentation.schema.json").read_text()
-    assert text == schema_text(), "regenerate: patchcfg schema --update-readme README.md"
+    assert text == schema_text(), "regenerate: patchcfg schema --update-schemas --update-docs"
     schema = json.loads(text)
     assert schema["$id"] == "augmentation.schema.json" and schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(OPS) | {"preset", "engine"}
@@ -212,9 +212,9 @@ def test_data_schema_is_strict_and_documented():
 
 
 def test_every_name_is_documented():
-    docs = (ROOT / "README.md").read_text()
+    docs = (ROOT / "docs" / "data.md").read_text()
     missing = [name for name in list(OPS) + list(PRESETS) if f"`{name}`" not in docs]
-    assert not missing
+    assert not missing, f"not in docs/data.md (run `patchcfg schema --update-docs`): {missing}"
 
 
 def test_masks_follow_the_geometry_and_nothing_else():

@@ -1,5 +1,5 @@
 """The op registry: every op declares what the schema says; an op written outside the package (as
-the README's "Extending patchcfg" shows) runs in a recipe and appears in the schema and reference."""
+the Extending page, docs/extending.md, shows) runs in a recipe and appears in the schema and reference."""
 
 from pathlib import Path
 
@@ -14,13 +14,13 @@ from patchcfg.data.augment import build_augmenter
 from patchcfg.data.ops import FAMILIES, OPS, PROB, Param, register, unregister
 from patchcfg.data.recipes import augmentation_schema, expand_recipe, reference_markdown, schema_text
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+EXTENDING = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
 
 
 @pytest.fixture
 def example_op():
-    """The README's example op, registered from its text; yields its builder and the README's test."""
-    module, test = docs.readme_examples(README.read_text(encoding="utf-8"), "### An augmentation op")
+    """The Extending page's example op, registered from its text; yields its builder and the page's test."""
+    module, test = docs.page_examples(EXTENDING.read_text(encoding="utf-8"), "### An augmentation op")
     namespace = {}
     exec(compile(module, "channel_dropout.py", "exec"), namespace)
     yield namespace["channel_dropout"], test
@@ -37,9 +37,9 @@ def test_every_op_is_consistent():
 
 
 def test_an_op_registered_outside_the_package_works_end_to_end(example_op):
-    _, readme_test = example_op
+    _, page_test = example_op
     namespace = {}
-    exec(compile(readme_test, "test_channel_dropout.py", "exec"), namespace)
+    exec(compile(page_test, "test_channel_dropout.py", "exec"), namespace)
     namespace["test_channel_dropout_zeroes_one_channel_per_image"]()
     assert expand_recipe({"channel_dropout": 1.0}) == [("channel_dropout", {"p": 1.0, "sometimes": 1.0})]
     images = tf.constant(np.random.default_rng(0).uniform(0.1, 1.0, (8, 6, 6, 3)), tf.float32)

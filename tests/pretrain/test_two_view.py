@@ -1,6 +1,6 @@
 """The two-view base: a method and a loss registered from outside the package train with it.
 
-This module is the README's "A pretraining loss" example, run: the loss is a pure function on the
+This module is the Extending page's (docs/extending.md) "A pretraining loss" example, run: the loss is a pure function on the
 loss registry, the method holds only its parameters and its contrastive hook.
 """
 

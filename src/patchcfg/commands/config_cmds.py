@@ -81,18 +81,20 @@ def show(args, sweeps):
 @click.command()
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 @click.option("--markdown", is_flag=True, help="The config reference as a Markdown table instead.")
-@click.option("--update-readme", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Rewrite the generated references inside this README (atomically).")
+@click.option("--update-docs", "update_docs", is_flag=False, flag_value="docs", default=None,
+              type=click.Path(file_okay=False), metavar="[DOCS_DIR]",
+              help="Rewrite (atomically) the generated references inside the pages of DOCS_DIR "
+                   "(default: docs): config keys, augmentation recipes, query strategies, commands.")
 @click.option("--update-schemas", is_flag=True,
               help="Rewrite the schema files generated from registries (augmentation ops, query strategies).")
-def schema(out, markdown, update_readme, update_schemas):
+def schema(out, markdown, update_docs, update_schemas):
     """Print the JSON schema of configs (one self-contained file), for editors.
 
     \b
     Example:
       patchcfg schema --out patchcfg.schema.json
       patchcfg schema --markdown          # the config reference table
-      patchcfg schema --update-schemas --update-readme README.md   # after adding an op or a strategy
+      patchcfg schema --update-schemas --update-docs   # after adding an op, a strategy or an option
       # then, first line of a config:  # yaml-language-server: $schema=patchcfg.schema.json
     """
     from pathlib import Path
@@ -105,11 +107,18 @@ def schema(out, markdown, update_readme, update_schemas):
         changed = docs.update_schemas()
         click.echo(f"rewrote {', '.join(changed)}" if changed
                    else "the generated schema files are up to date")
-    if update_readme:
-        readme = Path(update_readme)
-        atomic_write_text(readme, docs.update_readme(readme.read_text(encoding="utf-8")))
-        click.echo(f"updated the generated references in {readme}")
-    if update_schemas or update_readme:
+    if update_docs:
+        folder = Path(update_docs)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such folder; give the folder of the docs pages (default: docs)")
+        changed, missing = docs.update_docs(folder)
+        click.echo(f"updated the generated references in {', '.join(str(p) for p in changed)}" if changed
+                   else f"the generated references in {folder} are up to date")
+        if missing:
+            raise UserError(f"no page under {folder} holds the {', the '.join(missing)} (its markers: "
+                            + "; ".join(f"{docs.GENERATED[m][0]} ... {docs.GENERATED[m][1]}" for m in missing)
+                            + "); add the markers to the page that should hold it, then run this again")
+    if update_schemas or update_docs:
         return
     text = docs.schema_markdown() + "\n" if markdown else json.dumps(bundled_schema(), indent=2) + "\n"
     if out:

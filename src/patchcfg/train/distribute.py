@@ -73,7 +73,7 @@ def make_strategy(name: str = "auto", devices=None):
     if resolved == "multi_worker":
         if not tf_config():
             raise UserError("distribute.strategy: multi_worker needs TF_CONFIG (cluster and task); "
-                             "see the README section on several machines")
+                             "see docs/pretraining.md, Several machines")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if resolved == "mirrored":
         return tf.distribute.MirroredStrategy(devices=devices)

@@ -3,11 +3,11 @@
 A strategy declares its ``name``, whether it ``takes_class`` (``high:<class>``), what it ``needs``
 (``probabilities``, ``features``), whether it ``uses_features`` or ``uses_probabilities`` when given (a
 query scores every candidate only for a strategy that needs or uses probabilities), one line for each column
-of the README's table, and how it picks: pointwise strategies give a ``score`` per candidate row
-(higher = label first) and the base class takes the top k; batch strategies (badge, diversity,
+of the strategy table (docs/active-learning.md), and how it picks: pointwise strategies give a ``score``
+per candidate row (higher = label first) and the base class takes the top k; batch strategies (badge, diversity,
 guide) override ``select``. :func:`patchcfg.active.rank` owns what every strategy shares: input
 checks, the exploration share, the output table. The schema pattern of ``query.strategy``, the
-CLI help of ``patchcfg query --strategy`` and the README's strategy table are generated from here.
+CLI help of ``patchcfg query --strategy`` and the strategy table of the docs are generated from here.
 
 Importing this package is cheap (numpy only). Adding a strategy is one file::
 
@@ -191,7 +191,7 @@ def schema_property(current: dict) -> dict:
 
 
 def reference_markdown() -> str:
-    """The README's strategy table."""
+    """The strategy table of the active learning page (docs/active-learning.md)."""
     lines = ["| strategy | ranks first | sigmoid score | softmax score | needs |",
              "| --- | --- | --- | --- | --- |"]
     for s in registered():

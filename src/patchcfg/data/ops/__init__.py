@@ -6,7 +6,7 @@ An op module declares each name with :func:`register`: its family, a one-line do
 [0, 1] whose random draws come from ``seeds`` (a :class:`~patchcfg.data.kernels.Seeds`).
 Builders import TensorFlow themselves, so importing the registry stays cheap; every module of this
 package is imported on first use of :data:`OPS`. The registry is the single source of the JSON
-schema (``schemas/augmentation.schema.json``) and of the README's recipe reference.
+schema (``schemas/augmentation.schema.json``) and of the recipe reference (docs/data.md).
 
 Adding an op is one file::
 
