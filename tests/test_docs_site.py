@@ -41,15 +41,6 @@ def settings():
     return yaml.safe_load(MKDOCS_YML.read_text(encoding="utf-8"))
 
 
-def nav_pages(nav):
-    for entry in nav:
-        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
-        if isinstance(value, list):
-            yield from nav_pages(value)
-        else:
-            yield value
-
-
 # --------------------------------------------------------------------------- generated pages
 
 
@@ -90,7 +81,7 @@ def test_the_verbs_at_a_glance_name_every_command():
 
 
 def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page():
-    in_nav = list(nav_pages(settings()["nav"]))
+    in_nav = docs.nav_pages(settings()["nav"])
     pages = [p.relative_to(DOCS).as_posix() for p in docs.docs_pages(DOCS)]
     assert sorted(set(pages) - set(in_nav)) == [], "pages that no menu of the site reaches: add them to mkdocs.yml's nav"
     assert sorted(set(in_nav) - set(pages)) == [], "entries of the site's menu that lead to no page"

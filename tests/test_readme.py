@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 from markdown.extensions.toc import slugify
 
+from patchcfg.config.docs import nav_pages
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -24,15 +26,6 @@ def headings_anchors(path):
     """The anchors of a Markdown page's headings, as the site makes them (toc's slugify)."""
     text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
     return {slugify(re.sub(r"`", "", m), "-") for m in re.findall(r"^#+\s+(.*?)\s*#*$", text, flags=re.M)}
-
-
-def nav_pages(nav):
-    for entry in nav:
-        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
-        if isinstance(value, list):
-            yield from nav_pages(value)
-        else:
-            yield value
 
 
 def test_first_lines_give_demo_and_test():

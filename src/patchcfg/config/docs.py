@@ -275,6 +275,15 @@ def update_generated(text: str, cache: dict[str, str] | None = None) -> str:
     return text
 
 
+def nav_pages(nav: list) -> list[str]:
+    """The page paths of a ``mkdocs.yml`` nav, in its order, sections walked depth first."""
+    pages = []
+    for entry in nav:
+        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+        pages += nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
 def docs_pages(directory: str | Path = "docs") -> list[Path]:
     """The Markdown pages under ``directory``, sorted."""
     return sorted(Path(directory).rglob("*.md"))
