@@ -79,3 +79,20 @@ def run_cli():
     def run(*args, **kwargs):
         return _run_cli(args, **kwargs)
     return run
+
+
+@pytest.fixture(scope="session")
+def hub_preset(tmp_path_factory):
+    """``hub_preset("dinov2" | "siglip" | "efficientnet")`` -> a tiny random KerasHub preset folder
+    (2 layers, hidden 32, patch 4, 28-px input; made once per session, nothing downloads)."""
+    made = {}
+
+    def make(architecture="dinov2"):
+        if architecture not in made:
+            from patchcfg.models.foundation import save_random_preset
+
+            folder = tmp_path_factory.mktemp(f"preset_{architecture}")
+            made[architecture] = save_random_preset(str(folder), architecture)
+        return made[architecture]
+
+    return make

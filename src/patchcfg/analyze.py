@@ -70,8 +70,9 @@ ROW_FIELDS = ("name", "stage", "state", "runs", "n")
 _STATUS_FILES = ("status.json", "metrics.csv", "summary.json")
 #: Facts a stage records in its ``env.json`` once it runs, shown and grouped as ``run.<fact>`` keys:
 #: the dtype policy ``mixed_precision: auto`` resolved to differs between machines (float32 on one,
-#: mixed_bfloat16 or mixed_float16 on another), and so do the figures.
-RECORDED = ("precision",)
+#: mixed_bfloat16 or mixed_float16 on another), and so do the figures; ``backbone_sha256``: the
+#: weights of a ``name: keras_hub`` preset folder, which can change under the same path.
+RECORDED = ("precision", "backbone_sha256")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

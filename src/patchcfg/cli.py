@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "label": ("patchcfg.commands.label", "label", "Label images in the browser (keys, queue, grid, undo)."),
     "convert": ("patchcfg.commands.convert", "convert", "Convert other tools' configs (Musket) to ours."),
     "analyze": ("patchcfg.commands.analyze", "analyze", "Compare experiments: what differs, how they did."),
+    "weights": ("patchcfg.commands.weights", "weights", "Fetch KerasHub presets into folders; check one."),
 }
 
 

@@ -68,7 +68,7 @@ def _package_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for name in ("patchcfg", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "pyyaml"):
+    for name in ("patchcfg", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "pyyaml", "keras-hub"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -70,7 +70,8 @@ def test_width_scales_parameters_quadratically():
     [
         ({"name": "tiny", "widht": 0.5}, "unknown key 'widht'; did you mean 'width'"),
         ({"name": "tiny", "width": 0}, "width: expected a number > 0"),
-        ({"name": "tiny", "pooling": "mean"}, "pooling: expected one of avg, max, none"),
+        ({"name": "tiny", "pooling": "mean"}, "pooling: mean pools a vision transformer's tokens: it needs name: keras_hub"),
+        ({"name": "tiny", "pooling": "first"}, "pooling: expected one of avg, max, none, cls, mean, cls\\+mean"),
         ({"name": "tiny", "weights": 3}, "weights: expected null, imagenet or a file path"),
         ({"name": "tiny", "kwargs": {"depth": 3}}, "bad arguments"),
         ({"name": "tiny", "weights": "/no/such/file.weights.h5"}, "file not found"),

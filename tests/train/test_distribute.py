@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -106,7 +107,7 @@ MIRRORED = """
     for config in configs:
         one_loss, one_grads, one_state = first_step(config, paths, tf.distribute.get_strategy())
         two_loss, two_grads, two_state = first_step(config, paths, two)
-        out[config["pretrain"]["method"]] = {
+        out[config["name"]] = {
             "replicas": two.num_replicas_in_sync, "one": one_loss, "two": two_loss,
             "grad_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(one_grads, two_grads)),
             "grad_scale": max(float(np.max(np.abs(a))) for a in one_grads),
@@ -126,9 +127,9 @@ MIRRORED = """
 """
 
 
-def test_two_replicas_give_the_first_step_of_one_device(tmp_path):
+def test_two_replicas_give_the_first_step_of_one_device(tmp_path, hub_preset):
     """MirroredStrategy over 2 logical CPUs, same global batch: same loss and gradients for every
-    method (negatives and regions are gathered across replicas, and so are the embeddings whose batch
+    method, and for SimCLR on a KerasHub DINOv2 encoder (negatives and regions are gathered across replicas, and so are the embeddings whose batch
     statistics VICReg and Barlow Twins take; batch norm is synchronised; the context encoder's masks
     and DeepCluster's clusters do not depend on the replica); the same momentum targets and queues."""
     paths = write_images(tmp_path / "images")
@@ -152,6 +153,10 @@ def test_two_replicas_give_the_first_step_of_one_device(tmp_path):
                base_config(listing, "nnclr", queue_size=16, predictor={"units": 16}),
                base_config(listing, "barlow_twins"),
                base_config(listing, "detcon_b", masks="grid", grid=2, tau_base=0.9, predictor={"units": 16})]
+    if importlib.util.find_spec("keras_hub") is not None:
+        configs.append({**base_config(listing, "simclr"), "name": "dist-simclr-keras_hub",
+                        "backbone": fill_defaults({"backbone": {"name": "keras_hub", "preset": hub_preset("dinov2")}})[
+                            "backbone"]})
     code = MIRRORED.replace("sys.argv[1]", repr(json.dumps(configs))).replace("sys.argv[2]", repr(json.dumps(paths)))
     process = run_python(code)
     stdout, stderr = process.communicate(timeout=600)
@@ -160,6 +165,7 @@ def test_two_replicas_give_the_first_step_of_one_device(tmp_path):
     gather = json.loads(next(line for line in stdout.splitlines() if line.startswith("GATHER "))[7:])
     assert gather["a"] == [[0.0] * 3] * 2 + [[1.0] * 3] * 2 and gather["b"] == [[10.0]] * 2 + [[11.0]] * 2
     assert gather["offsets"] == [0, 2] and gather["total"] == 4
+    assert len(result) == len(configs)
     for method, r in result.items():
         assert r["replicas"] == 2
         assert r["two"] == pytest.approx(r["one"], rel=1e-5), method

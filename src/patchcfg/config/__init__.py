@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from patchcfg.config.checks import loss_problems, output_problems
+from patchcfg.config.checks import backbone_problems, loss_problems, output_problems
 from patchcfg.config.overrides import apply_overrides, sweep_combinations
 from patchcfg.config.schema import fill_defaults, load_schemas, validate
 from patchcfg.config.yaml_loader import load_yaml_file
@@ -73,6 +73,7 @@ def resolve(raw: dict, locations: dict, default_location: tuple[str, int]) -> di
     if not problems:  # the loss grammar and registry, as the run will use them
         problems = loss_problems(config, locations, default_location)
         problems += output_problems(config, locations, default_location)
+        problems += backbone_problems(config, locations, default_location)
     if problems:
         raise ConfigError(problems)
     return config

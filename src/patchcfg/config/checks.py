@@ -99,3 +99,43 @@ def label_table_problems(config: dict, stages=None) -> list[str]:
         return [f"data.labels: {labels}: the table has no rows (only its header line); {stages[0]} needs "
                 "images: add rows (e.g. `patchcfg init IMAGES --out TABLE`)"]
     return []
+
+
+#: the config sections that describe a backbone
+BACKBONE_SECTIONS = (("backbone",), ("distill", "student"))
+
+
+def backbone_problems(config: dict, locations: dict, default: tuple[str, int]) -> list[str]:
+    """Backbone sections whose keys cannot work together (a preset without ``name: keras_hub``, a
+    token pooling on a CNN), and KerasHub presets read from their files: a missing folder, an image
+    size the preset cannot take (not a multiple of its patch size), a pooling its model cannot give.
+    A frozen encoder (``trainable: false``) cannot be pretrained."""
+    from patchcfg.errors import UserError
+    from patchcfg.models.presets import spec_problems
+    from patchcfg.models.registry import KERAS_HUB, normalize_spec
+
+    problems = []
+    for path in BACKBONE_SECTIONS:
+        spec: object = config
+        for key in path:
+            spec = spec.get(key) if isinstance(spec, dict) else None
+        if not isinstance(spec, dict):
+            continue
+        dotted = ".".join(path)
+        try:
+            normalized = normalize_spec(spec)
+        except UserError as error:
+            message = str(error).removeprefix("backbone.")
+            key = message.split(":", 1)[0] if message.split(":", 1)[0] in spec else None
+            where = _where(locations, path + ((key,) if key else ()), default)
+            problems.append(f"{where}: {dotted}.{message}" if key else f"{where}: {dotted}: {message}")
+            continue
+        if normalized["name"].lower() == KERAS_HUB:
+            for key, message in spec_problems(normalized, (config.get("data") or {}).get("channels")):
+                problems.append(f"{_where(locations, path + (key,), default)}: {dotted}.{key}: {message}")
+    backbone = config.get("backbone")
+    if config.get("pretrain") and isinstance(backbone, dict) and backbone.get("trainable") is False:
+        problems.append(f"{_where(locations, ('backbone', 'trainable'), default)}: backbone.trainable: "
+                        "false freezes the encoder, and pretraining trains nothing else: set "
+                        "trainable: true, or remove the pretrain section to use the encoder as it is")
+    return problems

@@ -207,6 +207,11 @@ def build_backbone(
         loaded_inside = False
     elif kind == "keras":
         inputs, outputs, loaded_inside = _keras_application(canonical, spec, input_shape, weights)
+    elif kind == "keras_hub":
+        from patchcfg.models.foundation import build_keras_hub
+
+        inputs, outputs = build_keras_hub(spec, input_shape)
+        loaded_inside = False
     else:
         inputs, outputs = _user_function(canonical, spec, input_shape)
         loaded_inside = False
@@ -214,13 +219,14 @@ def build_backbone(
     model = keras.Model(inputs, _pool(outputs, spec["pooling"]), name=name)
     if path_weights and not loaded_inside:
         load_weights(model, weights, spec, input_shape)
+    model.trainable = spec["trainable"]
     return model
 
 
 def _pool(x, pooling: str):
     if len(x.shape) != 4 or pooling == "none":
         return x
-    if pooling == "avg":
+    if pooling in ("avg", "mean"):
         return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
 
@@ -348,13 +354,19 @@ def _keras_application(app_name: str, spec: dict, input_shape: tuple, weights):
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if adapter:
-        conv = keras.layers.Conv2D(3, 1, name="channel_adapter")
-        x = conv(x)
-        conv.set_weights([_adapter_init(channels), np.zeros(3, dtype="float32")])
+        x = channel_adapter(x, channels)
     preprocess = spec["preprocess"]
     if preprocess == "auto" or preprocess:
         x = ImagenetPreprocess(app_name, name="imagenet_preprocess")(x)
     return inputs, application(x), app_weights is not None and app_weights != "imagenet"
+
+
+def channel_adapter(x, channels: int):
+    """A learned 1x1 conv from ``channels`` to the 3 a pretrained network takes (see the module)."""
+    conv = keras.layers.Conv2D(3, 1, name="channel_adapter")
+    x = conv(x)
+    conv.set_weights([_adapter_init(channels), np.zeros(3, dtype="float32")])
+    return x
 
 
 def _adapter_init(channels: int) -> np.ndarray:

@@ -55,3 +55,51 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 x, scale, offset, mean=self.moving_mean, variance=self.moving_variance, epsilon=self.epsilon,
                 is_training=False)
         return tf.reshape(y, shape) if len(inputs.shape) == 2 else y
+
+
+@keras.saving.register_keras_serializable(package="patchcfg")
+class TokenPool(keras.layers.Layer):
+    """One vector per image from a vision transformer's tokens ``(batch, prefix + h*w, D)``.
+
+    The prefix is the class token and any register tokens (Darcet et al. 2024, "Vision Transformers
+    Need Registers"), ``tokens - h*w`` of them, with the class token first. Modes: ``cls`` (the
+    class token), ``avg``/``mean`` (mean of the patch tokens), ``max`` (their max), ``cls+mean``
+    (both, concatenated: 2·D, the pooling of DINOv2's linear probes), ``none`` (the patch tokens as
+    a feature map ``(batch, h, w, D)``).
+    """
+
+    MODES = ("cls", "avg", "mean", "max", "cls+mean", "none")
+
+    def __init__(self, mode: str = "cls", grid: tuple[int, int] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"TokenPool mode: expected one of {', '.join(self.MODES)}, got {mode!r}")
+        self.mode = mode
+        self.grid = tuple(int(g) for g in grid) if grid else None
+
+    def _prefix(self, tokens: int) -> int:
+        if self.grid is None:
+            return 1
+        return tokens - self.grid[0] * self.grid[1]
+
+    def call(self, tokens):
+        prefix = self._prefix(tokens.shape[1])
+        patches = tokens[:, prefix:, :]
+        if self.mode == "cls":
+            return tokens[:, 0, :]
+        if self.mode in ("avg", "mean"):
+            return keras.ops.mean(patches, axis=1)
+        if self.mode == "max":
+            return keras.ops.max(patches, axis=1)
+        if self.mode == "cls+mean":
+            return keras.ops.concatenate([tokens[:, 0, :], keras.ops.mean(patches, axis=1)], axis=-1)
+        return keras.ops.reshape(patches, (-1, self.grid[0], self.grid[1], tokens.shape[-1]))
+
+    def compute_output_shape(self, input_shape):
+        width = input_shape[-1]
+        if self.mode == "none":
+            return (input_shape[0], self.grid[0], self.grid[1], width)
+        return (input_shape[0], 2 * width if self.mode == "cls+mean" else width)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "grid": self.grid}

@@ -28,6 +28,10 @@ def _schema_defaults() -> dict[str, Any]:
 #: Defaults of a backbone spec, read from ``schemas/backbone.schema.json``.
 SPEC_DEFAULTS: dict[str, Any] = _schema_defaults()
 POOLING = ("avg", "max", "none")
+#: poolings of a vision transformer's tokens (``name: keras_hub``), besides :data:`POOLING`
+TOKEN_POOLING = ("cls", "mean", "cls+mean")
+#: the name of KerasHub preset backbones (:mod:`patchcfg.models.foundation`)
+KERAS_HUB = "keras_hub"
 _AUTO_BOOL = ("auto", True, False)
 
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
@@ -153,9 +157,29 @@ def normalize_spec(spec: dict | str | None) -> dict[str, Any]:
         weights = "imagenet"
     out["weights"] = weights
     pooling = "none" if out["pooling"] is None else out["pooling"]
-    if pooling not in POOLING:
-        raise UserError(f"backbone.pooling: expected one of {', '.join(POOLING)}, got {pooling!r}")
+    hub = out["name"].lower() == KERAS_HUB
+    if pooling not in POOLING + TOKEN_POOLING:
+        raise UserError(f"backbone.pooling: expected one of {', '.join(POOLING + TOKEN_POOLING)}, got {pooling!r}")
+    if pooling in TOKEN_POOLING and not hub:
+        raise UserError(f"backbone.pooling: {pooling} pools a vision transformer's tokens: it needs "
+                        f"name: keras_hub (this backbone is {out['name']}); use avg, max or none")
     out["pooling"] = pooling
+    if hub and not out["preset"]:
+        raise UserError("backbone.preset: name: keras_hub needs a preset: a KerasHub preset folder "
+                        "(what Backbone.save_to_preset writes; `patchcfg weights fetch` makes one)")
+    if not hub and out["preset"]:
+        raise UserError(f"backbone.preset: a preset is read only with name: keras_hub "
+                        f"(this backbone is {out['name']}); remove preset or set name: keras_hub")
+    if isinstance(out["preset"], os.PathLike):
+        out["preset"] = os.fspath(out["preset"])
+    size = out["image_size"]
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise UserError(f"backbone.image_size: expected a whole number of pixels >= 1 or null, got {size!r}")
+    if size is not None and not hub:
+        raise UserError(f"backbone.image_size: applies to name: keras_hub presets (this backbone is "
+                        f"{out['name']}, which runs at data.imshape); remove image_size")
+    if not isinstance(out["trainable"], bool):
+        raise UserError(f"backbone.trainable: expected true or false, got {out['trainable']!r}")
     if not isinstance(out["sync_batchnorm"], bool):
         raise UserError(f"backbone.sync_batchnorm: expected true or false, got {out['sync_batchnorm']!r}")
     for key in ("channel_adapter", "preprocess"):
@@ -189,6 +213,8 @@ def resolve_name(name: str) -> tuple[str, str]:
     """``(kind, canonical_name)`` with kind ``function``, ``registered`` or ``keras``."""
     if ":" in name:
         return "function", name
+    if name.lower() == KERAS_HUB:
+        return "keras_hub", KERAS_HUB
     if name in _REGISTRY:
         return "registered", name
     if name in keras_application_names():

@@ -24,11 +24,41 @@ the settings every stage shares (strategy, HParams, trial id, progress output, t
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 from patchcfg.errors import UserError
+
+#: sha256 of a preset's weights file by (real path, size, mtime): hashed once per process
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def backbone_facts(config: dict, stage: str) -> dict[str, str]:
+    """``backbone_preset`` and ``backbone_sha256`` (of its ``model.weights.h5``) for ``env.json``
+    when the stage's backbone (the distill stage's: ``distill.student``) is a ``name: keras_hub``
+    preset folder; a network handle records only ``backbone_preset``; other backbones: nothing."""
+    from patchcfg.models.presets import WEIGHTS_FILE, is_handle, weights_digest
+
+    spec = (config.get("distill") or {}).get("student") if stage == "distill" else config.get("backbone")
+    if not isinstance(spec, dict) or str(spec.get("name", "")).lower() != "keras_hub" or not spec.get("preset"):
+        return {}
+    preset = os.fspath(spec["preset"])
+    if is_handle(preset):
+        return {"backbone_preset": preset}
+    folder = os.path.abspath(os.path.expanduser(preset))
+    facts = {"backbone_preset": folder}
+    path = os.path.realpath(os.path.join(folder, WEIGHTS_FILE))
+    try:
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key not in _DIGESTS:
+            _DIGESTS[key] = weights_digest(folder)
+        facts["backbone_sha256"] = _DIGESTS[key]
+    except OSError:  # unreadable: the stage that loads it says so
+        pass
+    return facts
 
 
 class Stage:
@@ -180,6 +210,10 @@ class Stage:
         with self.stage_run:
             if self.distributed:
                 self.stage_run.update_env(**distribute.describe(self.strategy))
+            if self.chief:
+                facts = backbone_facts(self.config, self.name)
+                if facts:
+                    self.stage_run.update_env(**facts)
             summary = self.execute()
             summary.update({"skipped_images": len(self.skipped), "skipped": self.skipped,
                             "seconds": round(time.time() - started, 3)})

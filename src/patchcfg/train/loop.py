@@ -120,7 +120,9 @@ class TrainTask:
                 loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
             scaled = optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, variables)
-        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        # a variable the loss does not reach (DINOv2's mask token outside masked pretraining) stays
+        # as it is, as Keras would leave it, without Keras' warning at every trace
+        optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None])
         return {"loss": loss, **logs}, aux
 
     def after_step(self, strategy, aux: dict) -> None:
