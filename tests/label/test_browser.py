@@ -307,6 +307,22 @@ def test_twelve_classes_a_clean_console_the_progress_in_view_and_crisp_thumbnail
     assert app.stop(signal.SIGINT) == 0, app.output
 
 
+def test_with_nothing_left_to_label_the_classes_say_unknown_not_mixed(tmp_path, digits_table, served, browser,
+                                                                     config_file):
+    labels = digits_table(tmp_path / "data", n=6)
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    frame["zero"], frame["one"], frame["validation"] = "1", "0", "False"  # every row labelled
+    frame.to_csv(labels, index=False)
+    app = served(config_file(tmp_path, labels), tmp_path / "experiments")
+    browser.get(app.url)
+    wait(browser, "return document.querySelectorAll('#classes .cls').length === 2", "the classes")
+    wait(browser, IDLE, "the page")
+    states = browser.execute_script(
+        "return [...document.querySelectorAll('#classes .state')].map((b) => [b.className, b.textContent])")
+    assert states == [["state unknown", "?"], ["state unknown", "?"]], states
+    assert app.stop(signal.SIGINT) == 0, app.output
+
+
 def test_a_missing_browser_fails_under_ci_and_is_skipped_elsewhere(monkeypatch):
     monkeypatch.setitem(globals(), "CHROMIUM", "/nonexistent/chromium")
     monkeypatch.setenv("CI", "true")

@@ -435,7 +435,8 @@ function renderClasses() {
   box.innerHTML = "";
   st.classes.forEach((c, k) => {
     const values = new Set(items.map((it) => it.labels[c]));
-    const v = values.size === 1 ? [...values][0] : "mixed";
+    // no image shown (the queue is empty): nothing is known, nothing is mixed
+    const v = values.size === 0 ? null : values.size === 1 ? [...values][0] : "mixed";
     const cls = v === 1 ? "present" : v === 0 ? "absent"
       : v === null || v === undefined ? "unknown" : "mixed";
     const text = {present: "present", absent: "absent", unknown: "?", mixed: "mixed"}[cls];
