@@ -49,13 +49,22 @@ for), a refit with the new class (``refit_seconds``) and an entropy queue of 10
 (``queue_seconds``); ``peak_anon_gb`` is the server's and ``worker_anon_gb`` the quick head's worker
 process's anonymous memory (the features are mapped, not copied).
 
+``--only neighbours`` (not in the default run: several minutes) measures nearest-neighbour searches
+on ``--nn-rows`` x ``--dims`` float32 features with an encoder's kind of structure (clusters in a
+64-d subspace, L2-normalised), one line each: exact blockwise numpy products (as typiclust and
+probcover compute them), scikit-learn's ``NearestNeighbors`` (brute), and, where installed, FAISS
+(flat, IVF, HNSW), hnswlib, usearch and pynndescent: build and query seconds for ``--nn-queries``
+query rows' ``--nn-k`` nearest rows, recall against the exact ones, and the seconds a
+k-nearest-neighbour graph of every row would take here and at a million rows (exact searches grow
+with rows², index builds about linearly). None is a dependency: a library not installed says so.
+
 At the default million rows the whole run takes several minutes on 2 cores (mostly setup and the
 batch strategies); ``--rows 20000`` runs it small; ``--project DIR`` keeps the set-up project in
 DIR and reuses it on later runs with the same sizes. Exit status 1 when a goal is missed; the last
 line (on stderr) names each goal missed.
 
     python benchmarks/scale.py [--rows N] [--project DIR] [--only table,quick_head,query,analyze,embed,...]
-                               [--strategies S,...]
+                               [--strategies S,...] [--neighbours numpy,sklearn,faiss_flat,...]
 """
 
 from __future__ import annotations
@@ -75,8 +84,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 CLASSES = [f"c{i:02d}" for i in range(12)]
 RARE = CLASSES[-1]
-STRATEGIES = ("random", "entropy", "margin", "least_confidence", "badge", "diversity", f"maxent:{CLASSES[0]}",
-              f"high:{CLASSES[0]}", f"low:{CLASSES[0]}", f"guide:{RARE}")
+STRATEGIES = ("random", "entropy", "margin", "least_confidence", "badge", "diversity", "typiclust", "probcover",
+              f"maxent:{CLASSES[0]}", f"high:{CLASSES[0]}", f"low:{CLASSES[0]}", f"guide:{RARE}")
+#: the neighbour searches measured by ``--only neighbours`` (those whose library is not installed say so)
+NEIGHBOURS = ("numpy", "sklearn", "faiss_flat", "faiss_ivf", "faiss_hnsw", "hnswlib", "usearch", "pynndescent")
 GOALS = {"table": 10.0, "quick_head": 20.0, "query": 30.0}
 QUERY_MEMORY_GB = 4.0
 EMBED_RATIO = 0.9
@@ -217,6 +228,8 @@ def child(step: str, folder: Path, args) -> dict:
         return embed_update_step(folder, args)
     if step == "label":
         return label_step(folder, config, rows)
+    if step.startswith("neighbours:"):
+        return neighbours_step(step.split(":", 1)[1], folder, args)
     raise SystemExit(f"unknown step {step}")
 
 
@@ -241,6 +254,7 @@ def query_step(strategy: str, folder: Path, config: dict, rows: int, args) -> di
     active.QuickHead.probabilities = timed("quick_head_seconds", active.QuickHead.probabilities)
     atomic.atomic_write_text = timed("queue_seconds", atomic.atomic_write_text)
     config = {**config, "query": {"strategy": strategy, "n": args.n, "out": str(folder / "queue.csv")}}
+    registry_schema()
 
     def query():
         summary = run_query(config, root=folder / "experiments", verbose=0)
@@ -249,6 +263,17 @@ def query_step(strategy: str, folder: Path, config: dict, rows: int, args) -> di
     line = measure("query", rows, query, strategy=strategy)
     line.update({k: round(v, 3) for k, v in parts.items()})
     return judge(line, GOALS["query"], QUERY_MEMORY_GB)
+
+
+def registry_schema() -> None:
+    """Validate ``query.strategy`` against the strategy registry itself: the schema file follows it
+    only once regenerated (``patchcfg schema --update-schemas``), and a strategy just registered
+    is measured before that."""
+    from patchcfg.active.strategies import schema_property
+    from patchcfg.config.schema import load_schemas
+
+    query = load_schemas()["query.schema.json"]
+    query["properties"]["strategy"] = schema_property(query["properties"]["strategy"])
 
 
 def analyze_step(folder: Path, args) -> dict:
@@ -429,6 +454,158 @@ def model_only_rate(folder: Path, config: dict, count: int) -> tuple[float, floa
     return round(done / (time.perf_counter() - started), 2), round((time.process_time() - cpu) / done * 1e6, 1)
 
 
+def neighbour_data(folder: Path, args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``--nn-rows`` x ``--dims`` float32 features with the structure of an encoder's (200 clusters
+    of different spread in a 64-d subspace, mapped to ``--dims``, plus a little noise everywhere),
+    L2-normalised as typiclust and probcover use them; the query rows (a uniform sample) and
+    their exact ``--nn-k`` nearest rows (numpy, blockwise). Made once per size, kept beside the steps."""
+    cache = folder.parent / f"neighbours_{args.nn_rows}x{args.dims}_{args.nn_queries}_{args.nn_k}.npz"
+    if cache.exists():
+        with np.load(cache) as saved:
+            return saved["x"], saved["queries"], saved["truth"]
+    rng = np.random.default_rng(0)
+    latent, clusters = 64, 200
+    centres = rng.normal(size=(clusters, latent)) * 3.0
+    spread = rng.uniform(0.3, 1.5, size=clusters)
+    which = rng.integers(0, clusters, args.nn_rows)
+    mapping = (rng.normal(size=(latent, args.dims)) / np.sqrt(latent)).astype(np.float32)
+    x = np.empty((args.nn_rows, args.dims), np.float32)
+    for start in range(0, args.nn_rows, 65536):
+        part = which[start:start + 65536]
+        z = (centres[part] + rng.normal(size=(len(part), latent)) * spread[part, None]).astype(np.float32)
+        x[start:start + len(part)] = z @ mapping + rng.normal(size=(len(part), args.dims)).astype(np.float32) * 0.1
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    queries = np.sort(rng.choice(args.nn_rows, args.nn_queries, replace=False))
+    truth = numpy_knn(x, x[queries], args.nn_k + 1)[1]
+    np.savez(cache, x=x, queries=queries, truth=truth)
+    return x, queries, truth
+
+
+def numpy_knn(x: np.ndarray, q: np.ndarray, k: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest rows of ``x`` for each row of ``q`` (squared distances, indices): blockwise
+    products, as patchcfg.active.neighbours computes them."""
+    xx = np.einsum("ij,ij->i", x, x)
+    dist, index = np.empty((len(q), k), np.float32), np.empty((len(q), k), np.int64)
+    for a in range(0, len(q), block):
+        d = xx[None, :] - 2.0 * (q[a:a + block] @ x.T)
+        d += np.einsum("ij,ij->i", q[a:a + block], q[a:a + block])[:, None]
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        near = np.take_along_axis(d, part, axis=1)
+        order = np.argsort(near, axis=1, kind="stable")
+        index[a:a + block] = np.take_along_axis(part, order, axis=1)
+        dist[a:a + block] = np.take_along_axis(near, order, axis=1)
+    return dist, index
+
+
+def neighbours_step(library: str, folder: Path, args) -> dict:
+    """One neighbour search on ``neighbour_data``: ``build_seconds`` (fit / add / index build),
+    ``query_seconds`` (the ``--nn-queries`` query rows' ``--nn-k`` nearest rows, themselves
+    excluded), ``recall`` against the exact ones, and what it would take for a k-nearest-neighbour
+    graph of every row here (``graph_seconds_estimate``) and of a million rows
+    (``graph_1m_seconds_estimate``: exact searches grow with rows², index builds and their queries
+    about linearly)."""
+    import importlib.util
+
+    needs = {"faiss_flat": "faiss", "faiss_ivf": "faiss", "faiss_hnsw": "faiss", "hnswlib": "hnswlib",
+             "usearch": "usearch", "pynndescent": "pynndescent", "sklearn": "sklearn", "numpy": "numpy"}
+    if library not in needs:
+        raise SystemExit(f"unknown neighbour search {library} (one of {', '.join(NEIGHBOURS)})")
+    if importlib.util.find_spec(needs[library]) is None:
+        return {"benchmark": "scale", "what": "neighbours", "library": library, "installed": False}
+    x, queries, truth = neighbour_data(folder, args)
+    n, k, q = len(x), args.nn_k, x[queries]
+    found: dict = {}
+    timings: dict = {}
+
+    def timed(name, fn):
+        started = time.perf_counter()
+        value = fn()
+        timings[name] = time.perf_counter() - started
+        return value
+
+    def run():
+        if library == "numpy":
+            found["index"] = timed("query", lambda: numpy_knn(x, q, k + 1)[1])
+            timings["build"] = 0.0
+        elif library == "sklearn":
+            from sklearn.neighbors import NearestNeighbors
+
+            model = timed("build", lambda: NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x))
+            found["index"] = timed("query", lambda: model.kneighbors(q, return_distance=False))
+        elif library.startswith("faiss"):
+            import faiss
+
+            if library == "faiss_flat":
+                index = faiss.IndexFlatL2(x.shape[1])
+            elif library == "faiss_ivf":
+                quantizer = faiss.IndexFlatL2(x.shape[1])
+                index = faiss.IndexIVFFlat(quantizer, x.shape[1], int(4 * np.sqrt(n)))
+            else:
+                index = faiss.IndexHNSWFlat(x.shape[1], 32)
+                index.hnsw.efConstruction = 40
+
+            def build():
+                if library == "faiss_ivf":
+                    index.train(x[np.random.default_rng(1).choice(n, min(n, 100 * index.nlist), replace=False)])
+                index.add(x)
+
+            timed("build", build)
+            if library == "faiss_ivf":
+                index.nprobe = 16
+            if library == "faiss_hnsw":
+                index.hnsw.efSearch = 64
+            found["index"] = timed("query", lambda: index.search(q, k + 1)[1])
+        elif library == "hnswlib":
+            import hnswlib
+
+            index = hnswlib.Index(space="l2", dim=x.shape[1])
+
+            def build():
+                index.init_index(max_elements=n, ef_construction=100, M=16, random_seed=0)
+                index.add_items(x, np.arange(n))
+
+            timed("build", build)
+            index.set_ef(64)
+            found["index"] = timed("query", lambda: index.knn_query(q, k=k + 1)[0])
+        elif library == "usearch":
+            from usearch.index import Index
+
+            index = Index(ndim=x.shape[1], metric="l2sq", dtype="f32", connectivity=16)
+            timed("build", lambda: index.add(np.arange(n), x))
+            found["index"] = timed("query", lambda: index.search(q, k + 1).keys)
+        else:
+            from pynndescent import NNDescent
+
+            warm = NNDescent(x[:2000], n_neighbors=k + 1, random_state=0)  # numba compiles, not timed
+            warm.query(q[:10], k=k + 1)
+            index = timed("build", lambda: NNDescent(x, n_neighbors=k + 1, random_state=0, n_jobs=-1))
+            # its own graph holds every row's neighbours: the graph costs no more than the build
+            found["graph"] = index.neighbor_graph[0][queries]
+            found["index"] = timed("query", lambda: index.query(q, k=k + 1)[0])
+
+    line = measure("neighbours", n, run, library=library, dims=x.shape[1], queries=len(q), k=k)
+
+    def recall(got) -> float:
+        """Share of the exact k nearest rows found (the query row itself left out of both)."""
+        hits = [len(set([i for i in g if i != r][:k]) & set([i for i in t if i != r][:k])) / k
+                for r, g, t in zip(queries, got, truth, strict=True)]
+        return float(np.mean(hits))
+
+    line.update({"build_seconds": round(timings["build"], 3), "query_seconds": round(timings["query"], 3),
+                 "recall": round(recall(np.asarray(found["index"])), 4)})
+    per_query = timings["query"] / len(q)
+    if library in ("numpy", "sklearn", "faiss_flat"):
+        graph, graph_1m = per_query * n, per_query * n * (1e6 / n) ** 2
+    elif library == "pynndescent":
+        graph, graph_1m = timings["build"], timings["build"] * 1e6 / n
+        line["graph_recall"] = round(recall(found["graph"]), 4)
+    else:
+        graph = timings["build"] + per_query * n
+        graph_1m = graph * 1e6 / n
+    line.update({"graph_seconds_estimate": round(graph, 1), "graph_1m_seconds_estimate": round(graph_1m, 1)})
+    return line
+
+
 def judge(line: dict, goal_seconds: float, goal_memory_gb: float | None = None) -> dict:
     line["goal_seconds"] = goal_seconds
     ok = line["seconds"] <= goal_seconds
@@ -452,6 +629,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-rounds", type=int, default=5, help="stage runs, alternating with model-only runs")
     parser.add_argument("--only", default="table,labels_stats,quick_head,query,analyze,label,embed,embed_update")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--neighbours", default=",".join(NEIGHBOURS), help="searches for --only neighbours")
+    parser.add_argument("--nn-rows", type=int, default=200_000, help="rows of the neighbour searches' features")
+    parser.add_argument("--nn-queries", type=int, default=2000, help="query rows of the neighbour searches")
+    parser.add_argument("--nn-k", type=int, default=20, help="neighbours per query row")
     parser.add_argument("--project", help="a folder for the set-up project, made once and reused by later runs "
                         "with the same --rows, --dims and --labelled (default: a temporary folder)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -463,7 +644,12 @@ def main(argv: list[str] | None = None) -> int:
 
     steps = []
     for step in args.only.split(","):
-        steps += [f"query:{s}" for s in args.strategies.split(",")] if step == "query" else [step]
+        if step == "query":
+            steps += [f"query:{s}" for s in args.strategies.split(",")]
+        elif step == "neighbours":
+            steps += [f"neighbours:{s}" for s in args.neighbours.split(",")]
+        else:
+            steps.append(step)
     missed = []
     with tempfile.TemporaryDirectory(prefix="patchcfg_scale_") as tmp:
         folder = Path(tmp)

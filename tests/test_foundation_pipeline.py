@@ -84,7 +84,7 @@ def test_the_encoder_is_frozen_in_the_first_stage_and_trains_in_the_second(
 
     preset = hub_preset("dinov2")
     path = hub_config(tmp_path, digits_table, finetune_config, preset, pooling="cls")
-    config = load_config(path, ['finetune.stages=[{"epochs": 1, "lr": 0.01, "freeze_encoder": true}]'])
+    config = load_config(path, ['finetune.stages=[{"epochs": 1, "lr": 0.01}]'])  # a preset: frozen by default
     run_finetune(config, root=tmp_path / "frozen", verbose=0)
     import keras
 

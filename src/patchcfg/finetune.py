@@ -239,7 +239,9 @@ def pseudo_labels(p_weak, groups, threshold: float):
 # --------------------------------------------------------------------------- models
 
 def resolve_encoder_spec(config: dict, experiment_dir: Path) -> tuple[dict, bool]:
-    """The backbone spec the classifier's encoder is built from, and whether it carries weights."""
+    """The backbone spec the classifier's encoder is built from, and whether the first stage freezes
+    it by default: it carries weights (pretrained, a file, ImageNet, a KerasHub preset) or the
+    backbone says ``trainable: false``."""
     from patchcfg.models.classifier import encoder_needs_feature_map
 
     finetune = config["finetune"]
@@ -260,7 +262,8 @@ def resolve_encoder_spec(config: dict, experiment_dir: Path) -> tuple[dict, bool
         if not Path(source).is_file():
             raise UserError(f"finetune.encoder: {source} does not exist (a .keras encoder or .weights.h5 file)")
         spec["weights"] = str(source)
-    return spec, spec.get("weights") is not None
+    carries_weights = spec.get("weights") is not None or str(spec.get("name", "")).lower() == "keras_hub"
+    return spec, carries_weights or spec.get("trainable") is False
 
 
 def build_model(config: dict, encoder_spec: dict, n_classes: int, groups=None) -> keras.Model:

@@ -346,7 +346,7 @@ def test_parse_strategy():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("entropyy", "unknown strategy 'entropyy' (did you mean 'entropy'?); valid strategys: random, entropy"),
+    ("entropyy", "unknown strategy 'entropyy' (did you mean 'entropy'?); valid strategies: auto, random, entropy"),
     ("maxent:dgo", "unknown class 'dgo' in 'maxent:dgo' (did you mean 'dog'?); valid classes: cat, dog"),
     ("hihg:cat", "unknown strategy 'hihg:' in 'hihg:cat' (did you mean 'high:'?)"),
     ("maxent", "strategy 'maxent' needs a class: 'maxent:<class>' (classes: cat, dog)"),

@@ -41,11 +41,13 @@ def mean_entropy():
 
 def test_builtin_listing_is_the_public_tuple():
     assert STRATEGIES == strategy_listing() == (
-        "random", "entropy", "margin", "least_confidence", "badge", "diversity", "maxent:<class>",
-        "high:<class>", "low:<class>", "guide:<class>")
-    assert USES_FEATURES == feature_users() == ("badge", "diversity", "guide")
+        "auto", "random", "entropy", "margin", "least_confidence", "badge", "diversity", "typiclust", "probcover",
+        "mistakes", "maxent:<class>", "high:<class>", "low:<class>", "guide:<class>")
+    assert USES_FEATURES == feature_users() == (
+        "auto", "badge", "diversity", "typiclust", "probcover", "mistakes", "guide")
     # a query scores every candidate for these; for the others only the picks, for the queue's p_ columns
-    assert probability_users() == ("entropy", "margin", "least_confidence", "badge", "maxent", "high", "low", "guide")
+    assert probability_users() == ("auto", "entropy", "margin", "least_confidence", "badge", "maxent", "high",
+                                   "low", "guide")
 
 
 def test_schema_file_matches_the_registry():
@@ -53,7 +55,7 @@ def test_schema_file_matches_the_registry():
     assert text == docs.query_schema_text(), "regenerate: patchcfg schema --update-schemas"
     prop = json.loads(text)["properties"]["strategy"]
     pattern = re.compile(prop["pattern"])
-    assert prop["default"] == "entropy"
+    assert prop["default"] == "auto"
     for shown in STRATEGIES:
         assert pattern.match(shown.replace("<class>", "cat")), shown
     for bad in ("entropyy", "high", "maxent:", "random:cat", ""):

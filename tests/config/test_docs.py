@@ -20,7 +20,7 @@ def test_update_schemas_rewrites_only_what_is_stale(tmp_path):
     assert docs.update_schemas(tmp_path) == []
     (tmp_path / "augmentation.schema.json").write_text("{}\n", encoding="utf-8")
     query = tmp_path / "query.schema.json"
-    stale = query.read_text(encoding="utf-8").replace('"pattern": "^(random|', '"pattern": "^(rando|')
+    stale = query.read_text(encoding="utf-8").replace('"pattern": "^(auto|', '"pattern": "^(aut|')
     query.write_text(stale, encoding="utf-8")
     assert docs.update_schemas(tmp_path) == ["augmentation.schema.json", "query.schema.json"]
     for name, text in docs.generated_schemas(tmp_path).items():

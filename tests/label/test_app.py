@@ -22,7 +22,7 @@ def test_page_and_state(lab, client_of):
     state = c.get("/api/state").json()
     assert state["classes"] == ["zero", "one"] and state["counts"]["rows"] == 24
     assert state["counts"]["classes"]["zero"]["train"] == {"present": 0, "absent": 0, "unknown": 24}
-    assert state["settings"]["grid"] == 4 and state["query"] == {"strategy": "entropy", "subset": "unlabeled"}
+    assert state["settings"]["grid"] == 4 and state["query"] == {"strategy": "auto", "subset": "unlabeled"}
     assert "random over unlabeled" in c.get("/api/queue?n=3").json()["ordered_by"]
     session = json.loads((root / "lab" / "label" / "session.json").read_text())
     assert session["label"]["grid"] == 4 and session["classes"] == ["zero", "one"]
@@ -574,3 +574,27 @@ def test_a_class_the_output_groups_would_not_hold_is_refused_before_the_table_ch
         assert added.status_code == 409 and "classes: rest" in added.json()["error"], added.text
         assert renamed.status_code == 409 and "nil" in renamed.json()["error"]
         assert list(on_disk(labels).columns) == before and c.label_app.store.classes == ["zero", "one"]
+
+
+def test_auto_ranks_by_its_cold_start_before_any_model_then_hands_over(lab, client_of):
+    import numpy as np
+
+    config, labels, root = lab
+    folder = root / "lab" / "embed"
+    folder.mkdir(parents=True)
+    table = read_label_table(labels)
+    rng = np.random.default_rng(0)
+    np.save(folder / "features.npy", rng.normal(size=(24, 5)).astype(np.float32))
+    pd.DataFrame({"filepath": table.resolved_paths()}).to_csv(folder / "index.csv", index=False)
+    config = {**config, "query": {**config["query"], "handover": 8}}
+    c = client_of(config, root)
+    c.label_app.learner.join()
+    queue = c.get("/api/queue?strategy=auto&n=4").json()
+    assert {r["picked_by"] for r in queue["rows"]} == {"probcover"}, queue
+    assert queue["ordered_by"].startswith("auto (probcover now) over unlabeled"), queue["ordered_by"]
+    c.post("/api/label", json={"rows": [0, 1, 2, 3], "changes": {"zero": 1, "one": 0}})
+    c.post("/api/label", json={"rows": [4, 5, 6, 7], "changes": {"zero": 0, "one": 1}})
+    c.post("/api/retrain")
+    queue = c.get("/api/queue?strategy=auto&n=4").json()
+    assert {r["picked_by"] for r in queue["rows"]} == {"entropy"}, queue  # 8 labelled rows: the handover
+    assert queue["ordered_by"].startswith("auto (entropy now) over unlabeled, scored by the quick head")

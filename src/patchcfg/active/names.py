@@ -21,7 +21,12 @@ def unknown(what: str, name: str, valid: Sequence[str], context: str = "", shown
     close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     where = f" in '{context}'" if context and context != name else ""
-    plural = f"{what}es" if what.endswith(("s", "x", "sh", "ch")) else f"{what}s"
+    if what.endswith(("s", "x", "sh", "ch")):
+        plural = f"{what}es"
+    elif what.endswith("y") and what[-2:-1] not in "aeiou":
+        plural = f"{what[:-1]}ies"
+    else:
+        plural = f"{what}s"
     return UserError(f"unknown {what} '{name}'{where}{hint}; "
                      f"valid {plural}: {listing(shown or valid) or 'none'}")
 

@@ -6,7 +6,8 @@ output table. ``score`` (higher = more wanted) is, per strategy: random, a unifo
 margin, least_confidence and maxent, the uncertainty score of :mod:`patchcfg.active.scores` in
 [0, 1]; high, p_c; low, 1 - p_c; guide, the reciprocal-rank-fusion score of its signals; badge, the
 squared gradient-embedding distance to the nearest earlier pick; diversity, the feature distance
-to the nearest labelled row or earlier pick.
+to the nearest labelled row or earlier pick; typiclust, the typicality of the pick in its cluster;
+probcover, how many uncovered rows the pick covers; auto, the score of the strategy in charge.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def parse_strategy(text: str, classes: Sequence[str]) -> tuple[str, int | None]:
 def rank(strategy: str, *, probabilities: np.ndarray | None, features: np.ndarray | None,
          classes: Sequence[str], candidates: np.ndarray, n: int, labels: np.ndarray | None = None,
          explore: float = 0.0, sampling: str = "top", mix: float = 0.0, exclusive: bool = False,
-         seed: int = 0) -> pd.DataFrame:
+         seed: int = 0, schedule: dict | None = None) -> pd.DataFrame:
     """Rank the candidate rows for labelling; returns the top ``n`` as a DataFrame.
 
     Arguments (all arrays are over the rows of the label table):
@@ -80,7 +81,11 @@ def rank(strategy: str, *, probabilities: np.ndarray | None, features: np.ndarra
     - ``sampling``: high/low only: ``"top"`` takes the top n; ``"weighted"`` draws without
       replacement with weights p⁴ (low: (1 - p)⁴), patchwork's hard-negative mining.
     - ``mix``: guide only: fraction of its picks taken by entropy instead (picked_by ``"entropy"``).
-    - ``seed``: every random choice (random, explore, weighted, badge, diversity) follows it.
+    - ``seed``: every random choice (random, explore, weighted, badge, diversity, typiclust,
+      probcover) follows it.
+    - ``schedule``: auto only: ``cold_start``, ``then``, ``handover``, ``handover_per_class`` (the
+      query section's keys; missing ones take the schema's defaults, see :func:`auto_schedule`) and
+      ``train``, a (rows,) bool mask of the rows whose labels count toward the handover (default: all).
 
     Columns: ``row`` (index into the table), ``rank`` (1 = label first), ``score`` (higher = more
     wanted; see the module docstring; for explore picks the strategy's score of that row where
@@ -99,6 +104,7 @@ def rank(strategy: str, *, probabilities: np.ndarray | None, features: np.ndarra
         raise unknown("sampling", str(sampling), SAMPLING)
     strategy = get_strategy(name)
     strategy.check(label, probabilities, features, float(mix))
+    schedule = auto_schedule(schedule, classes) if name == "auto" else None
 
     rows = np.flatnonzero(candidates)
     total = min(int(n), len(rows))
@@ -106,7 +112,8 @@ def rank(strategy: str, *, probabilities: np.ndarray | None, features: np.ndarra
     rng = np.random.default_rng([int(seed), 0])
     query = Query(label=label, cls=cls, rows=rows,
                   probabilities=probabilities[rows] if probabilities is not None else None,
-                  features=features, labels=labels, sampling=sampling, mix=float(mix), exclusive=exclusive)
+                  features=features, labels=labels, sampling=sampling, mix=float(mix), exclusive=exclusive,
+                  schedule=schedule)
     picks, picked_scores, picked_by, pointwise = strategy.select(query, total - n_explore, rng)
 
     explore_rng = np.random.default_rng([int(seed), 1])
@@ -121,6 +128,30 @@ def rank(strategy: str, *, probabilities: np.ndarray | None, features: np.ndarra
         "score": np.concatenate([picked_scores, extra_scores]).astype(np.float64)[order],
         "picked_by": np.asarray(list(picked_by) + ["explore"] * len(extra), dtype=object)[order],
     }, columns=list(COLUMNS))
+
+
+#: the query section's keys that make ``auto``'s schedule
+SCHEDULE_KEYS = ("cold_start", "then", "handover", "handover_per_class")
+
+
+def auto_schedule(schedule: dict | None, classes: Sequence[str]) -> dict:
+    """``auto``'s schedule: the given keys of the query section, the schema's defaults for the rest;
+    ``cold_start`` and ``then`` must be other strategies (either may take a class: ``high:cat``),
+    kept parsed under ``parsed``: name -> (strategy, class index or None)."""
+    from patchcfg.config import with_defaults
+
+    defaults = with_defaults("query", {})
+    out = {key: (schedule or {}).get(key, defaults[key]) for key in SCHEDULE_KEYS}
+    out["parsed"] = {}
+    for key in ("cold_start", "then"):
+        out[key] = str(out[key]).strip()
+        name, cls = parse_strategy(out[key], classes)
+        if name == "auto":
+            raise UserError(f"query.{key}: auto cannot hand over to itself; name another strategy")
+        out["parsed"][out[key]] = (name, cls)
+    out["parsed"]["random"] = ("random", None)
+    out["train"] = (schedule or {}).get("train")
+    return out
 
 
 def _check_inputs(label, candidates, probabilities, features, labels, n_classes, exclusive):

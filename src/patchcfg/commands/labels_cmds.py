@@ -87,3 +87,81 @@ def labels_add_class(table, names):
 
     added = add_classes(table, [n.strip() for name in names for n in name.split(",") if n.strip()])
     click.echo(f"added {', '.join(added)} to {table}")
+
+
+@labels.command("review")
+@click.argument("args", nargs=-1, required=True, metavar="CONFIG [KEY=VALUE ...]")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The review CSV to write.")
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True,
+              help="Folds of the out-of-fold fit (no row is scored by a model that saw it).")
+@click.option("--n", "n", type=click.IntRange(1), default=None, help="Write only the N most likely mistakes.")
+@click.option("--method", type=click.Choice(["confident_joint", "prune_by_noise_rate", "threshold"]),
+              default="confident_joint", show_default=True,
+              help="Which cells are suspects: off the confident joint's diagonal (fewest, surest); as many "
+                   "as it counts, largest margins first (more found, less sure); below the threshold (most).")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False), default=None, metavar="CSV",
+              help="The label table (sets data.labels).")
+@click.option("--experiments", "experiments_root", default=None, metavar="DIR",
+              help="Where experiment folders go (default: $PATCHCFG_EXPERIMENTS or ./experiments).")
+@click.option("--force", is_flag=True, help="Replace an existing --out file that is not a review this command wrote.")
+def labels_review(args, out, folds, n, method, labels_path, experiments_root, force):
+    """Rank the labelled cells of the config's table by how likely they are wrong.
+
+    Out-of-fold probabilities of the quick head on the cached features (`patchcfg embed CONFIG`),
+    then confident learning per class (a softmax output's classes judged together); one row per
+    suspect cell, most likely wrong first: filepath, row, class, given, p (out of fold), score
+    (|given - p|), rank. Excluded rows are not reviewed. Fix the labels in the table, or in
+    `patchcfg label` with the strategy mistakes.
+
+    \b
+    Example:
+      patchcfg labels review configs/demo.yaml --out review.csv
+      patchcfg labels review configs/demo.yaml --out review.csv --folds 10 --n 50
+    """
+    import numpy as np
+
+    from patchcfg.active.review import COLUMNS, review_frame, review_labels
+    from patchcfg.active.rows import RowFeatures
+    from patchcfg.atomic import atomic_write_text, check_output, starts_with
+    from patchcfg.commands._common import labels_override, one_config
+    from patchcfg.config import load_config
+    from patchcfg.embed import load_features, positions_in
+    from patchcfg.experiment import experiment_dir
+    from patchcfg.experiment import experiments_root as resolve_root
+    from patchcfg.labels import read_label_table
+    from patchcfg.models.outputs import scoring_groups
+
+    path, overrides = one_config(args)
+    config = load_config(path, [*overrides, *labels_override(labels_path)])
+    table_path = config["data"]["labels"]
+    check_output(out, protected=[("label table", table_path), ("config", path)],
+                 ours=starts_with([",".join(COLUMNS)]), force=force)
+    table = read_label_table(table_path)
+    folder = experiment_dir(resolve_root(experiments_root), config["name"])
+    if not (folder / "embed" / "features.npy").is_file():
+        raise UserError(f"{folder}/embed has no cached features: run `patchcfg embed {path}` first")
+    cached, cached_paths = load_features(folder)
+    paths = table.resolved_paths()
+    index = None if list(cached_paths) == paths else positions_in(cached_paths, paths)
+    has = np.ones(len(table), bool) if index is None else index >= 0
+    labels = table.label_matrix()
+    labelled = (labels >= 0).any(axis=1) & ~table.exclude
+    missing = int((labelled & ~has).sum())
+    rows = np.flatnonzero(labelled & has)
+    if not len(rows):
+        raise UserError(f"{table_path} has no labelled row with cached features to review"
+                        + (f" ({missing} labelled rows have none: run `patchcfg embed {path}` again)"
+                           if missing else ""))
+    try:
+        exclusive = scoring_groups(config.get("finetune"), list(table.classes))
+    except UserError:  # the groups name classes the table lacks: score every class alone
+        exclusive = False
+    features = RowFeatures(cached, index)  # the table's rows seen in the cached matrix (-1: none), no copy
+    review = review_labels(features, labels, rows, folds=folds, seed=int(config["seed"]), exclusive=exclusive,
+                           method=method)
+    frame = review_frame(table, review, n)
+    atomic_write_text(out, frame.to_csv(index=False, lineterminator="\n"))
+    suspects = int(review.cells["suspect"].sum())
+    skipped = f"; {missing} labelled rows without cached features were skipped" if missing else ""
+    click.echo(f"reviewed {len(review.cells)} labelled cells of {len(rows)} rows ({folds} folds, C={review.C:g}): "
+               f"{suspects} suspects, {len(frame)} written to {out}{skipped}")

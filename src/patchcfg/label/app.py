@@ -1,7 +1,9 @@
 """The labelling app's routes (Starlette). JSON in and out; every refusal is a 4xx with a message.
 
 ``GET /`` the page; ``GET /api/state``; ``GET /api/queue?strategy=&subset=&n=``;
-``GET /api/row/{row}``; ``GET /api/image/{row}?size=thumb|full``; ``POST /api/label``;
+``GET /api/row/{row}``; ``GET /api/image/{row}?size=thumb|full``;
+``GET /api/similar?rows=3,8&n=16`` (more like this: the nearest unlabelled rows, near duplicates
+grouped); ``POST /api/label``;
 ``POST /api/undo``; ``POST /api/classes``; ``POST /api/retrain``; ``POST /api/flush``;
 ``GET /api/jobs``, ``POST /api/jobs/finetune``, ``DELETE /api/jobs/{id}`` (background finetune jobs);
 ``GET /api/events?since=N`` (a poll: rows other clients changed, the model's version, messages);
@@ -33,6 +35,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from patchcfg.errors import UserError
+from patchcfg.label.similar import Similar
 from patchcfg.label.store import RequestError
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -139,6 +142,7 @@ class LabelApp:
         self.jobs = jobs
         self.config = config
         self.settings = config["label"]
+        self.similar = Similar(store, queue, learner, self.settings["duplicate_threshold"])
         self.idle_seconds = idle_seconds
         self.started = time.time()
         self._stop = threading.Event()
@@ -147,6 +151,7 @@ class LabelApp:
     def start(self) -> None:
         _write_session(self)
         self.learner.start()
+        threading.Thread(target=self.similar.warm, daemon=True).start()  # the rows' norms, for `m`
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True)
         self._flusher.start()
 
@@ -210,6 +215,7 @@ class LabelApp:
                          "retrain_after_pause": self.settings["retrain_after_pause"],
                          "finetune_every": self.settings["finetune_every"],
                          "reserve_seconds": self.settings["reserve_seconds"],
+                         "duplicate_threshold": self.settings["duplicate_threshold"],
                          "validation_fraction": self.settings["validation_fraction"],
                          "display": self.settings["display"], "stop_when": self.settings["stop_when"]},
             "query": {"strategy": self.config["query"]["strategy"], "subset": self.config["query"]["subset"]},
@@ -290,6 +296,20 @@ async def queue(request: Request):
         raise RequestError(f"n must be a whole number, got '{params.get('n')}'") from None
     result = await run_in_threadpool(app.queue.next, _client(request), strategy, subset, n)
     return JSONResponse(result)
+
+
+@_api
+async def similar(request: Request):
+    """More like this: ``rows`` (row numbers, comma-separated) and ``n`` (groups, default a grid page)."""
+    app: LabelApp = request.app.state.label
+    params = request.query_params
+    try:
+        n = int(params.get("n") or app.settings["grid"] ** 2)
+    except ValueError:
+        raise RequestError(f"n must be a whole number, got '{params.get('n')}'") from None
+    client = _client(request)
+    rows = app.similar.parse_rows(params.get("rows"))
+    return JSONResponse(await run_in_threadpool(app.similar.search, client, rows, n))
 
 
 @_api
@@ -453,6 +473,7 @@ def create_app(label_app: LabelApp, token: str, allowed_hosts: set[str] | None, 
         Route("/favicon.ico", favicon),
         Route("/api/state", state),
         Route("/api/queue", queue),
+        Route("/api/similar", similar),
         Route("/api/row/{row:path}", row),
         Route("/api/image/{row:path}", image),
         Route("/api/label", label, methods=["POST"]),

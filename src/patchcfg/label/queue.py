@@ -45,7 +45,8 @@ class Queue:
 
     def next(self, client: str, strategy: str, subset: str, n: int) -> dict:
         from patchcfg import active
-        from patchcfg.active.strategies import feature_users
+        from patchcfg.active.ranking import SCHEDULE_KEYS
+        from patchcfg.active.strategies import feature_users, get_strategy
 
         if not 1 <= n <= 1000:
             raise RequestError(f"n must be between 1 and 1000, got {n}")
@@ -61,24 +62,34 @@ class Queue:
             except Exception as error:  # UserError with did-you-mean, or a malformed name
                 raise RequestError(str(error)) from None
             labels = table.label_matrix()
+            train = ~table.validation & ~table.exclude  # the rows whose labels count toward auto's handover
+            reviewed = _reviewed_rows(get_strategy(name), table, labels)
+        if reviewed is not None:  # a strategy that reviews labels (mistakes): the subset's labelled rows
+            candidates = candidates & reviewed if subset != "unlabeled" else reviewed
+            subset = "the labelled rows" + (f" of {subset}" if subset != "unlabeled" else "")
         why = ""
         probabilities, features = snapshot.probabilities, snapshot.features
         scored_by = f"{snapshot.source} v{snapshot.version}"
+        # auto's cold start ranks on the features alone: it needs no model yet
+        cold_start = name == "auto" and features is not None
         if name != "random":
             if probabilities is None and snapshot.features is None:
                 why = f"features not ready ({self.learner.features_message})"
-            elif probabilities is None and snapshot.version:
+            elif probabilities is None and snapshot.version and not cold_start:
                 why = "the model is refitted for the changed classes"
-            elif probabilities is None:
+            elif probabilities is None and not cold_start:
                 why = "no model fitted yet (label some images, or retrain)"
             elif name in feature_users() and features is None:
                 why = f"{name} needs the cached features ({self.learner.features_message})"
             if why:
                 name, probabilities, features = "random", None, None
             else:
-                candidates &= snapshot.scored
+                if probabilities is not None:
+                    candidates &= snapshot.scored
                 if name in feature_users():
                     candidates &= snapshot.has_features
+                    if reviewed is not None:
+                        labels[~snapshot.has_features] = -1  # no features: neither fitted on nor judged
                 else:
                     features = None
         with self.lock:
@@ -91,19 +102,30 @@ class Queue:
             used = strategy if name != "random" or strategy == "random" else "random"
             ranking = active.rank(used, probabilities=probabilities, features=features, classes=classes,
                                   candidates=candidates, n=n, labels=labels,
-                                  explore=float(self.query["explore"]), sampling=self.query["sampling"],
+                                  explore=0.0 if reviewed is not None else float(self.query["explore"]),
+                                  sampling=self.query["sampling"],
                                   mix=float(self.query["mix"]), exclusive=self.exclusive(classes),
-                                  seed=self.seed + self.calls)
+                                  seed=self.seed + self.calls,
+                                  schedule={**{key: self.query[key] for key in SCHEDULE_KEYS},
+                                            "train": train})
             rows = [int(r) for r in ranking["row"]]
             for r, (c, _) in list(self.reservations.items()):
                 if c == client:
                     del self.reservations[r]
             for r in rows:
                 self.reservations[r] = (client, now + self.reserve_seconds)
+        shown = strategy
+        if name == "auto":  # which strategy auto handed this page to
+            now = next((p for p in ranking["picked_by"] if p != "explore"), None)
+            shown = f"auto ({now} now)" if now else strategy
         if used == "random":
             self.ordered_by = f"random over {subset}" + (f" ({strategy} waits: {why})" if why else "")
+        elif reviewed is not None:
+            self.ordered_by = f"{strategy} over {subset}, scored out of fold on the cached features"
+        elif probabilities is None:
+            self.ordered_by = f"{shown} over {subset}, on the cached features (no model yet)"
         else:
-            self.ordered_by = f"{strategy} over {subset}, scored by the {scored_by}"
+            self.ordered_by = f"{shown} over {subset}, scored by the {scored_by}"
         items = []
         scores = ranking["score"].to_numpy()
         picked = ranking["picked_by"].to_numpy()
@@ -153,3 +175,15 @@ class Queue:
             for r, (c, _) in list(self.reservations.items()):
                 if c == client:
                     del self.reservations[r]
+
+
+def _reviewed_rows(strategy, table, labels: np.ndarray) -> np.ndarray | None:
+    """For a strategy that reviews labels (``mistakes``), the rows it may show: those with a known
+    cell, not excluded (the labels of excluded rows are blanked in ``labels``: kept out of its fit,
+    as out of training). The pool ``unlabeled`` holds none of them: then every labelled row is a
+    candidate. Its queue takes no exploration picks: a review shows the likeliest mistakes first.
+    None for the other strategies."""
+    if not getattr(strategy, "reviews_labels", False):
+        return None
+    labels[table.exclude] = -1
+    return (labels >= 0).any(axis=1)

@@ -146,6 +146,7 @@ class QueryStage(Stage):
         import pandas as pd
 
         from patchcfg import active
+        from patchcfg.active.ranking import SCHEDULE_KEYS
         from patchcfg.active.strategies import probability_users
         from patchcfg.atomic import atomic_write_text
 
@@ -169,7 +170,9 @@ class QueryStage(Stage):
         ranking = active.rank(query["strategy"], probabilities=probabilities, features=self.features,
                               classes=table.classes, candidates=self.candidates, n=int(query["n"]), labels=labels,
                               explore=float(query["explore"]), sampling=query["sampling"], mix=float(query["mix"]),
-                              exclusive=exclusive, seed=seed)
+                              exclusive=exclusive, seed=seed,
+                              schedule={**{key: query[key] for key in SCHEDULE_KEYS},
+                                        "train": ~table.exclude & ~table.validation})
         picked = ranking["row"].to_numpy()
         frame = pd.DataFrame({"filepath": [table.df["filepath"][r] for r in picked],
                               "rank": ranking["rank"].to_numpy(), "score": ranking["score"].to_numpy(),

@@ -35,8 +35,8 @@ from patchcfg.registries import import_modules
 
 #: Where the built-in strategies stand in listings (plain ones first, then those taking a class);
 #: strategies not named here follow, by name.
-LISTED = ("random", "entropy", "margin", "least_confidence", "badge", "diversity", "maxent", "high", "low",
-          "guide")
+LISTED = ("auto", "random", "entropy", "margin", "least_confidence", "badge", "diversity", "typiclust",
+          "probcover", "mistakes", "maxent", "high", "low", "guide")
 HINTS = {"features": "run `patchcfg embed` first to cache features",
          "probabilities": "score the images first (the fine-tuned model, or the quick head on cached "
                           "features)"}
@@ -61,6 +61,8 @@ class Query:
     sampling: str = "top"
     mix: float = 0.0
     exclusive: bool = False
+    #: ``auto``'s schedule: ``cold_start``, ``then``, ``handover``, ``handover_per_class``
+    schedule: dict | None = None
 
 
 class Strategy:

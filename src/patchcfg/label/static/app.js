@@ -18,6 +18,8 @@ const S = {
   images: new Map(),  // "row:size" -> {url, error}
   loading: false,
   chain: Promise.resolve(), // key actions run one after another, in the order pressed
+  like: null,         // "more like this" (m): {query: rows, result: /api/similar, saved: the queue's page}
+  wholeGroups: localStorage.getItem("patchcfg-whole-groups") !== "off",  // d: label near duplicates together
   busy: 0,                  // actions queued or running (tests wait for 0)
 };
 window.patchcfg = S;
@@ -278,6 +280,7 @@ function refreshStateSoon() {
 function gridN() { return S.state ? S.state.settings.grid : 4; }
 
 async function nextBatch() {
+  if (S.like) return likeBatch();
   if (S.loading) return;
   S.loading = true;
   try {
@@ -312,9 +315,117 @@ function targets() {
 }
 
 function replaceRows(rows) {
+  // what the server says of a row replaces what the page held; what only the page's list knew of
+  // it (its score, its group of near duplicates) stays
+  const batches = S.like ? [S.batch, S.like.saved.batch] : [S.batch];
   for (const r of rows) {
-    for (let i = 0; i < S.batch.length; i++) if (S.batch[i].row === r.row) S.batch[i] = r;
+    for (const batch of batches) {
+      for (let i = 0; i < batch.length; i++) if (batch[i].row === r.row) batch[i] = {...batch[i], ...r};
+    }
   }
+}
+
+// ------------------------------------------------------------------ more like this (m)
+
+async function fetchLike(query) {
+  const params = new URLSearchParams({rows: query.join(","), n: gridN() * gridN()});
+  return api("GET", `/api/similar?${params}`);
+}
+
+function showLike(result) {
+  S.like.result = result;
+  S.batch = result.rows;
+  S.pos = 0;
+  S.selected.clear();
+  render();
+  prefetch();
+}
+
+async function likeThis() {
+  if (S.like) return leaveLike();
+  const items = S.view === "grid" && S.selected.size ? targets() : current() ? [current()] : [];
+  if (!items.length) return;
+  const query = items.map((it) => it.row);
+  S.loading = true;
+  try {
+    const result = await fetchLike(query);
+    const saved = {batch: S.batch, pos: S.pos, view: S.view, selected: new Set(S.selected)};
+    S.like = {query, result, saved};
+    S.view = "grid";
+    showLike(result);
+  } catch (e) {
+    say(e.message, "error");
+  } finally {
+    S.loading = false;
+  }
+}
+
+async function likeBatch() {  // the next nearest (the ones labelled have left the candidates)
+  if (S.loading) return;
+  S.loading = true;
+  try {
+    showLike(await fetchLike(S.like.query));
+  } catch (e) {
+    say(e.message, "error");
+  } finally {
+    S.loading = false;
+  }
+}
+
+function leaveLike() {  // back to the queue's page, where it was
+  const saved = S.like.saved;
+  S.like = null;
+  S.batch = saved.batch;
+  S.pos = Math.min(saved.pos, Math.max(0, S.batch.length - 1));
+  S.view = saved.view;
+  S.selected = saved.selected;
+  render();
+  prefetch();
+}
+
+function toggleWholeGroups() {
+  S.wholeGroups = !S.wholeGroups;
+  localStorage.setItem("patchcfg-whole-groups", S.wholeGroups ? "on" : "off");
+  say(S.wholeGroups ? "labels apply to every near duplicate of a tile"
+    : "labels apply to the image shown only, not its near duplicates");
+  render();
+}
+
+function rowsOf(items) {
+  // in "more like this", a tile stands for its near duplicates too (unless d turned that off)
+  if (!S.like || !S.wholeGroups) return items.map((it) => it.row);
+  const rows = new Set();
+  for (const it of items) for (const r of it.group || [it.row]) rows.add(r);
+  return [...rows];
+}
+
+function renderLike() {
+  const bar = $("like");
+  bar.hidden = !S.like;
+  $("empty").textContent = S.like ? "No unlabelled image left to compare with (all labelled, excluded or " +
+    "held by another annotator). Esc or m: back to the queue."
+    : "No images left in this subset. Pick another subset or strategy above.";
+  if (!S.like) return;
+  const r = S.like.result, q = S.like.query;
+  const what = q.length === 1 ? `row ${q[0]}` : `the ${q.length} selected images`;
+  const grouped = r.rows.filter((it) => it.group.length > 1).length;
+  let text = `<b>More like ${esc(what)}</b>: the ${r.rows.length} nearest unlabelled images ` +
+    `(of ${r.candidates}), most similar first`;
+  if (r.threshold != null) {
+    text += ` · near duplicates (similarity ≥ ${r.threshold}) as one tile ×N` +
+      (grouped ? `, ${grouped} here` : "") +
+      `, labelled ${S.wholeGroups ? "together" : "one by one"} <kbd>d</kbd>`;
+  }
+  text += " · <kbd>Esc</kbd> or <kbd>m</kbd>: back to the queue";
+  bar.innerHTML = text;
+}
+
+function likeInfo(item) {
+  if (!S.like || item.similarity == null) return "";
+  const n = item.group ? item.group.length : 1;
+  const title = n > 1 ? ` title="${n} near duplicates: labelled together unless d says otherwise"` : "";
+  return `<div class="like-info"><span class="sim">${item.similarity.toFixed(3)}</span>` +
+    (n > 1 ? `<span class="count"${title}>×${n}</span>` : "") + "</div>";
 }
 
 // ------------------------------------------------------------------ images
@@ -369,6 +480,7 @@ function render() {
   $("empty").hidden = S.batch.length > 0;
   $("single").hidden = grid || !S.batch.length;
   $("grid").hidden = !grid || !S.batch.length;
+  renderLike();
   if (grid) renderGrid(); else renderSingle();
   renderClasses();
 }
@@ -380,6 +492,8 @@ async function renderSingle() {
   $("caption").innerHTML = `row ${item.row} · ${esc(item.filepath)} · ${S.pos + 1}/${S.batch.length}` +
     (item.picked_by ? ` · picked by ${esc(item.picked_by)}` : "") +
     (item.score != null ? ` (${item.score})` : "") +
+    (S.like && item.similarity != null ? ` · similarity ${item.similarity.toFixed(3)}` +
+      (item.group.length > 1 ? ` · ×${item.group.length} near duplicates` : "") : "") +
     `<div class="chips">${chips(item)}</div>`;
   const wanted = item.row;
   const img = await imageOf(item.row, "full");
@@ -402,7 +516,8 @@ function renderGrid() {
       (isDone(item) ? " done" : "");
     tile.dataset.index = i;
     tile.dataset.row = item.row;
-    tile.innerHTML = `<img alt=""><div class="chips">${chips(item)}</div><div class="num">${item.row}</div>`;
+    tile.innerHTML = `<img alt=""><div class="chips">${chips(item)}</div><div class="num">${item.row}</div>` +
+      likeInfo(item);
     tile.addEventListener("click", (ev) => {
       if (ev.shiftKey && S.pos >= 0) {
         const [a, b] = [Math.min(S.pos, i), Math.max(S.pos, i)];
@@ -503,6 +618,7 @@ function startRename(div, old) {
 
 function setView(view) {
   S.view = view;
+  if (S.like) return render();  // the same neighbours, one at a time or as the grid
   localStorage.setItem("patchcfg-view", view);
   if (view === "grid") return nextBatch();  // a fresh page of images to label
   render();
@@ -512,7 +628,7 @@ function setView(view) {
 
 async function send(items, changes, advance) {
   if (!items.length) return;
-  const rows = items.map((it) => it.row);
+  const rows = rowsOf(items);
   const body = rows.length === 1 ? {row: rows[0], changes} : {rows, changes};
   S.touched = true;
   try {
@@ -650,7 +766,7 @@ async function poll() {
       S.state.jobs = ev.jobs;
       if (ev.model.version !== before && ev.model.version > 0) {
         // The first model while the first images are still untouched: rank them now.
-        if (!S.batchVersion && !S.touched && S.pos === 0) enqueue(nextBatch);
+        if (!S.batchVersion && !S.touched && S.pos === 0 && !S.like) enqueue(nextBatch);
         else say(`model v${ev.model.version} ready: q ranks the next images with it`);
       }
       renderProgress();
@@ -679,7 +795,14 @@ document.addEventListener("keydown", (ev) => {
   if (!S.state) return;
   const help = $("help");
   if (ev.key === "?") { help.hidden = !help.hidden; ev.preventDefault(); return; }
-  if (ev.key === "Escape") { help.hidden = true; S.selected.clear(); render(); return; }
+  if (ev.key === "Escape") {
+    // in "more like this": close the help, else select none, else back to the queue
+    if (S.like && help.hidden && !S.selected.size) { enqueue(leaveLike); return; }
+    const wasHelp = !help.hidden;
+    help.hidden = true;
+    if (!S.like || !wasHelp) { S.selected.clear(); render(); }
+    return;
+  }
   if (ev.altKey || ev.metaKey) return;
   if (ev.ctrlKey) {
     if (ev.key === "a" && S.view === "grid") {
@@ -704,6 +827,7 @@ document.addEventListener("keydown", (ev) => {
   const actions = {
     "Enter": restAbsent, "a": acceptModel, "z": undo, "q": nextBatch, "r": retrain, "s": save, "f": startJob,
     "x": () => toggleFlag("exclude"), "v": () => toggleFlag("validation"),
+    "m": likeThis, "d": toggleWholeGroups,
     "g": () => setView(S.view === "grid" ? "single" : "grid"),
     "ArrowRight": () => (S.view === "single" && S.pos + 1 >= S.batch.length ? nextBatch() : move(1)),
     "ArrowLeft": () => move(-1),
@@ -756,8 +880,9 @@ $("btn-next").addEventListener("click", () => enqueue(advanceView));
 $("btn-undo").addEventListener("click", () => enqueue(undo));
 $("flag-exclude").addEventListener("click", () => enqueue(() => toggleFlag("exclude")));
 $("flag-validation").addEventListener("click", () => enqueue(() => toggleFlag("validation")));
-$("strategy").addEventListener("change", (ev) => { ev.target.blur(); nextBatch(); });
-$("subset").addEventListener("change", (ev) => { ev.target.blur(); nextBatch(); });
+const reorder = (ev) => { ev.target.blur(); if (S.like) leaveLike(); nextBatch(); };
+$("strategy").addEventListener("change", reorder);
+$("subset").addEventListener("change", reorder);
 window.addEventListener("resize", fitPanels);
 $("add-class").addEventListener("submit", (ev) => {
   ev.preventDefault();
