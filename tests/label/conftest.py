@@ -145,3 +145,13 @@ def served():
     yield start
     for process in running:
         process.stop()
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium (see ``browsing.py``), closed at the end."""
+    from browsing import open_browser
+
+    driver = open_browser()
+    yield driver
+    driver.quit()

@@ -14,67 +14,9 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from browsing import IDLE, current_row, open_browser, press, severe, wait
 
 from patchcfg.labels import read_label_table
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-def _browser():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package")
-    if missing:
-        reason = (f"{', '.join(missing)} missing "
-                  "(apt-get install chromium chromium-driver; pip install selenium)")
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900",
-                "--disable-gpu", "--disable-extensions", "--no-first-run"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for get_log("browser")
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-
-
-@pytest.fixture
-def browser():
-    driver = _browser()
-    yield driver
-    driver.quit()
-
-
-def wait(driver, condition, what, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = driver.execute_script(condition)
-        if value:
-            return value
-        time.sleep(0.05)
-    log = driver.execute_script("return document.getElementById('log').innerText")
-    raise AssertionError(f"timed out waiting for {what}; page log: {log}")
-
-
-IDLE = "return window.patchcfg && window.patchcfg.busy === 0 && !window.patchcfg.loading"
-
-
-def press(driver, keys):
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    ActionChains(driver).send_keys(keys).perform()
-    wait(driver, IDLE, f"the page to finish {keys!r}")
-
-
-def current_row(driver):
-    script = "const r = document.getElementById('single').dataset.row; return r === undefined ? null : r"
-    return int(wait(driver, script, "an image"))
 
 
 def write_features(labels, root):
@@ -240,12 +182,6 @@ def test_exclusive_classes_mouse_shift_and_accepting_the_model(tmp_path, digits_
     assert [df.at[third, c] for c in ("zero", "one", "two")] == [1, 0, 0] and df.at[third, "exclude"]
 
 
-def severe(driver, seen):
-    """The console's errors since the last call, added to ``seen`` (get_log empties the browser's buffer)."""
-    seen.extend(e for e in driver.get_log("browser") if e["level"] == "SEVERE")
-    return seen
-
-
 def test_twelve_classes_a_clean_console_the_progress_in_view_and_crisp_thumbnails(tmp_path, digits_table,
                                                                                   served, browser, config_file):
     labels = digits_table(tmp_path / "data", n=30)  # 16x16 digits
@@ -324,13 +260,12 @@ def test_with_nothing_left_to_label_the_classes_say_unknown_not_mixed(tmp_path, 
 
 
 def test_a_missing_browser_fails_under_ci_and_is_skipped_elsewhere(monkeypatch):
-    monkeypatch.setitem(globals(), "CHROMIUM", "/nonexistent/chromium")
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true but /nonexistent/chromium missing"):
-        _browser()
+        open_browser("/nonexistent/chromium")
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="apt-get install chromium chromium-driver"):
-        _browser()
+        open_browser("/nonexistent/chromium")
 
 
 def test_thirty_labels_bring_new_models_a_curve_and_a_new_order(tmp_path, digits_table, served, browser,

@@ -3,11 +3,11 @@ subset, most likely mislabelled first; a label fixed from it is one journal entr
 it; and the same in a real browser, choosing the strategy in the page's dropdown."""
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from browsing import IDLE, press, wait
 
 from patchcfg.labels import read_label_table
 
@@ -137,67 +137,14 @@ def test_mistakes_waits_for_the_features(reviewed, client_of, tmp_path):
 # --------------------------------------------------------------------------- in a real browser
 
 
-def _browser():
-    import os
-
-    chromium, chromedriver = "/usr/bin/chromium", "/usr/bin/chromedriver"
-    missing = [p for p in (chromium, chromedriver) if not os.path.exists(p)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package")
-    if missing:
-        reason = f"{', '.join(missing)} missing (apt-get install chromium chromium-driver; pip install selenium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900",
-                "--disable-gpu", "--disable-extensions", "--no-first-run"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
-
-
-@pytest.fixture
-def page():
-    driver = _browser()
-    yield driver
-    driver.quit()
-
-
-IDLE = "return window.patchcfg && window.patchcfg.busy === 0 && !window.patchcfg.loading"
-
-
-def wait(driver, condition, what, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = driver.execute_script(condition)
-        if value:
-            return value
-        time.sleep(0.05)
-    log = driver.execute_script("return document.getElementById('log').innerText")
-    raise AssertionError(f"timed out waiting for {what}; page log: {log}")
-
-
-def press(driver, keys):
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    ActionChains(driver).send_keys(keys).perform()
-    wait(driver, IDLE, f"the page to finish {keys!r}")
-
-
-def test_review_mistakes_in_the_browser(reviewed, served, page):
+def test_review_mistakes_in_the_browser(reviewed, served, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     config_path, labels, root, _ = reviewed
     app = served(config_path, root)
     api = app.client("probe")
-    driver = page
+    driver = browser
     driver.get(app.url)
     wait(driver, "return document.querySelectorAll('#classes .cls').length === 2", "the classes")
     wait(driver, "return window.patchcfg.batchVersion >= 1", "images ranked by the first model", timeout=60)

@@ -2,19 +2,15 @@
 cached features, near duplicates grouped; in the API and in a real browser."""
 
 import json
-import os
 import signal
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from browsing import IDLE, current_row, press, wait
 
 from patchcfg.label.similar import cosine_to, group_near_duplicates, nearest, row_norms
 from patchcfg.labels import read_label_table
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -246,63 +242,6 @@ def test_a_row_without_features_is_refused_and_never_a_neighbour(lab, client_of,
 
 
 # --------------------------------------------------------------------------- in a real browser
-
-
-def _browser():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package")
-    if missing:
-        reason = (f"{', '.join(missing)} missing "
-                  "(apt-get install chromium chromium-driver; pip install selenium)")
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900",
-                "--disable-gpu", "--disable-extensions", "--no-first-run"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-
-
-@pytest.fixture
-def browser():
-    driver = _browser()
-    yield driver
-    driver.quit()
-
-
-def wait(driver, condition, what, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = driver.execute_script(condition)
-        if value:
-            return value
-        time.sleep(0.05)
-    log = driver.execute_script("return document.getElementById('log').innerText")
-    raise AssertionError(f"timed out waiting for {what}; page log: {log}")
-
-
-IDLE = "return window.patchcfg && window.patchcfg.busy === 0 && !window.patchcfg.loading"
-
-
-def press(driver, keys):
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    ActionChains(driver).send_keys(keys).perform()
-    wait(driver, IDLE, f"the page to finish {keys!r}")
-
-
-def current_row(driver):
-    script = "const r = document.getElementById('single').dataset.row; return r === undefined ? null : r"
-    return int(wait(driver, script, "an image"))
 
 
 def tile_rows(driver):
