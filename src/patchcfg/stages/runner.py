@@ -42,7 +42,7 @@ def backbone_facts(config: dict, stage: str) -> dict[str, str]:
     from patchcfg.models.presets import WEIGHTS_FILE, is_handle, weights_digest
 
     spec = (config.get("distill") or {}).get("student") if stage == "distill" else config.get("backbone")
-    if not isinstance(spec, dict) or str(spec.get("name", "")).lower() != "keras_hub" or not spec.get("preset"):
+    if not isinstance(spec, dict) or str(spec.get("name")).lower() != "keras_hub" or not spec.get("preset"):
         return {}
     preset = os.fspath(spec["preset"])
     if is_handle(preset):
