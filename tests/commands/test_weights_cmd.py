@@ -105,7 +105,6 @@ def test_fetch_without_network_fails_at_once_saying_how_to_fetch_elsewhere(handl
         return False
 
     monkeypatch.setattr(patchcfg.models.download, "can_reach", unreachable)
-    monkeypatch.setattr(patchcfg.models.foundation, "can_reach", unreachable)
 
     def never(*args, **kwargs):
         raise AssertionError("KerasHub must not be asked to load an unreachable handle")
@@ -181,7 +180,7 @@ def test_a_failure_inside_keras_hub_is_one_line(source, presets, tmp_path, monke
 
     import patchcfg.models.foundation
 
-    monkeypatch.setattr(patchcfg.models.foundation, "can_reach", lambda url, *args, **kwargs: True)
+    monkeypatch.setattr(patchcfg.models.download, "can_reach", lambda url, *args, **kwargs: True)
 
     def broken(*args, **kwargs):
         raise ValueError("Unknown preset identifier.\nThe details, over several lines.")

@@ -82,9 +82,9 @@ def test_trainable_false_freezes_the_encoder(hub_preset):
 
 
 def test_a_handle_offline_fails_at_once_with_the_fetch_command(monkeypatch):
-    import patchcfg.models.foundation as foundation
+    import patchcfg.models.download as download
 
-    monkeypatch.setattr(foundation, "can_reach", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(download, "can_reach", lambda url, timeout=3.0: False)
     monkeypatch.setattr(keras_hub.models.Backbone, "from_preset",
                         classmethod(lambda cls, *a, **k: pytest.fail("must not try to load")))
     with pytest.raises(UserError) as error:

@@ -107,10 +107,9 @@ def _out_problem(out: str, force: bool) -> str | None:
 
 def _load(handle: str):
     """``(backbone, converter)`` as the preset saved them (its own dtype and image size)."""
-    from patchcfg.models.foundation import check_handle_reachable, import_keras_hub
-    from patchcfg.models.presets import is_handle, read_preset
+    from patchcfg.models.presets import check_handle_reachable, is_handle, read_preset
 
-    keras_hub = import_keras_hub()
+    # offline, or not a preset: one message at once, before Keras loads
     if is_handle(handle):
         check_handle_reachable(handle, "weights fetch")
         source, has_converter = handle, True
@@ -119,6 +118,9 @@ def _load(handle: str):
         info = read_preset(handle, "weights fetch")
         source, has_converter = info.folder, info.converter is not None
         hint = " (check its config.json and model.weights.h5)"
+    from patchcfg.models.foundation import import_keras_hub
+
+    keras_hub = import_keras_hub()
     try:
         backbone = keras_hub.models.Backbone.from_preset(source)
     except Exception as error:  # noqa: BLE001 - KerasHub raises many kinds for an unusable preset

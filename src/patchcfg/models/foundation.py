@@ -32,11 +32,10 @@ import os
 import keras
 
 from patchcfg.errors import UserError
-from patchcfg.models.download import can_reach
 from patchcfg.models.layers import TokenPool
 from patchcfg.models.presets import (
     VISION_TOWERS,
-    handle_host,
+    check_handle_reachable,
     image_size_problem,
     is_handle,
     pooling_problem,
@@ -53,17 +52,6 @@ def import_keras_hub():
         raise UserError("backbone.name: keras_hub needs the keras-hub package: pip install keras-hub "
                         f"({error})") from None
     return keras_hub
-
-
-def check_handle_reachable(handle: str, what: str = "backbone.preset") -> None:
-    """Fail at once, with one message, when the network a handle needs does not answer."""
-    host = handle_host(handle)
-    if not can_reach(host):
-        raise UserError(
-            f"{what}: {handle} is a network handle and {host} cannot be reached from this machine. "
-            f"On a machine with network access run\n    patchcfg weights fetch {handle} --out DIR\n"
-            + ("copy DIR here and set backbone.preset: DIR" if what.endswith("preset")
-               else "and copy DIR here"))
 
 
 @contextlib.contextmanager

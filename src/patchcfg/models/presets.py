@@ -105,6 +105,19 @@ def handle_host(handle: str) -> str:
     return HANDLE_HOSTS.get(scheme, f"https://{handle.split('://', 1)[-1].split('/', 1)[0]}")
 
 
+def check_handle_reachable(handle: str, what: str = "backbone.preset") -> None:
+    """Fail at once, with one message, when the network a handle needs does not answer."""
+    from patchcfg.models import download  # stdlib only: the check runs before Keras loads
+
+    host = handle_host(handle)
+    if not download.can_reach(host):
+        raise UserError(
+            f"{what}: {handle} is a network handle and {host} cannot be reached from this machine. "
+            f"On a machine with network access run\n    patchcfg weights fetch {handle} --out DIR\n"
+            + ("copy DIR here and set backbone.preset: DIR" if what.endswith("preset")
+               else "and copy DIR here"))
+
+
 def _read_json(path: str, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as handle:
