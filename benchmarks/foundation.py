@@ -61,15 +61,8 @@ SIZES = {
     "vit-s": {"image_size": 224, "patch_size": 14, "layers": 12, "hidden": 384, "heads": 6},
 }
 SMOKE = "random (no --preset given)"
-
-
-def limit_cores(cores: int | None) -> int:
-    """Pin this process to ``cores`` CPUs (before TensorFlow starts its thread pools)."""
-    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if cores and available and len(available) > cores:
-        os.sched_setaffinity(0, available[:cores])
-        return cores
-    return len(available) or (os.cpu_count() or 1)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from input_pipeline import limit_cores  # noqa: E402  (pin the cores before TensorFlow starts)
 
 
 def device() -> str:

@@ -419,16 +419,21 @@ def test_validation_fraction_sends_first_labels_to_validation(lab, client_of):
     assert [r["validation"] for r in again["rows"]] == validation  # only first labels move
 
 
-def test_quick_head_scores_rank_the_queue(lab, client_of):
+def write_random_features(labels, root):
+    """Cached features of the lab's 24 rows (random, 5 wide), as `patchcfg embed` writes them."""
     import numpy as np
 
-    config, labels, root = lab
     folder = root / "lab" / "embed"
     folder.mkdir(parents=True)
-    table = read_label_table(labels)
-    rng = np.random.default_rng(0)
-    np.save(folder / "features.npy", rng.normal(size=(24, 5)).astype(np.float32))
-    pd.DataFrame({"filepath": table.resolved_paths()}).to_csv(folder / "index.csv", index=False)
+    np.save(folder / "features.npy", np.random.default_rng(0).normal(size=(24, 5)).astype(np.float32))
+    pd.DataFrame({"filepath": read_label_table(labels).resolved_paths()}).to_csv(folder / "index.csv",
+                                                                                index=False)
+
+
+def test_quick_head_scores_rank_the_queue(lab, client_of):
+
+    config, labels, root = lab
+    write_random_features(labels, root)
     c = client_of(config, root)
     c.label_app.learner.join()
     c.post("/api/label", json={"rows": [0, 1, 2, 3], "changes": {"zero": 1, "one": 0}})
@@ -577,15 +582,9 @@ def test_a_class_the_output_groups_would_not_hold_is_refused_before_the_table_ch
 
 
 def test_auto_ranks_by_its_cold_start_before_any_model_then_hands_over(lab, client_of):
-    import numpy as np
 
     config, labels, root = lab
-    folder = root / "lab" / "embed"
-    folder.mkdir(parents=True)
-    table = read_label_table(labels)
-    rng = np.random.default_rng(0)
-    np.save(folder / "features.npy", rng.normal(size=(24, 5)).astype(np.float32))
-    pd.DataFrame({"filepath": table.resolved_paths()}).to_csv(folder / "index.csv", index=False)
+    write_random_features(labels, root)
     config = {**config, "query": {**config["query"], "handover": 8}}
     c = client_of(config, root)
     c.label_app.learner.join()
