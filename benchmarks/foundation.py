@@ -103,7 +103,7 @@ def model_only(config: dict):
 
     from patchcfg.config import resolve_config
     from patchcfg.data.loading import normalizer
-    from patchcfg.embed import encoder_step, find_encoder
+    from patchcfg.tasks.embed import encoder_step, find_encoder
 
     resolved = resolve_config(config)
     data = resolved["data"]
@@ -188,7 +188,7 @@ def probe_table(args, folder: Path, demo: Path, digits) -> tuple[Path, list[str]
     """(the label table, its image paths, each row's class index, the class names) of the probe:
     ``--labels`` (rows with exactly one of ``--classes`` present), else the demo digits."""
     from patchcfg.demo import DIGIT_CLASSES
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
 
     if args.labels:
         table = read_label_table(args.labels)
@@ -219,7 +219,7 @@ def probe_table(args, folder: Path, demo: Path, digits) -> tuple[Path, list[str]
 
 def embedded(config: dict, root: Path, encoder: str, paths: list[str]) -> np.ndarray:
     """The embed stage's features of ``paths`` (in that order)."""
-    from patchcfg.embed import load_features, positions_in
+    from patchcfg.tasks.embed import load_features, positions_in
     from patchcfg.stages import run_embed
 
     run_embed(config, root=root, encoder=encoder, verbose=0)

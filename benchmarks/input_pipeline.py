@@ -48,7 +48,7 @@ def demo_paths() -> tuple[list[str], str]:
         except Exception:  # noqa: BLE001 - fall back to generating the images here
             pass
     if labels.is_file():
-        from patchcfg.labels import read_label_table
+        from patchcfg.label_table import read_label_table
 
         return read_label_table(labels).resolved_paths(), "data/demo"
     import numpy as np

@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--kill-after", type=int, default=300)
     args = parser.parse_args()
 
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

@@ -50,7 +50,7 @@ def demo_table(folder: Path, full: bool):
     from sklearn.datasets import load_digits
 
     from patchcfg.demo import CLASSES, digit_labels, write_demo
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
 
     table = read_label_table(write_demo(folder))
     digits = load_digits().target

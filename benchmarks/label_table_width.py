@@ -30,7 +30,7 @@ def main() -> int:
 
     import pandas as pd
 
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "labels.csv"

@@ -37,7 +37,7 @@ def write_inputs(folder: Path, rows: int, dims: int, seed: int = 0) -> Path:
     """The table, the config and the cached features; the config's path."""
     import pandas as pd
 
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
 
     rng = np.random.default_rng(seed)
     a = ["1" if i % 40 == 0 else "0" if i % 20 == 0 else "" for i in range(rows)]

@@ -4,7 +4,7 @@ the embed stage's rate.
 
 Setup (not timed): a synthetic label table of ``--rows`` rows (12 classes, 1,000 labelled rows,
 the last class rare) and ``--rows`` x 512 float32 features written as the embed stage writes them
-(:class:`patchcfg.embed.FeatureWriter`: a memory-mapped ``features.npy`` and ``index.csv`` in
+(:class:`patchcfg.tasks.embed.FeatureWriter`: a memory-mapped ``features.npy`` and ``index.csv`` in
 ``experiments/scale/embed/``), so the query reads them the way a real query does.
 
 Each measurement runs in a child process of its own, which prints one JSON line::
@@ -100,7 +100,7 @@ def make_project(folder: Path, rows: int, dims: int, labelled: int, seed: int = 
     """labels.csv, the experiment's embed/ folder (features.npy, index.csv) and its config."""
     import pandas as pd
 
-    from patchcfg.embed import FeatureWriter
+    from patchcfg.tasks.embed import FeatureWriter
 
     rng = np.random.default_rng(seed)
     weights = np.full(len(CLASSES), 1.0)
@@ -193,20 +193,20 @@ def child(step: str, folder: Path, args) -> dict:
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else None
     rows = args.rows
     if step == "table":
-        from patchcfg.labels import read_label_table
+        from patchcfg.label_table import read_label_table
 
         line = measure("table", rows, lambda: {"classes": len(read_label_table(folder / "labels.csv").classes)})
         return judge(line, GOALS["table"])
     if step == "labels_stats":
-        from patchcfg.labels import read_label_table, stats
+        from patchcfg.label_table import read_label_table, stats
 
         table = read_label_table(folder / "labels.csv")
         return measure("labels_stats", rows, lambda: {"lines": len(stats(table))})
     if step == "quick_head":
         from patchcfg.active.quick_head import quick_head_probabilities
         from patchcfg.active.rows import RowFeatures
-        from patchcfg.embed import load_features
-        from patchcfg.labels import read_label_table
+        from patchcfg.tasks.embed import load_features
+        from patchcfg.label_table import read_label_table
 
         table = read_label_table(folder / "labels.csv")
         labels, train = table.label_matrix(), ~table.exclude & ~table.validation
@@ -296,7 +296,7 @@ def label_step(folder: Path, config: dict, rows: int) -> dict:
     """The labelling app's store and learner on the project (see the module docstring)."""
     from patchcfg.config import resolve_config
     from patchcfg.label.server import build
-    from patchcfg.labels import LabelTable, read_label_table
+    from patchcfg.label_table import LabelTable, read_label_table
 
     table = read_label_table(folder / "labels.csv")  # a copy beside the step: the app writes its table
     absolute = table.df.assign(filepath=table.resolved_paths())
@@ -438,7 +438,7 @@ def model_only_rate(folder: Path, config: dict, count: int) -> tuple[float, floa
 
     from patchcfg.config import resolve_config, with_defaults
     from patchcfg.data.loading import normalizer
-    from patchcfg.embed import encoder_step, find_encoder
+    from patchcfg.tasks.embed import encoder_step, find_encoder
 
     resolved = resolve_config(config)
     encoder, _ = find_encoder(resolved, folder / "embed_experiments" / config["name"], "backbone")

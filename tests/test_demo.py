@@ -5,7 +5,7 @@ import pytest
 
 from patchcfg.demo import CLASSES, build_demo_table, digit_labels, write_demo
 from patchcfg.errors import UserError
-from patchcfg.labels import read_label_table
+from patchcfg.label_table import read_label_table
 
 
 def test_overlapping_classes():

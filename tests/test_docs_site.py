@@ -126,7 +126,7 @@ def test_the_site_has_every_page_the_api_and_the_changelog(site):
     for page in docs.docs_pages(DOCS):
         assert (out / page.relative_to(DOCS).with_suffix(".html")).is_file(), page
     api = (out / "reference" / "api.html").read_text(encoding="utf-8")
-    assert "patchcfg.config.load_config" in api and "patchcfg.labels.read_label_table" in api
+    assert "patchcfg.config.load_config" in api and "patchcfg.label_table.read_label_table" in api
     assert ":func:" not in api, "the API page shows Sphinx roles as written"
     changelog = (out / "changelog.html").read_text(encoding="utf-8")
     release = re.search(r"^## (.+)$", (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"), flags=re.M).group(1)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from patchcfg.errors import UserError
-from patchcfg.labels import LabelTable, read_label_table
+from patchcfg.label_table import LabelTable, read_label_table
 
 DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CLASSES = DIGIT_CLASSES + ["even", "loop"]

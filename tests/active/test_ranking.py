@@ -10,7 +10,7 @@ import pytest
 from patchcfg.active import candidate_mask, parse_strategy, quick_head_probabilities, rank
 from patchcfg.active import scores as S
 from patchcfg.errors import UserError
-from patchcfg.labels import from_dataframe
+from patchcfg.label_table import from_dataframe
 
 TWO = ["cat", "dog"]
 DIGITS = ["zero", "one", "two", "three"]

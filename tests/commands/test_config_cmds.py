@@ -91,7 +91,7 @@ def test_top_level_help_lists_verbs():
 
 
 def test_cli_import_does_not_load_tensorflow():
-    code = ("import sys, patchcfg, patchcfg.cli, patchcfg.config, patchcfg.labels, patchcfg.experiment\n"
+    code = ("import sys, patchcfg, patchcfg.cli, patchcfg.config, patchcfg.label_table, patchcfg.experiment\n"
             "from click.testing import CliRunner\n"
             "CliRunner().invoke(patchcfg.cli.main, ['--help'])\n"
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")

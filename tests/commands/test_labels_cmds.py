@@ -201,7 +201,7 @@ def test_wide_table_without_fragmentation_warnings(tmp_path):
 @pytest.mark.parametrize("spelling", ["a.png", "./a.png", "sub/../a.png"])
 def test_duplicate_spellings_in_the_library(tmp_path, spelling):
     from patchcfg.errors import LabelTableError
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
 
     path = table(tmp_path, f"filepath,cat\na.png,1\n{spelling},0\n")
     with pytest.raises(LabelTableError, match="row 3: .* already appears on row 2"):

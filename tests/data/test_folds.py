@@ -12,7 +12,7 @@ from patchcfg.data.folds import (
     load_or_assign_folds,
 )
 from patchcfg.errors import ConfigError, DataError
-from patchcfg.labels import from_dataframe
+from patchcfg.label_table import from_dataframe
 
 
 def make_table(n=120, seed=0):

@@ -6,7 +6,7 @@ import os
 import pandas as pd
 import pytest
 
-from patchcfg.labels import read_label_table
+from patchcfg.label_table import read_label_table
 
 
 def on_disk(labels):
@@ -277,7 +277,7 @@ def test_external_edit_is_merged_not_overwritten(lab, client_of):
 
 
 def test_deleted_or_unwritable_table_keeps_every_label(lab, client_of, monkeypatch):
-    from patchcfg.labels import LabelTable
+    from patchcfg.label_table import LabelTable
 
     config, labels, root = lab
     c = client_of(config, root, idle=3600)
@@ -305,7 +305,7 @@ def hold_writes(monkeypatch):
     ``writing`` is set when one waits. Returns (writing, release)."""
     import threading
 
-    from patchcfg.labels import LabelTable
+    from patchcfg.label_table import LabelTable
 
     writing, release = threading.Event(), threading.Event()
     to_csv_text = LabelTable.to_csv_text
@@ -542,7 +542,7 @@ def test_one_app_per_table(lab, client_of):
 def test_the_store_keeps_the_only_copy_of_the_table(lab):
     """A labelling server runs for hours: the copy read_label_table keeps for a command's second
     read would be a second table in memory (0.1 GB at a million rows) for as long."""
-    from patchcfg import labels as labels_module
+    from patchcfg import label_table as labels_module
     from patchcfg.label.store import LabelStore
 
     config, labels, root = lab

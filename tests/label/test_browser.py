@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from browsing import IDLE, current_row, open_browser, press, severe, wait
 
-from patchcfg.labels import read_label_table
+from patchcfg.label_table import read_label_table
 
 
 def write_features(labels, root):

@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from patchcfg.labels import read_label_table
+from patchcfg.label_table import read_label_table
 
 
 @pytest.fixture

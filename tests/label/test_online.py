@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patchcfg.labels import read_label_table
+from patchcfg.label_table import read_label_table
 
 
 def with_features(labels, root, dims=6, seed=0):

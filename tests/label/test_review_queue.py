@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from browsing import IDLE, press, wait
 
-from patchcfg.labels import read_label_table
+from patchcfg.label_table import read_label_table
 
 LABELLED = 48  # of 60 rows; the rest stay unlabelled
 FLIPPED = 6  # a digit 0 labelled as a 1

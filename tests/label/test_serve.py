@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from patchcfg.labels import read_label_table
+from patchcfg.label_table import read_label_table
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 

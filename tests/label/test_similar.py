@@ -10,7 +10,7 @@ import pytest
 from browsing import IDLE, current_row, press, wait
 
 from patchcfg.label.similar import cosine_to, group_near_duplicates, nearest, row_norms
-from patchcfg.labels import read_label_table
+from patchcfg.label_table import read_label_table
 
 # --------------------------------------------------------------------------- helpers
 

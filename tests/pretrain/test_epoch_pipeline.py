@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from patchcfg.config import load_config
-from patchcfg.labels import read_label_table
+from patchcfg.label_table import read_label_table
 from patchcfg.pretrain.simclr import SimCLR
 
 

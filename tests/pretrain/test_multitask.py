@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from patchcfg.labels import read_label_table  # noqa: E402
+from patchcfg.label_table import read_label_table  # noqa: E402
 from patchcfg.pretrain.multitask import balanced_probabilities, merge_tasks, task_name  # noqa: E402
 
 

@@ -29,7 +29,7 @@ SUBSETS = PLAIN_SUBSETS + tuple(f"{p}:<class>" for p in CLASS_SUBSETS) + ("subse
 
 
 def candidate_mask(table, subset: str = "unlabeled") -> np.ndarray:
-    """Boolean mask over the rows of ``table`` (a :class:`patchcfg.labels.LabelTable`) for ``subset``.
+    """Boolean mask over the rows of ``table`` (a :class:`patchcfg.label_table.LabelTable`) for ``subset``.
 
     Unknown subset names, classes or ``subset`` values raise :class:`UserError` with the closest
     valid name and the list of valid ones.

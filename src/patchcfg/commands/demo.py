@@ -20,7 +20,7 @@ def demo(out, force):
       patchcfg demo --out data/demo && patchcfg labels stats data/demo/labels.csv
     """
     from patchcfg.demo import write_demo
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
 
     path = write_demo(out, force=force)
     table = read_label_table(path)

@@ -29,7 +29,7 @@ def init(images, classes, out, validation_fraction, seed, force):
     """
     import numpy as np
 
-    from patchcfg.labels import init_table, list_images
+    from patchcfg.label_table import init_table, list_images
 
     target = Path(out)
     if target.exists() and not force:
@@ -59,7 +59,7 @@ def labels():
 @click.argument("table", type=click.Path(dir_okay=False))
 def labels_stats(table):
     """Per class: how many rows are present (1), absent (0), unknown (blank); training vs validation."""
-    from patchcfg.labels import read_label_table, stats
+    from patchcfg.label_table import read_label_table, stats
 
     loaded = read_label_table(table)
     frame = stats(loaded)
@@ -83,7 +83,7 @@ def labels_add_class(table, names):
     NAMES may be separate arguments or comma-separated (as `init --classes`):
     `patchcfg labels add-class labels.csv cat,dog` adds two classes.
     """
-    from patchcfg.labels import add_classes
+    from patchcfg.label_table import add_classes
 
     added = add_classes(table, [n.strip() for name in names for n in name.split(",") if n.strip()])
     click.echo(f"added {', '.join(added)} to {table}")
@@ -125,10 +125,10 @@ def labels_review(args, out, folds, n, method, labels_path, experiments_root, fo
     from patchcfg.atomic import atomic_write_text, check_output, starts_with
     from patchcfg.commands._common import labels_override, one_config
     from patchcfg.config import load_config
-    from patchcfg.embed import load_features, positions_in
+    from patchcfg.tasks.embed import load_features, positions_in
     from patchcfg.experiment import experiment_dir
     from patchcfg.experiment import experiments_root as resolve_root
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
     from patchcfg.models.outputs import scoring_groups
 
     path, overrides = one_config(args)

@@ -8,7 +8,7 @@ import click
 def _is_predictions(path) -> bool:
     """An earlier predictions CSV: starts with filepath and is no label table (whose cells are 0/1/blank)."""
     from patchcfg.errors import LabelTableError
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
 
     try:
         with open(path, encoding="utf-8") as handle:
@@ -42,7 +42,7 @@ def predict(source, images, out, tta, folds, on_bad_image, force):
       patchcfg predict experiments/digits-finetune data/demo/images --out preds.csv --tta flips
     """
     from patchcfg.atomic import atomic_write_text, check_output
-    from patchcfg.predict import predict_images
+    from patchcfg.tasks.predict import predict_images
 
     check_output(out, ours=_is_predictions, force=force)
 

@@ -50,7 +50,7 @@ def _table_classes(config: dict) -> list[str] | None:
     """The classes fine-tuning trains on, from the label table's header line (None: unreadable)."""
     import csv
 
-    from patchcfg.labels import RESERVED
+    from patchcfg.label_table import RESERVED
 
     labels = (config.get("data") or {}).get("labels")
     if not labels:
@@ -84,7 +84,7 @@ def output_problems(config: dict, locations: dict, default: tuple[str, int]) -> 
 def label_table_problems(config: dict, stages=None) -> list[str]:
     """The label table named by ``data.labels``, read as the stages read it; a stage of ``stages``
     (default: those the config declares) that trains on rows also needs it to have rows."""
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
 
     labels = (config.get("data") or {}).get("labels")
     stages = [s for s in (stages or [k for k in NEEDS_ROWS if config.get(k)]) if s in NEEDS_ROWS]

@@ -79,7 +79,7 @@ def iterative_stratification(positives: np.ndarray, k: int, rng: np.random.Gener
 
 
 def assign_folds(table, folds_count, seed: int) -> np.ndarray:
-    """Fold of every row of a :class:`~patchcfg.labels.LabelTable` (see the module docstring).
+    """Fold of every row of a :class:`~patchcfg.label_table.LabelTable` (see the module docstring).
 
     Deterministic: the same table, ``folds_count`` and ``seed`` always give the same folds.
     """

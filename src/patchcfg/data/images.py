@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from patchcfg.errors import ConfigError
-from patchcfg.labels import list_images, read_label_table
+from patchcfg.label_table import list_images, read_label_table
 
 
 def resolve_image_paths(data_cfg: dict) -> list[str]:

@@ -100,7 +100,7 @@ class Jobs:
             validation = int((table.labelled() & ~table.exclude & table.validation).sum())
             classes = list(table.classes)
         from patchcfg.atomic import atomic_write_text
-        from patchcfg.labels import LabelTable
+        from patchcfg.label_table import LabelTable
 
         atomic_write_text(folder / "labels.csv", LabelTable(df=snapshot, root=folder).to_csv_text())
         config["data"] = {**config["data"], "labels": str(folder / "labels.csv")}
@@ -308,7 +308,7 @@ def ensemble_probabilities(models, model_data, paths, classes: int, data_cfg: di
     """(probabilities, rows): the fold ensemble's scores of every readable image of ``paths``
     (``fill`` on the others), read in blocks of 2048 images (bounded memory for large tables)."""
     from patchcfg.data.loading import check_images, load_images
-    from patchcfg.predict import predict_arrays
+    from patchcfg.tasks.predict import predict_arrays
 
     good, _ = check_images(paths, "skip", data_cfg=data_cfg)
     good_set = set(good)
@@ -324,8 +324,8 @@ def ensemble_probabilities(models, model_data, paths, classes: int, data_cfg: di
 def run_job(folder: Path) -> None:
     """Fine-tune on the snapshot, then score every snapshot row with the fold ensemble."""
     from patchcfg.atomic import atomic_write_bytes
-    from patchcfg.labels import read_label_table
-    from patchcfg.predict import resolve_models
+    from patchcfg.label_table import read_label_table
+    from patchcfg.tasks.predict import resolve_models
     from patchcfg.stages import run_finetune
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patchcfg.embed import positions_in, unreadable_paths
+from patchcfg.tasks.embed import positions_in, unreadable_paths
 from patchcfg.errors import UserError
 
 METRICS = ("val_macro_auc", "val_accuracy")
@@ -301,7 +301,7 @@ class Learner:
         thread.start()
 
     def _load_features(self) -> None:
-        from patchcfg.embed import load_features
+        from patchcfg.tasks.embed import load_features
 
         features, paths = load_features(self.experiment_dir)
         try:
@@ -363,7 +363,7 @@ class Learner:
         version = self.issue()
         try:
             from patchcfg.label.jobs import ensemble_probabilities
-            from patchcfg.predict import resolve_models
+            from patchcfg.tasks.predict import resolve_models
 
             models, model_data, model_classes = resolve_models(self.experiment_dir)
             with self.store.lock:

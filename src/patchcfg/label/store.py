@@ -38,7 +38,7 @@ import numpy as np
 
 from patchcfg.atomic import file_lock
 from patchcfg.errors import UserError
-from patchcfg.labels import BOOL_COLUMNS, RESERVED, LabelTable, forget_last_read, read_label_table
+from patchcfg.label_table import BOOL_COLUMNS, RESERVED, LabelTable, forget_last_read, read_label_table
 
 FLAGS = BOOL_COLUMNS  # exclude, validation
 

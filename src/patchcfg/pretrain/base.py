@@ -233,11 +233,11 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
     # ------------------------------------------------------------------ monitoring
     def _features(self, paths: list[str]) -> np.ndarray:
         """The encoder's features (N, D) float32 of ``paths``, unaugmented, in one array filled batch
-        by batch: the embed stage's pipeline and step (:func:`patchcfg.embed.embed_batches`), run
+        by batch: the embed stage's pipeline and step (:func:`patchcfg.tasks.embed.embed_batches`), run
         by this process alone (it is called outside the strategy's scope: every worker of a
         multi-worker run computes its own)."""
         from patchcfg.data.loading import image_batches
-        from patchcfg.embed import embed_batches
+        from patchcfg.tasks.embed import embed_batches
 
         batches, channels = image_batches(paths, self.data_cfg, 256)
         out = np.empty((len(paths), int(self.encoder.output_shape[-1])), np.float32)  # filled batch by batch

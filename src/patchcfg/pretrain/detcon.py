@@ -64,11 +64,11 @@ def stored_segments(folder, key: dict, count: int, blocks) -> np.ndarray:
     ``key`` names what the segments depend on (the images, ``data``, the mask settings); its hash
     names the file, so a resumed run finds and reuses it and a changed setting computes another.
     When absent, ``blocks(start)`` (consecutive (n, H, W) blocks of the ``count`` images from row
-    ``start`` on) fills it through :class:`patchcfg.embed.FeatureWriter`: written under a temporary
+    ``start`` on) fills it through :class:`patchcfg.tasks.embed.FeatureWriter`: written under a temporary
     name, recorded after each block (an interrupted run continues after the last one recorded),
     renamed when whole. Files of other keys are removed.
     """
-    from patchcfg.embed import FeatureWriter
+    from patchcfg.tasks.embed import FeatureWriter
 
     folder = Path(folder)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -95,7 +95,7 @@ class MultiTask(PretrainMethod):
         task_weighting: str
 
     def __init__(self, config, paths, **kwargs):
-        from patchcfg.labels import read_label_table
+        from patchcfg.label_table import read_label_table
 
         super().__init__(config, paths, **kwargs)
         specs = self.params.tasks

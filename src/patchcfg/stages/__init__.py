@@ -30,6 +30,17 @@ DEPENDS_ON = {"pretrain": (), "finetune": ("pretrain",), "query": ("pretrain", "
               "distill": ("pretrain", "finetune"), "embed": ("pretrain", "finetune")}
 
 
+def stage_names() -> tuple[str, ...]:
+    """Every declared stage, in the order ``run`` would run them (``embed`` last: ``run`` skips it)."""
+    return (*PIPELINE, *(s for s in STAGES if s not in PIPELINE))
+
+
+def result_folders() -> tuple[str, ...]:
+    """The folders of an experiment that hold results ``analyze`` reads: each stage's, then ``label``
+    (the labelling app's session: its learning curve)."""
+    return (*stage_names(), "label")
+
+
 def unrelated_sections(stage: str) -> set[str]:
     """Config sections that cannot change ``stage``'s result (other stages downstream or aside)."""
     own = {stage, *DEPENDS_ON.get(stage, ())}

@@ -1,5 +1,5 @@
 """The distill stage: a student learns the teacher's soft labels over every non-excluded image
-(:mod:`patchcfg.distill`); student and teacher are scored side by side on the validation rows."""
+(:mod:`patchcfg.tasks.distill`); student and teacher are scored side by side on the validation rows."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ class DistillStage(Stage):
     needs_labels = "its rows are the images, its validation rows score student and teacher"
 
     def prepare(self) -> None:
-        from patchcfg.labels import read_label_table
-        from patchcfg.predict import output_groups, resolve_models
+        from patchcfg.label_table import read_label_table
+        from patchcfg.tasks.predict import output_groups, resolve_models
 
         teacher = self.params["teacher"]
         source = self.experiment.dir if teacher == "finetune" else Path(teacher)
@@ -39,9 +39,9 @@ class DistillStage(Stage):
     def execute(self) -> dict:
         from patchcfg.data import crops
         from patchcfg.data.loading import load_images
-        from patchcfg.distill import DistillTask
+        from patchcfg.tasks.distill import DistillTask
         from patchcfg.metrics import grouped_metrics, is_per_class
-        from patchcfg.predict import predict_arrays
+        from patchcfg.tasks.predict import predict_arrays
         from patchcfg.train.loop import best_metrics
         from patchcfg.train.precision import float32_copy
 

@@ -1,5 +1,5 @@
 """The embed stage: the pooled encoder output of every image, cached in the experiment
-(``embed/features.npy`` and ``embed/index.csv``; see :mod:`patchcfg.embed`).
+(``embed/features.npy`` and ``embed/index.csv``; see :mod:`patchcfg.tasks.embed`).
 
 Images are decoded by one ``tf.data`` pipeline, in parallel and ahead of the encoder, embedded
 under the configured ``tf.distribute`` strategy (each global batch split across the replicas) and
@@ -45,7 +45,7 @@ class EmbedStage(Stage):
     def inputs(self) -> dict:
         import keras
 
-        from patchcfg.embed import find_encoder
+        from patchcfg.tasks.embed import find_encoder
 
         keras.utils.set_random_seed(int(self.config["seed"]))  # a backbone as is: the same weights on a rerun
         self.encoder, self.source = find_encoder(self.config, self.experiment.dir, self.which)
@@ -113,7 +113,7 @@ class EmbedStage(Stage):
         from patchcfg.data import crops
         from patchcfg.data.loading import image_batches
         from patchcfg.data.readers import files_digest
-        from patchcfg.embed import FeatureWriter, embed_batches
+        from patchcfg.tasks.embed import FeatureWriter, embed_batches
 
         run, params = self.stage_run, self.params
         resolved, all_keys = self.image_keys()

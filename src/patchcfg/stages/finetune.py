@@ -6,7 +6,7 @@ previous stage's best weights (best by ``primary_metric``); with ``folds_count``
 trains on the other folds' labelled rows and is scored on its own, the ``validation`` rows being a
 holdout scored by the fold ensemble. Every fold x stage is a resumable unit: an interrupted run
 resumes from the last checkpoint of the unit it was in, and finished units are not trained again.
-The model and its task are in :mod:`patchcfg.finetune`.
+The model and its task are in :mod:`patchcfg.tasks.finetune`.
 
 Outputs in ``experiments/<name>/finetune/``: ``fold_<k>/model.keras`` (best weights),
 ``metrics.csv`` (fold, stage, epoch rows), ``predictions.csv`` (out-of-fold and holdout
@@ -26,7 +26,7 @@ import numpy as np
 
 from patchcfg.data.folds import HOLDOUT
 from patchcfg.errors import UserError
-from patchcfg.finetune import (
+from patchcfg.tasks.finetune import (
     FinetuneTask,
     build_model,
     check_monitored,
@@ -233,7 +233,7 @@ class FinetuneStage(Stage):
     needs_labels = "its labelled rows train and score the classifier"
 
     def prepare(self) -> None:
-        from patchcfg.labels import read_label_table
+        from patchcfg.label_table import read_label_table
         from patchcfg.models.outputs import group_classes, resolve_groups
 
         labels = self.data_cfg["labels"]
@@ -260,7 +260,7 @@ class FinetuneStage(Stage):
         return usable
 
     def predict(self, models, paths) -> np.ndarray:
-        from patchcfg.predict import predict_paths
+        from patchcfg.tasks.predict import predict_paths
 
         return predict_paths(models, list(paths), self.data_cfg, self.params["tta"])
 

@@ -17,7 +17,7 @@ from patchcfg.stages.runner import Stage
 
 def labelled_probe(config: dict, good_paths: list[str], log) -> tuple[Any, list[str], dict]:
     """A LinearProbe over the label table's labelled, not excluded rows whose image is readable."""
-    from patchcfg.labels import read_label_table
+    from patchcfg.label_table import read_label_table
     from patchcfg.train.monitor import LinearProbe
 
     labels_path = config["data"]["labels"]

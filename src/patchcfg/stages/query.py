@@ -53,7 +53,7 @@ class QueryStage(Stage):
     def prepare(self) -> None:
         from patchcfg import active
         from patchcfg.active.strategies import feature_users
-        from patchcfg.labels import read_label_table
+        from patchcfg.label_table import read_label_table
 
         query = self.params
         self.table = read_label_table(self.data_cfg["labels"])
@@ -97,7 +97,7 @@ class QueryStage(Stage):
     def _feature_rows(self, paths):
         """(cached features, the row of each of ``paths`` among them or None when they are the same
         rows in order, the candidates without features)."""
-        from patchcfg.embed import load_features, positions_in
+        from patchcfg.tasks.embed import load_features, positions_in
 
         cached, cached_paths = load_features(self.experiment.dir)
         if cached_paths == paths:
@@ -109,7 +109,7 @@ class QueryStage(Stage):
         """The fine-tuned ensemble's probabilities on the candidates and labelled rows; rows whose
         image cannot be read stop being candidates."""
         from patchcfg.data.loading import check_images
-        from patchcfg.predict import output_groups, predict_paths, resolve_models
+        from patchcfg.tasks.predict import output_groups, predict_paths, resolve_models
 
         classes, paths = self.table.classes, self.table.resolved_paths()
         models, model_data, model_classes = resolve_models(self.experiment.dir)

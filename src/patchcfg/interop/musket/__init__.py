@@ -34,7 +34,7 @@ from patchcfg.errors import ConfigError
 from patchcfg.interop.musket.augmentation import convert_augmentation
 from patchcfg.interop.musket.backbone import convert_backbone
 from patchcfg.interop.musket.data import LABELS_PLACEHOLDER, convert_data
-from patchcfg.interop.musket.finetune import convert_finetune
+from patchcfg.interop.musket.finetune_section import convert_finetune
 from patchcfg.interop.musket.losses import LOSS_NAMES
 from patchcfg.interop.musket.others import convert_others
 from patchcfg.interop.musket.report import NOT_CONVERTED, Report

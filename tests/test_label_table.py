@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from patchcfg.errors import LabelTableError
-from patchcfg.labels import init_table, list_images, read_label_table, stats
+from patchcfg.label_table import init_table, list_images, read_label_table, stats
 
 
 def write(tmp_path, text, name="labels.csv"):
@@ -73,8 +73,8 @@ def test_round_trip_with_added_class_keeps_blanks_blank(tmp_path):
 def test_csv_text_in_chunks_and_whole_numbers_beyond_zero_and_one(monkeypatch):
     import numpy as np
 
-    from patchcfg import labels
-    from patchcfg.labels import LabelTable
+    from patchcfg import label_table as labels
+    from patchcfg.label_table import LabelTable
 
     monkeypatch.setattr(labels, "_WRITE_CHUNK", 2)
     frame = pd.DataFrame({"filepath": ["a", "b", "c"], "validation": [True, False, True],
@@ -148,7 +148,7 @@ def test_resolve_paths_equals_normpath_of_join():
     import itertools
     import os
 
-    from patchcfg.labels import resolve_paths
+    from patchcfg.label_table import resolve_paths
 
     root = "/a/b/../c"
     paths = ["x.png", "./x.png", "d/../x.png", "d//x.png", "/abs/./y.png", "d/", "...", "..", ".hidden/x",
@@ -163,7 +163,7 @@ def test_a_table_read_again_unchanged_is_not_parsed_again_and_a_change_is_seen(t
     parse costs seconds. The same bytes give a copy of the last table, which the caller may change
     without changing the next read; any change to the file is read afresh, even in place with the
     same size within the file system's timestamp resolution."""
-    from patchcfg import labels
+    from patchcfg import label_table as labels
 
     path = write(tmp_path, "filepath,cat,dog\na.png,1,\nb.png,,0\n")
     parses = []

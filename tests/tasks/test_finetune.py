@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from patchcfg.cli import main
 from patchcfg.config import load_config, with_defaults
-from patchcfg.finetune import build_model, stage_settings
-from patchcfg.labels import read_label_table
+from patchcfg.tasks.finetune import build_model, stage_settings
+from patchcfg.label_table import read_label_table
 from patchcfg.stages import run_finetune
 from patchcfg.train.callbacks import BestWeights, CyclicLR
 
@@ -123,7 +123,7 @@ def test_predict_with_tta_and_folds_is_the_mean_of_the_parts(trained):
     import tensorflow as tf
 
     from patchcfg.data.loading import load_images
-    from patchcfg.predict import predict_images
+    from patchcfg.tasks.predict import predict_images
 
     folder, config, _ = trained
     experiment = folder / "experiments" / "ft"
@@ -201,7 +201,7 @@ def test_lr_find_writes_curve_and_suggestion(tmp_path, digits_table, finetune_co
 def test_fixmatch_pseudo_labels_only_confident_entries(tmp_path, digits_table, finetune_config):
     import tensorflow as tf
 
-    from patchcfg.finetune import FinetuneTask
+    from patchcfg.tasks.finetune import FinetuneTask
     from patchcfg.losses import masked_bce
 
     labels = digits_table(tmp_path)
@@ -220,7 +220,7 @@ def test_fixmatch_pseudo_labels_only_confident_entries(tmp_path, digits_table, f
 def test_fixmatch_pseudo_labels_a_softmax_group_by_its_most_likely_class():
     """A softmax group is not multi-hot: a confident row learns its one answer (the others 0),
     and an unsure row learns nothing of the group, whatever its single probabilities."""
-    from patchcfg.finetune import pseudo_labels
+    from patchcfg.tasks.finetune import pseudo_labels
     from patchcfg.models.outputs import OutputGroup
 
     groups = [OutputGroup("digit", ("a", "b", "c"), "softmax", None, 1.0, 0, 3),
@@ -254,7 +254,7 @@ def test_unknown_monitored_metric_is_refused_before_training(tmp_path, digits_ta
 
 def test_interrupted_run_resumes_without_retraining_finished_units(tmp_path, digits_table, finetune_config,
                                                                     monkeypatch):
-    from patchcfg.finetune import FinetuneTask
+    from patchcfg.tasks.finetune import FinetuneTask
 
     labels = digits_table(tmp_path)
     config = load_config(finetune_config(tmp_path, labels))
@@ -330,7 +330,7 @@ def test_predict_joins_the_groups_in_the_model_order(grouped):
     import tensorflow as tf
 
     from patchcfg.data.loading import load_images
-    from patchcfg.predict import predict_images
+    from patchcfg.tasks.predict import predict_images
 
     folder, config, _, _ = grouped
     experiment = folder / "experiments" / "ft"
@@ -361,7 +361,7 @@ def test_query_margin_reads_the_groups_and_the_table_order(grouped):
 
 
 def test_a_model_file_tells_its_groups_by_its_named_outputs(grouped, tmp_path):
-    from patchcfg.predict import output_groups
+    from patchcfg.tasks.predict import output_groups
 
     folder, _, _, _ = grouped
     model_file = folder / "experiments" / "ft" / "finetune" / "fold_1" / "model.keras"
@@ -381,7 +381,7 @@ def test_crops_train_on_cells_that_never_cross_folds_and_predict_reduces_them(tm
 
     import patchcfg.stages.finetune as stage_module
     from patchcfg.data.crops import cell_files, load_cells, reduce
-    from patchcfg.predict import predict_images
+    from patchcfg.tasks.predict import predict_images
 
     labels = digits_table(tmp_path)
     path = finetune_config(tmp_path, labels, folds_count=2, stages=[{"epochs": 1, "lr": 0.01}])

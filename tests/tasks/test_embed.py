@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from patchcfg.embed import FeatureWriter, load_features
+from patchcfg.tasks.embed import FeatureWriter, load_features
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +169,7 @@ def test_with_crops_an_image_is_embedded_as_the_mean_of_its_cells(tmp_path, digi
 
     from patchcfg.config import resolve_config
     from patchcfg.data.crops import load_cells
-    from patchcfg.embed import features_of, find_encoder
+    from patchcfg.tasks.embed import features_of, find_encoder
     from patchcfg.stages import run_embed
 
     config = embed_config(tmp_path, digits_table, batch_size=7)  # 7 cells a pass: 1 image of 4 cells
@@ -205,7 +205,7 @@ import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from patchcfg.config import with_defaults
-from patchcfg.embed import features_of
+from patchcfg.tasks.embed import features_of
 from patchcfg.models.backbones import build_backbone
 encoder = build_backbone({"name": "tiny"}, (16, 16, 3))
 images = np.random.default_rng(0).uniform(size=(37, 16, 16, 3)).astype(np.float32)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from patchcfg.config import load_config
-from patchcfg.distill import distillation_loss, logit
+from patchcfg.tasks.distill import distillation_loss, logit
 from patchcfg.stages import run_distill, run_finetune
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_distill_stage_trains_a_student_beside_the_teacher(tmp_path, digits_tabl
 
 def test_softmax_group_distillation_is_the_tempered_cross_entropy():
     from patchcfg.config import with_defaults
-    from patchcfg.distill import group_distillation_loss, softmax_distillation_loss, teacher_logits
+    from patchcfg.tasks.distill import group_distillation_loss, softmax_distillation_loss, teacher_logits
     from patchcfg.models.outputs import resolve_groups
 
     groups = resolve_groups(with_defaults("finetune", {"outputs": [
