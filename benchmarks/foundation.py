@@ -219,8 +219,8 @@ def probe_table(args, folder: Path, demo: Path, digits) -> tuple[Path, list[str]
 
 def embedded(config: dict, root: Path, encoder: str, paths: list[str]) -> np.ndarray:
     """The embed stage's features of ``paths`` (in that order)."""
-    from patchcfg.tasks.embed import load_features, positions_in
     from patchcfg.stages import run_embed
+    from patchcfg.tasks.embed import load_features, positions_in
 
     run_embed(config, root=root, encoder=encoder, verbose=0)
     features, index = load_features(root / config["name"])

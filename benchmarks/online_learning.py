@@ -94,9 +94,9 @@ def features_once(work: Path, labels: Path) -> Path:
 
 def full_label_accuracy(embed: Path, labels: Path, target: np.ndarray) -> float:
     from patchcfg import active
-    from patchcfg.tasks.embed import load_features
     from patchcfg.label.learner import validation_metrics
     from patchcfg.label_table import read_label_table
+    from patchcfg.tasks.embed import load_features
 
     features, paths = load_features(embed.parent)
     table = read_label_table(labels)

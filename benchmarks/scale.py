@@ -205,8 +205,8 @@ def child(step: str, folder: Path, args) -> dict:
     if step == "quick_head":
         from patchcfg.active.quick_head import quick_head_probabilities
         from patchcfg.active.rows import RowFeatures
-        from patchcfg.tasks.embed import load_features
         from patchcfg.label_table import read_label_table
+        from patchcfg.tasks.embed import load_features
 
         table = read_label_table(folder / "labels.csv")
         labels, train = table.label_matrix(), ~table.exclude & ~table.validation

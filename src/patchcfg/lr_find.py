@@ -43,8 +43,8 @@ def lr_range_test(config: dict, *, start_lr: float = 1e-6, end_lr: float = 1.0, 
     import tensorflow as tf
 
     from patchcfg.experiment import experiments_root
-    from patchcfg.tasks.finetune import FinetuneTask, resolve_encoder_spec, stage_settings
     from patchcfg.label_table import read_label_table
+    from patchcfg.tasks.finetune import FinetuneTask, resolve_encoder_spec, stage_settings
     from patchcfg.train.optim import build_optimizer
 
     finetune, data_cfg = config["finetune"], config["data"]

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from patchcfg.config import load_config
-from patchcfg.tasks.distill import distillation_loss, logit
 from patchcfg.stages import run_distill, run_finetune
+from patchcfg.tasks.distill import distillation_loss, logit
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +55,8 @@ def test_distill_stage_trains_a_student_beside_the_teacher(tmp_path, digits_tabl
 
 def test_softmax_group_distillation_is_the_tempered_cross_entropy():
     from patchcfg.config import with_defaults
-    from patchcfg.tasks.distill import group_distillation_loss, softmax_distillation_loss, teacher_logits
     from patchcfg.models.outputs import resolve_groups
+    from patchcfg.tasks.distill import group_distillation_loss, softmax_distillation_loss, teacher_logits
 
     groups = resolve_groups(with_defaults("finetune", {"outputs": [
         {"name": "digit", "classes": ["zero", "one", "two"], "type": "softmax"}, {"name": "even", "classes": "rest"}]}),

@@ -169,8 +169,8 @@ def test_with_crops_an_image_is_embedded_as_the_mean_of_its_cells(tmp_path, digi
 
     from patchcfg.config import resolve_config
     from patchcfg.data.crops import load_cells
-    from patchcfg.tasks.embed import features_of, find_encoder
     from patchcfg.stages import run_embed
+    from patchcfg.tasks.embed import features_of, find_encoder
 
     config = embed_config(tmp_path, digits_table, batch_size=7)  # 7 cells a pass: 1 image of 4 cells
     config["data"].update(crops=2, imshape=[8, 8])

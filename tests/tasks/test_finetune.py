@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from patchcfg.cli import main
 from patchcfg.config import load_config, with_defaults
-from patchcfg.tasks.finetune import build_model, stage_settings
 from patchcfg.label_table import read_label_table
 from patchcfg.stages import run_finetune
+from patchcfg.tasks.finetune import build_model, stage_settings
 from patchcfg.train.callbacks import BestWeights, CyclicLR
 
 pytestmark = pytest.mark.slow
@@ -201,8 +201,8 @@ def test_lr_find_writes_curve_and_suggestion(tmp_path, digits_table, finetune_co
 def test_fixmatch_pseudo_labels_only_confident_entries(tmp_path, digits_table, finetune_config):
     import tensorflow as tf
 
-    from patchcfg.tasks.finetune import FinetuneTask
     from patchcfg.losses import masked_bce
+    from patchcfg.tasks.finetune import FinetuneTask
 
     labels = digits_table(tmp_path)
     config = load_config(finetune_config(tmp_path, labels, fixmatch={"enabled": True, "threshold": 0.9}))
@@ -220,8 +220,8 @@ def test_fixmatch_pseudo_labels_only_confident_entries(tmp_path, digits_table, f
 def test_fixmatch_pseudo_labels_a_softmax_group_by_its_most_likely_class():
     """A softmax group is not multi-hot: a confident row learns its one answer (the others 0),
     and an unsure row learns nothing of the group, whatever its single probabilities."""
-    from patchcfg.tasks.finetune import pseudo_labels
     from patchcfg.models.outputs import OutputGroup
+    from patchcfg.tasks.finetune import pseudo_labels
 
     groups = [OutputGroup("digit", ("a", "b", "c"), "softmax", None, 1.0, 0, 3),
               OutputGroup("flags", ("x",), "sigmoid", None, 1.0, 3, 4)]

@@ -125,11 +125,11 @@ def labels_review(args, out, folds, n, method, labels_path, experiments_root, fo
     from patchcfg.atomic import atomic_write_text, check_output, starts_with
     from patchcfg.commands._common import labels_override, one_config
     from patchcfg.config import load_config
-    from patchcfg.tasks.embed import load_features, positions_in
     from patchcfg.experiment import experiment_dir
     from patchcfg.experiment import experiments_root as resolve_root
     from patchcfg.label_table import read_label_table
     from patchcfg.models.outputs import scoring_groups
+    from patchcfg.tasks.embed import load_features, positions_in
 
     path, overrides = one_config(args)
     config = load_config(path, [*overrides, *labels_override(labels_path)])

@@ -325,8 +325,8 @@ def run_job(folder: Path) -> None:
     """Fine-tune on the snapshot, then score every snapshot row with the fold ensemble."""
     from patchcfg.atomic import atomic_write_bytes
     from patchcfg.label_table import read_label_table
-    from patchcfg.tasks.predict import resolve_models
     from patchcfg.stages import run_finetune
+    from patchcfg.tasks.predict import resolve_models
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     run_finetune(config, root=folder, verbose=2, log=lambda text: print(text, flush=True))

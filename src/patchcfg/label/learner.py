@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from patchcfg.tasks.embed import positions_in, unreadable_paths
 from patchcfg.errors import UserError
+from patchcfg.tasks.embed import positions_in, unreadable_paths
 
 METRICS = ("val_macro_auc", "val_accuracy")
 #: Per class, the learner also logs ``val_auc_<class>``.

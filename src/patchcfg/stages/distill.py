@@ -39,8 +39,8 @@ class DistillStage(Stage):
     def execute(self) -> dict:
         from patchcfg.data import crops
         from patchcfg.data.loading import load_images
-        from patchcfg.tasks.distill import DistillTask
         from patchcfg.metrics import grouped_metrics, is_per_class
+        from patchcfg.tasks.distill import DistillTask
         from patchcfg.tasks.predict import predict_arrays
         from patchcfg.train.loop import best_metrics
         from patchcfg.train.precision import float32_copy

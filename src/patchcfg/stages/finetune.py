@@ -26,6 +26,9 @@ import numpy as np
 
 from patchcfg.data.folds import HOLDOUT
 from patchcfg.errors import UserError
+from patchcfg.losses import build_group_loss
+from patchcfg.metrics import grouped_metrics, has_groups
+from patchcfg.stages.runner import Stage
 from patchcfg.tasks.finetune import (
     FinetuneTask,
     build_model,
@@ -35,9 +38,6 @@ from patchcfg.tasks.finetune import (
     resolve_encoder_spec,
     stage_settings,
 )
-from patchcfg.losses import build_group_loss
-from patchcfg.metrics import grouped_metrics, has_groups
-from patchcfg.stages.runner import Stage
 from patchcfg.train.callbacks import BestWeights, build_callbacks
 from patchcfg.train.loop import best_metrics
 
