@@ -21,13 +21,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["simclr", "moco", "hcl", "deepcluster", "context_encoder", "detcon", "multitask", "byol",
-           "simsiam", "vicreg", "nnclr", "barlow_twins", "detcon_b"]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    from patchcfg.pretrain import method_names  # every registered method (importing none of them)
+
+    methods = method_names()
+    parser.add_argument("--methods", nargs="+", default=methods, choices=methods)
     args = parser.parse_args(argv)
 
     from patchcfg.config import load_config

@@ -1,7 +1,9 @@
 """The ``patchcfg`` command line: a thin click group.
 
 Each verb lives in ``patchcfg/commands/<verb>.py`` and is imported only when it runs, so
-``patchcfg --help``, ``validate`` and ``analyze`` never import TensorFlow.
+``patchcfg --help``, ``validate`` and ``analyze`` never import TensorFlow. A stage's verb
+(``pretrain``, ``finetune``...) is declared by the stage (:data:`patchcfg.stages.STAGES`): its
+command, or the one every stage can have.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import click
 
 from patchcfg.errors import UserError, describe_library_os_error, describe_os_error
 
-# verb -> (module, attribute, one-line help shown by ``patchcfg --help``)
+# verb -> (module, attribute, one-line help shown by ``patchcfg --help``); the stages' verbs come
+# from the stages and stand before STAGE_VERBS_BEFORE
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("patchcfg.commands.config_cmds", "validate", "Check configs against the schema."),
     "show": ("patchcfg.commands.config_cmds", "show", "Print the resolved config."),
@@ -26,40 +29,59 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "labels": ("patchcfg.commands.labels_cmds", "labels", "Inspect and edit label tables."),
     "demo": ("patchcfg.commands.demo", "demo", "Write the demo data (scikit-learn digits)."),
     "augment": ("patchcfg.commands.augment", "augment", "Preview augmented views as a PNG grid."),
-    "pretrain": ("patchcfg.commands.pretrain", "pretrain", "Self-supervised pretraining."),
-    "finetune": ("patchcfg.commands.finetune", "finetune", "Train a classifier on the label table."),
     "predict": ("patchcfg.commands.predict", "predict", "Predict images with a trained model or experiment."),
     "lr-find": ("patchcfg.commands.lr_find", "lr_find", "Learning-rate range test."),
-    "embed": ("patchcfg.commands.pipeline", "embed", "Cache encoder features of every image."),
-    "query": ("patchcfg.commands.pipeline", "query", "Which images to label next (active learning)."),
-    "distill": ("patchcfg.commands.pipeline", "distill", "Train a student on the teacher's soft labels."),
     "run": ("patchcfg.commands.pipeline", "run_all", "Run every stage a config declares."),
     "label": ("patchcfg.commands.label", "label", "Label images in the browser (keys, queue, grid, undo)."),
     "convert": ("patchcfg.commands.convert", "convert", "Convert other tools' configs (Musket) to ours."),
     "analyze": ("patchcfg.commands.analyze", "analyze", "Compare experiments: what differs, how they did."),
     "weights": ("patchcfg.commands.weights", "weights", "Fetch KerasHub presets into folders; check one."),
 }
+STAGE_VERBS_BEFORE = "predict"
+
+
+def stage_verbs() -> dict[str, tuple[str, str, str]]:
+    """Each stage's verb as in :data:`COMMANDS` (attribute "" for the verb every stage can have)."""
+    from patchcfg.stages import STAGES
+
+    verbs = {}
+    for name, stage in STAGES.items():
+        module, _, attribute = (stage.command or "patchcfg.commands._common:").partition(":")
+        verbs[name] = (module, attribute, stage.command_help)
+    return verbs
+
+
+def all_verbs() -> dict[str, tuple[str, str, str]]:
+    """Every verb of ``patchcfg``, in the order ``--help`` lists them."""
+    verbs = {}
+    for name, entry in COMMANDS.items():
+        if name == STAGE_VERBS_BEFORE:
+            verbs.update(stage_verbs())
+        verbs[name] = entry
+    return verbs
 
 
 class LazyGroup(click.Group):
     """A group whose verbs are imported on first use; user errors become one message and exit 2."""
 
     def list_commands(self, ctx):
-        return [name for name in COMMANDS if self._available(name)]
-
-    @staticmethod
-    def _available(name):
-        module = COMMANDS[name][0]
-        return importlib.util.find_spec(module) is not None
+        return [name for name, (module, _, _) in all_verbs().items() if importlib.util.find_spec(module)]
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS or not self._available(name):
+        verbs = all_verbs()
+        if name not in verbs or not importlib.util.find_spec(verbs[name][0]):
             return None
-        module, attr, _ = COMMANDS[name]
+        module, attr, _ = verbs[name]
+        if not attr:
+            from patchcfg.commands._common import stage_command
+            from patchcfg.stages import STAGES
+
+            return stage_command(STAGES[name])
         return getattr(importlib.import_module(module), attr)
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        verbs = all_verbs()
+        rows = [(name, verbs[name][2]) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

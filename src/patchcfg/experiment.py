@@ -27,8 +27,8 @@ import yaml
 
 from patchcfg.atomic import atomic_write_json, atomic_write_text
 from patchcfg.errors import ExperimentError
+from patchcfg.stages import stage_names
 
-STAGES = ("pretrain", "finetune", "distill", "query", "embed")
 DEFAULT_ROOT = "experiments"
 
 
@@ -142,15 +142,15 @@ class Experiment:
             return {"__unreadable__": True}
 
     def started_stages(self) -> set[str]:
-        return {stage for stage in STAGES if (self.dir / stage / "status.json").is_file()}
+        return {stage for stage in stage_names() if (self.dir / stage / "status.json").is_file()}
 
     def comparable(self, config: dict) -> dict:
         """What must not change under one name: everything but the sections of stages not yet run
         (and ``query`` and ``label``, whose settings are chosen afresh for every query and every
         labelling session)."""
-        started = self.started_stages()
+        stages, started = stage_names(), self.started_stages()
         return {k: v for k, v in config.items()
-                if k not in ("description", "query", "label") and not (k in STAGES and k not in started)}
+                if k not in ("description", "query", "label") and not (k in stages and k not in started)}
 
     def check_config(self) -> None:
         """Refuse to mix two different configs under one name (unless ``force``).
@@ -176,7 +176,7 @@ class Experiment:
             return
         existing = self.existing_config()
         if existing is not None and self.force and self.comparable(existing) != self.comparable(self.config):
-            for stage in STAGES:
+            for stage in stage_names():
                 shutil.rmtree(self.dir / stage, ignore_errors=True)
         atomic_write_text(self.config_path, self.config_text)
 

@@ -17,17 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from patchcfg.errors import ConfigError
+from patchcfg.registries import Registry
 
 EPSILON = 1e-7
-LOSSES: dict[str, Callable] = {}
-
-
-def register_loss(name: str):
-    """Register ``fn(y_true, y_pred, **params) -> scalar`` under ``name`` for loss expressions."""
-    def decorate(fn):
-        LOSSES[name] = fn
-        return fn
-    return decorate
+#: The names a loss expression may use: each ``fn(y_true, y_pred, **params) -> scalar``.
+LOSSES = Registry("loss", home=__name__)
+#: Decorator: make ``fn(y_true, y_pred, **params) -> scalar`` the loss ``name`` of loss expressions.
+register_loss = LOSSES.register
 
 
 def _masked(y_true, y_pred, label_smoothing=0.0):
@@ -239,7 +235,7 @@ def build_loss(text: str) -> Callable:
 
 def resolve_softmax_targets(y_true):
     """A softmax group's targets (rows, K) resolved in the graph, as
-    :func:`patchcfg.models.outputs.resolve_softmax` does in numpy: a row with one present class,
+    :func:`patchcfg.label_groups.resolve_softmax` does in numpy: a row with one present class,
     or all but one absent, becomes its one-hot answer in full; every other row all unknown."""
     import tensorflow as tf
 

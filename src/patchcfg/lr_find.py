@@ -1,8 +1,8 @@
 """Learning-rate range test (Smith 2017, "Cyclical Learning Rates for Training Neural Networks").
 
-Train the first fine-tuning stage for a few hundred steps while the learning rate grows
-exponentially from ``start_lr`` to ``end_lr``; record the loss, smooth it (exponential moving
-average with bias correction), and take its derivative against log10(lr). The suggestion is the
+Train the first fine-tuning phase (of ``finetune.stages``) for a few hundred steps while the
+learning rate grows exponentially from ``start_lr`` to ``end_lr``; record the loss, smooth it
+(exponential moving average with bias correction), and take its derivative against log10(lr). The suggestion is the
 learning rate where the smoothed loss falls fastest, before it reaches its minimum.
 """
 
@@ -38,13 +38,13 @@ def suggest(lrs, smoothed) -> tuple[float, np.ndarray]:
 
 def lr_range_test(config: dict, *, start_lr: float = 1e-6, end_lr: float = 1.0, steps: int = 100,
                   diverge: float = 4.0, log=print) -> dict:
-    """Run the test on the first fold's training rows and first stage's settings."""
+    """Run the test on the first fold's training rows and the first phase's settings."""
     import keras
     import tensorflow as tf
 
     from patchcfg.experiment import experiments_root
     from patchcfg.label_table import read_label_table
-    from patchcfg.tasks.finetune import FinetuneTask, resolve_encoder_spec, stage_settings
+    from patchcfg.tasks.finetune import FinetuneTask, phase_settings, resolve_encoder_spec
     from patchcfg.train.optim import build_optimizer
 
     finetune, data_cfg = config["finetune"], config["data"]
@@ -62,11 +62,11 @@ def lr_range_test(config: dict, *, start_lr: float = 1e-6, end_lr: float = 1.0, 
         raise UserError(f"{data_cfg['labels']}: no labelled training rows")
     experiment_dir = experiments_root() / config["name"]
     encoder_spec, pretrained = resolve_encoder_spec(config, experiment_dir)
-    stage = stage_settings(finetune, pretrained)[0]
+    phase = phase_settings(finetune, pretrained)[0]
     paths = table.resolved_paths()
-    task = FinetuneTask(config=config, classes=classes, encoder_spec=encoder_spec, stage=stage,
+    task = FinetuneTask(config=config, classes=classes, encoder_spec=encoder_spec, phase=phase,
                         train_paths=[paths[i] for i in rows], train_labels=labels[rows], val_paths=[],
-                        val_labels=labels[:0], start_weights=stage["initial_weights"], seed=int(config["seed"]))
+                        val_labels=labels[:0], start_weights=phase["initial_weights"], seed=int(config["seed"]))
     gbs = task.global_batch_size = int(finetune["batch_size"])
     task.build()
     schedule = keras.optimizers.schedules.ExponentialDecay(start_lr, decay_steps=max(1, steps - 1),

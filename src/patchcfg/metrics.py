@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 
+from patchcfg.label_groups import has_groups, resolve_labels
+
 METRICS = ("auc", "f1", "precision", "recall", "accuracy")
 
 #: name parts of metrics that improve downwards (besides names containing "loss" or "error")
@@ -101,8 +103,6 @@ def group_metrics(y_true, y_prob, groups, prefix: str = "val_") -> dict[str, flo
     """Per output group (:mod:`patchcfg.models.outputs`), on its columns with softmax groups
     resolved: ``{prefix}<group>_accuracy`` (softmax: top-1 over the rows that resolve it; sigmoid:
     over its known entries at 0.5) and ``{prefix}<group>_macro_auc`` (mean of its classes' AUCs)."""
-    from patchcfg.models.outputs import resolve_labels
-
     y_true = resolve_labels(np.asarray(y_true, np.float32), groups)
     y_prob = np.asarray(y_prob, np.float32)
     out: dict[str, float] = {}
@@ -126,16 +126,9 @@ def grouped_metrics(y_true, y_prob, classes: list[str], groups, threshold: float
     """:func:`masked_metrics` on the labels with softmax groups resolved, plus
     :func:`group_metrics` when the output has groups (more than one, or a softmax one); for the
     plain multi-hot model exactly :func:`masked_metrics`."""
-    from patchcfg.models.outputs import resolve_labels
-
     if not has_groups(groups):
         return masked_metrics(y_true, y_prob, classes, threshold=threshold, prefix=prefix)
     out = masked_metrics(resolve_labels(np.asarray(y_true, np.float32), groups), y_prob, classes,
                          threshold=threshold, prefix=prefix)
     out.update(group_metrics(y_true, y_prob, groups, prefix=prefix))
     return out
-
-
-def has_groups(groups) -> bool:
-    """Whether the output is more than the one multi-hot sigmoid group."""
-    return bool(groups) and (len(groups) > 1 or groups[0].softmax)

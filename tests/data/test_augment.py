@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from patchcfg.config.docs import augmentation_schema_text as schema_text
 from patchcfg.data.augment import build_augmenter
-from patchcfg.data.recipes import OPS, PRESETS, expand_recipe, schema_text
+from patchcfg.data.recipes import OPS, PRESETS, expand_recipe
 from patchcfg.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

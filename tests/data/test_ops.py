@@ -9,10 +9,11 @@ import pytest
 import tensorflow as tf
 
 from patchcfg.config import docs
+from patchcfg.config.docs import augmentation_schema_text as schema_text
 from patchcfg.config.schema import schema_dir
 from patchcfg.data.augment import build_augmenter
 from patchcfg.data.ops import FAMILIES, OPS, PROB, Param, register, unregister
-from patchcfg.data.recipes import augmentation_schema, expand_recipe, reference_markdown, schema_text
+from patchcfg.data.recipes import augmentation_schema, expand_recipe, reference_markdown
 
 EXTENDING = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
 

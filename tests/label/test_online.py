@@ -200,7 +200,7 @@ def test_versions_are_issued_with_their_inputs(online):
 
 
 def test_stop_when_fires_exactly_when_its_metrics_hold():
-    from patchcfg.label.learner import stop_holds
+    from patchcfg.label.metrics import stop_holds
 
     assert not stop_holds({}, {"val_macro_auc": 1.0})
     assert stop_holds({"val_macro_auc": 0.9}, {"val_macro_auc": 0.9})
@@ -212,7 +212,7 @@ def test_stop_when_fires_exactly_when_its_metrics_hold():
 
 
 def test_the_learner_stops_at_the_first_fit_where_stop_when_holds(online):
-    from patchcfg.label.learner import stop_holds
+    from patchcfg.label.metrics import stop_holds
 
     make, config, labels, root = online
     app = make(retrain_every=0, stop_when={"val_macro_auc": 0.9, "val_auc_zero": 0.9})
@@ -246,7 +246,7 @@ def test_stop_when_names_a_class_metric_of_the_table(lab):
 
 
 def test_per_class_and_exclusive_metrics():
-    from patchcfg.label.learner import validation_metrics
+    from patchcfg.label.metrics import validation_metrics
 
     labels = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [-1, -1, -1]])
     p = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.65, 0.1, 0.4], [0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
@@ -342,7 +342,7 @@ def test_rows_read_again_in_another_order_get_their_own_features(online):
 def test_a_feature_file_replaced_since_it_was_mapped_is_sent_as_rows(tmp_path):
     """A new embed published while the app runs: the worker must not fit on the new file's rows
     under the old alignment; it refuses the mapping and the server sends the rows it holds."""
-    from patchcfg.label.learner import MappedFeatures, Worker
+    from patchcfg.label.worker import MappedFeatures, Worker
 
     path = tmp_path / "features.npy"
     rng = np.random.default_rng(0)

@@ -26,7 +26,8 @@ def save_features(labels, root, features):
 @pytest.fixture
 def no_fits(monkeypatch):
     """No quick-head fit and no worker process: these tests need only the features."""
-    from patchcfg.label.learner import Learner, Worker
+    from patchcfg.label.learner import Learner
+    from patchcfg.label.worker import Worker
 
     monkeypatch.setattr(Learner, "refit_async", lambda self: False)
     monkeypatch.setattr(Worker, "warm_up", lambda self: None)

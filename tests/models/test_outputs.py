@@ -1,11 +1,10 @@
-"""Output groups: validation with file:line, resolution of softmax groups, the class order."""
+"""Output groups: validation with file:line, the class order."""
 
-import numpy as np
 import pytest
 
 from patchcfg.config import load_config, with_defaults
 from patchcfg.errors import ConfigError, UserError
-from patchcfg.models.outputs import group_classes, groups_over, resolve_groups, resolve_softmax
+from patchcfg.models.outputs import group_classes, groups_over, resolve_groups
 
 CLASSES = ["zero", "one", "two", "even", "loop"]
 
@@ -33,17 +32,6 @@ def test_groups_take_their_classes_and_the_rest_in_order():
     assert groups[0].loss_expression("masked_focal") == "masked_focal"  # a sigmoid group's: the stage's
     located = groups_over(groups, CLASSES)
     assert [g.columns for g in located] == [(3, 4), (2, 0, 1)]
-
-
-def test_resolving_a_softmax_group():
-    labels = np.array([[1, -1, -1],    # one present: the others are absent
-                       [-1, 0, 0],     # all absent but one: that one is the answer
-                       [-1, 0, -1],    # not resolved
-                       [1, 1, -1],     # two present: contradictory, not resolved
-                       [0, 0, 0],      # none present: contradictory, not resolved
-                       [0, 1, 0]], np.float32)
-    np.testing.assert_array_equal(resolve_softmax(labels), [[1, 0, 0], [1, 0, 0], [-1, -1, -1], [-1, -1, -1],
-                                                             [-1, -1, -1], [0, 1, 0]])
 
 
 def _write(tmp_path, outputs_yaml: str):

@@ -46,8 +46,8 @@ def test_ambiguous_case_and_case_insensitive_names():
     assert build_backbone({"name": "TINY"}, (16, 16, 3)).output_shape == (None, 16)
 
 
-def test_register_backbone(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+def test_register_backbone(request):
+    request.addfinalizer(lambda: registry.unregister_backbone("flat_test_net"))
 
     @register_backbone("flat_test_net")
     def flat_test_net(input_shape, *, width=1.0, sync_batchnorm=False):

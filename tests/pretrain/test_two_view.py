@@ -1,7 +1,7 @@
 """The two-view base: a method and a loss registered from outside the package train with it.
 
-This module is the Extending page's (docs/extending.md) "A pretraining loss" example, run: the loss is a pure function on the
-loss registry, the method holds only its parameters and its contrastive hook.
+This module is the Extending page's (docs/extending.md) "A pretraining loss" example, run: the loss is a pure
+function, the method holds only its declaration (its keys, their defaults), its parameters and its contrastive hook.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ tf = pytest.importorskip("tensorflow")
 
 from patchcfg.config.schema import fill_defaults  # noqa: E402
 from patchcfg.pretrain import get_method, method_names, register, unregister  # noqa: E402
-from patchcfg.pretrain.losses import get_loss, loss_names, register_loss, unregister_loss  # noqa: E402
 from patchcfg.pretrain.losses.views import normalized_views  # noqa: E402
 from patchcfg.pretrain.params import PretrainParams  # noqa: E402
 from patchcfg.pretrain.two_view import TwoViewMethod  # noqa: E402
@@ -43,23 +42,24 @@ def align_uniform_loss(z1, z2, t, *, z1_all=None, z2_all=None, offset=0):
 class AlignUniform(TwoViewMethod):
     """Alignment and uniformity (Wang & Isola 2020) over the global batch."""
 
+    summary = "alignment and uniformity on the hypersphere (Wang & Isola 2020)."
+    config_keys = {"uniformity_t": {"description": "t of the uniformity term.", "type": "number",
+                                    "exclusiveMinimum": 0, "default": 2.0}}
+
     @dataclass(frozen=True)
     class Params(PretrainParams):
         uniformity_t: float
 
     def pair_loss(self, z1, z2, *, z1_all, z2_all, offset):
-        loss = get_loss("align_uniform")(z1, z2, self.params.uniformity_t, z1_all=z1_all, z2_all=z2_all,
-                                         offset=offset)
+        loss = align_uniform_loss(z1, z2, self.params.uniformity_t, z1_all=z1_all, z2_all=z2_all, offset=offset)
         return loss, {}
 
 
 @pytest.fixture
 def registered():
-    register_loss("align_uniform")(align_uniform_loss)
     register("align_uniform")(AlignUniform)
     yield
     unregister("align_uniform")
-    unregister_loss("align_uniform")
 
 
 def test_the_example_loss_is_what_its_docstring_says():
@@ -81,14 +81,15 @@ def test_a_method_registered_outside_the_package_trains_one_step(registered, tmp
         path = tmp_path / f"{i}.png"
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
         paths.append(str(path))
-    assert "align_uniform" in method_names() and "align_uniform" in loss_names()
+    assert "align_uniform" in method_names()
     config = fill_defaults({"name": "example", "seed": 1, "data": {"imshape": [16, 16]},
                             "backbone": {"name": "tiny", "width": 0.5}, "augmentation": {"preset": "simclr"},
-                            "pretrain": {"method": "align_uniform", "uniformity_t": 2.0, "batch_size": 8,
+                            "pretrain": {"method": "align_uniform", "batch_size": 8,
                                          "projection": {"units": 8, "dim": 4}, "monitor": {"every": 0}}})
     method = get_method("align_uniform")(config, paths)
     assert method.name == "align_uniform" and method.params.uniformity_t == 2.0
-    assert method.params.projection.dim == 4  # the test's choice; every other key from the schema
+    assert method.params.projection.dim == 4  # the test's choice; every other key from the schema, uniformity_t
+    # from the method's own declaration, written into it
     loop = TrainLoop(method, epochs=1, steps_per_epoch=1, global_batch_size=8, verbose=0,
                      optimizer_config=config["pretrain"]["optimizer"])
     loop.build()

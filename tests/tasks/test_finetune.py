@@ -1,4 +1,4 @@
-"""Fine-tuning: stages, folds, files, freezing, best weights, classes added later."""
+"""Fine-tuning: training phases (finetune.stages), folds, files, freezing, best weights, classes added later."""
 
 import json
 
@@ -12,7 +12,7 @@ from patchcfg.cli import main
 from patchcfg.config import load_config, with_defaults
 from patchcfg.label_table import read_label_table
 from patchcfg.stages import run_finetune
-from patchcfg.tasks.finetune import build_model, stage_settings
+from patchcfg.tasks.finetune import build_model, phase_settings
 from patchcfg.train.callbacks import BestWeights, CyclicLR
 
 pytestmark = pytest.mark.slow
@@ -105,18 +105,27 @@ def test_cyclic_lr_modes():
     assert exp.lr_at(1) == 0.5 and exp.lr_at(3) == 0.125
 
 
-def test_stage_settings_follow_musket():
+def test_phase_settings_follow_musket():
     finetune = with_defaults("finetune", {
         "stages": [{"epochs": 1}, {"epochs": 1, "unfreeze_encoder": True, "negatives": 2, "loss": "dice",
                                    "callbacks": {"CyclicLR": {}}}, {"epochs": 1}],
         "optimizer": {"lr": 0.3}, "loss": "masked_bce", "sampler": {"negatives": "real"},
         "callbacks": {"EarlyStopping": {}}})
-    first, second, third = stage_settings(finetune, encoder_pretrained=True)
+    first, second, third = phase_settings(finetune, encoder_pretrained=True)
     assert first["frozen"] and not second["frozen"] and not third["frozen"]
     assert first["lr"] == 0.3 and second["loss"] == "dice" and second["negatives"] == 2
     assert first["callbacks"] == finetune["callbacks"] and second["callbacks"] == finetune["stages"][1]["callbacks"]
     assert list(first["callbacks"]) == ["EarlyStopping"] and list(second["callbacks"]) == ["CyclicLR"]
-    assert not stage_settings(finetune, encoder_pretrained=False)[0]["frozen"]
+    assert not phase_settings(finetune, encoder_pretrained=False)[0]["frozen"]
+
+
+def test_the_old_name_stage_settings_warns_and_gives_the_phases():
+    from patchcfg.tasks.finetune import stage_settings
+
+    finetune = with_defaults("finetune", {"stages": [{"epochs": 1}, {"epochs": 2}]})
+    with pytest.warns(DeprecationWarning, match="phase_settings"):
+        phases = stage_settings(finetune, encoder_pretrained=True)
+    assert phases == phase_settings(finetune, encoder_pretrained=True)
 
 
 def test_predict_with_tta_and_folds_is_the_mean_of_the_parts(trained):
@@ -207,7 +216,7 @@ def test_fixmatch_pseudo_labels_only_confident_entries(tmp_path, digits_table, f
     labels = digits_table(tmp_path)
     config = load_config(finetune_config(tmp_path, labels, fixmatch={"enabled": True, "threshold": 0.9}))
     task = FinetuneTask(config=config, classes=["zero", "one"], encoder_spec={"name": "tiny"},
-                        stage=stage_settings(config["finetune"], False)[0], train_paths=[], train_labels=np.zeros((0, 2)),
+                        phase=phase_settings(config["finetune"], False)[0], train_paths=[], train_labels=np.zeros((0, 2)),
                         val_paths=[], val_labels=np.zeros((0, 2)), start_weights=None, seed=0)
     task.model = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: x)])
     weak = tf.constant([[0.95, 0.5], [0.02, 0.99]])
@@ -260,12 +269,12 @@ def test_interrupted_run_resumes_without_retraining_finished_units(tmp_path, dig
     config = load_config(finetune_config(tmp_path, labels))
     original = FinetuneTask.on_epoch_end
 
-    def interrupt_in_stage_two(self, epoch, logs):
-        if self.stage["index"] == 1:
+    def interrupt_in_phase_two(self, epoch, logs):
+        if self.phase["index"] == 1:
             raise KeyboardInterrupt("SIGINT")
         return original(self, epoch, logs)
 
-    monkeypatch.setattr(FinetuneTask, "on_epoch_end", interrupt_in_stage_two)
+    monkeypatch.setattr(FinetuneTask, "on_epoch_end", interrupt_in_phase_two)
     with pytest.raises(KeyboardInterrupt):
         run_finetune(config, root=tmp_path / "experiments", verbose=0)
     stage = tmp_path / "experiments" / "ft" / "finetune"
@@ -381,6 +390,7 @@ def test_crops_train_on_cells_that_never_cross_folds_and_predict_reduces_them(tm
 
     import patchcfg.stages.finetune as stage_module
     from patchcfg.data.crops import cell_files, load_cells, reduce
+    from patchcfg.tasks.finetune import FinetuneTask
     from patchcfg.tasks.predict import predict_images
 
     labels = digits_table(tmp_path)
@@ -391,13 +401,13 @@ def test_crops_train_on_cells_that_never_cross_folds_and_predict_reduces_them(tm
     path.write_text(yaml.safe_dump(raw))
     config = load_config(path)
     seen = []
-    original = stage_module.FinetuneTask.__init__
+    original = FinetuneTask.__init__
 
     def record(self, **kwargs):
         seen.append((list(kwargs["train_paths"]), np.asarray(kwargs["train_labels"]), list(kwargs["val_paths"])))
         original(self, **kwargs)
 
-    monkeypatch.setattr(stage_module.FinetuneTask, "__init__", record)
+    monkeypatch.setattr(FinetuneTask, "__init__", record)
     steps = []
     original_loop = stage_module.FinetuneStage.loop
     monkeypatch.setattr(stage_module.FinetuneStage, "loop",

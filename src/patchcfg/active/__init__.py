@@ -5,7 +5,8 @@
 - :func:`rank` — the top-n picks of a strategy, mixed with random exploration.
 - :func:`quick_head_probabilities` — scores from cached features, without a GPU (:class:`QuickHead`:
   fitted once, scoring only the rows asked).
-- :mod:`patchcfg.active.strategies` — the strategies, one file each, on a registry.
+- :mod:`patchcfg.active.strategies` — the strategies, one file each, on a registry;
+  :func:`strategy_listing` names them as written in configs (those registered since included).
 
 Importing this package is cheap: each name is imported from its module on first use.
 """
@@ -17,12 +18,12 @@ import importlib
 _WHERE = {
     "BadgeSampler": "batch", "KCenterGreedy": "batch", "quick_head_probabilities": "quick_head",
     "QuickHead": "quick_head",
-    "SAMPLING": "ranking", "STRATEGIES": "ranking", "USES_FEATURES": "ranking", "parse_strategy": "ranking",
+    "SAMPLING": "ranking", "parse_strategy": "ranking", "strategy_listing": "strategies",
     "rank": "ranking", "SUBSETS": "subsets", "candidate_mask": "subsets",
 }
 
-__all__ = ["BadgeSampler", "KCenterGreedy", "QuickHead", "SAMPLING", "STRATEGIES", "USES_FEATURES", "SUBSETS",
-           "candidate_mask", "parse_strategy", "quick_head_probabilities", "rank"]
+__all__ = ["BadgeSampler", "KCenterGreedy", "QuickHead", "SAMPLING", "SUBSETS", "candidate_mask", "parse_strategy",
+           "quick_head_probabilities", "rank", "strategy_listing"]
 
 
 def __getattr__(name: str):

@@ -1,6 +1,7 @@
 """Which images to label next: ``rank`` one strategy over the candidate rows.
 
-The strategies live on a registry, one file each (:mod:`patchcfg.active.strategies`); this module
+The strategies live on a registry, one file each (:mod:`patchcfg.active.strategies`: its
+``strategy_listing()`` and ``feature_users()`` name them, as registered now); this module
 owns what they share: parsing ``name:<class>``, the input checks, the exploration share and the
 output table. ``score`` (higher = more wanted) is, per strategy: random, a uniform draw; entropy,
 margin, least_confidence and maxent, the uncertainty score of :mod:`patchcfg.active.scores` in
@@ -20,15 +21,11 @@ import pandas as pd
 from patchcfg.active.batch import interleave, round_half_up
 from patchcfg.active.names import class_index, listing, unknown
 from patchcfg.active.rows import RowFeatures
-from patchcfg.active.strategies import Query, feature_users, get_strategy, registered, strategy_listing
+from patchcfg.active.strategies import Query, get_strategy, registered
 from patchcfg.errors import UserError
 
-#: The built-in strategies as written in configs (``high:<class>`` for those taking a class).
-STRATEGIES = strategy_listing()
 SAMPLING = ("top", "weighted")
 COLUMNS = ("row", "rank", "score", "picked_by")
-#: Built-in strategies that use features (required for badge and diversity, used when present by guide).
-USES_FEATURES = feature_users()
 
 
 def parse_strategy(text: str, classes: Sequence[str]) -> tuple[str, int | None]:

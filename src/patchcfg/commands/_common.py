@@ -66,14 +66,14 @@ def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrid
     only once every config is valid.
     """
     from patchcfg.config import expand_sweeps
-    from patchcfg.stages import PIPELINE, run_stage
+    from patchcfg.stages import pipeline, run_stage
 
     path, overrides = one_config(args)
     configs = expand_sweeps(path, [*overrides, *extra_overrides], sweeps)
     if stages is None:
-        stages = [s for s in PIPELINE if configs[0].get(s) is not None]
+        stages = [s for s in pipeline() if configs[0].get(s) is not None]
         if not stages:
-            raise UserError(f"{path} declares no stage; add one of: {', '.join(PIPELINE)}")
+            raise UserError(f"{path} declares no stage; add one of: {', '.join(pipeline())}")
     for stage in stages:
         if any(not c.get(stage) for c in configs):
             raise UserError(f"{path} has no {stage} section; add `{stage}:` (see `patchcfg schema --markdown`)")
@@ -98,3 +98,13 @@ def run_stages(args, sweeps, experiments_root, force, stages=None, extra_overrid
                 click.echo(f"== {config['name']}: {stage}")
             results.append(run_stage(stage, config, root=experiments_root, force=force, strategy=strategy))
     return results
+
+
+def stage_command(stage) -> click.Command:
+    """The verb every stage can have: ``patchcfg <stage> CONFIG [KEY=VALUE ...]`` with
+    ``--labels``, ``--sweep``, ``--experiments`` and ``--force``; its help is ``stage.command_doc``."""
+
+    def command(args, labels, sweeps, experiments_root, force):
+        run_stages(args, sweeps, experiments_root, force, [stage.name], labels_override(labels))
+
+    return click.command(stage.name, help=stage.command_doc)(stage_options(command))

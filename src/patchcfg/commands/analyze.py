@@ -9,6 +9,7 @@ import click
 from patchcfg import analyze as lib
 from patchcfg.atomic import atomic_write_text, check_output, starts_with
 from patchcfg.errors import UserError
+from patchcfg.stages import result_folders
 
 _SUFFIX_FORMATS = {".csv": "csv", ".md": "md", ".markdown": "md", ".json": "json"}
 
@@ -20,7 +21,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 @click.command("analyze")
 @click.argument("dirs", nargs=-1, metavar="[DIR]...", type=click.Path(path_type=Path))
-@click.option("--stage", type=click.Choice(lib.STAGES), help="Only this stage (default: every stage found).")
+@click.option("--stage", type=click.Choice(result_folders()), help="Only this stage (default: every stage found).")
 @click.option("--metric", "metrics", multiple=True, metavar="M",
               help="Metric to show; repeat or comma-separate (default: every metric found).")
 @click.option("--minimize", multiple=True, metavar="M", help="Treat M as lower-is-better.")

@@ -86,7 +86,8 @@ def show(args, sweeps):
               help="Rewrite (atomically) the generated references inside the pages of DOCS_DIR "
                    "(default: docs): config keys, augmentation recipes, query strategies, commands.")
 @click.option("--update-schemas", is_flag=True,
-              help="Rewrite the schema files generated from registries (augmentation ops, query strategies).")
+              help="Rewrite the schema files generated from registries (augmentation ops, query strategies, "
+                   "pretraining methods, stages).")
 def schema(out, markdown, update_docs, update_schemas):
     """Print the JSON schema of configs (one self-contained file), for editors.
 
@@ -94,7 +95,7 @@ def schema(out, markdown, update_docs, update_schemas):
     Example:
       patchcfg schema --out patchcfg.schema.json
       patchcfg schema --markdown          # the config reference table
-      patchcfg schema --update-schemas --update-docs   # after adding an op, a strategy or an option
+      patchcfg schema --update-schemas --update-docs   # after adding an op, a strategy, a method, a stage or an option
       # then, first line of a config:  # yaml-language-server: $schema=patchcfg.schema.json
     """
     from pathlib import Path

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from patchcfg.commands.labels_exchange import labels_export, labels_import
 from patchcfg.errors import UserError
 
 
@@ -165,3 +166,7 @@ def labels_review(args, out, folds, n, method, labels_path, experiments_root, fo
     skipped = f"; {missing} labelled rows without cached features were skipped" if missing else ""
     click.echo(f"reviewed {len(review.cells)} labelled cells of {len(rows)} rows ({folds} folds, C={review.C:g}): "
                f"{suspects} suspects, {len(frame)} written to {out}{skipped}")
+
+
+labels.add_command(labels_export)
+labels.add_command(labels_import)

@@ -1,4 +1,4 @@
-"""``patchcfg embed``, ``query``, ``distill`` and ``run`` (every stage a config declares)."""
+"""``patchcfg embed``, ``query`` and ``run`` (every stage a config declares)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,22 @@ def embed(args, labels, encoder, dtype, experiments_root, force):
     run_embed(config, root=experiments_root, force=force, encoder=encoder)
 
 
+class StrategyOption(click.Option):
+    """``--strategy``, whose help names the strategies registered when it is shown."""
+
+    @property
+    def help(self) -> str:
+        return strategy_help()
+
+    @help.setter
+    def help(self, value) -> None:
+        pass
+
+
 @click.command()
 @config_args
 @labels_option
-@click.option("--strategy", default=None, help=strategy_help())
+@click.option("--strategy", cls=StrategyOption, default=None)
 @click.option("--n", "n", type=click.IntRange(1), default=None, help="How many images to propose.")
 @click.option("--subset", default=None, help="unlabeled, partial, labeled, contains:CLASS, lacks:CLASS, ...")
 @click.option("--explore", type=click.FloatRange(0, 1), default=None, help="Fraction of random picks.")
@@ -83,18 +95,6 @@ def query(args, labels, strategy, n, subset, explore, out, force, experiments_ro
     if problems:
         raise ConfigError([f"{path}: {p}" for p in problems])
     run_query(config, root=experiments_root, overwrite=force, protect=[("config", path)])
-
-
-@click.command()
-@stage_options
-def distill(args, labels, sweeps, experiments_root, force):
-    """Train a student on the teacher's soft labels over every image; score both on validation rows.
-
-    \b
-    Example:
-      patchcfg distill configs/demo.yaml
-    """
-    run_stages(args, sweeps, experiments_root, force, ["distill"], labels_override(labels))
 
 
 @click.command("run")

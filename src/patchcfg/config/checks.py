@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from patchcfg.errors import ConfigError, LabelTableError
 
-#: Stages that train or rank on the label table's rows: they need a table with rows.
-NEEDS_ROWS = ("finetune", "query", "distill")
+
+def stages_needing_rows() -> list[str]:
+    """Stages that train or rank on the label table's rows (``needs_labels``): they need a table with rows."""
+    from patchcfg.stages import STAGES, stage_names
+
+    return [name for name in stage_names() if STAGES[name].needs_labels is not None]
 
 
 def _where(locations: dict, path: tuple, default: tuple[str, int]) -> str:
@@ -87,7 +91,8 @@ def label_table_problems(config: dict, stages=None) -> list[str]:
     from patchcfg.label_table import read_label_table
 
     labels = (config.get("data") or {}).get("labels")
-    stages = [s for s in (stages or [k for k in NEEDS_ROWS if config.get(k)]) if s in NEEDS_ROWS]
+    needing = stages_needing_rows()
+    stages = [s for s in (stages or [k for k in needing if config.get(k)]) if s in needing]
     if not labels:
         return [f"{stage} needs a label table: set data.labels in the config or pass --labels labels.csv"
                 for stage in stages[:1]]

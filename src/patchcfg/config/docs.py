@@ -1,9 +1,10 @@
 """Generated text, so the documentation, the schemas and the code never drift: the references in
 the pages under ``docs/`` (config keys from the schemas, augmentation recipes from the op registry,
 query strategies from the strategy registry, the command-line reference from the click commands)
-and the schema files written from registries (``augmentation.schema.json``, the ``strategy`` of
-``query.schema.json``). ``patchcfg schema --update-docs`` and ``patchcfg schema --update-schemas``
-rewrite them.
+and the schema files written from registries (``augmentation.schema.json`` from the ops, the
+``strategy`` of ``query.schema.json`` from the strategies, the ``method`` of ``pretrain.schema.json``
+and each method's keys from the methods, the stage sections of ``config.schema.json`` from the
+stages). ``patchcfg schema --update-docs`` and ``patchcfg schema --update-schemas`` rewrite them.
 
 Each generated block stands between a BEGIN and an END marker (HTML comments, not shown on the
 site) in whichever page holds it; :func:`update_docs` rewrites every block it finds and leaves the
@@ -328,21 +329,47 @@ def json_text(node) -> str:
     return dump(node) + "\n"
 
 
+def _schema_file(name: str, directory: Path | None = None) -> dict:
+    return json.loads((Path(directory or schema_dir()) / name).read_text(encoding="utf-8"))
+
+
+def augmentation_schema_text() -> str:
+    """The augmentation schema (every op and recipe, generated from the op registry) as the text of
+    schemas/augmentation.schema.json."""
+    from patchcfg.data.recipes import augmentation_schema
+
+    return json_text(augmentation_schema())
+
+
 def query_schema_text(directory: Path | None = None) -> str:
     """query.schema.json with its ``strategy`` property generated from the strategy registry."""
-    from patchcfg.active.strategies import schema_property
+    from patchcfg.active.strategies import query_schema
 
-    path = Path(directory or schema_dir()) / "query.schema.json"
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    schema["properties"]["strategy"] = schema_property(schema["properties"]["strategy"])
-    return json_text(schema)
+    return json_text(query_schema(_schema_file("query.schema.json", directory)))
+
+
+def pretrain_schema_text(directory: Path | None = None) -> str:
+    """pretrain.schema.json with its ``method`` enum and each method's keys generated from the method
+    registry (every method imported: TensorFlow)."""
+    from patchcfg.pretrain import METHODS, pretrain_schema
+
+    methods = [METHODS[name] for name in METHODS.names()]
+    return json_text(pretrain_schema(_schema_file("pretrain.schema.json", directory), methods))
+
+
+def config_schema_text(directory: Path | None = None) -> str:
+    """config.schema.json with one section per stage, generated from the stage registry."""
+    from patchcfg.stages import config_schema
+
+    return json_text(config_schema(_schema_file("config.schema.json", directory)))
 
 
 def generated_schemas(directory: Path | None = None) -> dict[str, str]:
     """File name -> the text that the schema files generated from registries must have."""
-    from patchcfg.data.recipes import schema_text
-
-    return {"augmentation.schema.json": schema_text(), "query.schema.json": query_schema_text(directory)}
+    return {"augmentation.schema.json": augmentation_schema_text(),
+            "query.schema.json": query_schema_text(directory),
+            "pretrain.schema.json": pretrain_schema_text(directory),
+            "config.schema.json": config_schema_text(directory)}
 
 
 def update_schemas(directory: Path | None = None) -> list[str]:

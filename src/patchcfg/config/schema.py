@@ -29,8 +29,7 @@ def schema_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
-def load_schemas() -> dict[str, dict]:
-    """Every schema file by its ``$id`` (its file name)."""
+def _schema_files() -> dict[str, dict]:
     schemas = {}
     for path in sorted(schema_dir().glob("*.schema.json")):
         contents = json.loads(path.read_text(encoding="utf-8"))
@@ -38,10 +37,42 @@ def load_schemas() -> dict[str, dict]:
     return schemas
 
 
-@lru_cache(maxsize=1)
+def _registered_from_outside() -> tuple:
+    """What the registries that write into schemas hold from outside patchcfg (plugins, tests):
+    the key the schemas are cached by."""
+    from patchcfg.registries import REGISTRIES
+
+    return tuple((id(r), r.version) for r in REGISTRIES if r.schema is not None and r.external())
+
+
+def load_schemas() -> dict[str, dict]:
+    """Every schema file by its ``$id`` (its file name). The files hold patchcfg's own methods,
+    strategies, ops and stages; those registered since (a plugin's) are written in here too."""
+    return _schemas_with(_registered_from_outside())
+
+
+@lru_cache(maxsize=8)
+def _schemas_with(outside: tuple) -> dict[str, dict]:
+    from patchcfg.registries import REGISTRIES
+
+    schemas = _schema_files()
+    if not outside:
+        return schemas
+    schemas = copy.deepcopy(schemas)
+    for reg in REGISTRIES:
+        if reg.schema is not None and reg.external():
+            reg.write_schema(schemas)
+    return schemas
+
+
 def registry() -> Registry:
+    return _referencing(_registered_from_outside())
+
+
+@lru_cache(maxsize=8)
+def _referencing(outside: tuple) -> Registry:
     return Registry().with_resources(
-        (uri, Resource.from_contents(contents)) for uri, contents in load_schemas().items())
+        (uri, Resource.from_contents(contents)) for uri, contents in _schemas_with(outside).items())
 
 
 def main_schema() -> dict:

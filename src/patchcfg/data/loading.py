@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from patchcfg.data.passes import one_pass
 from patchcfg.data.readers import ImageInfo, probe, read_unit
 from patchcfg.errors import ConfigError, DataError
 
@@ -238,19 +239,6 @@ def image_batches(paths, data_cfg: dict, batch_size: int):
 
     batches = tf.data.Dataset.from_tensor_slices(paths).batch(batch_size)
     return one_pass(batches.map(decode_batch, num_parallel_calls=_parallel(cfg), deterministic=True)), out_channels
-
-
-def one_pass(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """``ds`` for a single pass (inference, features, scoring) without tf.data's autotuning thread.
-
-    Ending an autotuned iterator waits for that thread: 0.5-2.4 s in 4 of 10 passes over 8,192
-    32-px images on 2 cores, against 2 ms in 10 of 10 without it, paid again on every pass (the
-    labelling app's scoring blocks, each embed). ``AUTOTUNE`` parallelism then means one call per
-    core, which measured as fast here.
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return ds.with_options(options)
 
 
 def batch_seeds(seed: int):

@@ -207,7 +207,7 @@ def _probe_decoded_together(paths: list[str]) -> list[ImageInfo] | None:
     of them fails, so that the files are checked one by one and the bad ones named."""
     import tensorflow as tf
 
-    from patchcfg.data.loading import one_pass
+    from patchcfg.data.passes import one_pass
 
     def shape(path):
         return tf.shape(tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False))

@@ -27,7 +27,7 @@ from typing import Any
 from patchcfg.data.ops import OPS, Op
 from patchcfg.errors import ConfigError
 
-__all__ = ["OPS", "PRESETS", "augmentation_schema", "expand_recipe", "reference_markdown", "schema_text"]
+__all__ = ["OPS", "PRESETS", "augmentation_schema", "expand_recipe", "reference_markdown"]
 
 # --------------------------------------------------------------------------- presets
 
@@ -191,13 +191,6 @@ def expand_recipe(aug_cfg: dict | None) -> list[tuple[str, dict]]:
         full.update(params)
         out.append((name, full))
     return out
-
-
-def schema_text() -> str:
-    """:func:`augmentation_schema` as the text of schemas/augmentation.schema.json (short nodes inline)."""
-    from patchcfg.config.docs import json_text
-
-    return json_text(augmentation_schema())
 
 
 def reference_markdown() -> str:

@@ -174,7 +174,7 @@ class StratifiedSampler:
 
 def sampler_from_config(sampler_cfg: dict, negatives=None) -> StratifiedSampler:
     """The sampler of a resolved ``sampler`` section (``finetune.sampler``); ``negatives``, when
-    given, replaces the section's (a stage's own ``negatives``)."""
+    given, replaces the section's (a training phase's own ``negatives``)."""
     return StratifiedSampler(type=sampler_cfg["type"], weighting=sampler_cfg["weighting"],
                              negatives=sampler_cfg["negatives"] if negatives is None else negatives)
 

@@ -1,4 +1,5 @@
-"""The labelling app's routes (Starlette). JSON in and out; every refusal is a 4xx with a message.
+"""The labelling app (Starlette): its routes and :func:`create_app`. JSON in and out; every refusal
+is a 4xx with a message.
 
 ``GET /`` the page; ``GET /api/state``; ``GET /api/queue?strategy=&subset=&n=``;
 ``GET /api/row/{row}``; ``GET /api/image/{row}?size=thumb|full``;
@@ -9,88 +10,40 @@ grouped); ``POST /api/label``;
 ``GET /api/events?since=N`` (a poll: rows other clients changed, the model's version, messages);
 ``GET /favicon.ico`` (the page's icon, also ``/static/favicon.svg``).
 
-Security: every request needs the token (``?token=`` once, then an HttpOnly SameSite=Strict
-cookie); every request that changes something also carries it in the ``X-Patchcfg-Token`` header;
-the Host header must name the address the app is bound to (DNS rebinding); images are addressed
-by row number only.
+Security: :mod:`patchcfg.label.guard` checks the Host header and the token before any route runs;
+images are addressed by row number only. What the routes share is :class:`~patchcfg.label.service.LabelApp`.
 """
 
 from __future__ import annotations
 
-import hmac
 import html
 import json
+import mimetypes
 import os
 import re
-import threading
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from patchcfg.errors import UserError
-from patchcfg.label.similar import Similar
-from patchcfg.label.store import RequestError
+from patchcfg.label.errors import RequestError
+from patchcfg.label.guard import PAGE_HEADERS, Guard, error_response
+from patchcfg.label.service import LabelApp
+
+# The page is ES modules, which a browser runs only when served as JavaScript; some systems' MIME
+# tables say text/plain for .js.
+mimetypes.add_type("text/javascript", ".js")
 
 STATIC = Path(__file__).resolve().parent / "static"
-TOKEN_HEADER = "x-patchcfg-token"
 CLIENT_HEADER = "x-patchcfg-client"
 _CLIENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_BODY = 1 << 20
-# The page runs only its own script, loads nothing from elsewhere and cannot be framed by another site.
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
-                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-
-
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-class Guard:
-    """ASGI middleware: the Host header and the token, before any route runs."""
-
-    def __init__(self, app, token: str, allowed_hosts: set[str] | None, cookie: str):
-        self.app, self.token, self.allowed_hosts, self.cookie = app, token, allowed_hosts, cookie
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        request = Request(scope)
-        host = request.headers.get("host", "")
-        if self.allowed_hosts is not None and host not in self.allowed_hosts:
-            hosts = ", ".join(sorted(self.allowed_hosts))
-            response = _error(f"this app answers only at {hosts}, not at Host "
-                              f"'{host}' (a page of another site cannot reach it)", 421)
-            return await response(scope, receive, send)
-        given = request.query_params.get("token") or request.headers.get(TOKEN_HEADER) \
-            or request.cookies.get(self.cookie) or ""
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
-            message = ("missing or wrong token: open the address `patchcfg label` printed "
-                       "(http://HOST:PORT/?token=...)")
-            return await _error(message, 401)(scope, receive, send)
-        if request.method not in ("GET", "HEAD"):
-            header = request.headers.get(TOKEN_HEADER, "")
-            if not hmac.compare_digest(header.encode(), self.token.encode()):
-                response = _error(f"every change needs the {TOKEN_HEADER} header", 403)
-                return await response(scope, receive, send)
-        if request.method == "GET" and scope["path"] == "/" and request.query_params.get("token"):
-            # Trade the token in the address for a cookie, and drop it from the address bar.
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(self.cookie, self.token, httponly=True, samesite="strict")
-            return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
 
 
 def _client(request: Request) -> str:
@@ -123,138 +76,15 @@ def _api(handler):
             status = getattr(error, "status", 400)
             where = f"{request.method} {request.url.path}"
             request.app.state.label.store.log(f"refused {where} ({status}): {error}")
-            return _error(str(error), status)
+            return error_response(str(error), status)
         except Exception as error:  # noqa: BLE001 - logged in the terminal; the page gets the message
             state = request.app.state.label
             state.store.note(f"{request.method} {request.url.path} failed: {type(error).__name__}: {error}",
                              level="error")
-            return _error(f"internal error: {type(error).__name__}: {error}", 500)
+            return error_response(f"internal error: {type(error).__name__}: {error}", 500)
 
     endpoint.__name__ = handler.__name__
     return endpoint
-
-
-class LabelApp:
-    """What the routes share: the store, the queue, the learner, the renderer and the settings."""
-
-    def __init__(self, store, queue, learner, renderer, config: dict, idle_seconds: float = 2.0, jobs=None):
-        self.store, self.queue, self.learner, self.renderer = store, queue, learner, renderer
-        self.jobs = jobs
-        self.config = config
-        self.settings = config["label"]
-        self.similar = Similar(store, queue, learner, self.settings["duplicate_threshold"])
-        self.idle_seconds = idle_seconds
-        self.started = time.time()
-        self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
-
-    def start(self) -> None:
-        _write_session(self)
-        self.learner.start()
-        threading.Thread(target=self.similar.warm, daemon=True).start()  # the rows' norms, for `m`
-        self._flusher = threading.Thread(target=self._flush_loop, daemon=True)
-        self._flusher.start()
-
-    def _flush_loop(self) -> None:
-        import patchcfg.active  # noqa: F401  (scikit-learn: imported here, not on the first queue request)
-
-        while not self._stop.wait(0.5):
-            try:
-                self.store.idle_flush(self.idle_seconds)
-            except Exception as error:  # noqa: BLE001 - the journal holds every label; try again
-                self.store.note(f"writing the table failed: {error}", level="error")
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._flusher:
-            self._flusher.join(5)
-        if self.jobs is not None:
-            self.jobs.stop()
-        self.store.flush()
-        self.learner.close()
-        _write_status(self, "complete")
-        self.store.close()
-
-    def _subset_values(self) -> list[str]:
-        with self.store.lock:
-            if "subset" not in self.store.table.df.columns:
-                return []
-            return sorted(set(self.store.table.subsets()) - {""})
-
-    def validation_warnings(self, counts: dict) -> list[str]:
-        """Classes with too few validation labels to measure (present or absent)."""
-        from patchcfg.label.learner import MIN_VALIDATION
-
-        few = []
-        for cls, entry in counts["classes"].items():
-            v = entry["validation"]
-            if min(v["present"], v["absent"]) < MIN_VALIDATION:
-                few.append(f"{cls} ({v['present']} present, {v['absent']} absent)")
-        if not few:
-            return []
-        return [f"too few validation labels to measure (fewer than {MIN_VALIDATION} present or absent): "
-                + ", ".join(few)]
-
-    def state(self) -> dict:
-        from patchcfg import active
-
-        store = self.store
-        counts = store.counts()
-        labelled = len(store.session_rows)
-        hours = max(time.time() - (store.first_label_time or time.time()), 60.0) / 3600
-        return {
-            "table": str(store.path), "journal": str(store.journal_path), "classes": store.classes,
-            "counts": counts, "exclusive": self.queue.exclusive(self.store.classes) is True,
-            "session": {"rows_labelled": labelled, "cells_changed": store.session_cells,
-                        "labels_per_hour": round(labelled / hours, 1) if labelled else 0.0,
-                        "seconds": round(time.time() - self.started)},
-            "model": self.learner.state(), "ordered_by": self.queue.ordered_by,
-            "validation_warnings": self.validation_warnings(counts),
-            "jobs": self.jobs.state() if self.jobs is not None else [],
-            "settings": {"grid": self.settings["grid"], "retrain_every": self.settings["retrain_every"],
-                         "retrain_after_pause": self.settings["retrain_after_pause"],
-                         "finetune_every": self.settings["finetune_every"],
-                         "reserve_seconds": self.settings["reserve_seconds"],
-                         "duplicate_threshold": self.settings["duplicate_threshold"],
-                         "validation_fraction": self.settings["validation_fraction"],
-                         "display": self.settings["display"], "stop_when": self.settings["stop_when"]},
-            "query": {"strategy": self.config["query"]["strategy"], "subset": self.config["query"]["subset"]},
-            "strategies": list(active.STRATEGIES), "subsets": list(active.SUBSETS),
-            "subset_values": self._subset_values(),
-            "seq": store.seq, "generation": store.generation, "pending": store.pending(),
-            "error": store.error, "messages": store.messages[-8:],
-        }
-
-
-def _write_status(app: LabelApp, state: str) -> None:
-    """``label/status.json``, so that ``patchcfg analyze`` lists the labelling session as a stage."""
-    from patchcfg.atomic import atomic_write_json
-
-    folder = app.learner.folder
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / "status.json", {"state": state, "stage": "label", "started": app.started,
-                                                   "updated": time.time(), "error": None})
-    except OSError as error:
-        app.store.note(f"cannot write {folder}/status.json ({error.strerror})", level="warning")
-
-
-def _write_session(app: LabelApp) -> None:
-    """The session's settings in ``experiments/<name>/label/session.json`` (beside the learning curve)
-    and its state in ``status.json``."""
-    from patchcfg.atomic import atomic_write_text
-
-    _write_status(app, "running")
-
-    folder = app.learner.experiment_dir / "label"
-    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": str(app.store.path.resolve()),
-               "journal": str(app.store.journal_path.resolve()), "rows": len(app.store),
-               "classes": app.store.classes, "label": app.settings, "query": app.config["query"]}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "session.json", json.dumps(session, indent=2) + "\n")
-    except OSError as error:
-        app.store.note(f"cannot write {folder}/session.json ({error.strerror})", level="warning")
 
 
 def _row_param(store, text: str) -> int:
@@ -496,7 +326,7 @@ def create_app(label_app: LabelApp, token: str, allowed_hosts: set[str] | None, 
     async def not_found(request, exc):
         status = getattr(exc, "status_code", 404)
         what = "no such route" if status == 404 else "method not allowed"
-        return _error(f"{what}: {request.method} {request.url.path}", status)
+        return error_response(f"{what}: {request.method} {request.url.path}", status)
 
     app.add_exception_handler(404, not_found)
     app.add_exception_handler(405, not_found)

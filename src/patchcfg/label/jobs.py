@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patchcfg.label.store import RequestError
+from patchcfg.label.errors import RequestError
 
 STATES = ("running", "complete", "failed", "cancelled")
 
@@ -304,29 +304,12 @@ def _kill(proc: subprocess.Popen) -> None:
 # --------------------------------------------------------------------- the job's own process
 
 
-def ensemble_probabilities(models, model_data, paths, classes: int, data_cfg: dict, tta: str, fill):
-    """(probabilities, rows): the fold ensemble's scores of every readable image of ``paths``
-    (``fill`` on the others), read in blocks of 2048 images (bounded memory for large tables)."""
-    from patchcfg.data.loading import check_images, load_images
-    from patchcfg.tasks.predict import predict_arrays
-
-    good, _ = check_images(paths, "skip", data_cfg=data_cfg)
-    good_set = set(good)
-    rows = np.array([i for i, p in enumerate(paths) if p in good_set], int)
-    probabilities = np.full((len(paths), classes), fill, np.float32)
-    for start in range(0, len(rows), 2048):
-        chunk = rows[start:start + 2048]
-        images = load_images([paths[i] for i in chunk], model_data)
-        probabilities[chunk] = predict_arrays(models, images, model_data, tta)
-    return probabilities, rows
-
-
 def run_job(folder: Path) -> None:
     """Fine-tune on the snapshot, then score every snapshot row with the fold ensemble."""
     from patchcfg.atomic import atomic_write_bytes
     from patchcfg.label_table import read_label_table
     from patchcfg.stages import run_finetune
-    from patchcfg.tasks.predict import resolve_models
+    from patchcfg.tasks.predict import ensemble_probabilities, resolve_models
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     run_finetune(config, root=folder, verbose=2, log=lambda text: print(text, flush=True))

@@ -4,6 +4,12 @@ Ranking goes through :mod:`patchcfg.active` (``candidate_mask``, ``parse_strateg
 with the learner's latest scores. Rows handed to one client are reserved for
 ``label.reserve_seconds``: no other client is handed them meanwhile, and a label for a row that
 another client holds is refused (409) with a message.
+
+Each item of :meth:`Queue.next` is a row as the store gives it, with ``score``, ``picked_by``,
+``probabilities`` (:meth:`Queue.annotate`) and ``suspect``: in a review of the labels
+(``mistakes``), the row's likeliest wrong cell as confident learning flags it,
+``{"class": name, "given": 0 or 1, "p": out-of-fold probability}``; None for a row with no
+suspect cell, and for every row of the other strategies.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import time
 
 import numpy as np
 
-from patchcfg.label.store import RequestError
+from patchcfg.active.rows import RowFeatures
+from patchcfg.label.errors import RequestError
 
 
 class Queue:
@@ -92,6 +99,9 @@ class Queue:
                         labels[~snapshot.has_features] = -1  # no features: neither fitted on nor judged
                 else:
                     features = None
+        if features is not None and not isinstance(features, RowFeatures):
+            features = RowFeatures(features)  # one view for the ranking and the review's cache (mistakes)
+        exclusive = self.exclusive(classes)
         with self.lock:
             now = time.time()
             self.reservations = {r: v for r, v in self.reservations.items() if v[1] > now}
@@ -104,7 +114,7 @@ class Queue:
                                   candidates=candidates, n=n, labels=labels,
                                   explore=0.0 if reviewed is not None else float(self.query["explore"]),
                                   sampling=self.query["sampling"],
-                                  mix=float(self.query["mix"]), exclusive=self.exclusive(classes),
+                                  mix=float(self.query["mix"]), exclusive=exclusive,
                                   seed=self.seed + self.calls,
                                   schedule={**{key: self.query[key] for key in SCHEDULE_KEYS},
                                             "train": train})
@@ -129,11 +139,14 @@ class Queue:
         items = []
         scores = ranking["score"].to_numpy()
         picked = ranking["picked_by"].to_numpy()
+        suspects = {} if reviewed is None or used == "random" else \
+            _suspect_cells(features, labels, exclusive, classes, rows)
         with self.store.lock:
             for i, r in enumerate(rows):
                 item = self.store.row(r)
                 item["score"] = None if not np.isfinite(scores[i]) else round(float(scores[i]), 4)
                 item["picked_by"] = str(picked[i])
+                item["suspect"] = suspects.get(r)
                 items.append(self.annotate(item, snapshot))
         return {"rows": items, "ordered_by": self.ordered_by, "candidates": int(candidates.sum()),
                 "version": snapshot.version, "reserved_seconds": self.reserve_seconds}
@@ -187,3 +200,17 @@ def _reviewed_rows(strategy, table, labels: np.ndarray) -> np.ndarray | None:
         return None
     labels[table.exclude] = -1
     return (labels >= 0).any(axis=1)
+
+
+def _suspect_cells(features, labels: np.ndarray, exclusive, classes: list[str], rows: list[int]) -> dict:
+    """Row -> its likeliest wrong cell (the highest scored suspect) among ``rows``, from the review
+    the ``mistakes`` strategy ranked them by (its cache: the same features, labels and groups)."""
+    from patchcfg.active.strategies import Query
+    from patchcfg.active.strategies.mistakes import _review
+
+    query = Query(label="mistakes", cls=None, rows=np.asarray(rows, int), probabilities=None,
+                  features=features, labels=labels, exclusive=exclusive)
+    suspects = _review(query).suspects()  # most likely wrong first
+    suspects = suspects[suspects["row"].isin(rows)].drop_duplicates("row")
+    return {int(row): {"class": classes[int(cls)], "given": int(given), "p": round(float(p), 3)}
+            for row, cls, given, p in suspects[["row", "class", "given", "p"]].itertuples(index=False)}

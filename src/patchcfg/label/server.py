@@ -33,7 +33,7 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
 def check_output_groups(config: dict, classes: list[str]) -> None:
     """Refuse a class change the config's output groups would not hold: the table would be written
     with it, and every later command on this config (``patchcfg label`` too) would refuse to start."""
-    from patchcfg.label.store import RequestError
+    from patchcfg.label.errors import RequestError
     from patchcfg.models.outputs import resolve_groups
 
     if not config.get("finetune"):
@@ -47,13 +47,14 @@ def check_output_groups(config: dict, classes: list[str]) -> None:
 
 
 def build(config: dict, experiments_root=None, *, embed: bool = True, log=print, idle_seconds: float = 2.0):
-    """The :class:`~patchcfg.label.app.LabelApp` of a resolved config (table read, journal replayed)."""
+    """The :class:`~patchcfg.label.service.LabelApp` of a resolved config (table read, journal replayed)."""
     from patchcfg.experiment import experiments_root as root_of
-    from patchcfg.label.app import LabelApp
     from patchcfg.label.jobs import Jobs
-    from patchcfg.label.learner import Learner, check_stop_when
+    from patchcfg.label.learner import Learner
+    from patchcfg.label.metrics import check_stop_when
     from patchcfg.label.queue import Queue
     from patchcfg.label.render import Renderer
+    from patchcfg.label.service import LabelApp
     from patchcfg.label.store import LabelStore
 
     settings = config["label"]

@@ -21,7 +21,7 @@ import weakref
 
 import numpy as np
 
-from patchcfg.label.store import RequestError
+from patchcfg.label.errors import RequestError
 
 #: Rows per matrix product: 16,384 rows of 512 float32 features are 32 MiB of the mapped file.
 BLOCK = 16_384

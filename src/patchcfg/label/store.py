@@ -10,17 +10,7 @@ SIGKILL, loses nothing that was acknowledged). When another program changes the 
 runs (its size, time or hash differ from what the app last read or wrote), the CSV is read again
 and the pending journal applied on top: the app never overwrites it unseen.
 
-Journal lines (one JSON object each):
-
-- a cell change: ``{"seq", "time", "client", "action", "row", "path", "column", "old", "new"}``
-  (``path`` is the row's ``filepath``; replay finds the row by it, so rows may move)
-- ``{"seq", "time", "client", "action", "op": "add_class", "name"}``,
-  ``{..., "op": "rename_class", "old", "new"}``
-- ``{"seq", "time", "client", "action", "op": "undo", "undoes": action}`` follows the cell
-  changes that revert that action
-- ``{"seq", "time", "op": "flush", "covers", "sha256"}``: the CSV holds every change up to seq
-  ``covers``; later ones (even those journalled before this line, during the write) are pending.
-  Older journals have no ``covers``: their flush line holds everything before it.
+The journal's lines are described in :mod:`patchcfg.label.journal`.
 """
 
 from __future__ import annotations
@@ -31,24 +21,25 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from patchcfg.atomic import file_lock
 from patchcfg.errors import UserError
-from patchcfg.label_table import BOOL_COLUMNS, RESERVED, LabelTable, forget_last_read, read_label_table
-
-FLAGS = BOOL_COLUMNS  # exclude, validation
-
-
-class RequestError(UserError):
-    """A request the store refuses; ``status`` is the HTTP status the app answers with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+from patchcfg.label.errors import RequestError
+from patchcfg.label.journal import (
+    FLAGS,
+    Action,
+    Journal,
+    apply_entries,
+    rename_in_actions,
+    set_cell,
+    undo_history,
+    unwritten,
+)
+from patchcfg.label_table import RESERVED, LabelTable, forget_last_read, read_label_table
 
 
 def _fingerprint(path: Path) -> tuple | None:
@@ -73,16 +64,6 @@ def hash_fraction(text: str) -> float:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
 
 
-@dataclass
-class Action:
-    """One acknowledged action of one client: the cells it changed (row, column, old, new)."""
-
-    id: str
-    client: str
-    cells: list[tuple[int, str, object, object]]
-    undone: bool = False
-
-
 class LabelStore:
     """The label table, its journal and its CSV; every method is safe to call from several threads."""
 
@@ -90,14 +71,15 @@ class LabelStore:
         #: called with the classes an added or renamed class would leave; raises RequestError to refuse
         self.check_classes = check_classes
         self.path = Path(path)
-        self.journal_path = self.path.with_name(self.path.name + ".journal.jsonl")
+        self.journal = Journal(self.path, self.note)
+        self.journal_path = self.journal.path
         self.validation_fraction = float(validation_fraction)
         self.log = log
         self.lock = threading.RLock()
         self._flush_lock = threading.RLock()  # one CSV write at a time; taken before self.lock, never after
         self.table: LabelTable = read_label_table(self.path)
         forget_last_read()  # the store holds the table; a second copy would live as long as the server
-        self._lock_fd = self._lock()
+        self.journal.lock()
         self._seen = _fingerprint(self.path)
         self.seq = 0
         self.flushed_seq = 0  # the CSV holds every change up to this seq
@@ -128,142 +110,25 @@ class LabelStore:
 
     # ----------------------------------------------------------------- journal
 
-    def _lock(self) -> int:
-        """Hold the journal locked while serving: one app per table (two would interleave journals)."""
-        import fcntl
-
-        try:
-            fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as error:
-            raise UserError(f"cannot open the journal {self.journal_path} ({error.strerror}); the folder "
-                            "of the label table must be writable") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise UserError(f"{self.path} is already being served by another `patchcfg label` (its "
-                            f"journal {self.journal_path.name} is locked); stop that one first, or label "
-                            "there") from None
-        return fd
-
     def close(self) -> None:
         """Let go of the journal's lock (the app has stopped)."""
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    def _read_journal(self) -> list[dict]:
-        if not self.journal_path.is_file():
-            return []
-        lines = self.journal_path.read_bytes().split(b"\n")
-        entries = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                if not isinstance(entry, dict) or "seq" not in entry:
-                    raise ValueError("not a journal entry")
-            except ValueError as error:
-                if number >= len(lines) - 1:  # a last line cut short by a crash: never acknowledged
-                    self.note(f"{self.journal_path}: the last line is incomplete (a crash while writing it); "
-                              "it was never acknowledged and is dropped")
-                    keep = sum(len(x) + 1 for x in lines[:number - 1])
-                    os.truncate(self.journal_path, keep)
-                    continue
-                raise UserError(f"{self.journal_path}:{number}: not a journal line ({error}); the file was "
-                                "edited by hand? Move it aside to start without it (the CSV stays as "
-                                "it is)") from None
-            entries.append(entry)
-        return entries
+        self.journal.close()
 
     def _replay(self) -> int:
         """Apply the journal entries the last flush does not cover to the table just read; rebuild undo."""
-        entries = self._read_journal()
+        entries = self.journal.read()
         last_flush = next((e for e in reversed(entries) if e.get("op") == "flush"), None)
         if last_flush is not None:
             self._flush_line_seq = int(last_flush["seq"])
             self.flushed_seq = int(last_flush.get("covers", self._flush_line_seq))
-        pending = self._unwritten(entries)
+        pending = unwritten(entries, self.flushed_seq)
         self.seq = max((int(e["seq"]) for e in entries), default=0)
         self._action_counter = self.seq
-        applied = self._apply_entries(self.table, pending)
-        # Undo history of earlier sessions: actions not undone, in order.
-        by_action: dict[str, Action] = {}
-        for entry in entries:
-            action_id = entry.get("action")
-            if entry.get("op") == "undo":
-                if entry.get("undoes") in by_action:
-                    by_action[entry["undoes"]].undone = True
-                continue
-            if entry.get("op") == "rename_class":  # earlier actions now name the new column
-                old, new = entry["old"], entry["new"]
-                for action in self.actions:
-                    action.cells = [(r, new if c == old else c, o, n) for r, c, o, n in action.cells]
-                continue
-            if action_id is None or "column" not in entry or entry.get("undo_of"):
-                continue
-            if action_id not in by_action:
-                by_action[action_id] = Action(action_id, entry.get("client", ""), [])
-                self.actions.append(by_action[action_id])
-            cell = (int(entry["row"]), entry["column"], entry["old"], entry["new"])
-            by_action[action_id].cells.append(cell)
+        applied = apply_entries(self.table, pending, self.note)
+        self.actions = undo_history(entries)
         if pending:
             self._changed()  # the CSV does not hold them yet
         return applied
-
-    def _unwritten(self, entries: list[dict]) -> list[dict]:
-        """The changes among journal ``entries`` that the CSV does not hold (after ``flushed_seq``)."""
-        return [e for e in entries if int(e["seq"]) > self.flushed_seq and e.get("op") != "flush"]
-
-    def _apply_entries(self, table: LabelTable, entries: list[dict]) -> int:
-        """Apply journal entries to ``table`` (by file path); returns how many changed something."""
-        index = {p: i for i, p in enumerate(table.df["filepath"])}
-        applied = 0
-        for entry in entries:
-            op = entry.get("op")
-            if op == "add_class":
-                if entry["name"] not in table.df.columns:
-                    table.add_class(entry["name"])
-                    applied += 1
-            elif op == "rename_class":
-                if entry["old"] in table.df.columns and entry["new"] not in table.df.columns:
-                    table.df = table.df.rename(columns={entry["old"]: entry["new"]})
-                    applied += 1
-            elif "column" in entry:
-                row = index.get(entry.get("path"))
-                column = entry["column"]
-                if row is None or column not in table.df.columns:
-                    self.note(f"journal line {entry['seq']}: row '{entry.get('path')}' or column '{column}' "
-                              "is no longer in the table; that change is skipped")
-                    continue
-                self._set(table, row, column, entry["new"])
-                applied += 1
-        return applied
-
-    @staticmethod
-    def _set(table: LabelTable, row: int, column: str, value) -> None:
-        if column in FLAGS:
-            table.df.at[row, column] = bool(value)
-        else:
-            table.df.at[row, column] = np.nan if value is None else float(value)
-
-    def _append(self, entries: list[dict]) -> None:
-        """Append journal lines and fsync them; raises RequestError (503) when the disk refuses."""
-        data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode("utf-8")
-        try:
-            fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as error:
-            message = (f"cannot write the journal {self.journal_path} ({error.strerror}); "
-                       "nothing was changed. "
-                       "Make its folder writable; labels acknowledged so far are safe")
-            self.note(message, level="error")
-            raise RequestError(message, 503) from None
 
     def note(self, text: str, level: str = "info") -> None:
         self.messages.append({"time": time.time(), "level": level, "text": text})
@@ -363,10 +228,10 @@ class LabelStore:
                 entries = [{"seq": self.seq + i + 1, "time": round(now, 3), "client": client,
                             "action": action.id, "row": r, "path": str(df.at[r, "filepath"]), "column": c,
                             "old": o, "new": n} for i, (r, c, o, n) in enumerate(cells)]
-                self._append(entries)
+                self.journal.append(entries)
                 self.seq += len(entries)
                 for entry, (r, c, _, n) in zip(entries, cells, strict=True):
-                    self._set(self.table, r, c, n)
+                    set_cell(self.table, r, c, n)
                     self._recent.append((entry["seq"], r))
                 self.actions.append(action)
                 self._touched(rows, len(cells))
@@ -402,10 +267,10 @@ class LabelStore:
                         "old": o, "new": n} for i, (r, c, o, n) in enumerate(cells)]
             entries.append({"seq": self.seq + len(entries) + 1, "time": now, "client": client,
                             "op": "undo", "undoes": action.id})
-            self._append(entries)
+            self.journal.append(entries)
             self.seq += len(entries)
             for entry, (r, c, _, n) in zip(entries, cells, strict=False):
-                self._set(self.table, r, c, n)
+                set_cell(self.table, r, c, n)
                 self._recent.append((entry["seq"], r))
             action.undone = True
             rows = sorted({r for r, *_ in action.cells if r < len(df)})
@@ -413,21 +278,25 @@ class LabelStore:
             return {"undone": action.id, "changed": len(cells), "seq": self.seq,
                     "kept": kept, "rows": [self.row(r) for r in rows]}
 
+    def _check_class_name(self, name) -> None:
+        """Refuse a name the table would not take as a class column (as ``labels add-class`` would)."""
+        if not isinstance(name, str):
+            raise RequestError(f"a class name must be a string, got {json.dumps(name)}")
+        probe = LabelTable(df=self.table.df.iloc[:0, :1].copy(), path=self.path)
+        try:
+            probe.add_class(name)
+        except UserError as error:
+            raise RequestError(str(error)) from None
+
     def add_class(self, name, client: str) -> dict:
         with self.lock:
-            if not isinstance(name, str):
-                raise RequestError(f"a class name must be a string, got {json.dumps(name)}")
-            probe = LabelTable(df=self.table.df.iloc[:0, :1].copy(), path=self.path)
-            try:
-                probe.add_class(name)
-            except UserError as error:
-                raise RequestError(str(error)) from None
+            self._check_class_name(name)
             if name in self.table.df.columns:
                 raise RequestError(f"class '{name}' already exists", 409)
             if self.check_classes is not None:
                 self.check_classes([*self.classes, name])
-            self._append([{"seq": self.seq + 1, "time": round(time.time(), 3), "client": client,
-                           "action": f"c{self.seq + 1}", "op": "add_class", "name": name}])
+            self.journal.append([{"seq": self.seq + 1, "time": round(time.time(), 3), "client": client,
+                                  "action": f"c{self.seq + 1}", "op": "add_class", "name": name}])
             self.seq += 1
             self.table.add_class(name)
             self.generation += 1
@@ -439,24 +308,17 @@ class LabelStore:
             if old not in self.classes:
                 known = ", ".join(self.classes) or "(none)"
                 raise RequestError(f"unknown class '{old}'; classes: {known}", 404)
-            if not isinstance(new, str):
-                raise RequestError(f"a class name must be a string, got {json.dumps(new)}")
-            if new in self.table.df.columns:
+            if isinstance(new, str) and new in self.table.df.columns:
                 raise RequestError(f"'{new}' is already a column of the table", 409)
-            probe = LabelTable(df=self.table.df.iloc[:0, :1].copy(), path=self.path)
-            try:
-                probe.add_class(new)
-            except UserError as error:
-                raise RequestError(str(error)) from None
+            self._check_class_name(new)
             if self.check_classes is not None:
                 self.check_classes([new if c == old else c for c in self.classes])
-            self._append([{"seq": self.seq + 1, "time": round(time.time(), 3), "client": client,
-                           "action": f"c{self.seq + 1}", "op": "rename_class", "old": old, "new": new}])
+            self.journal.append([{"seq": self.seq + 1, "time": round(time.time(), 3), "client": client,
+                                  "action": f"c{self.seq + 1}", "op": "rename_class", "old": old, "new": new}])
             self.seq += 1
             self.table.df = self.table.df.rename(columns={old: new})
             self.generation += 1
-            for action in self.actions:
-                action.cells = [(r, new if c == old else c, o, n) for r, c, o, n in action.cells]
+            rename_in_actions(self.actions, old, new)
             self._changed()
         return self._flush_for_class()
 
@@ -509,8 +371,8 @@ class LabelStore:
                 self.error = message
                 self._seen_bad = now
                 return False
-            pending = self._unwritten(self._read_journal())
-            self._apply_entries(fresh, pending)
+            pending = unwritten(self.journal.read(), self.flushed_seq)
+            apply_entries(fresh, pending, self.note)
             self.table.df = fresh.df
             self._index = {p: i for i, p in enumerate(fresh.df["filepath"])}
             self._seen = now
@@ -558,8 +420,8 @@ class LabelStore:
     def _record_flush(self, covers: int, changes: int, copied_at: float, written: tuple | None) -> None:
         """Journal that the CSV now holds every change up to seq ``covers`` (the copy written)."""
         self._seen = written
-        self._append([{"seq": self.seq + 1, "time": round(time.time(), 3), "op": "flush", "covers": covers,
-                       "sha256": written[2] if written else None}])
+        self.journal.append([{"seq": self.seq + 1, "time": round(time.time(), 3), "op": "flush", "covers": covers,
+                              "sha256": written[2] if written else None}])
         self.seq += 1
         self._flush_line_seq = self.seq
         self.flushed_seq = covers

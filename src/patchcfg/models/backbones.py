@@ -74,10 +74,10 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 
 from patchcfg.errors import UserError
 from patchcfg.models.download import imagenet_download_guard
+from patchcfg.models.layers import channel_adapter
 from patchcfg.models.registry import (
     SPEC_DEFAULTS,
     available_backbones,
@@ -87,6 +87,7 @@ from patchcfg.models.registry import (
     normalize_spec,
     register_backbone,
     resolve_name,
+    unregister_backbone,
 )
 from patchcfg.models.util import all_layers, check_call, named_parameters, short
 from patchcfg.models.weights import existing_path, load_encoder, load_weights
@@ -100,6 +101,7 @@ __all__ = [
     "load_encoder",
     "normalize_spec",
     "register_backbone",
+    "unregister_backbone",
 ]
 
 # Arguments of keras.applications constructors that build_backbone sets itself.
@@ -359,22 +361,3 @@ def _keras_application(app_name: str, spec: dict, input_shape: tuple, weights):
     if preprocess == "auto" or preprocess:
         x = ImagenetPreprocess(app_name, name="imagenet_preprocess")(x)
     return inputs, application(x), app_weights is not None and app_weights != "imagenet"
-
-
-def channel_adapter(x, channels: int):
-    """A learned 1x1 conv from ``channels`` to the 3 a pretrained network takes (see the module)."""
-    conv = keras.layers.Conv2D(3, 1, name="channel_adapter")
-    x = conv(x)
-    conv.set_weights([_adapter_init(channels), np.zeros(3, dtype="float32")])
-    return x
-
-
-def _adapter_init(channels: int) -> np.ndarray:
-    """1x1 kernel (1, 1, channels, 3): channel mean for < 3 channels, identity on the first 3 else."""
-    kernel = np.zeros((1, 1, channels, 3), dtype="float32")
-    if channels < 3:
-        kernel[...] = 1.0 / channels
-    else:
-        for c in range(3):
-            kernel[0, 0, c, c] = 1.0
-    return kernel

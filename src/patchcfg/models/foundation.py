@@ -32,7 +32,7 @@ import os
 import keras
 
 from patchcfg.errors import UserError
-from patchcfg.models.layers import TokenPool
+from patchcfg.models.layers import TokenPool, channel_adapter
 from patchcfg.models.presets import (
     VISION_TOWERS,
     check_handle_reachable,
@@ -110,8 +110,6 @@ def _tower(backbone):
 
 def build_keras_hub(spec: dict, input_shape: tuple):
     """``(inputs, features)`` of the encoder a ``name: keras_hub`` spec describes (see the module)."""
-    from patchcfg.models.backbones import channel_adapter
-
     preset = spec.get("preset")
     if not preset:
         raise UserError("backbone.preset: name: keras_hub needs a preset (a KerasHub preset folder)")

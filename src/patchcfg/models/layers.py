@@ -1,4 +1,5 @@
-"""Layers of our own: a batch normalization that runs TensorFlow's fused kernel.
+"""Layers of our own: a batch normalization that runs TensorFlow's fused kernel, the token pooling
+of vision transformers, the 1x1 channel adapter in front of a pretrained network.
 
 Keras 3's ``BatchNormalization`` computes the batch moments and the normalisation as separate ops
 on the TensorFlow backend; TensorFlow's ``FusedBatchNormV3`` (Ioffe & Szegedy 2015, "Batch
@@ -15,6 +16,7 @@ other dtypes and axes, other backends).
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 #: input dtypes the fused kernel takes (its scale, offset and statistics stay float32): float32, and
 #: the 16-bit floats of the mixed-precision policies
@@ -103,3 +105,23 @@ class TokenPool(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode, "grid": self.grid}
+
+
+def channel_adapter(x, channels: int):
+    """A learned 1x1 conv from ``channels`` to the 3 a pretrained network takes (the channels
+    paragraph of :mod:`patchcfg.models.backbones`)."""
+    conv = keras.layers.Conv2D(3, 1, name="channel_adapter")
+    x = conv(x)
+    conv.set_weights([_adapter_init(channels), np.zeros(3, dtype="float32")])
+    return x
+
+
+def _adapter_init(channels: int) -> np.ndarray:
+    """1x1 kernel (1, 1, channels, 3): channel mean for < 3 channels, identity on the first 3 else."""
+    kernel = np.zeros((1, 1, channels, 3), dtype="float32")
+    if channels < 3:
+        kernel[...] = 1.0 / channels
+    else:
+        for c in range(3):
+            kernel[0, 0, c, c] = 1.0
+    return kernel

@@ -5,24 +5,22 @@ use) and yes/no attributes (even; has a loop; cloudy). ``finetune.outputs`` list
 ``{name, classes: [...] | N | rest, type: sigmoid | softmax, loss, weight}``; every class belongs
 to exactly one group. A number N takes the next N classes, in the table's column order, that no
 group names (Musket's ``classes: [4, 4]``); ``rest`` takes what is left after that. Without it the model has one group over every class (``finetune.output``'s
-type, the stage's loss): the plain multi-hot model.
+type, the training phase's loss): the plain multi-hot model.
 
 The model's class order is the groups' classes one group after the other, so a group is a slice
 of the probability matrix. A softmax group is *resolved* on a row when one of its classes is
 present (the others then count as absent) or all but one are absent (the remaining one is the
-answer); :func:`resolve_softmax` writes the resolved rows out in full and marks the others
-unknown, so every masked loss and metric leaves an unresolved row alone.
+answer); :mod:`patchcfg.label_groups` resolves the label matrix in numpy.
 
-Pure Python and numpy: configs are checked with it before TensorFlow is imported.
+Pure Python: configs are checked with it before TensorFlow is imported.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from patchcfg.errors import UserError
+from patchcfg.label_groups import has_groups
 
 REST = "rest"
 #: a softmax group's loss when its ``loss`` is null
@@ -34,11 +32,11 @@ class OutputGroup:
     name: str
     classes: tuple[str, ...]
     type: str  # sigmoid | softmax
-    loss: str | None  # None: the stage's loss (sigmoid) or SOFTMAX_LOSS (softmax)
+    loss: str | None  # None: the phase's loss (sigmoid) or SOFTMAX_LOSS (softmax)
     weight: float
     start: int  # the group's columns in the model's class order: [start, stop)
     stop: int
-    stage_loss: bool = False  # the one group of finetune.output: the stage's loss whatever its type
+    stage_loss: bool = False  # the one group of finetune.output: the phase's loss whatever its type
 
     @property
     def softmax(self) -> bool:
@@ -48,10 +46,10 @@ class OutputGroup:
     def columns(self) -> tuple[int, ...]:
         return tuple(range(self.start, self.stop))
 
-    def loss_expression(self, stage_loss: str) -> str:
+    def loss_expression(self, phase_loss: str) -> str:
         if self.loss:
             return self.loss
-        return SOFTMAX_LOSS if self.softmax and not self.stage_loss else stage_loss
+        return SOFTMAX_LOSS if self.softmax and not self.stage_loss else phase_loss
 
     def describe(self) -> dict:
         return {"name": self.name, "classes": list(self.classes), "type": self.type}
@@ -165,33 +163,6 @@ def groups_from_summary(described: list[dict] | None, classes: list[str]) -> lis
     return groups
 
 
-def resolve_softmax(labels: np.ndarray) -> np.ndarray:
-    """One softmax group's labels (rows, K) in 1 / 0 / -1, resolved: a row with exactly one
-    present class, or with all classes but one absent and that one not absent, becomes its
-    one-hot answer in full; every other row becomes all unknown (-1)."""
-    labels = np.asarray(labels, np.float32)
-    present = labels > 0.5
-    absent = (labels >= 0) & ~present
-    k = labels.shape[1]
-    one_present = present.sum(1) == 1
-    by_exclusion = (present.sum(1) == 0) & (absent.sum(1) == k - 1)
-    answer = np.where(one_present, np.argmax(present, 1), np.argmax(~absent, 1))
-    resolved = one_present | by_exclusion
-    out = np.full_like(labels, -1.0)
-    out[resolved] = 0.0
-    out[np.flatnonzero(resolved), answer[resolved]] = 1.0
-    return out
-
-
-def resolve_labels(labels: np.ndarray, groups: list[OutputGroup]) -> np.ndarray:
-    """The label matrix (model class order) with every softmax group resolved."""
-    out = np.array(labels, np.float32, copy=True)
-    for g in groups:
-        if g.softmax:
-            out[:, g.start:g.stop] = resolve_softmax(out[:, g.start:g.stop])
-    return out
-
-
 @dataclass(frozen=True)
 class ColumnGroup:
     """A group located by column indices (into the label table's class order, say)."""
@@ -229,8 +200,6 @@ def scoring_groups(finetune: dict | None, classes: list[str]) -> bool | list[Col
     """How the uncertainty scores see the classes of a table under a config's output (the config
     declares it; a scorer trained on every class, such as the quick head, follows it): ``True``
     for one softmax over every class, ``False`` for multi-hot, else the groups over ``classes``."""
-    from patchcfg.metrics import has_groups
-
     if not finetune:
         return False
     groups = resolve_groups(finetune, finetune["classes"] or classes) if finetune["outputs"] else None

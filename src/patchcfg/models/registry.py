@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from patchcfg.errors import UserError
+from patchcfg.registries import Registry
 
 if TYPE_CHECKING:
     import keras
@@ -34,7 +35,8 @@ TOKEN_POOLING = ("cls", "mean", "cls+mean")
 KERAS_HUB = "keras_hub"
 _AUTO_BOOL = ("auto", True, False)
 
-_REGISTRY: dict[str, Callable[..., keras.Model]] = {}
+#: Backbone builders by name: the built-ins below and every ``@register_backbone``.
+BACKBONES = Registry("backbone", home="patchcfg.models")
 
 
 def register_backbone(name: str) -> Callable[[Callable[..., keras.Model]], Callable[..., keras.Model]]:
@@ -42,8 +44,8 @@ def register_backbone(name: str) -> Callable[[Callable[..., keras.Model]], Calla
 
     The builder is called as ``builder(input_shape, *, width, sync_batchnorm, **kwargs)`` and returns
     a ``keras.Model`` from ``input_shape`` to a feature map ``(batch, h, w, D)`` (or a vector
-    ``(batch, D)``); :func:`build_backbone` adds pooling and loads weights. Registering a name again
-    replaces the earlier builder.
+    ``(batch, D)``); :func:`build_backbone` adds pooling and loads weights. A name registered
+    twice is an error naming both places.
 
     >>> @register_backbone("my_net")                                    # doctest: +SKIP
     ... def my_net(input_shape, *, width=1.0, sync_batchnorm=False):
@@ -51,23 +53,22 @@ def register_backbone(name: str) -> Callable[[Callable[..., keras.Model]], Calla
     """
     if not isinstance(name, str) or not name or ":" in name:
         raise ValueError(f"backbone name must be a non-empty string without ':', got {name!r}")
+    return lambda builder: BACKBONES.add(name, builder, stacklevel=2)
 
-    def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-        _REGISTRY[name] = builder
-        return builder
 
-    return decorator
+#: Forget a backbone registered at run time.
+unregister_backbone = BACKBONES.unregister
 
 
 def get_builder(name: str) -> Callable[..., keras.Model]:
     """The builder registered as ``name`` (KeyError if there is none)."""
-    return _REGISTRY[name]
+    return BACKBONES.get(name)
 
 
 def available_backbones() -> list[str]:
     """Registered backbone names (sorted). ``keras.applications`` names and ``module:function``
     are accepted too (see :func:`keras_application_names`)."""
-    return sorted(_REGISTRY)
+    return BACKBONES.names()
 
 
 @functools.cache
@@ -215,11 +216,11 @@ def resolve_name(name: str) -> tuple[str, str]:
         return "function", name
     if name.lower() == KERAS_HUB:
         return "keras_hub", KERAS_HUB
-    if name in _REGISTRY:
+    if name in BACKBONES:
         return "registered", name
     if name in keras_application_names():
         return "keras", name
-    matches = [("registered", n) for n in _REGISTRY if n.lower() == name.lower()]
+    matches = [("registered", n) for n in BACKBONES if n.lower() == name.lower()]
     matches += [("keras", n) for n in keras_application_names() if n.lower() == name.lower()]
     if len(matches) == 1:
         return matches[0]

@@ -24,6 +24,18 @@ from patchcfg.pretrain.vicreg import batch_statistic
 class BarlowTwins(TwoViewMethod):
     """Barlow Twins over the global batch's embeddings."""
 
+    summary = "the cross-correlation of the views' embeddings pushed to the identity (Zbontar et al. 2021)."
+    config_keys = {
+        "off_diagonal_weight": {
+            "description": ("lambda: weight of the off-diagonal (redundancy reduction) term of the "
+                            "cross-correlation, or \"1/d\" for one over the embedding's width "
+                            "(projection.dim). The paper's 5e-3 goes with an 8192-wide projector "
+                            "(projection: {depth: 3, units: 8192, dim: 8192, batchnorm: true})."),
+            "anyOf": [{"type": "number", "minimum": 0}, {"const": "1/d"}],
+            "default": 0.005,
+        },
+    }
+
     @dataclass(frozen=True)
     class Params(PretrainParams):
         off_diagonal_weight: float | str

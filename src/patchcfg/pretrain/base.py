@@ -68,6 +68,12 @@ class PretrainMethod(TrainTask, metaclass=abc.ABCMeta):
     #: the method's parameters (a dataclass extending :class:`PretrainParams`), read by
     #: :func:`~patchcfg.pretrain.params.build_params` from the resolved ``pretrain`` section
     Params = PretrainParams
+    #: one sentence on the method (its paper cited) for the description of ``pretrain.method``
+    summary = ""
+    #: the keys of ``pretrain`` the method reads besides the common ones: each key's JSON schema (type,
+    #: bounds, ``default``, ``description``), written into schemas/pretrain.schema.json (the one place
+    #: its default is stated); a subclass adds to its bases' keys (:func:`patchcfg.pretrain.method_keys`)
+    config_keys: dict[str, dict] = {}
     #: augmented views per image in a training batch of :meth:`views_dataset`: 1 = one batch,
     #: 2 = a tuple of two batches (:class:`~patchcfg.pretrain.two_view.TwoViewMethod`)
     views = 1

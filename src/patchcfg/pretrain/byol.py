@@ -18,13 +18,22 @@ import tensorflow as tf
 from patchcfg.pretrain import register
 from patchcfg.pretrain.losses.byol import byol_loss
 from patchcfg.pretrain.momentum import Bootstrap
-from patchcfg.pretrain.params import BootstrapParams
+from patchcfg.pretrain.params import BootstrapParams, predictor_key
 from patchcfg.pretrain.two_view import TwoViewMethod
 
 
 @register("byol")
 class BYOL(Bootstrap, TwoViewMethod):
     """BYOL: online encoder, head and predictor trained; target encoder and head a cosine-scheduled EMA."""
+
+    summary = ("an online network with a predictor regresses a moving-average target network's projection "
+               "of the other view, no negatives (Grill et al. 2020).")
+    config_keys = {
+        "predictor": predictor_key("The predictor on the online projection: Dense(units) [+ BN] + ReLU, "
+                                   "then Dense(projection.dim). The paper's is 4096 wide with batch norm, "
+                                   "its projection 4096 -> 256 with batch norm (projection: {units: 4096, "
+                                   "dim: 256, batchnorm: true}).", 4096),
+    }
 
     Params = BootstrapParams
 

@@ -110,6 +110,68 @@ class Adversarial:
 class ContextEncoder(PretrainMethod):
     """Context encoder: the encoder's features must let a decoder fill in a hidden rectangle."""
 
+    summary = ("a decoder fills in a hidden rectangle of each image from the encoder's features (Pathak et "
+               "al. 2016).")
+    config_keys = {
+        "mask_size": {
+            "description": ("Side of the hidden rectangle as a fraction of the image's side: a number, or "
+                            "[low, high] to draw height and width from (0.5 = a quarter of the area, the "
+                            "paper's)."),
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                {
+                    "type": "array",
+                    "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+            ],
+            "default": 0.5,
+        },
+        "mask_position": {
+            "description": "random = anywhere in the image; center = the paper's central region.",
+            "enum": ["random", "center"],
+            "default": "random",
+        },
+        "context_weight": {
+            "description": ("Weight of the reconstruction error on the visible pixels; 0 = only the hidden "
+                            "rectangle counts (the paper's loss)."),
+            "type": "number",
+            "minimum": 0,
+            "default": 0.0,
+        },
+        "decoder_filters": {
+            "description": ("Channels of the decoder's first feature map (halved at each of its three "
+                            "upsamplings, at least 8)."),
+            "type": "integer",
+            "minimum": 8,
+            "default": 64,
+        },
+        "adversarial": {
+            "description": ("The paper's adversarial loss: a small discriminator learns to tell real "
+                            "images from inpainted ones, and the loss becomes (1 - weight) * "
+                            "reconstruction + weight * adversarial; null = reconstruction only."),
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "default": None,
+            "properties": {
+                "weight": {
+                    "description": "Weight of the adversarial term (the paper: 0.001).",
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "exclusiveMaximum": 1,
+                    "default": 0.001,
+                },
+                "lr": {
+                    "description": "Learning rate of the discriminator's Adam (beta_1 0.5).",
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "default": 0.0002,
+                },
+            },
+        },
+    }
+
     views = 1  # one augmented view of each image
 
     @dataclass(frozen=True)

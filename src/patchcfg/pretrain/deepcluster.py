@@ -145,6 +145,54 @@ def reset_optimizer_slots(optimizer, variables) -> None:
 class DeepCluster(PretrainMethod):
     """DeepCluster: re-cluster every epoch, re-initialise the classifier, classify the clusters."""
 
+    summary = ("k-means pseudo-labels of the encoder's features, re-clustered every epoch and learnt by "
+               "classification (Caron et al. 2018).")
+    config_keys = {
+        "clusters": {
+            "description": ("k: k-means clusters, the pseudo-classes (at most the number of images). The "
+                            "classifier is projection's hidden layers, then one unit per cluster."),
+            "type": "integer",
+            "minimum": 2,
+            "default": 100,
+        },
+        "pca_dim": {
+            "description": "PCA dimensions of the encoder's features before k-means; null = no PCA.",
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "default": 64,
+        },
+        "whiten": {
+            "description": "Whiten the PCA components (unit variance each) before L2 normalisation.",
+            "type": "boolean",
+            "default": True,
+        },
+        "kmeans": {
+            "description": ("How each epoch's k-means runs: sampled = centroids fitted on a sample of "
+                            "kmeans_sample_per_cluster images per cluster, then every image assigned (the "
+                            "faster up to a few hundred clusters); minibatch = mini-batch k-means over "
+                            "every image (Sculley 2010; time linear in clusters, the faster for a thousand "
+                            "and more)."),
+            "enum": ["sampled", "minibatch"],
+            "default": "sampled",
+        },
+        "kmeans_iterations": {
+            "description": ("Most Lloyd iterations of each epoch's k-means (minibatch: most passes over "
+                            "the images)."),
+            "type": "integer",
+            "minimum": 1,
+            "default": 20,
+        },
+        "kmeans_sample_per_cluster": {
+            "description": ("kmeans: sampled: images per cluster in the sample each epoch's k-means fits "
+                            "its centroids on (uniform, seeded); every image is then assigned to its "
+                            "nearest centroid. Bounds the clustering's time at a million images; with "
+                            "fewer images than clusters x this, all of them."),
+            "type": "integer",
+            "minimum": 1,
+            "default": 128,
+        },
+    }
+
     data_follows_model = True
 
     @dataclass(frozen=True)

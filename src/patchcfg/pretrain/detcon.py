@@ -120,6 +120,59 @@ class Felzenszwalb:
 class DetCon(TwoViewMethod):
     """DetCon_S: region-level contrastive learning with segment masks that follow the views."""
 
+    summary = "contrast the pooled features of image regions (segments) across views (Henaff et al. 2021)."
+    config_keys = {
+        "masks": {
+            "description": ("(detcon, detcon_b) Where the regions come from: felzenszwalb = each image's "
+                            "largest Felzenszwalb-Huttenlocher segments (computed once, before training); "
+                            "grid = the cells of a grid x grid grid."),
+            "enum": ["felzenszwalb", "grid"],
+            "default": "felzenszwalb",
+        },
+        "num_masks": {
+            "description": ("(detcon, detcon_b) Felzenszwalb segments kept per image (the largest); pixels "
+                            "of smaller segments belong to no region."),
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 64,
+            "default": 8,
+        },
+        "grid": {
+            "description": "(detcon, detcon_b) Cells per side of the grid masks (grid x grid regions).",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 8,
+            "default": 4,
+        },
+        "felzenszwalb": {
+            "description": ("(detcon, detcon_b) Parameters of skimage.segmentation.felzenszwalb on the "
+                            "images at data.imshape in [0, 1]."),
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {
+                "scale": {
+                    "description": "Larger = larger segments.",
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "default": 100,
+                },
+                "sigma": {
+                    "description": "Gaussian smoothing before segmenting.",
+                    "type": "number",
+                    "minimum": 0,
+                    "default": 0.5,
+                },
+                "min_size": {
+                    "description": "Smallest segment, in pixels.",
+                    "type": "integer",
+                    "minimum": 1,
+                    "default": 10,
+                },
+            },
+        },
+    }
+
     @dataclass(frozen=True)
     class Params(PretrainParams):
         masks: str

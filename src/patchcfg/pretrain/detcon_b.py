@@ -22,13 +22,28 @@ from patchcfg.pretrain import register
 from patchcfg.pretrain.detcon import MIN_AREA, DetCon, pool_regions
 from patchcfg.pretrain.losses.detcon_b import detcon_b_loss
 from patchcfg.pretrain.momentum import Bootstrap
-from patchcfg.pretrain.params import BootstrapParams
+from patchcfg.pretrain.params import BootstrapParams, predictor_key
 from patchcfg.train.distribute import gather_rows
 
 
 @register("detcon_b")
 class DetConB(Bootstrap, DetCon):
     """DetCon_B: region pooling, an online predictor, a cosine-scheduled target network."""
+
+    summary = "DetCon's regions with BYOL's predictor and target network (Henaff et al. 2021)."
+    config_keys = {
+        "predictor": predictor_key("The predictor on each region's online projection: Dense(units) [+ BN] "
+                                   "+ ReLU, then Dense(projection.dim) (the paper's is BYOL's, 4096 wide "
+                                   "with batch norm).", 4096),
+        "objective": {
+            "description": ("nce = the paper's: a region's prediction must pick the same region's target "
+                            "projection in the other view among every region of the global batch, at "
+                            "temperature; byol = BYOL's regression 2 - 2 cos(prediction, target) per "
+                            "region."),
+            "enum": ["nce", "byol"],
+            "default": "nce",
+        },
+    }
 
     @dataclass(frozen=True)
     class Params(DetCon.Params, BootstrapParams):

@@ -20,6 +20,25 @@ from patchcfg.pretrain.two_view import TwoViewMethod
 class HCL(TwoViewMethod):
     """HCL: SimCLR's views and head with the hard-negative, debiased loss."""
 
+    summary = "hard-negative reweighting and debiasing (Robinson et al. 2021)."
+    config_keys = {
+        "beta": {
+            "description": ("beta: concentration of the hard-negative weights exp(beta * sim / t); 0 = "
+                            "uniform weights."),
+            "type": "number",
+            "minimum": 0,
+            "default": 0.5,
+        },
+        "tau_plus": {
+            "description": ("tau+: class prior, the probability that a 'negative' shares the anchor's "
+                            "class (debiasing); 0 = no debiasing."),
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMaximum": 1,
+            "default": 0.1,
+        },
+    }
+
     @dataclass(frozen=True)
     class Params(PretrainParams):
         beta: float

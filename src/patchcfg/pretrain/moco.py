@@ -49,6 +49,69 @@ class EqCo:
 class MoCo(TwoViewMethod):
     """MoCo v2: query encoder+head trained, key encoder+head a momentum copy, a queue of keys."""
 
+    summary = ("momentum encoder and a queue of negatives, MoCo v2 (He et al. 2020; Chen et al. 2020), "
+               "optionally MoCHi hard-negative mixing and the EqCo margin.")
+    config_keys = {
+        "queue_size": {
+            "description": "K: keys kept in the queue of negatives (at least batch_size).",
+            "type": "integer",
+            "minimum": 1,
+            "default": 4096,
+        },
+        "momentum": {
+            "description": "Momentum m of the key encoder: theta_k <- m * theta_k + (1 - m) * theta_q.",
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "default": 0.999,
+        },
+        "mochi": {
+            "description": ("MoCHi hard-negative mixing (Kalantidis et al. 2020), MoCHi(N, s, s'); null = "
+                            "off."),
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "default": None,
+            "properties": {
+                "n": {
+                    "description": ("N: the N hardest queue negatives of each query (highest similarity) "
+                                    "are the ones mixed (at most queue_size)."),
+                    "type": "integer",
+                    "minimum": 1,
+                    "default": 1024,
+                },
+                "s": {
+                    "description": ("s: synthetic negatives per query, each a normalised mix a*n_i + "
+                                    "(1-a)*n_j of two hardest negatives, a ~ U(0, 1)."),
+                    "type": "integer",
+                    "minimum": 0,
+                    "default": 512,
+                },
+                "s_prime": {
+                    "description": ("s': synthetic negatives per query mixing the query itself with a "
+                                    "hardest negative, b*q + (1-b)*n_j, b ~ U(0, 0.5)."),
+                    "type": "integer",
+                    "minimum": 0,
+                    "default": 256,
+                },
+            },
+        },
+        "eqco": {
+            "description": ("EqCo (Zhu et al. 2020): rescale the negative term by alpha/K so the loss "
+                            "behaves as with alpha negatives whatever K; null = off."),
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "default": None,
+            "properties": {
+                "alpha": {
+                    "description": "alpha: the number of negatives the loss is made equivalent to.",
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "default": 256,
+                },
+            },
+        },
+    }
+
     @dataclass(frozen=True)
     class Params(PretrainParams):
         queue_size: int

@@ -86,6 +86,18 @@ class Bootstrap:
     from ``build_state`` with the online networks the targets copy (name -> model); the method's ``Params``
     extend :class:`~patchcfg.pretrain.params.BootstrapParams`."""
 
+    config_keys = {
+        "tau_base": {
+            "description": ("The target network's momentum at the first step, rising to 1 on a cosine "
+                            "schedule over the run: tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 at "
+                            "step k of K (Grill et al. 2020)."),
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "default": 0.996,
+        },
+    }
+
     def build_bootstrap(self, online: dict[str, keras.Model]) -> MomentumEncoder:
         self.predictor = self.build_predictor(self.params.predictor)
         self.momentum_encoder = MomentumEncoder(online, self.params.tau_base, schedule=self.tau_at)

@@ -89,6 +89,47 @@ class Task:
 class MultiTask(PretrainMethod):
     """Supervised multitask pretraining on one or more label tables (masked BCE per task)."""
 
+    summary = ("learn the labels of one or more label tables at once (masked BCE per task, optionally "
+               "weighted by learnt uncertainty, Kendall et al. 2018).")
+    config_keys = {
+        "tasks": {
+            "description": ("Label tables to learn at once (the label table format; their own images). "
+                            "Empty = data.labels alone. Rows marked validation or exclude are never "
+                            "trained on."),
+            "type": "array",
+            "default": [],
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["labels"],
+                "properties": {
+                    "labels": {
+                        "description": "Path of the task's label table.",
+                        "type": "string",
+                        "minLength": 1,
+                    },
+                    "name": {
+                        "description": "Name in metrics (loss_<name>); default: the file's stem.",
+                        "type": "string",
+                        "pattern": "^[A-Za-z0-9_]+$",
+                    },
+                    "weight": {
+                        "description": "Weight of the task's loss (task_weighting: fixed).",
+                        "type": "number",
+                        "minimum": 0,
+                        "default": 1.0,
+                    },
+                },
+            },
+        },
+        "task_weighting": {
+            "description": ("fixed = each task's weight; adaptive = learnt uncertainty weights exp(-s_t) "
+                            "L_t + s_t / 2 (Kendall et al. 2018)."),
+            "enum": ["fixed", "adaptive"],
+            "default": "fixed",
+        },
+    }
+
     @dataclass(frozen=True)
     class Params(PretrainParams):
         tasks: tuple[Task, ...]

@@ -21,7 +21,7 @@ import tensorflow as tf
 from patchcfg.errors import UserError
 from patchcfg.pretrain import register
 from patchcfg.pretrain.losses.nnclr import nnclr_loss
-from patchcfg.pretrain.params import Predictor, PretrainParams
+from patchcfg.pretrain.params import Predictor, PretrainParams, predictor_key
 from patchcfg.pretrain.two_view import TwoViewMethod
 from patchcfg.train.distribute import gather_rows
 
@@ -29,6 +29,23 @@ from patchcfg.train.distribute import gather_rows
 @register("nnclr")
 class NNCLR(TwoViewMethod):
     """NNCLR: encoder, head and an optional predictor; a support-set queue of projections."""
+
+    summary = "each embedding's nearest neighbour in a support set is its positive (Dwibedi et al. 2021)."
+    config_keys = {
+        "queue_size": {
+            "description": ("Size of the support set, the queue of past projections searched for each "
+                            "embedding's nearest neighbour: at least batch_size and below the number of "
+                            "images (a larger one would hold stale copies of the same images). The paper's "
+                            "is 98,304 for ImageNet's 1.28 million images; the default suits a few "
+                            "thousand images (the demo has 1,797): keep it to a fraction of yours."),
+            "type": "integer",
+            "minimum": 1,
+            "default": 1024,
+        },
+        "predictor": predictor_key("The predictor on the projection whose outputs the neighbours must pick "
+                                   "(the paper's: 4096 wide with batch norm); null = the projections "
+                                   "themselves.", 4096, nullable=True),
+    }
 
     @dataclass(frozen=True)
     class Params(PretrainParams):

@@ -57,6 +57,20 @@ class Predictor:
     batchnorm: bool
 
 
+def predictor_key(description: str, units: int, *, nullable: bool = False) -> dict:
+    """The schema of ``pretrain.predictor`` (read as :class:`Predictor`) for a method's
+    ``config_keys``: its description and default width are the method's (``nullable``: null means
+    no predictor)."""
+    return {"description": description, "type": ["object", "null"] if nullable else "object",
+            "additionalProperties": False, "default": {},
+            "properties": {
+                "units": {"description": "Width of the predictor's hidden layer (its output is projection.dim wide).",
+                          "type": "integer", "minimum": 1, "default": units},
+                "batchnorm": {"description": ("BatchNormalization after the hidden layer (synchronised across "
+                                              "replicas when backbone.sync_batchnorm is true)."),
+                              "type": "boolean", "default": True}}}
+
+
 @dataclass(frozen=True)
 class Monitor:
     """``pretrain.monitor``: the linear probe and the views image."""

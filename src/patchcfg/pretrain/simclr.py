@@ -21,6 +21,16 @@ from patchcfg.pretrain.two_view import TwoViewMethod
 class SimCLR(TwoViewMethod):
     """SimCLR: both views through the same encoder and head; NT-Xent (or DCL) over the global batch."""
 
+    summary = "NT-Xent over in-batch negatives (Chen et al. 2020)."
+    config_keys = {
+        "decoupled": {
+            "description": ("Decoupled contrastive loss (DCL, Yeh et al. 2022): the positive pair is left "
+                            "out of the denominator."),
+            "type": "boolean",
+            "default": False,
+        },
+    }
+
     @dataclass(frozen=True)
     class Params(PretrainParams):
         decoupled: bool

@@ -15,13 +15,21 @@ import tensorflow as tf
 
 from patchcfg.pretrain import register
 from patchcfg.pretrain.losses.simsiam import simsiam_loss
-from patchcfg.pretrain.params import Predictor, PretrainParams
+from patchcfg.pretrain.params import Predictor, PretrainParams, predictor_key
 from patchcfg.pretrain.two_view import TwoViewMethod
 
 
 @register("simsiam")
 class SimSiam(TwoViewMethod):
     """SimSiam: encoder, head and predictor; the projections are the stop-gradient targets."""
+
+    summary = "a predictor against the other view's projection behind a stop-gradient (Chen & He 2021)."
+    config_keys = {
+        "predictor": predictor_key("The predictor: Dense(units) [+ BN] + ReLU, then Dense(projection.dim). "
+                                   "The paper's is a bottleneck, 512 wide on a 2048-wide projection with "
+                                   "batch norm (projection: {depth: 3, units: 2048, dim: 2048, batchnorm: "
+                                   "true}).", 512),
+    }
 
     @dataclass(frozen=True)
     class Params(PretrainParams):

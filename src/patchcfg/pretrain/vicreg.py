@@ -29,6 +29,43 @@ def batch_statistic(value, rows):
 class VICReg(TwoViewMethod):
     """VICReg over the global batch's embeddings."""
 
+    summary = "invariance, variance and covariance terms (Bardes et al. 2022)."
+    config_keys = {
+        "invariance_weight": {
+            "description": ("lambda: weight of the invariance term, the mean squared error between the "
+                            "views' embeddings."),
+            "type": "number",
+            "minimum": 0,
+            "default": 25.0,
+        },
+        "variance_weight": {
+            "description": ("mu: weight of the variance term, the hinge max(0, gamma - std) on each "
+                            "dimension's standard deviation over the global batch, for each view."),
+            "type": "number",
+            "minimum": 0,
+            "default": 25.0,
+        },
+        "covariance_weight": {
+            "description": ("nu: weight of the covariance term, the squared off-diagonal covariances over "
+                            "the global batch divided by the embedding's width, for each view."),
+            "type": "number",
+            "minimum": 0,
+            "default": 1.0,
+        },
+        "gamma": {
+            "description": "gamma: the standard deviation each dimension is pushed up to.",
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 1.0,
+        },
+        "epsilon": {
+            "description": "epsilon in sqrt(Var + epsilon): keeps the standard deviation's gradient finite.",
+            "type": "number",
+            "minimum": 0,
+            "default": 0.0001,
+        },
+    }
+
     @dataclass(frozen=True)
     class Params(PretrainParams):
         invariance_weight: float

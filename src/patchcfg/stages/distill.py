@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from patchcfg.errors import UserError
+from patchcfg.stages import register
 from patchcfg.stages.runner import Stage
 
 
@@ -17,8 +18,20 @@ def _macro_auc(metrics: dict) -> float:
     return metrics["val_macro_auc"] if "val_macro_auc" in metrics else math.nan
 
 
+@register
 class DistillStage(Stage):
     name = "distill"
+    depends_on = ("pretrain", "finetune")
+    run_order = 4
+    schema = "distill.schema.json"
+    section_help = "Distillation of the fine-tuned ensemble into a student (`patchcfg distill`)."
+    command_help = "Train a student on the teacher's soft labels."
+    command_doc = """Train a student on the teacher's soft labels over every image; score both on validation rows.
+
+    \b
+    Example:
+      patchcfg distill configs/demo.yaml
+    """
     needs_labels = "its rows are the images, its validation rows score student and teacher"
 
     def prepare(self) -> None:

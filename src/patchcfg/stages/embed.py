@@ -20,17 +20,24 @@ from pathlib import Path
 
 import numpy as np
 
+from patchcfg.stages import register
 from patchcfg.stages.runner import Stage
 
 #: images between checkpoints (flush + record): the unit of resumption
 CHUNK = 8192
 
 
+@register
 class EmbedStage(Stage):
     """Options besides the runner's: ``encoder`` (auto | pretrain | finetune | backbone | a path);
     ``on_chunk`` (called with the rows done after each chunk is on disk)."""
 
     name = "embed"
+    depends_on = ("pretrain", "finetune")
+    schema = "embed.schema.json"
+    section_help = "Cached features of every image (`patchcfg embed`)."
+    command_help = "Cache encoder features of every image."
+    command = "patchcfg.commands.pipeline:embed"
 
     def __init__(self, config: dict, root=None, force: bool = False, *, encoder: str = "auto", on_chunk=None,
                  **options):

@@ -1,11 +1,12 @@
-"""The finetune stage: a classifier on the partially labelled label table, over folds and stages.
+"""The finetune stage: a classifier on the partially labelled label table, over folds and phases.
 
-Musket's semantics: each stage of ``finetune.stages`` (``epochs``, ``lr``, ``loss``, ``negatives``,
-``freeze_encoder`` / ``unfreeze_encoder``, ``initial_weights``, ``callbacks``) starts from the
-previous stage's best weights (best by ``primary_metric``); with ``folds_count`` k > 1 every fold
-trains on the other folds' labelled rows and is scored on its own, the ``validation`` rows being a
-holdout scored by the fold ensemble. Every fold x stage is a resumable unit: an interrupted run
-resumes from the last checkpoint of the unit it was in, and finished units are not trained again.
+Musket's semantics: each training phase, an entry of ``finetune.stages`` (``epochs``, ``lr``,
+``loss``, ``negatives``, ``freeze_encoder`` / ``unfreeze_encoder``, ``initial_weights``,
+``callbacks``), starts from the previous phase's best weights (best by ``primary_metric``); with
+``folds_count`` k > 1 every fold trains on the other folds' labelled rows and is scored on its own,
+the ``validation`` rows being a holdout scored by the fold ensemble. Every fold x phase is a
+resumable unit: an interrupted run resumes from the last checkpoint of the unit it was in, and
+finished units are not trained again.
 The model and its task are in :mod:`patchcfg.tasks.finetune`.
 
 Outputs in ``experiments/<name>/finetune/``: ``fold_<k>/model.keras`` (best weights),
@@ -19,57 +20,50 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from patchcfg.data.folds import HOLDOUT
 from patchcfg.errors import UserError
+from patchcfg.label_groups import has_groups
 from patchcfg.losses import build_group_loss
-from patchcfg.metrics import grouped_metrics, has_groups
+from patchcfg.metrics import grouped_metrics
+from patchcfg.stages import register
 from patchcfg.stages.runner import Stage
-from patchcfg.tasks.finetune import (
-    FinetuneTask,
-    build_model,
-    check_monitored,
-    load_model_weights,
-    primary_mode,
-    resolve_encoder_spec,
-    stage_settings,
-)
-from patchcfg.train.callbacks import BestWeights, build_callbacks
-from patchcfg.train.loop import best_metrics
+
+if TYPE_CHECKING:
+    import keras
 
 
 class UnitRun:
-    """One fold x stage of the finetune stage, as the training loop sees a run.
+    """One fold x training phase of the finetune stage, as the training loop sees a run.
 
-    Checkpoints and TensorBoard logs live under ``fold_<k>/stage_<s>/``; metric rows go to the
-    stage's one ``metrics.csv`` with ``fold`` and ``stage`` columns.
+    Checkpoints and TensorBoard logs live under ``fold_<k>/stage_<phase>/``; metric rows go to the
+    stage's one ``metrics.csv`` with ``fold`` and ``stage`` (the phase) columns.
     """
 
-    def __init__(self, run, fold: int, stage: int):
-        self.parent, self.fold, self.stage = run, fold, stage
+    def __init__(self, run, fold: int, phase: int):
+        self.parent, self.fold, self.phase = run, fold, phase
         self.is_chief = run.is_chief
-        self.dir = run.dir / f"fold_{fold}" / f"stage_{stage}"
+        self.dir = run.dir / f"fold_{fold}" / f"stage_{phase}"
 
     @property
     def checkpoint_dir(self) -> Path:
         if self.is_chief:
             return self.dir / "checkpoints"
-        return self.parent.checkpoint_dir / f"fold_{self.fold}_stage_{self.stage}"
+        return self.parent.checkpoint_dir / f"fold_{self.fold}_stage_{self.phase}"
 
     @property
     def tensorboard_dir(self) -> Path:
-        return self.parent.tensorboard_dir / f"fold_{self.fold}" / f"stage_{self.stage}"
+        return self.parent.tensorboard_dir / f"fold_{self.fold}" / f"stage_{self.phase}"
 
     def append_metrics(self, row: dict) -> None:
-        self.parent.append_metrics({"fold": self.fold, "stage": self.stage, **row})
+        self.parent.append_metrics({"fold": self.fold, "stage": self.phase, **row})
 
     def read_metrics(self) -> list[dict]:
         return [{k: v for k, v in r.items() if k not in ("fold", "stage")} for r in self.parent.read_metrics()
-                if r.get("fold") == self.fold and r.get("stage") == self.stage]
+                if r.get("fold") == self.fold and r.get("stage") == self.phase]
 
     @property
     def done_path(self) -> Path:
@@ -146,14 +140,16 @@ def _mean_std(per_fold: dict[int, dict]) -> tuple[dict, dict]:
 
 
 class FoldTrainer:
-    """Trains one fold's stages in order, each a resumable unit starting from the previous best."""
+    """Trains one fold's phases in order, each a resumable unit starting from the previous best."""
 
-    def __init__(self, stage: FinetuneStage, *, classes, paths, labels, encoder_spec, stages, unlabelled,
+    def __init__(self, stage: FinetuneStage, *, classes, paths, labels, encoder_spec, phases, unlabelled,
                  groups=None):
         self.stage, self.config, self.classes, self.paths, self.labels = stage, stage.config, classes, paths, labels
         self.groups = groups
-        self.run, self.encoder_spec, self.stages = stage.stage_run, encoder_spec, stages
+        self.run, self.encoder_spec, self.phases = stage.stage_run, encoder_spec, phases
         self.unlabelled, self.say = unlabelled, stage.say
+        from patchcfg.tasks.finetune import primary_mode
+
         self.finetune = stage.params
         self.primary, self.mode = self.finetune["primary_metric"], primary_mode(self.finetune)
 
@@ -174,10 +170,12 @@ class FoldTrainer:
         return crops.expand(labels, crops.cell_files(paths, data, folder), overrides, paths)
 
     def train_fold(self, fold: int, train_rows, val_rows) -> keras.Model:
-        """The fold's model with its last stage's best weights."""
+        """The fold's model with its last phase's best weights."""
+        from patchcfg.tasks.finetune import build_model, load_model_weights
+
         weights = None
-        for stage in self.stages:
-            weights = self.train_unit(fold, stage, train_rows, val_rows, weights)
+        for phase in self.phases:
+            weights = self.train_unit(fold, phase, train_rows, val_rows, weights)
         model = build_model(self.config, self.encoder_spec, len(self.classes), self.groups)
         if isinstance(weights, list):
             model.set_weights(weights)
@@ -185,38 +183,40 @@ class FoldTrainer:
             load_model_weights(model, weights)
         return model
 
-    def train_unit(self, fold: int, stage: dict, train_rows, val_rows, weights):
-        """Train one fold x stage (or skip it when done); returns its best weights (list or file)."""
+    def train_unit(self, fold: int, phase: dict, train_rows, val_rows, weights):
+        """Train one fold x phase (or skip it when done); returns its best weights (list or file)."""
         from patchcfg.atomic import atomic_write_json
+        from patchcfg.tasks.finetune import FinetuneTask
+        from patchcfg.train.callbacks import BestWeights, build_callbacks
 
-        unit, say, primary = UnitRun(self.run, fold, stage["index"]), self.say, self.primary
+        unit, say, primary = UnitRun(self.run, fold, phase["index"]), self.say, self.primary
         done = unit.done()
         if done is not None and unit.best_weights_path.is_file():
-            say(f"fold {fold + 1} stage {stage['index'] + 1}: already trained (best {primary} {done['best']:.4g}); "
+            say(f"fold {fold + 1} stage {phase['index'] + 1}: already trained (best {primary} {done['best']:.4g}); "
                 "skipping")
             return str(unit.best_weights_path)
         gbs = int(self.finetune["batch_size"])
         train_paths, train_labels = self.training_images(train_rows)
-        steps = int(stage["steps_per_epoch"] or max(1, math.ceil(len(train_paths) / gbs)))  # cells with crops
+        steps = int(phase["steps_per_epoch"] or max(1, math.ceil(len(train_paths) / gbs)))  # cells with crops
         task = FinetuneTask(
-            config=self.config, classes=self.classes, encoder_spec=self.encoder_spec, stage=stage,
+            config=self.config, classes=self.classes, encoder_spec=self.encoder_spec, phase=phase,
             train_paths=train_paths, train_labels=train_labels,
             val_paths=list(self.paths[val_rows]), val_labels=self.labels[val_rows],
-            start_weights=stage["initial_weights"] or weights,
-            seed=int(self.config["seed"]) * 100 + fold * 10 + stage["index"], groups=self.groups)
+            start_weights=phase["initial_weights"] or weights,
+            seed=int(self.config["seed"]) * 100 + fold * 10 + phase["index"], groups=self.groups)
         task.global_batch_size = gbs
         task.unlabelled_paths = self.training_images(None)[0] if self.unlabelled else []
         chief = self.run.is_chief
         best = BestWeights(primary, self.mode, unit.best_weights_path if chief else None,
                            unit.dir / "best.json" if chief else None)
-        optimizer_cfg = {**(self.finetune.get("optimizer") or {}), "lr": stage["lr"]}
-        if any(n in stage["callbacks"] for n in ("ReduceLROnPlateau", "CyclicLR")):
+        optimizer_cfg = {**(self.finetune.get("optimizer") or {}), "lr": phase["lr"]}
+        if any(n in phase["callbacks"] for n in ("ReduceLROnPlateau", "CyclicLR")):
             optimizer_cfg["schedule"] = "constant"  # the callback owns the learning rate
-        say(f"fold {fold + 1} stage {stage['index'] + 1}: {stage['epochs']} epochs x {steps} steps, "
-            f"lr {stage['lr']:g}, loss {stage['loss']}, encoder {'frozen' if stage['frozen'] else 'trained'}")
-        loop = self.stage.loop(task, run=unit, hparams=fold == 0 and stage["index"] == 0, epochs=stage["epochs"],
+        say(f"fold {fold + 1} stage {phase['index'] + 1}: {phase['epochs']} epochs x {steps} steps, "
+            f"lr {phase['lr']:g}, loss {phase['loss']}, encoder {'frozen' if phase['frozen'] else 'trained'}")
+        loop = self.stage.loop(task, run=unit, hparams=fold == 0 and phase["index"] == 0, epochs=phase["epochs"],
                                steps_per_epoch=steps, global_batch_size=gbs, optimizer_config=optimizer_cfg,
-                               callbacks=[best, *build_callbacks(stage["callbacks"], primary, self.mode)])
+                               callbacks=[best, *build_callbacks(phase["callbacks"], primary, self.mode)])
         loop.fit()
         best.restore()
         if chief:
@@ -228,13 +228,31 @@ class FoldTrainer:
 
 
 
+@register
 class FinetuneStage(Stage):
     name = "finetune"
+    depends_on = ("pretrain",)
+    run_order = 2
+    schema = "finetune.schema.json"
+    section_help = "Fine-tuning a classifier on the label table (`patchcfg finetune`)."
+    command_help = "Train a classifier on the label table."
+    command_doc = """Train a classifier: encoder + head, masked loss, stratified batches, stages, folds.
+
+    Writes experiments/<name>/finetune/: fold_<k>/model.keras, metrics.csv (fold, stage, epoch),
+    predictions.csv (out-of-fold and holdout), summary.json (per fold, mean, std), ROC curves.
+    Each fold x stage resumes where it was interrupted; a complete stage is skipped.
+
+    \b
+    Example:
+      patchcfg finetune configs/finetune.yaml --labels data/demo/labels.csv
+      patchcfg finetune configs/finetune.yaml finetune.folds_count=3 --sweep seed=1,2
+    """
     needs_labels = "its labelled rows train and score the classifier"
 
     def prepare(self) -> None:
         from patchcfg.label_table import read_label_table
         from patchcfg.models.outputs import group_classes, resolve_groups
+        from patchcfg.tasks.finetune import check_monitored
 
         labels = self.data_cfg["labels"]
         self.table = table = read_label_table(labels)
@@ -269,13 +287,14 @@ class FinetuneStage(Stage):
 
         from patchcfg.atomic import atomic_write_text
         from patchcfg.data.folds import load_or_assign_folds
+        from patchcfg.tasks.finetune import phase_settings, primary_mode, resolve_encoder_spec
 
         finetune, table, classes, run, say = self.params, self.table, self.classes, self.stage_run, self.say
         primary, mode = finetune["primary_metric"], primary_mode(finetune)
         threshold = finetune["output"]["threshold"]
         k = int(finetune["folds_count"])
         encoder_spec, pretrained = resolve_encoder_spec(self.config, self.experiment.dir)
-        stages = stage_settings(finetune, pretrained)
+        phases = phase_settings(finetune, pretrained)
         usable = self.usable_rows()
         folds = load_or_assign_folds(table, k, int(self.config["seed"]), self.workdir())
         paths = np.array(table.resolved_paths())
@@ -286,7 +305,7 @@ class FinetuneStage(Stage):
             unlabelled = self.readable(list(paths[~table.exclude & ~table.validation & ~(labels >= 0).any(axis=1)]))
             say(f"fixmatch: {len(unlabelled)} unlabelled images")
         trainer = FoldTrainer(self, classes=classes, paths=paths, labels=labels, encoder_spec=encoder_spec,
-                              stages=stages, unlabelled=unlabelled, groups=self.groups)
+                              phases=phases, unlabelled=unlabelled, groups=self.groups)
         groups = self.groups
         for fold in range(k):
             train_rows, val_rows = (r[usable[r]] for r in _rows(table, classes, folds, fold, k))
@@ -301,7 +320,7 @@ class FinetuneStage(Stage):
             model = trainer.train_fold(fold, train_rows, val_rows)
             probabilities = self.predict([model], paths[val_rows])
             per_fold[fold] = grouped_metrics(labels[val_rows], probabilities, classes, groups, threshold=threshold)
-            per_fold[fold]["val_loss"] = float(build_group_loss(groups, stages[-1]["loss"])(labels[val_rows],
+            per_fold[fold]["val_loss"] = float(build_group_loss(groups, phases[-1]["loss"])(labels[val_rows],
                                                                                            probabilities))
             split = "oof" if k > 1 else "validation"
             prediction_rows += _prediction_rows(paths[val_rows], labels[val_rows], probabilities, classes, split, fold)
@@ -325,7 +344,7 @@ class FinetuneStage(Stage):
                                                      threshold=threshold)
                 prediction_rows += _prediction_rows(paths[holdout_rows], labels[holdout_rows], probabilities,
                                                     classes, "validation", "ensemble")
-        summary["best_epochs"] = best_metrics_by_unit(run, k, len(stages), primary)
+        summary["best_epochs"] = best_metrics_by_unit(run, k, len(phases), primary)
         if self.chief:
             frame = pd.DataFrame(prediction_rows)
             atomic_write_text(run.path("predictions.csv"), frame.to_csv(index=False, lineterminator="\n"))
@@ -338,13 +357,15 @@ class FinetuneStage(Stage):
                 + f" -> {self.stage_run.dir}")
 
 
-def best_metrics_by_unit(run, k: int, n_stages: int, primary: str) -> dict:
+def best_metrics_by_unit(run, k: int, n_phases: int, primary: str) -> dict:
+    from patchcfg.train.loop import best_metrics
+
     rows = run.read_metrics()
     out = {}
     for fold in range(k):
-        for stage in range(n_stages):
-            unit_rows = [r for r in rows if r.get("fold") == fold and r.get("stage") == stage]
+        for phase in range(n_phases):
+            unit_rows = [r for r in rows if r.get("fold") == fold and r.get("stage") == phase]
             best = best_metrics(unit_rows).get(primary)
             if best:
-                out[f"fold_{fold}_stage_{stage}"] = best
+                out[f"fold_{fold}_stage_{phase}"] = best
     return out

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from patchcfg.errors import UserError
+from patchcfg.stages import register
 from patchcfg.stages.runner import Stage
 
 
@@ -48,12 +49,18 @@ def labelled_probe(config: dict, good_paths: list[str], log) -> tuple[Any, list[
     return probe, probe_paths, info
 
 
+@register
 class PretrainStage(Stage):
     """Options besides the runner's: ``encoder`` (train this encoder instead of building
     ``backbone``), ``callbacks`` (Keras callbacks besides ``pretrain.callbacks``). After the run,
     :attr:`method` is the trained method (None when the stage was already complete)."""
 
     name = "pretrain"
+    run_order = 1
+    schema = "pretrain.schema.json"
+    section_help = "Self-supervised pretraining of the encoder (`patchcfg pretrain`)."
+    command_help = "Self-supervised pretraining."
+    command = "patchcfg.commands.pretrain:pretrain"
 
     def __init__(self, config: dict, root=None, force: bool = False, *, encoder=None, callbacks=(), **options):
         super().__init__(config, root, force, **options)

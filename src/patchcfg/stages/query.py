@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from patchcfg.errors import UserError
+from patchcfg.stages import register
 from patchcfg.stages.runner import Stage
 
 #: the first columns of every queue this stage writes
@@ -27,12 +28,19 @@ def is_queue_file(path: Path) -> bool:
         return False
 
 
+@register
 class QueryStage(Stage):
     """Options besides the runner's: ``overwrite`` (``query.out`` may replace a file that is not a
     queue) and ``protect`` (more ``(what, path)`` that ``query.out`` must never replace, e.g. the
     config). ``query.out`` never replaces the label table, whatever the options."""
 
     name = "query"
+    depends_on = ("pretrain", "finetune")
+    run_order = 3
+    schema = "query.schema.json"
+    section_help = "Active learning defaults (`patchcfg query`)."
+    command_help = "Which images to label next (active learning)."
+    command = "patchcfg.commands.pipeline:query"
     distributed = False
     always_runs = True
     needs_labels = "its rows are the candidates"
@@ -132,7 +140,7 @@ class QueryStage(Stage):
     def output_groups(self):
         """What the scores see of the output: the groups (in the table's class order) when the
         model has more than one multi-hot group, else whether the output is softmax."""
-        from patchcfg.metrics import has_groups
+        from patchcfg.label_groups import has_groups
         from patchcfg.models.outputs import located_groups, scoring_groups
 
         finetune, classes = self.config.get("finetune"), list(self.table.classes)

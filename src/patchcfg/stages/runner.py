@@ -1,9 +1,11 @@
 """The one runner every stage goes through.
 
-A stage is a small subclass of :class:`Stage` that says only what is its own::
+A stage is a small subclass of :class:`Stage`, registered, that says only what is its own::
 
+    @register
     class EmbedStage(Stage):
-        name = "embed"                  # its folder, experiments/<name>/embed/
+        name = "embed"                  # its folder, experiments/<name>/embed/, and config section
+        schema = "embed.schema.json"    # ... whose schema; see "its declaration" below
         distributed = False             # no tf.distribute strategy to build
 
         def execute(self) -> dict:      # inside the run: status.json says running
@@ -81,6 +83,24 @@ class Stage:
     needs_labels: ClassVar[str | None] = None
     #: run even when complete (a query reads a label table that changes between queries)
     always_runs: ClassVar[bool] = False
+
+    # ------------------------------------------------------------------ its declaration
+    # (read by patchcfg.stages.STAGES: the config schema, ``patchcfg run``, the command line, analyze)
+    #: the other stages' sections whose settings can change this stage's result
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    #: where ``patchcfg run`` runs it among the stages a config declares (lower first); None: not run
+    run_order: ClassVar[int | None] = None
+    #: the schema of its config section: a file of ``schemas/`` (``"embed.schema.json"``) or the schema
+    schema: ClassVar[str | dict] = {"type": "object"}
+    #: what its config section is, in the config reference
+    section_help: ClassVar[str] = ""
+    #: its verb's line in ``patchcfg --help``
+    command_help: ClassVar[str] = ""
+    #: ``"module:attribute"`` of its click command; None: the verb every stage can have,
+    #: ``patchcfg <name> CONFIG [KEY=VALUE ...]`` with ``--labels``, ``--sweep``, ``--experiments``
+    #: and ``--force`` (:func:`patchcfg.commands._common.stage_command`), whose help is :attr:`command_doc`
+    command: ClassVar[str | None] = None
+    command_doc: ClassVar[str] = ""
 
     def __init__(self, config: dict, root=None, force: bool = False, *, strategy=None,
                  verbose: str | int = "auto", log=None):

@@ -17,8 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from patchcfg.label_groups import has_groups
 from patchcfg.losses import build_group_loss
-from patchcfg.metrics import grouped_metrics, has_groups, is_per_class
+from patchcfg.metrics import grouped_metrics, is_per_class
 from patchcfg.train.loop import TrainTask
 
 EPSILON = 1e-6

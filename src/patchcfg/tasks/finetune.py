@@ -1,12 +1,15 @@
-"""Fine-tuning's model and task: a classifier (encoder + head) on one fold x stage.
+"""Fine-tuning's model and task: a classifier (encoder + head) on one fold x training phase.
 
+A training phase is one entry of ``finetune.stages`` (Musket's "stages": epochs, lr, loss,
+(un)freezing, ...); it is called a phase in code so as not to be taken for a pipeline stage.
 Batches come from patchwork's stratified sampler; the loss is masked, so unknown labels never
-count; FixMatch (Sohn et al. 2020) optionally learns from the unlabelled rows. The stage that runs
-folds and stages is :mod:`patchcfg.stages.finetune`.
+count; FixMatch (Sohn et al. 2020) optionally learns from the unlabelled rows. The pipeline stage
+that runs the folds and their phases is :mod:`patchcfg.stages.finetune`.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import keras
@@ -14,34 +17,43 @@ import numpy as np
 import tensorflow as tf
 
 from patchcfg.errors import UserError
+from patchcfg.label_groups import has_groups
 from patchcfg.losses import build_group_loss
-from patchcfg.metrics import grouped_metrics, has_groups, is_per_class, metric_mode
+from patchcfg.metrics import grouped_metrics, is_per_class, metric_mode
 from patchcfg.train.loop import TrainTask
 
-# --------------------------------------------------------------------------- stage settings
+# --------------------------------------------------------------------------- phase settings
 
-def stage_settings(finetune: dict, encoder_pretrained: bool) -> list[dict]:
-    """Each stage with everything resolved: lr, loss, negatives, frozen, callbacks, steps."""
+def phase_settings(finetune: dict, encoder_pretrained: bool) -> list[dict]:
+    """Each training phase (``finetune.stages``) with everything resolved: lr, loss, negatives,
+    frozen, callbacks, steps."""
     optimizer, sampler = finetune["optimizer"], finetune["sampler"]
     frozen = encoder_pretrained  # a random encoder is trained from the start unless told otherwise
     resolved = []
-    for index, stage in enumerate(finetune["stages"]):
-        if "freeze_encoder" in stage:
-            frozen = bool(stage["freeze_encoder"])
-        elif "unfreeze_encoder" in stage:
-            frozen = not stage["unfreeze_encoder"]
+    for index, phase in enumerate(finetune["stages"]):
+        if "freeze_encoder" in phase:
+            frozen = bool(phase["freeze_encoder"])
+        elif "unfreeze_encoder" in phase:
+            frozen = not phase["unfreeze_encoder"]
         resolved.append({
             "index": index,
-            "epochs": int(stage["epochs"]),
-            "lr": float(stage.get("lr", optimizer["lr"])),
-            "loss": stage.get("loss", finetune["loss"]),
-            "negatives": stage.get("negatives", sampler["negatives"]),
+            "epochs": int(phase["epochs"]),
+            "lr": float(phase.get("lr", optimizer["lr"])),
+            "loss": phase.get("loss", finetune["loss"]),
+            "negatives": phase.get("negatives", sampler["negatives"]),
             "frozen": frozen,
-            "initial_weights": stage.get("initial_weights"),
-            "callbacks": stage.get("callbacks", finetune["callbacks"]),
-            "steps_per_epoch": stage.get("steps_per_epoch", finetune["steps_per_epoch"]),
+            "initial_weights": phase.get("initial_weights"),
+            "callbacks": phase.get("callbacks", finetune["callbacks"]),
+            "steps_per_epoch": phase.get("steps_per_epoch", finetune["steps_per_epoch"]),
         })
     return resolved
+
+
+def stage_settings(finetune: dict, encoder_pretrained: bool) -> list[dict]:
+    """The old name of :func:`phase_settings`; warns (it goes in patchcfg 0.3)."""
+    warnings.warn("patchcfg.tasks.finetune.stage_settings is now phase_settings (the old name goes in "
+                  "patchcfg 0.3)", DeprecationWarning, stacklevel=2)
+    return phase_settings(finetune, encoder_pretrained)
 
 
 def metric_names(classes: list[str], groups=None) -> list[str]:
@@ -61,7 +73,8 @@ def check_monitored(finetune: dict, classes: list[str], groups=None) -> None:
     known = metric_names(classes, groups)
     watched = [("finetune.primary_metric", finetune["primary_metric"])]
     for where, spec in [("finetune.callbacks", finetune["callbacks"])] + [
-            (f"finetune.stages.{i}.callbacks", st.get("callbacks") or {}) for i, st in enumerate(finetune["stages"])]:
+            (f"finetune.stages.{i}.callbacks", phase.get("callbacks") or {})
+            for i, phase in enumerate(finetune["stages"])]:
         watched += [(f"{where}.{name}.monitor", kw["monitor"]) for name, kw in spec.items() if (kw or {}).get("monitor")]
     for where, name in watched:
         if name not in known:
@@ -83,14 +96,15 @@ def primary_mode(finetune: dict) -> str:
 # --------------------------------------------------------------------------- the task
 
 class FinetuneTask(TrainTask):
-    """One fold x stage: the classifier, its masked loss and stratified batches; validation metrics."""
+    """One fold x training phase: the classifier, its masked loss and stratified batches; validation
+    metrics."""
 
-    def __init__(self, *, config: dict, classes: list[str], encoder_spec: dict, stage: dict,
+    def __init__(self, *, config: dict, classes: list[str], encoder_spec: dict, phase: dict,
                  train_paths: list[str], train_labels: np.ndarray, val_paths: list[str],
                  val_labels: np.ndarray, start_weights, seed: int, groups=None):
         from patchcfg.models.outputs import group_classes, resolve_groups
 
-        self.config, self.classes, self.stage = config, classes, stage
+        self.config, self.classes, self.phase = config, classes, phase
         self.groups = groups if groups is not None else resolve_groups(config["finetune"], classes)
         if group_classes(self.groups) != list(classes):
             raise ValueError(f"classes {classes} are not in the output groups' order {group_classes(self.groups)}")
@@ -101,13 +115,13 @@ class FinetuneTask(TrainTask):
         self.val_paths, self.val_labels = val_paths, val_labels
         self.start_weights = start_weights
         self.seed = seed
-        self.loss_fn = build_group_loss(self.groups, stage["loss"])
+        self.loss_fn = build_group_loss(self.groups, phase["loss"])
         self.imshape = tuple(self.data_cfg["imshape"])
         self.channels = int(self.data_cfg["channels"])
         self.model = None
         self._val_images = None
         self._decoded: dict = {}  # the cached training images, decoded once for every epoch
-        self.unlabelled_paths: list[str] = []  # FixMatch's images, set by the stage
+        self.unlabelled_paths: list[str] = []  # FixMatch's images, set by the pipeline stage
 
     def build(self) -> None:
         keras.utils.set_random_seed(self.seed)
@@ -116,7 +130,7 @@ class FinetuneTask(TrainTask):
             self.model.set_weights(self.start_weights)
         elif self.start_weights:
             load_model_weights(self.model, self.start_weights)
-        self.model.get_layer("encoder").trainable = not self.stage["frozen"]
+        self.model.get_layer("encoder").trainable = not self.phase["frozen"]
 
     def trainable_variables(self) -> list:
         return list(self.model.trainable_variables)
@@ -135,7 +149,7 @@ class FinetuneTask(TrainTask):
     def dataset(self, epoch: int) -> tf.data.Dataset:
         from patchcfg.data.sampling import make_labelled_dataset, sampler_from_config
 
-        sampler = sampler_from_config(self.finetune["sampler"], negatives=self.stage["negatives"])
+        sampler = sampler_from_config(self.finetune["sampler"], negatives=self.phase["negatives"])
         seed = self.epoch_seed(epoch)
         labelled = make_labelled_dataset(self.train_paths, self.train_labels, self.data_cfg, sampler=sampler,
                                          batch_size=self.global_batch_size, seed=seed,
@@ -150,7 +164,7 @@ class FinetuneTask(TrainTask):
         return self.finetune["fixmatch"]["enabled"] and bool(self.unlabelled_paths)
 
     def _unlabelled_dataset(self, seed: int) -> tf.data.Dataset:
-        """Weak (flip) and strong (the stage's augmentation) views of mu x batch unlabelled images."""
+        """Weak (flip) and strong (fine-tuning's augmentation) views of mu x batch unlabelled images."""
         from patchcfg.data.loading import make_dataset
 
         mu = int(self.finetune["fixmatch"]["mu"])
@@ -168,7 +182,7 @@ class FinetuneTask(TrainTask):
 
     def fixmatch_loss(self, weak, strong):
         """FixMatch (Sohn et al. 2020) per output group: the weak view's confident answers
-        (:func:`pseudo_labels`) are what the strong view learns, with the stage's loss over the
+        (:func:`pseudo_labels`) are what the strong view learns, with the phase's loss over the
         groups (as the labelled rows); the other entries count as unknown."""
         from patchcfg.models.classifier import probabilities
 
@@ -239,7 +253,7 @@ def pseudo_labels(p_weak, groups, threshold: float):
 # --------------------------------------------------------------------------- models
 
 def resolve_encoder_spec(config: dict, experiment_dir: Path) -> tuple[dict, bool]:
-    """The backbone spec the classifier's encoder is built from, and whether the first stage freezes
+    """The backbone spec the classifier's encoder is built from, and whether the first phase freezes
     it by default: it carries weights (pretrained, a file, ImageNet, a KerasHub preset) or the
     backbone says ``trainable: false``."""
     from patchcfg.models.classifier import encoder_needs_feature_map

@@ -170,3 +170,19 @@ def predict_images(source, images: list[str], *, tta: str = "none", folds: str =
     frame = pd.DataFrame(probabilities, columns=classes)
     frame.insert(0, "filepath", good)
     return frame, skipped
+
+
+def ensemble_probabilities(models, model_data, paths, classes: int, data_cfg: dict, tta: str, fill):
+    """(probabilities, rows): the fold ensemble's scores of every readable image of ``paths``
+    (``fill`` on the others), read in blocks of 2048 images (bounded memory for large tables)."""
+    from patchcfg.data.loading import check_images, load_images
+
+    good, _ = check_images(paths, "skip", data_cfg=data_cfg)
+    good_set = set(good)
+    rows = np.array([i for i, p in enumerate(paths) if p in good_set], int)
+    probabilities = np.full((len(paths), classes), fill, np.float32)
+    for start in range(0, len(rows), 2048):
+        chunk = rows[start:start + 2048]
+        images = load_images([paths[i] for i in chunk], model_data)
+        probabilities[chunk] = predict_arrays(models, images, model_data, tta)
+    return probabilities, rows

@@ -216,7 +216,7 @@ class TrainLoop:
         verbose: ``"auto"`` (a progress bar on a terminal, one line per epoch otherwise), 0 or 1.
         log: where progress lines go (default: print to stdout); only the chief logs.
         subdir: keep checkpoints and TensorBoard logs under ``checkpoints/<subdir>`` and
-            ``tensorboard/<subdir>`` (one loop per fold or stage of a stage run).
+            ``tensorboard/<subdir>`` (one loop per fold or training phase of a stage run).
         row_keys: extra columns of every metrics.csv row (e.g. ``{"fold": 2, "stage": 1}``); a
             resumed loop replaces its own rows only.
     """

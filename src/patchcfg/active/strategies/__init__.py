@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from patchcfg.registries import import_modules
+from patchcfg.registries import Registry
 
 #: Where the built-in strategies stand in listings (plain ones first, then those taking a class);
 #: strategies not named here follow, by name.
@@ -109,48 +109,43 @@ class Strategy:
         return picks, score[picks], [query.label] * k, score
 
 
-_REGISTRY: dict[str, type[Strategy]] = {}
+def _listing_order(name: str, cls: type[Strategy]):
+    return cls.takes_class, LISTED.index(name) if name in LISTED else len(LISTED), name
+
+
+def _check_name(name: str, cls: type[Strategy]) -> None:
+    if not name or ":" in name:
+        raise ValueError(f"{cls.__name__}: a strategy needs a name without ':'")
+
+
+#: Every strategy class by name (each module of this package, and every one registered since), in
+#: listing order: plain ones first, then those taking a class.
+STRATEGY_CLASSES = Registry("strategy", __name__, order=_listing_order, on_register=_check_name,
+                            schema=("query.schema.json", f"{__name__}:query_schema"))
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make ``cls`` the strategy ``cls.name``."""
-    if not cls.name or ":" in cls.name:
-        raise ValueError(f"{cls.__name__}: a strategy needs a name without ':'")
-    _load_builtin()  # a name of this package is taken even before the registry is first used
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"strategy {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return STRATEGY_CLASSES.add(cls.name, cls, stacklevel=2)
 
 
-def unregister(name: str) -> None:
-    """Remove the strategy ``name`` (one registered from outside this package, e.g. in a test)."""
-    del _REGISTRY[name]
-
-
-def _load_builtin() -> None:
-    import_modules(__name__)
+#: Remove the strategy ``name`` (one registered from outside this package, e.g. in a test).
+unregister = STRATEGY_CLASSES.unregister
 
 
 def registered() -> list[Strategy]:
     """Every strategy (an instance of each), in listing order: plain ones first, then class ones."""
-    _load_builtin()
-
-    def key(cls):
-        return cls.takes_class, LISTED.index(cls.name) if cls.name in LISTED else len(LISTED), cls.name
-
-    return [cls() for cls in sorted(_REGISTRY.values(), key=key)]
+    return [cls() for cls in STRATEGY_CLASSES.values()]
 
 
 def get_strategy(name: str) -> Strategy | None:
     """The strategy registered as ``name`` (no ``:<class>``), or None."""
-    _load_builtin()
-    cls = _REGISTRY.get(name)
-    return cls() if cls is not None else None
+    return STRATEGY_CLASSES[name]() if name in STRATEGY_CLASSES else None
 
 
 def strategy_listing() -> tuple[str, ...]:
-    """``("random", ..., "maxent:<class>", ...)``: every strategy as written in configs."""
+    """``("random", ..., "maxent:<class>", ...)``: every strategy as written in configs, the ones
+    registered since included (the labelling page's list)."""
     return tuple(s.shown for s in registered())
 
 
@@ -192,6 +187,12 @@ def schema_property(current: dict) -> dict:
     return prop
 
 
+def query_schema(schema: dict) -> dict:
+    """query.schema.json's contents with its ``strategy`` property written from the registry."""
+    properties = dict(schema["properties"], strategy=schema_property(schema["properties"]["strategy"]))
+    return dict(schema, properties=properties)
+
+
 def reference_markdown() -> str:
     """The strategy table of the active learning page (docs/active-learning.md)."""
     lines = ["| strategy | ranks first | sigmoid score | softmax score | needs |",
@@ -203,11 +204,3 @@ def reference_markdown() -> str:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
-
-def __getattr__(name: str):
-    # the ranking functions once lived here; they now live in patchcfg.active.ranking
-    if name in ("rank", "parse_strategy", "STRATEGIES", "USES_FEATURES", "SAMPLING"):
-        from patchcfg.active import ranking
-
-        return getattr(ranking, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

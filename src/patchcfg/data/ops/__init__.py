@@ -5,7 +5,7 @@ An op module declares each name with :func:`register`: its family, a one-line do
 ``build(params) -> run(images, seeds)`` returning a batched function on float32 ``(B, H, W, C)`` in
 [0, 1] whose random draws come from ``seeds`` (a :class:`~patchcfg.data.kernels.Seeds`).
 Builders import TensorFlow themselves, so importing the registry stays cheap; every module of this
-package is imported on first use of :data:`OPS`. The registry is the single source of the JSON
+package is imported on first use of :data:`OPS` (a :class:`~patchcfg.registries.Registry`). The registry is the single source of the JSON
 schema (``schemas/augmentation.schema.json``) and of the recipe reference (docs/data.md).
 
 Adding an op is one file::
@@ -27,11 +27,11 @@ Adding an op is one file::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from patchcfg.registries import import_modules
+from patchcfg.registries import Registry
 
 FAMILIES = ("patchwork", "imgaug", "keras")
 
@@ -126,7 +126,14 @@ class Op:
         return value is False or number_zero
 
 
-_REGISTRY: dict[str, Op] = {}
+def _op_order(name: str, op: Op):
+    return FAMILIES.index(op.family), op.name.lower()
+
+
+#: Every op by name (each module of this package, and every op registered since), in family order
+#: (patchwork, imgaug, keras), then by name.
+OPS: Registry = Registry("augmentation op", __name__, order=_op_order,
+                         schema=("augmentation.schema.json", "patchcfg.data.recipes:augmentation_schema"))
 
 
 def register(name: str, family: str, doc: str, params: Mapping[str, Param], *, primary: str | None = None,
@@ -143,53 +150,13 @@ def register(name: str, family: str, doc: str, params: Mapping[str, Param], *, p
         raise ValueError(f"augmentation op {name!r}: primary {primary!r} is not one of its parameters")
 
     def decorator(build):
-        _load_builtin()  # a name of this package is taken even before the registry is first used
-        if name in _REGISTRY:
-            raise ValueError(f"augmentation op {name!r} is registered twice")
-        _REGISTRY[name] = Op(name=name, family=family, doc=doc, params={**params, "sometimes": SOMETIMES},
-                             build=build, primary=primary, rgb_only=rgb_only, geometric=geometric,
-                             off_at_zero=off_at_zero, required=tuple(required))
-        OPS.clear()
+        OPS.add(name, Op(name=name, family=family, doc=doc, params={**params, "sometimes": SOMETIMES},
+                         build=build, primary=primary, rgb_only=rgb_only, geometric=geometric,
+                         off_at_zero=off_at_zero, required=tuple(required)), stacklevel=2)
         return build
 
     return decorator
 
 
-def unregister(name: str) -> None:
-    """Remove the op ``name`` (an op registered from outside this package, e.g. in a test)."""
-    del _REGISTRY[name]
-    OPS.clear()
-
-
-def _load_builtin() -> None:
-    import_modules(__name__)
-
-
-class _Ops(Mapping):
-    """Every registered op by name, in family order (patchwork, imgaug, keras), then by name."""
-
-    def __init__(self):
-        self._view: dict[str, Op] = {}
-
-    def clear(self):
-        self._view = {}
-
-    def _ops(self) -> dict[str, Op]:
-        if not self._view:
-            _load_builtin()
-            ordered = sorted(_REGISTRY.values(), key=lambda op: (FAMILIES.index(op.family), op.name.lower()))
-            self._view = {op.name: op for op in ordered}
-        return self._view
-
-    def __getitem__(self, name: str) -> Op:
-        return self._ops()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ops())
-
-    def __len__(self) -> int:
-        return len(self._ops())
-
-
-#: name -> :class:`Op`, every op of this package and every op registered since.
-OPS: Mapping[str, Op] = _Ops()
+#: Remove the op ``name`` (an op registered from outside this package, e.g. in a test).
+unregister = OPS.unregister

@@ -18,8 +18,8 @@ the YAML with a header listing what was not converted.
 
 One module per Musket section, each a ``convert_<section>(..., report)`` function that returns our
 section and tells the :class:`~patchcfg.interop.musket.report.Report` what it could not carry
-over: :mod:`.backbone`, :mod:`.data`, :mod:`.augmentation`, :mod:`.finetune` (with :mod:`.losses`,
-:mod:`.metrics`, :mod:`.callbacks`, :mod:`.stages`) and :mod:`.others`. Importing this package does
+over: :mod:`.backbone`, :mod:`.data`, :mod:`.augmentation`, :mod:`.finetune_section` (with :mod:`.losses`,
+:mod:`.metrics`, :mod:`.callbacks`, :mod:`.phases`) and :mod:`.others`. Importing this package does
 not import TensorFlow; converting an ``architecture`` asks Keras for its application names.
 """
 

@@ -9,8 +9,8 @@ from typing import Any
 from patchcfg.interop.musket.callbacks import convert_callbacks
 from patchcfg.interop.musket.losses import convert_loss
 from patchcfg.interop.musket.metrics import convert_metric
+from patchcfg.interop.musket.phases import convert_phase
 from patchcfg.interop.musket.report import Report
-from patchcfg.interop.musket.stages import convert_stage
 from patchcfg.interop.musket.values import FINETUNE, as_int, as_number, schema_node, show
 
 OPTIMIZERS = {"adam": "adam", "adamw": "adamw", "sgd": "sgd", "lars": "lars"}
@@ -101,8 +101,8 @@ def convert_finetune(musket: dict, report: Report, pooling: str | None) -> dict:
     stages = m.get("stages")
     converted = []
     if isinstance(stages, list):
-        for i, stage in enumerate(stages):
-            result = convert_stage(stage, ("stages", i), callbacks, report)
+        for i, phase in enumerate(stages):
+            result = convert_phase(phase, ("stages", i), callbacks, report)
             if result is not None:
                 converted.append(result)
     elif "stages" in m:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
-
 #: batch norm's epsilon (PyTorch's BatchNorm1d default, the paper's code)
 BATCHNORM_EPSILON = 1e-5
 
@@ -32,7 +30,6 @@ def cross_correlation(z1, z2):
     return tf.matmul(normalise(z1), normalise(z2), transpose_a=True) / n
 
 
-@register_loss("barlow_twins")
 def barlow_twins_loss(z1, z2, off_diagonal_weight):
     """Barlow Twins' loss of a batch (Zbontar et al. 2021), a scalar, and its two terms (a dict:
     ``on_diagonal``, ``off_diagonal``, the latter not yet weighted).

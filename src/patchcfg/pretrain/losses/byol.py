@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
-
 
 def normalized_regression(p, t):
     """``2 - 2 cos(p, t)`` per row, the squared distance of the L2-normalised rows; no gradient to ``t``.
@@ -28,7 +26,6 @@ def normalized_regression(p, t):
     return 2.0 - 2.0 * tf.reduce_sum(p * t, axis=-1)
 
 
-@register_loss("byol")
 def byol_loss(p1, p2, t1, t2):
     """Per-example symmetric BYOL loss (Grill et al. 2020): ``(2 - 2 cos(p1, t2)) + (2 - 2 cos(p2, t1))``,
     shape ``(n,)``; ``p`` online predictions, ``t`` target projections of the same images' views.

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
 from patchcfg.pretrain.losses.byol import normalized_regression
 
 OBJECTIVES = ("nce", "byol")
 
 
-@register_loss("detcon_b")
 def detcon_b_loss(p1, p2, t1, t2, valid, temperature, objective, *, t1_all=None, t2_all=None, valid_all=None,
                   offset=0):
     """Per-region DetCon_B loss (both directions summed) and whether each region's positive scored

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
 from patchcfg.pretrain.losses.views import normalized_views
 
 
@@ -48,7 +47,6 @@ def _hcl_side(a, a_all, b_all, index, temperature, beta, tau_plus):
     return tf.math.log(pos + ng) - positive_logit
 
 
-@register_loss("hcl")
 def hcl_loss(z1, z2, temperature, beta, tau_plus, *, z1_all=None, z2_all=None, offset=0):
     """Per-example HCL loss (Robinson et al. 2021), mean of the two views' losses; shape ``(n,)``.
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
 
-
-@register_loss("inpainting")
 def inpainting_loss(predicted, images, masks, context_weight: float):
     """Per-image ``(loss, hidden MSE, visible MSE)``: the mean squared error over the hidden pixels,
     plus ``context_weight`` times the error over the visible ones.

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
-
 
 def eqco_shift(logits, alpha: float):
     """EqCo (Zhu et al. 2020): add ``log(alpha / K)`` to every negative logit (columns 1..K).
@@ -120,7 +118,6 @@ def moco_logits(q, k, queue, temperature: float, *, synthetic=None, eqco_alpha: 
     return logits
 
 
-@register_loss("moco_infonce")
 def moco_loss(logits):
     """Per-query InfoNCE of MoCo (He et al. 2020): cross-entropy with the positive in column 0 of
     :func:`moco_logits`.

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
 
-
-@register_loss("masked_task_bce")
 def masked_task_bce(labels, logits, columns) -> list:
     """Per task (``columns``: a slice of the label columns each), the per-example mean binary
     cross-entropy over the known labels (``labels >= 0``); shape ``(n,)`` each.
@@ -33,7 +30,6 @@ def masked_task_bce(labels, logits, columns) -> list:
             for c in columns]
 
 
-@register_loss("uncertainty_weighting")
 def uncertainty_weighted(task_losses, log_variances):
     """Kendall et al. 2018: ``sum_t exp(-s_t) L_t + s_t / 2`` per example, ``s_t = log_variances[t]``.
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
-
 
 def nearest_neighbours(z, support):
     """``(neighbours, indices)``: for each row of ``z`` the row of ``support`` nearest to it after L2
@@ -34,7 +32,6 @@ def nearest_neighbours(z, support):
     return tf.stop_gradient(tf.gather(support, indices)), indices
 
 
-@register_loss("nnclr")
 def nnclr_loss(z1, z2, p1, p2, support, temperature, *, p1_all=None, p2_all=None, offset=0):
     """Per-example NNCLR loss (Dwibedi et al. 2021) and whether each neighbour's positive scored
     highest, each ``(n,)``. ``z``: the views' projections (looked up in ``support``), ``p``: their

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
 from patchcfg.pretrain.losses.views import normalized_views
 
 #: Subtracted from logits that must not count (an anchor with itself).
@@ -30,7 +29,6 @@ def _nt_xent_side(a, a_all, b_all, index, temperature, decoupled):
     return tf.reduce_logsumexp(logits, axis=1) - positive, hit
 
 
-@register_loss("nt_xent")
 def nt_xent_terms(z1, z2, temperature, *, decoupled, z1_all=None, z2_all=None, offset=0):
     """Per-example NT-Xent loss and contrastive hits, averaged over the two views.
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
 
-
-@register_loss("region_infonce")
 def region_infonce(z1, z2, valid, temperature, *, z1_all=None, z2_all=None, valid_all=None, offset=0):
     """Per-region InfoNCE of DetCon (mean of both directions) and whether each region's positive
     scored highest; regions are rows ``(R, d)``, ``valid`` (R,) says which take part. ``*_all``: the

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
-
 
 def negative_cosine(p, z):
     """``D(p, z) = -cos(p, stopgrad(z))`` per row (Chen & He 2021, eq. 1 and 3).
@@ -24,7 +22,6 @@ def negative_cosine(p, z):
     return -tf.reduce_sum(p * z, axis=-1)
 
 
-@register_loss("simsiam")
 def simsiam_loss(p1, p2, z1, z2):
     """Per-example SimSiam loss (Chen & He 2021): ``D(p1, z2) / 2 + D(p2, z1) / 2``, shape ``(n,)``,
     between -1 (aligned) and 1; no gradient reaches ``z1`` or ``z2``.

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from patchcfg.pretrain.losses import register_loss
-
 
 def _variance(z, gamma, epsilon):
     std = tf.sqrt(tf.math.reduce_variance(z, axis=0) * _unbiased(z) + epsilon)
@@ -40,7 +38,6 @@ def _covariance(z):
     return tf.reduce_sum(tf.square(off_diagonal)) / d
 
 
-@register_loss("vicreg")
 def vicreg_loss(z1, z2, invariance_weight, variance_weight, covariance_weight, gamma, epsilon):
     """VICReg's loss of a batch (Bardes et al. 2022), a scalar, and its three terms (a dict:
     ``invariance`` s, ``variance`` v(Z) + v(Z'), ``covariance`` c(Z) + c(Z')).

@@ -1,4 +1,5 @@
-"""Musket ``stages`` as ours: epochs, lr, loss, negatives, (un)freezing, initial weights, callbacks."""
+"""Musket ``stages``, the training phases, as ours: epochs, lr, loss, negatives, (un)freezing,
+initial weights, callbacks."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from patchcfg.interop.musket.report import Report
 from patchcfg.interop.musket.values import as_int, as_number, negatives, show
 
 
-def convert_stage(stage: Any, path: tuple, global_callbacks: dict, report: Report) -> dict | None:
-    if not isinstance(stage, dict):
-        report.lost(path, f"expected a mapping (epochs, lr, ...), got {show(stage)}")
+def convert_phase(phase: Any, path: tuple, global_callbacks: dict, report: Report) -> dict | None:
+    """One entry of Musket's ``stages`` as an entry of ``finetune.stages``; None when it is no mapping."""
+    if not isinstance(phase, dict):
+        report.lost(path, f"expected a mapping (epochs, lr, ...), got {show(phase)}")
         return None
     out: dict = {}
     own_callbacks = None
-    for key, value in stage.items():
+    for key, value in phase.items():
         where = path + (key,)
         if key == "epochs":
             epochs = as_int(value)
@@ -57,12 +59,12 @@ def convert_stage(stage: Any, path: tuple, global_callbacks: dict, report: Repor
         elif key == "callbacks":
             own_callbacks = convert_callbacks(value, where, report)
         elif key == "extra_callbacks":
-            continue  # below, once the stage's own callbacks are known
+            continue  # below, once the phase's own callbacks are known
         else:
             report.lost(where, "no equivalent stage setting; a stage takes epochs, lr, loss, negatives, "
                                "unfreeze_encoder, initial_weights and callbacks")
-    if "extra_callbacks" in stage:
-        extra = convert_callbacks(stage["extra_callbacks"], path + ("extra_callbacks",), report)
+    if "extra_callbacks" in phase:
+        extra = convert_callbacks(phase["extra_callbacks"], path + ("extra_callbacks",), report)
         base = own_callbacks if own_callbacks is not None else global_callbacks
         own_callbacks = {**copy.deepcopy(base), **extra}
         replaced = [name for name in extra if name in base]
@@ -72,7 +74,7 @@ def convert_stage(stage: Any, path: tuple, global_callbacks: dict, report: Repor
         out["callbacks"] = own_callbacks
     if "epochs" not in out:
         out["epochs"] = 10
-        if "epochs" not in stage:
+        if "epochs" not in phase:
             report.lost(path, "a stage needs epochs; set to 10")
         else:
             report.note(path + ("epochs",), "set to 10")
