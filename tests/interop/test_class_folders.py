@@ -21,19 +21,17 @@ images/g.png,False,False,,
 """
 
 
-def make_table(folder, text=TABLE):
-    (folder / "images").mkdir(parents=True)
-    for line in text.splitlines()[1:]:
-        (folder / line.split(",")[0]).write_bytes(b"png " + line.encode())
-    (folder / "labels.csv").write_text(text)
-    return read_label_table(folder / "labels.csv")
+@pytest.fixture
+def make_table(table_on_disk):
+    """``make_table(folder, text=TABLE)``: the table written with its images, as read."""
+    return lambda folder, text=TABLE: read_label_table(table_on_disk(folder, text))
 
 
 def files(folder):
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
 
 
-def test_only_single_label_rows_are_linked_and_the_others_counted_by_reason(tmp_path):
+def test_only_single_label_rows_are_linked_and_the_others_counted_by_reason(tmp_path, make_table):
     table = make_table(tmp_path / "t")
     report = export_class_folders(table, tmp_path / "out")
     assert files(tmp_path / "out") == ["cat/images/a.png", "dog/images/b.png"]
@@ -44,13 +42,13 @@ def test_only_single_label_rows_are_linked_and_the_others_counted_by_reason(tmp_
     assert report.lines()[-1] == "left out 5 rows: 2 no positive, 1 multi-label, 1 unknown cells, 1 excluded"
 
 
-def test_exclusive_classes_settle_a_row_with_one_positive_and_blanks(tmp_path):
+def test_exclusive_classes_settle_a_row_with_one_positive_and_blanks(tmp_path, make_table):
     report = export_class_folders(make_table(tmp_path / "t"), tmp_path / "out", exclusive=True)
     assert "cat/images/e.png" in files(tmp_path / "out")
     assert "unknown cells" not in report.left_out
 
 
-def test_split_puts_validation_rows_under_val_and_copy_copies(tmp_path):
+def test_split_puts_validation_rows_under_val_and_copy_copies(tmp_path, make_table):
     table = make_table(tmp_path / "t")
     export_class_folders(table, tmp_path / "out", "copy", split_validation=True)
     assert files(tmp_path / "out") == ["train/cat/images/a.png", "val/dog/images/b.png"]
@@ -58,7 +56,7 @@ def test_split_puts_validation_rows_under_val_and_copy_copies(tmp_path):
     assert not copied.is_symlink() and copied.read_bytes() == (tmp_path / "t" / "images" / "b.png").read_bytes()
 
 
-def test_a_folder_that_holds_files_is_refused_and_kept(tmp_path):
+def test_a_folder_that_holds_files_is_refused_and_kept(tmp_path, make_table):
     table = make_table(tmp_path / "t")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep")
@@ -67,7 +65,7 @@ def test_a_folder_that_holds_files_is_refused_and_kept(tmp_path):
     assert files(tmp_path / "out") == ["mine.txt"]
 
 
-def test_a_missing_image_is_counted_and_an_image_outside_the_folder_keeps_its_absolute_path(tmp_path):
+def test_a_missing_image_is_counted_and_an_image_outside_the_folder_keeps_its_absolute_path(tmp_path, make_table):
     outside = tmp_path / "elsewhere" / "x.png"
     outside.parent.mkdir()
     outside.write_bytes(b"x")
@@ -78,7 +76,7 @@ def test_a_missing_image_is_counted_and_an_image_outside_the_folder_keeps_its_ab
     assert dict(report.left_out) == {"image not found": 1}
 
 
-def test_a_class_name_that_is_no_folder_name_is_refused(tmp_path):
+def test_a_class_name_that_is_no_folder_name_is_refused(tmp_path, make_table):
     table = make_table(tmp_path / "t", "filepath,cat/dog\nimages/a.png,1\n")
     with pytest.raises(UserError, match="'cat/dog' cannot be a folder name"):
         export_class_folders(table, tmp_path / "out")

@@ -21,13 +21,10 @@ images/f.png,True,False,1,0
 """
 
 
-def make_table(folder, text=TABLE):
-    for line in text.splitlines()[1:]:
-        image = folder / line.split(",")[0]
-        image.parent.mkdir(parents=True, exist_ok=True)
-        image.write_bytes(b"image")
-    (folder / "labels.csv").write_text(text)
-    return read_label_table(folder / "labels.csv")
+@pytest.fixture
+def make_table(table_on_disk):
+    """``make_table(folder, text=TABLE)``: the table written with its images, as read."""
+    return lambda folder, text=TABLE: read_label_table(table_on_disk(folder, text))
 
 
 def fiftyone_uuids(data):
@@ -36,7 +33,7 @@ def fiftyone_uuids(data):
             for d, _, names in os.walk(data) for f in names}
 
 
-def test_labels_json_lists_the_positives_of_each_row_as_class_indices(tmp_path):
+def test_labels_json_lists_the_positives_of_each_row_as_class_indices(tmp_path, make_table):
     report = export_fiftyone(make_table(tmp_path / "t"), tmp_path / "out")
     labels = json.loads((tmp_path / "out" / "labels.json").read_text())
     assert labels == {"classes": ["cat", "dog"], "labels": {
@@ -47,7 +44,7 @@ def test_labels_json_lists_the_positives_of_each_row_as_class_indices(tmp_path):
     assert sum(report.notes.values()) == 1  # images/e.png: a blank cell FiftyOne cannot keep
 
 
-def test_split_writes_one_dataset_per_split(tmp_path):
+def test_split_writes_one_dataset_per_split(tmp_path, make_table):
     export_fiftyone(make_table(tmp_path / "t"), tmp_path / "out", "copy", split_validation=True)
     train = json.loads((tmp_path / "out" / "train" / "labels.json").read_text())
     val = json.loads((tmp_path / "out" / "val" / "labels.json").read_text())
@@ -56,7 +53,7 @@ def test_split_writes_one_dataset_per_split(tmp_path):
     assert not (tmp_path / "out" / "val" / "data" / "images" / "sub" / "b.jpg").is_symlink()
 
 
-def test_two_images_that_differ_only_by_extension_are_refused(tmp_path):
+def test_two_images_that_differ_only_by_extension_are_refused(tmp_path, make_table):
     table = make_table(tmp_path / "t", "filepath,cat\nimages/a.png,1\nimages/a.jpg,0\n")
     with pytest.raises(UserError, match="rows 2 and 3 .* differ only by extension"):
         export_fiftyone(table, tmp_path / "out")

@@ -30,13 +30,10 @@ images/f.png,True,False,0,1
 """
 
 
-def make_table(folder, text=TABLE):
-    for line in text.splitlines()[1:]:
-        image = folder / line.split(",")[0]
-        image.parent.mkdir(parents=True, exist_ok=True)
-        image.write_bytes(b"image")
-    (folder / "labels.csv").write_text(text)
-    return folder / "labels.csv"
+@pytest.fixture
+def make_table(table_on_disk):
+    """``make_table(folder, text=TABLE)``: the path of the table written with its images."""
+    return lambda folder, text=TABLE: table_on_disk(folder, text)
 
 
 def as_exported(tasks, drop_filepath=False):
@@ -56,13 +53,19 @@ def choices(*names, from_name="label"):
     return [{"from_name": from_name, "to_name": "image", "type": "choices", "value": {"choices": list(names)}}]
 
 
-def export(tmp_path, **options):
-    path = make_table(tmp_path / "t")
-    report = export_label_studio(read_label_table(path), tmp_path / "tasks.json", **options)
-    return path, json.loads((tmp_path / "tasks.json").read_text()), report
+@pytest.fixture
+def export(make_table):
+    """``export(tmp_path, **options) -> (table path, tasks, report)``: TABLE exported to tasks.json."""
+
+    def run(tmp_path, **options):
+        path = make_table(tmp_path / "t")
+        report = export_label_studio(read_label_table(path), tmp_path / "tasks.json", **options)
+        return path, json.loads((tmp_path / "tasks.json").read_text()), report
+
+    return run
 
 
-def test_known_rows_are_annotations_partly_known_ones_pre_annotations(tmp_path):
+def test_known_rows_are_annotations_partly_known_ones_pre_annotations(tmp_path, export):
     _, tasks, report = export(tmp_path)
     by_file = {t["data"]["filepath"]: t for t in tasks}
     assert "images/f.png" not in by_file and dict(report.left_out) == {"excluded": 1}
@@ -74,7 +77,7 @@ def test_known_rows_are_annotations_partly_known_ones_pre_annotations(tmp_path):
     assert by_file["images/a.png"]["data"]["image"] == str(tmp_path / "t" / "images" / "a.png")
 
 
-def test_the_labelling_config_is_written_beside_the_tasks(tmp_path):
+def test_the_labelling_config_is_written_beside_the_tasks(tmp_path, make_table):
     path = make_table(tmp_path / "t", 'filepath,cat,"a&b ""c"""\nimages/a.png,1,0\n')
     export_label_studio(read_label_table(path), tmp_path / "tasks.json", from_name="tags", to_name="img")
     view = ET.fromstring(config_path(tmp_path / "tasks.json").read_text())
@@ -84,7 +87,7 @@ def test_the_labelling_config_is_written_beside_the_tasks(tmp_path):
     assert [c.get("value") for c in control] == ["cat", 'a&b "c"']
 
 
-def test_predictions_come_with_a_score_and_the_classes_over_the_threshold(tmp_path, monkeypatch):
+def test_predictions_come_with_a_score_and_the_classes_over_the_threshold(tmp_path, monkeypatch, export):
     (tmp_path / "preds.csv").write_text("filepath,cat,dog\nt/images/a.png,0.9,0.2\nt/images/e.png,0.45,0.7\n")
     monkeypatch.chdir(tmp_path)  # patchcfg predict writes the paths as given, from where it ran
     _, tasks, _ = export(tmp_path, predictions=tmp_path / "preds.csv")
@@ -100,20 +103,20 @@ def test_predictions_come_with_a_score_and_the_classes_over_the_threshold(tmp_pa
     ("filepath,cat\nimages/a.png,high\n", "row 2, column 'cat': 'high' is not a probability"),
     ("path,cat\nimages/a.png,0.5\n", "no 'filepath' column"),
 ])
-def test_a_predictions_csv_that_does_not_fit_is_refused(tmp_path, text, message):
+def test_a_predictions_csv_that_does_not_fit_is_refused(tmp_path, text, message, export):
     (tmp_path / "preds.csv").write_text(text)
     with pytest.raises(UserError, match=message):
         export(tmp_path, predictions=tmp_path / "preds.csv")
     assert not (tmp_path / "tasks.json").exists()
 
 
-def test_a_url_prefix_is_followed_by_the_quoted_relative_path(tmp_path):
+def test_a_url_prefix_is_followed_by_the_quoted_relative_path(tmp_path, export):
     _, tasks, _ = export(tmp_path, url_prefix="/data/local-files/?d=project/")
     assert tasks[1]["data"]["image"] == "/data/local-files/?d=project/images/b%20b.png"
 
 
 @pytest.mark.parametrize("drop_filepath", [False, True])
-def test_export_then_import_gives_the_same_table(tmp_path, drop_filepath):
+def test_export_then_import_gives_the_same_table(tmp_path, drop_filepath, export):
     path, tasks, _ = export(tmp_path, url_prefix="/data/local-files/?d=project/")
     before = path.read_bytes()
     (tmp_path / "export.json").write_text(json.dumps(as_exported(tasks, drop_filepath)))
@@ -122,7 +125,7 @@ def test_export_then_import_gives_the_same_table(tmp_path, drop_filepath):
     assert not (tmp_path / "t" / "labels.csv.bak").exists()  # nothing changed: nothing written
 
 
-def test_an_annotation_states_every_class_and_a_task_without_one_changes_nothing(tmp_path):
+def test_an_annotation_states_every_class_and_a_task_without_one_changes_nothing(tmp_path, export):
     path, tasks, _ = export(tmp_path)
     exported = as_exported(tasks)
     exported[3]["annotations"] = [{"id": 1, "result": choices("dog")}]  # images/d.png: cat 1, dog blank
@@ -139,7 +142,7 @@ def test_an_annotation_states_every_class_and_a_task_without_one_changes_nothing
     assert (tmp_path / "t" / "labels.csv.bak").read_text() == TABLE
 
 
-def test_a_ground_truth_annotation_wins_over_a_later_one(tmp_path):
+def test_a_ground_truth_annotation_wins_over_a_later_one(tmp_path, make_table):
     path = make_table(tmp_path / "t")
     task = {"id": 7, "data": {"image": "images/e.png"}, "annotations": [
         {"result": choices("cat"), "ground_truth": True, "updated_at": "2024-01-01"},
@@ -158,7 +161,7 @@ def test_a_ground_truth_annotation_wins_over_a_later_one(tmp_path):
      "task 14: its annotation has no choices from 'label' \\(it has tags\\)"),
     ({"image": "images/a.png", "label": "cat"}, "task 1 has no 'data' object; export the project as 'JSON'"),
 ])
-def test_a_task_that_cannot_be_read_into_the_table_is_named_and_nothing_is_written(tmp_path, task, message):
+def test_a_task_that_cannot_be_read_into_the_table_is_named_and_nothing_is_written(tmp_path, task, message, make_table):
     path = make_table(tmp_path / "t")
     fine = {"id": 1, "data": {"image": "images/e.png"}, "annotations": [{"result": choices("cat")}]}
     (tmp_path / "export.json").write_text(json.dumps([fine, task] if "data" in task else [task]))
@@ -167,7 +170,7 @@ def test_a_task_that_cannot_be_read_into_the_table_is_named_and_nothing_is_writt
     assert path.read_text() == TABLE and not (tmp_path / "t" / "labels.csv.bak").exists()
 
 
-def test_two_annotated_tasks_of_one_image_are_refused(tmp_path):
+def test_two_annotated_tasks_of_one_image_are_refused(tmp_path, make_table):
     path = make_table(tmp_path / "t")
     tasks = [{"id": n, "data": {"image": f"/data/local-files/?d=x/images/{name}"},
               "annotations": [{"result": choices("cat")}]} for n, name in ((1, "a.png"), (2, "a.png"))]
@@ -176,7 +179,7 @@ def test_two_annotated_tasks_of_one_image_are_refused(tmp_path):
         import_label_studio(tmp_path / "export.json", path)
 
 
-def test_skip_unmatched_leaves_out_tasks_of_other_images(tmp_path):
+def test_skip_unmatched_leaves_out_tasks_of_other_images(tmp_path, make_table):
     path = make_table(tmp_path / "t")
     tasks = [{"id": 1, "data": {"image": "other/zz.png"}, "annotations": [{"result": choices("cat")}]},
              {"id": 2, "data": {"image": "http://host/static/images/e.png"}, "annotations": [{"result": []}]}]
@@ -186,7 +189,7 @@ def test_skip_unmatched_leaves_out_tasks_of_other_images(tmp_path):
     assert read_label_table(path).df.loc[4, ["cat", "dog"]].tolist() == [0.0, 0.0]
 
 
-def test_the_matcher_finds_rows_by_path_tail_then_by_a_unique_file_name(tmp_path):
+def test_the_matcher_finds_rows_by_path_tail_then_by_a_unique_file_name(tmp_path, make_table):
     path = make_table(tmp_path / "t", "filepath,cat\nimages/a.png,1\nimages/b b.png,1\nx/c.png,1\ny/c.png,1\n")
     matcher = RowMatcher(read_label_table(path))
     assert matcher.match("/data/local-files/?d=project/images/b%20b.png") == 1
@@ -196,7 +199,7 @@ def test_the_matcher_finds_rows_by_path_tail_then_by_a_unique_file_name(tmp_path
     assert matcher.match("/data/upload/3/c.png") is None  # two rows hold a c.png: no guess
 
 
-def test_the_table_is_written_through_its_symlink_and_keeps_its_mode(tmp_path):
+def test_the_table_is_written_through_its_symlink_and_keeps_its_mode(tmp_path, make_table):
     path = make_table(tmp_path / "t")
     os.chmod(path, 0o640)
     link = tmp_path / "link.csv"
@@ -208,7 +211,7 @@ def test_the_table_is_written_through_its_symlink_and_keeps_its_mode(tmp_path):
     assert read_label_table(path).df.loc[4, ["cat", "dog"]].tolist() == [0.0, 1.0]
 
 
-def test_an_export_replaces_its_own_tasks_but_not_a_file_the_user_wrote(tmp_path):
+def test_an_export_replaces_its_own_tasks_but_not_a_file_the_user_wrote(tmp_path, export):
     path, _, _ = export(tmp_path)
     export_label_studio(read_label_table(path), tmp_path / "tasks.json")  # ours: replaced
     (tmp_path / "notes.json").write_text('{"mine": 1}')
