@@ -168,8 +168,8 @@ class Experiment:
             f"(differs in: {shown}). Give the run a new name (name=...), or pass --force to "
             "replace the experiment's stages")
 
-    def stage(self, stage: str, inputs: dict | None = None) -> StageRun:
-        return StageRun(self, stage, inputs)
+    def stage(self, stage: str, inputs: dict | None = None, own_lock: bool = False) -> StageRun:
+        return StageRun(self, stage, inputs, own_lock)
 
     def write_config(self) -> None:
         if not self.is_chief:
@@ -228,15 +228,17 @@ class _Lock:
 
 
 class StageRun:
-    """One stage of an experiment: ``with run:`` marks it running, then complete/failed/interrupted."""
+    """One stage of an experiment: ``with run:`` marks it running, then complete/failed/interrupted.
+    ``stage`` is its folder (a shard of the embed stage: ``embed_shards/0-of-4``); ``own_lock``: the
+    lock is the folder's own, not the experiment's (shards run at once, each in its folder)."""
 
-    def __init__(self, experiment: Experiment, stage: str, inputs: dict | None = None):
+    def __init__(self, experiment: Experiment, stage: str, inputs: dict | None = None, own_lock: bool = False):
         self.experiment = experiment
         self.stage = stage
         self.inputs = inputs
         self.is_chief = experiment.is_chief
         self.dir = experiment.dir / stage
-        self._lock = _Lock(experiment.dir / ".lock")
+        self._lock = _Lock((self.dir if own_lock else experiment.dir) / ".lock")
         self._previous_handlers: dict[int, Any] = {}
         self._scratch: Path | None = None
         self.resuming = False

@@ -286,17 +286,24 @@ def test_explore_is_spread_and_fewer_candidates_return_all():
 
 # --- subsets ------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def table():
+def subsets_table(validation_row_labels=("", "")):
+    """Eight rows: unlabelled, partial, labelled, excluded and validation ones in two subsets; the
+    first validation row (4) gets ``validation_row_labels`` for cat and dog."""
+    cat4, dog4 = validation_row_labels
     raw = pd.DataFrame({
         "filepath": [f"{i}.png" for i in range(8)],
         "exclude":    ["", "", "", "", "", "True", "", ""],
         "validation": ["", "", "", "", "True", "", "True", ""],
         "subset":     ["a", "a", "b", "b", "a", "b", "", "a"],
-        "cat":        ["", "1", "1", "0", "", "1", "", ""],
-        "dog":        ["", "", "0", "1", "", "", "", "0"],
+        "cat":        ["", "1", "1", "0", cat4, "1", "", ""],
+        "dog":        ["", "", "0", "1", dog4, "", "", "0"],
     }, dtype=str)
     return from_dataframe(raw, root=".", path=None)
+
+
+@pytest.fixture
+def table():
+    return subsets_table()
 
 
 @pytest.mark.parametrize("subset, rows", [
@@ -429,3 +436,41 @@ def test_quick_head_probabilities_of_exclusive_classes_sum_to_one():
 def test_import_does_not_load_tensorflow():
     code = "import sys, patchcfg.active; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("subset, rows", [
+    ("unlabeled", [1, 2, 3, 4, 7]),  # the default: every labelled row (5 is excluded)
+    ("labeled", [2, 3, 4]),
+    ("partial", [1, 7]),
+    ("subset:b", [2, 3]),
+    ("validation", [4]),
+    ("all", [1, 2, 3, 4, 7]),
+])
+def test_mistakes_takes_the_labelled_rows(subset, rows):
+    """``mistakes`` reviews labelled rows: the default pool ``unlabeled`` (which holds none) becomes
+    every labelled row not excluded; another subset keeps its labelled rows."""
+    table = subsets_table(validation_row_labels=("1", "0"))
+    assert np.flatnonzero(candidate_mask(table, subset, strategy="mistakes")).tolist() == rows
+
+
+def test_other_strategies_keep_the_subset():
+    table = subsets_table(validation_row_labels=("1", "0"))
+    for strategy in (None, "entropy", "high:cat"):
+        assert np.flatnonzero(candidate_mask(table, "unlabeled", strategy=strategy)).tolist() == [0]
+
+
+def test_mistakes_ranks_the_default_pool_without_a_subset():
+    rng = np.random.default_rng(0)
+    rows = 80
+    truth = rng.integers(0, 2, rows)
+    features = (truth[:, None] * 3 + rng.normal(size=(rows, 4))).astype(np.float32)
+    cat = np.where(np.arange(rows) < 60, truth, -1)
+    cat[[3, 9]] = 1 - cat[[3, 9]]  # two wrong labels
+    raw = pd.DataFrame({"filepath": [f"{i}.png" for i in range(rows)], "exclude": "", "validation": "",
+                        "cat": [str(v) if v >= 0 else "" for v in cat]}, dtype=str)
+    table = from_dataframe(raw, root=".", path=None)
+    candidates = candidate_mask(table, "unlabeled", strategy="mistakes")
+    assert candidates.sum() == 60
+    ranking = rank("mistakes", probabilities=None, features=features, classes=table.classes,
+                   candidates=candidates, n=2, labels=table.label_matrix())
+    assert sorted(ranking["row"].tolist()) == [3, 9]

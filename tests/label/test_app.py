@@ -589,11 +589,11 @@ def test_auto_ranks_by_its_cold_start_before_any_model_then_hands_over(lab, clie
     c = client_of(config, root)
     c.label_app.learner.join()
     queue = c.get("/api/queue?strategy=auto&n=4").json()
-    assert {r["picked_by"] for r in queue["rows"]} == {"probcover"}, queue
-    assert queue["ordered_by"].startswith("auto (probcover now) over unlabeled"), queue["ordered_by"]
+    assert {r["picked_by"] for r in queue["rows"]} == {"typiclust"}, queue
+    assert queue["ordered_by"].startswith("auto (typiclust now) over unlabeled"), queue["ordered_by"]
     c.post("/api/label", json={"rows": [0, 1, 2, 3], "changes": {"zero": 1, "one": 0}})
     c.post("/api/label", json={"rows": [4, 5, 6, 7], "changes": {"zero": 0, "one": 1}})
     c.post("/api/retrain")
     queue = c.get("/api/queue?strategy=auto&n=4").json()
-    assert {r["picked_by"] for r in queue["rows"]} == {"entropy"}, queue  # 8 labelled rows: the handover
-    assert queue["ordered_by"].startswith("auto (entropy now) over unlabeled, scored by the quick head")
+    assert {r["picked_by"] for r in queue["rows"]} == {"badge"}, queue  # 8 labelled rows: the handover
+    assert queue["ordered_by"].startswith("auto (badge now) over unlabeled, scored by the quick head")

@@ -24,6 +24,18 @@ import numpy as np
 BLOCK_ROWS = 2048
 
 
+def labelled_rows(query, candidate: np.ndarray) -> np.ndarray:
+    """The rows a cold-start strategy counts as labelled: a known cell, not a candidate, and, where
+    the query says which rows the model trains on (``schedule["train"]``: ``auto`` passes it on),
+    among those: a validation row's labels teach the model nothing, so its region still needs a
+    label (the papers' labelled set is the training set)."""
+    if query.labels is None:
+        return np.zeros(len(candidate), bool)
+    known = (np.asarray(query.labels) >= 0).any(axis=1) & ~candidate
+    train = (query.schedule or {}).get("train")
+    return known & np.asarray(train, bool) if train is not None else known
+
+
 def one_thread():
     """One thread for BLAS and OpenMP: scikit-learn's k-means on a busy 2-core machine waits for
     its second thread far more than it gains from it (5x slower with two, measured)."""

@@ -80,9 +80,11 @@ def rank(strategy: str, *, probabilities: np.ndarray | None, features: np.ndarra
     - ``mix``: guide only: fraction of its picks taken by entropy instead (picked_by ``"entropy"``).
     - ``seed``: every random choice (random, explore, weighted, badge, diversity, typiclust,
       probcover) follows it.
-    - ``schedule``: auto only: ``cold_start``, ``then``, ``handover``, ``handover_per_class`` (the
+    - ``schedule``: auto: ``cold_start``, ``then``, ``handover``, ``handover_per_class`` (the
       query section's keys; missing ones take the schema's defaults, see :func:`auto_schedule`) and
-      ``train``, a (rows,) bool mask of the rows whose labels count toward the handover (default: all).
+      ``train``, a (rows,) bool mask of the rows the model trains on (default: all): their labels
+      count toward the handover, and only theirs make a region covered for the cold-start
+      strategies (the only key the others read).
 
     Columns: ``row`` (index into the table), ``rank`` (1 = label first), ``score`` (higher = more
     wanted; see the module docstring; for explore picks the strategy's score of that row where
@@ -101,7 +103,10 @@ def rank(strategy: str, *, probabilities: np.ndarray | None, features: np.ndarra
         raise unknown("sampling", str(sampling), SAMPLING)
     strategy = get_strategy(name)
     strategy.check(label, probabilities, features, float(mix))
-    schedule = auto_schedule(schedule, classes) if name == "auto" else None
+    if name == "auto":
+        schedule = auto_schedule(schedule, classes)
+    else:  # the rows the model trains on: a cold-start strategy counts no validation label as covered
+        schedule = {"train": schedule.get("train")} if schedule else None
 
     rows = np.flatnonzero(candidates)
     total = min(int(n), len(rows))

@@ -14,6 +14,10 @@
 ======================  ===================================================================
 
 Excluded rows ("seen, kept out of training") are candidates only for ``excluded``.
+
+A strategy that reviews labels (``mistakes``: its ``reviews_labels``) ranks rows with a known cell:
+given its name, the candidates are the subset's rows with a known cell, and for the pool
+``unlabeled`` (the default, which holds none) every labelled row that is not excluded.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ CLASS_SUBSETS = ("contains", "lacks", "unlabeled")
 SUBSETS = PLAIN_SUBSETS + tuple(f"{p}:<class>" for p in CLASS_SUBSETS) + ("subset:<name>",)
 
 
-def candidate_mask(table, subset: str = "unlabeled") -> np.ndarray:
-    """Boolean mask over the rows of ``table`` (a :class:`patchcfg.label_table.LabelTable`) for ``subset``.
+def candidate_mask(table, subset: str = "unlabeled", strategy: str | None = None) -> np.ndarray:
+    """Boolean mask over the rows of ``table`` (a :class:`patchcfg.label_table.LabelTable`) for ``subset``
+    (for ``strategy``, a strategy name without ``:<class>``, when it reviews labels: see the module).
 
     Unknown subset names, classes or ``subset`` values raise :class:`UserError` with the closest
     valid name and the list of valid ones.
@@ -38,6 +43,9 @@ def candidate_mask(table, subset: str = "unlabeled") -> np.ndarray:
     array([ True, False, ...])
     """
     subset = str(subset).strip()
+    if strategy is not None and _reviews_labels(strategy):
+        labelled = (table.label_matrix() >= 0).any(axis=1) & ~table.exclude
+        return labelled if subset == "unlabeled" else candidate_mask(table, subset) & labelled
     labels = table.label_matrix()
     known = labels >= 0
     keep = ~table.exclude
@@ -70,3 +78,10 @@ def candidate_mask(table, subset: str = "unlabeled") -> np.ndarray:
     column = labels[:, class_index(name, table.classes, subset)]
     value = {"contains": 1, "lacks": 0, "unlabeled": -1}[prefix]
     return (column == value) & keep
+
+
+def _reviews_labels(strategy: str) -> bool:
+    from patchcfg.active.strategies import get_strategy
+
+    found = get_strategy(str(strategy).partition(":")[0].strip())
+    return bool(getattr(found, "reviews_labels", False))

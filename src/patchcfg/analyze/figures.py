@@ -27,7 +27,7 @@ TRAINING_COLUMNS = frozenset(
 #: about the run rather than scores, so shown only when asked for with ``--metric``.
 EMBED_FACTS = frozenset(
     {"images", "dimensions", "replicas", "resumed_at", "kept", "images_per_second",
-     "steady_images_per_second"}
+     "steady_images_per_second", "shards"}
 )
 _HIDDEN_COLUMNS = TRAINING_COLUMNS | EMBED_FACTS
 

@@ -25,17 +25,25 @@ from patchcfg.commands._common import (
               help="auto | pretrain | finetune | backbone | a .keras file.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None,
               help="How features.npy stores the features (embed.dtype).")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Embed only the I-th of N contiguous slices of the images, into embed_shards/I-of-N/ "
+                   "(one task of a SLURM array: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
+@click.option("--merge", is_flag=True,
+              help="Join the N complete shards into embed/features.npy + index.csv, as one run writes them.")
 @experiments_option
 @force_option
-def embed(args, labels, encoder, dtype, experiments_root, force):
+def embed(args, labels, encoder, dtype, shard, merge, experiments_root, force):
     """Cache pooled encoder features of every image (experiments/<name>/embed/features.npy + index.csv).
 
     Queries and quick heads then run on these features, on a laptop without a GPU. The features are
-    written chunk by chunk; an interrupted embed continues where it stopped when run again.
+    written chunk by chunk; an interrupted embed continues where it stopped when run again. Without
+    a cluster engine, N tasks each embed one shard (--shard I/N) and one more joins them (--merge).
 
     \b
-    Example:
+    Examples:
       patchcfg embed configs/demo.yaml
+      patchcfg embed configs/demo.yaml --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+      patchcfg embed configs/demo.yaml --merge
     """
     from patchcfg.config import load_config
     from patchcfg.stages import run_embed
@@ -43,7 +51,7 @@ def embed(args, labels, encoder, dtype, experiments_root, force):
     path, overrides = one_config(args)
     dtype_override = [f"embed.dtype={dtype}"] if dtype else []
     config = load_config(path, [*overrides, *labels_override(labels), *dtype_override])
-    run_embed(config, root=experiments_root, force=force, encoder=encoder)
+    run_embed(config, root=experiments_root, force=force, encoder=encoder, shard=shard, merge=merge)
 
 
 class StrategyOption(click.Option):

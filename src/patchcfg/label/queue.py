@@ -63,17 +63,17 @@ class Queue:
             classes = list(table.classes)
             try:
                 name, _ = active.parse_strategy(strategy, classes)
-                candidates = active.candidate_mask(table, subset)
+                candidates = active.candidate_mask(table, subset, strategy=name)
             except RequestError:
                 raise
             except Exception as error:  # UserError with did-you-mean, or a malformed name
                 raise RequestError(str(error)) from None
             labels = table.label_matrix()
             train = ~table.validation & ~table.exclude  # the rows whose labels count toward auto's handover
-            reviewed = _reviewed_rows(get_strategy(name), table, labels)
-        if reviewed is not None:  # a strategy that reviews labels (mistakes): the subset's labelled rows
-            candidates = candidates & reviewed if subset != "unlabeled" else reviewed
-            subset = "the labelled rows" + (f" of {subset}" if subset != "unlabeled" else "")
+            reviews = getattr(get_strategy(name), "reviews_labels", False)  # mistakes: labelled rows
+            if reviews:
+                labels[table.exclude] = -1  # kept out of the review's fit, as out of training
+                subset = "the labelled rows" + (f" of {subset}" if subset != "unlabeled" else "")
         why = ""
         probabilities, features = snapshot.probabilities, snapshot.features
         scored_by = f"{snapshot.source} v{snapshot.version}"
@@ -95,7 +95,7 @@ class Queue:
                     candidates &= snapshot.scored
                 if name in feature_users():
                     candidates &= snapshot.has_features
-                    if reviewed is not None:
+                    if reviews:
                         labels[~snapshot.has_features] = -1  # no features: neither fitted on nor judged
                 else:
                     features = None
@@ -112,7 +112,7 @@ class Queue:
             used = strategy if name != "random" or strategy == "random" else "random"
             ranking = active.rank(used, probabilities=probabilities, features=features, classes=classes,
                                   candidates=candidates, n=n, labels=labels,
-                                  explore=0.0 if reviewed is not None else float(self.query["explore"]),
+                                  explore=0.0 if reviews else float(self.query["explore"]),
                                   sampling=self.query["sampling"],
                                   mix=float(self.query["mix"]), exclusive=exclusive,
                                   seed=self.seed + self.calls,
@@ -130,7 +130,7 @@ class Queue:
             shown = f"auto ({now} now)" if now else strategy
         if used == "random":
             self.ordered_by = f"random over {subset}" + (f" ({strategy} waits: {why})" if why else "")
-        elif reviewed is not None:
+        elif reviews:
             self.ordered_by = f"{strategy} over {subset}, scored out of fold on the cached features"
         elif probabilities is None:
             self.ordered_by = f"{shown} over {subset}, on the cached features (no model yet)"
@@ -139,7 +139,7 @@ class Queue:
         items = []
         scores = ranking["score"].to_numpy()
         picked = ranking["picked_by"].to_numpy()
-        suspects = {} if reviewed is None or used == "random" else \
+        suspects = {} if not reviews or used == "random" else \
             _suspect_cells(features, labels, exclusive, classes, rows)
         with self.store.lock:
             for i, r in enumerate(rows):
@@ -190,27 +190,15 @@ class Queue:
                     del self.reservations[r]
 
 
-def _reviewed_rows(strategy, table, labels: np.ndarray) -> np.ndarray | None:
-    """For a strategy that reviews labels (``mistakes``), the rows it may show: those with a known
-    cell, not excluded (the labels of excluded rows are blanked in ``labels``: kept out of its fit,
-    as out of training). The pool ``unlabeled`` holds none of them: then every labelled row is a
-    candidate. Its queue takes no exploration picks: a review shows the likeliest mistakes first.
-    None for the other strategies."""
-    if not getattr(strategy, "reviews_labels", False):
-        return None
-    labels[table.exclude] = -1
-    return (labels >= 0).any(axis=1)
-
-
 def _suspect_cells(features, labels: np.ndarray, exclusive, classes: list[str], rows: list[int]) -> dict:
     """Row -> its likeliest wrong cell (the highest scored suspect) among ``rows``, from the review
     the ``mistakes`` strategy ranked them by (its cache: the same features, labels and groups)."""
     from patchcfg.active.strategies import Query
-    from patchcfg.active.strategies.mistakes import _review
+    from patchcfg.active.strategies.mistakes import review_of
 
     query = Query(label="mistakes", cls=None, rows=np.asarray(rows, int), probabilities=None,
                   features=features, labels=labels, exclusive=exclusive)
-    suspects = _review(query).suspects()  # most likely wrong first
+    suspects = review_of(query).suspects()  # most likely wrong first
     suspects = suspects[suspects["row"].isin(rows)].drop_duplicates("row")
     return {int(row): {"class": classes[int(cls)], "given": int(given), "p": round(float(p), 3)}
             for row, cls, given, p in suspects[["row", "class", "given", "p"]].itertuples(index=False)}

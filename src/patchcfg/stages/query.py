@@ -66,7 +66,7 @@ class QueryStage(Stage):
         query = self.params
         self.table = read_label_table(self.data_cfg["labels"])
         self.strategy_name, _ = active.parse_strategy(query["strategy"], self.table.classes)
-        self.candidates = active.candidate_mask(self.table, query["subset"])
+        self.candidates = active.candidate_mask(self.table, query["subset"], strategy=self.strategy_name)
         has_model = (self.experiment.dir / "finetune" / "summary.json").is_file()
         scorer = query["scorer"]
         if scorer == "auto":

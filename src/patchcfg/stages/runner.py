@@ -144,6 +144,11 @@ class Stage:
 
         return {"labels_sha256": file_digest(self.data_cfg["labels"])}
 
+    def open_run(self):
+        """The :class:`~patchcfg.experiment.StageRun` it runs in: its folder, ``experiments/<name>/<stage>``
+        (one shard of the embed stage: the shard's own)."""
+        return self.experiment.stage(self.name, inputs=self.inputs())
+
     def outdated(self) -> str | None:
         """Why a complete stage must run again though its config and :meth:`inputs` are the same
         (None: it is skipped). The embed stage: images added, removed or replaced since."""
@@ -206,7 +211,7 @@ class Stage:
 
         self.check()
         self.experiment = Experiment(self.config, root=self.root, force=self.force, is_chief=self.chief)
-        self.stage_run = self.experiment.stage(self.name, inputs=self.inputs())
+        self.stage_run = self.open_run()
         status = self.stage_run.status() or {}
         if "process gone" in str(status.get("error")):
             self.say(f"{self.name} of '{self.config['name']}': interrupted (process gone: pid {status.get('pid')} "

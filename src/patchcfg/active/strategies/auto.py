@@ -1,13 +1,16 @@
-"""``auto``: a cold-start strategy first, the uncertainty strategy once the labels reach a budget.
+"""``auto``: a cold-start strategy first, another strategy once the labels reach a budget.
 
 With tens of labels a model is too weak to be uncertain about the right things, and typicality or
 coverage wins; past a budget uncertainty takes over (Hacohen, Dekel & Weinshall, ICML 2022,
 "Active Learning on a Budget: Opposite Strategies Suit High and Low Budgets"). The schedule is the
-query section's ``cold_start`` (``probcover``), ``then`` (``entropy``) and ``handover`` (labelled
-rows the model trains on, not validation or excluded ones; null: ``handover_per_class`` times the
-number of classes). Each pick's ``picked_by`` names
-the strategy that made it. Before the handover without features, and after it without
-probabilities, it takes what it can: the cold start without a model, ``random`` without either.
+query section's ``cold_start`` (e.g. ``typiclust``), ``then`` (e.g. ``badge``: uncertain and
+mutually different rows, Ash et al., ICLR 2020) and ``handover`` (labelled rows the model trains on, not
+validation or excluded ones; null: ``handover_per_class`` times the number of classes). The cold
+start sees the same training rows: a region whose only labels are validation labels still counts
+as unlabelled (the papers' labelled set is the training set). Each pick's ``picked_by`` names the
+strategy that made it. Before the handover without features, and after it without probabilities,
+it takes what it can: the cold start without a model, ``random`` without either (or when ``then``
+needs the features and there are none).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def phase(schedule: dict, labels, n_classes: int, probabilities, features) -> tu
     done = labelled_rows(labels, schedule.get("train"))
     cold, then = schedule["cold_start"], schedule["then"]
     if done >= budget and probabilities is not None:
+        if features is None and "features" in get_strategy(schedule["parsed"][then][0]).needs:
+            return "random", f"{done} labelled rows >= {budget}; {then} needs the cached features"
         return then, f"{done} labelled rows >= {budget}: {then}"
     if done >= budget:
         why = f"{done} labelled rows >= {budget}, but no scores yet for {then}"
@@ -58,10 +63,10 @@ class Auto(Strategy):
     needs = ()
     uses_features = True
     uses_probabilities = True
-    ranks_first = "coverage of the features first (cold start), the most uncertain once the labels reach the budget"
+    ranks_first = "typical, covering rows first (the cold start), then the `then` strategy once the labels reach the budget"
     sigmoid_score = "the score of the strategy in charge (picked_by names it)"
     softmax_score = "same"
-    needs_text = "features before the handover, probabilities after it (else what it has)"
+    needs_text = "features before the handover, then what `then` needs (else what it has)"
 
     def check(self, label, probabilities, features, mix):
         return None  # takes what it can (see the module)

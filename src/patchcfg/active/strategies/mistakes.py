@@ -1,9 +1,10 @@
 """``mistakes``: labelled rows whose labels look wrong, to review them (:mod:`patchcfg.active.review`):
 out-of-fold quick-head probabilities on the features, then confident learning (Northcutt, Jiang &
 Chuang, JAIR 2021). A row's score is its worst known cell's margin ``|label - p|``; rows holding a
-confident-learning suspect come first. Rows without a known cell score 0 and come last; the
-labelling app hands this strategy labelled rows only, whatever the subset (``patchcfg query``:
-use ``--subset labeled`` or ``all``)."""
+confident-learning suspect come first. Rows without a known cell score 0 and come last. Its
+candidates are labelled rows (``reviews_labels``): the subset's labelled rows, and for the default
+pool ``unlabeled`` every labelled row not excluded (:func:`patchcfg.active.candidate_mask` given
+the strategy; the labelling app's queue does the same)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ _cache: dict = {}
 _cache_lock = threading.Lock()
 
 
-def _review(query):
+def review_of(query):
     """The review of the query's labels on its features (the last one is kept: a page asking for
     the next images with nothing changed reuses it)."""
     from patchcfg.active.review import review_labels
@@ -59,7 +60,7 @@ class Mistakes(Strategy):
 
         if query.labels is None or not (query.labels >= 0).any():
             raise UserError(f"{query.label} reviews labelled rows: label some images first")
-        review = _review(query)
+        review = review_of(query)
         score, suspect = review.row_scores(len(query.labels))
         score, suspect = score[query.rows], suspect[query.rows]
         order = np.lexsort((np.arange(len(score)), -score, ~suspect))

@@ -3,7 +3,8 @@ Through a Covering Lens"): with few labels, pick the rows whose δ-balls cover t
 not yet covered (greedy maximum coverage).
 
 On the L2-normalised features of the rows that are candidates or labelled (a known cell, not a
-candidate), as the paper:
+candidate, and among the training rows when the query names them, as ``auto`` does: see
+:func:`patchcfg.active.neighbours.labelled_rows`), as the paper:
 
 - the ball radius δ is chosen from the features: pseudo-labels by k-means, k = the number of
   classes (the columns of ``labels``, else of ``probabilities``; at least 2, since one class still
@@ -58,10 +59,10 @@ class ProbCover(Strategy):
     max_edges = 1 << 25
 
     def select(self, query, k, rng):
-        from patchcfg.active.neighbours import BLOCK_ROWS, nearest_other_group, unit_rows
+        from patchcfg.active.neighbours import BLOCK_ROWS, labelled_rows, nearest_other_group, unit_rows
         from patchcfg.active.rows import as_row_features
 
-        features, labels, rows = as_row_features(query.features), query.labels, query.rows
+        features, rows = as_row_features(query.features), query.rows
         seed = int(rng.integers(2**31))
         draw = np.random.default_rng(seed)
         k = min(int(k), len(rows))
@@ -70,7 +71,7 @@ class ProbCover(Strategy):
         classes = self.classes(query)
         candidate = np.zeros(len(features), bool)
         candidate[rows] = True
-        labelled = (labels >= 0).any(axis=1) & ~candidate if labels is not None else np.zeros(len(features), bool)
+        labelled = labelled_rows(query, candidate)
         relevant = np.flatnonzero(candidate | labelled)
         sample = relevant if len(relevant) <= self.max_rows else np.sort(
             draw.choice(relevant, self.max_rows, replace=False))

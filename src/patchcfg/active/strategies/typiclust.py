@@ -2,7 +2,11 @@
 Opposite Strategies Suit High and Low Budgets"): with few labels, label the typical rows of regions
 that hold no label yet.
 
-The rows that are candidates or labelled (a known cell, not a candidate) are clustered by k-means
+Labelled rows are those with a known cell, not candidates, and among the rows the model trains on
+when the query names them (``auto`` does: validation labels teach the model nothing, so their
+regions still count as unlabelled; the paper's labelled set is the training set; see
+:func:`patchcfg.active.neighbours.labelled_rows`). The rows that are candidates or labelled are
+clustered by k-means
 on their L2-normalised features (the paper's code normalises them as it loads them) into (labelled
 rows + this query's picks) clusters, at most 500: the cap of the paper's code (MAX_NUM_CLUSTERS), so
 that clusters stay large enough to have typical rows once many rows are labelled. k-means is
@@ -61,15 +65,15 @@ class TypiClust(Strategy):
     max_cluster_rows = 1000
 
     def select(self, query, k, rng):
-        from patchcfg.active.neighbours import mean_knn_distance, nearest_centres, unit_rows
+        from patchcfg.active.neighbours import labelled_rows, mean_knn_distance, nearest_centres, unit_rows
         from patchcfg.active.rows import as_row_features
 
-        features, labels, rows = as_row_features(query.features), query.labels, query.rows
+        features, rows = as_row_features(query.features), query.rows
         seed = int(rng.integers(2**31))
         draw = np.random.default_rng(seed)
         candidate = np.zeros(len(features), bool)
         candidate[rows] = True
-        labelled = (labels >= 0).any(axis=1) & ~candidate if labels is not None else np.zeros(len(features), bool)
+        labelled = labelled_rows(query, candidate)
         relevant = np.flatnonzero(candidate | labelled)
         k = min(int(k), len(rows))
         if k <= 0:
