@@ -597,3 +597,29 @@ def test_auto_ranks_by_its_cold_start_before_any_model_then_hands_over(lab, clie
     queue = c.get("/api/queue?strategy=auto&n=4").json()
     assert {r["picked_by"] for r in queue["rows"]} == {"badge"}, queue  # 8 labelled rows: the handover
     assert queue["ordered_by"].startswith("auto (badge now) over unlabeled, scored by the quick head")
+
+
+def test_a_strategy_registered_after_the_app_started_is_on_the_page(lab, client_of):
+    """The page's strategy list is read when asked: a plugin imported late is offered at once."""
+    from patchcfg.active import strategies
+
+    config, labels, root = lab
+    c = client_of(config, root)
+    assert "last_rows" not in c.get("/api/state").json()["strategies"]
+
+    @strategies.register
+    class LastRows(strategies.Strategy):
+        name = "last_rows"
+        needs = ()
+        ranks_first = "the last rows of the table"
+
+        def score(self, query, rng):
+            return query.rows.astype(float)
+
+    try:
+        assert "last_rows" in c.get("/api/state").json()["strategies"]
+        queue = c.get("/api/queue?strategy=last_rows&n=3")  # accepted; it waits for a first model
+        assert queue.status_code == 200 and "(last_rows waits: " in queue.json()["ordered_by"], queue.text
+    finally:
+        strategies.unregister("last_rows")
+    assert "last_rows" not in c.get("/api/state").json()["strategies"]

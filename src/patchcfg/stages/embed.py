@@ -240,7 +240,7 @@ class EmbedStage(Stage):
                 writer.reuse(np.load(folder / "features.npy", mmap_mode="r"),
                              into=np.arange(offset, offset + len(index)), rows=np.arange(len(index)))
             offset += len(index)
-            self.skipped += self.experiment.stage(f"{SHARDS}/{folder.name}").read_summary().get("skipped", [])
+            self.skipped += self.experiment.stage(f"{SHARDS}/{folder.name}").read_summary()["skipped"]
         atomic_write_text(self.stage_run.path("index.csv"), pd.concat(indexes).to_csv(index=False))
         writer.publish()
         shutil.rmtree(self.experiment.dir / SHARDS)
