@@ -3,8 +3,14 @@
 1. The demo digits (``patchcfg demo``'s 1,797 images; ``configs/demo.yaml``: entropy with 20%
    exploration) as ten exclusive classes (``finetune.output.type: softmax``). The demo's ~10%
    validation rows keep their labels (the held-out set); every other row starts unknown.
-2. Features: the embed stage of ``configs/demo.yaml`` with no pretraining, i.e. the backbone
-   (ResNet-18, width 0.5) as initialised, untrained; computed once, shared by every run.
+2. Features: the embed stage of ``configs/demo.yaml`` (backbone ResNet-18 at the config's width),
+   computed once and shared by every run. ``--features untrained`` (the default): no pretraining,
+   the backbone as initialised. ``--features pretrained``: first the config's own pretrain stage
+   (SimCLR on all 1,797 images, the demo config's epochs unless ``--pretrain-epochs`` sets them;
+   seed 0, once, shared by every seed), then the embed stage with that encoder, as a user who runs
+   ``patchcfg run configs/demo.yaml`` before labelling gets. The cold-start strategies (TypiClust,
+   ProbCover) were designed for self-supervised features; this runs them on such features. The
+   JSON's ``features`` field says which features, with the pretraining's epochs and seconds.
 3. Full-label accuracy: the quick head fitted on the true labels of every training row, scored on
    the validation rows (argmax accuracy).
 4. For each seed and each strategy (``--strategies``: auto, typiclust, probcover, entropy,
@@ -21,6 +27,7 @@
 Prints one JSON line and writes the learning-curve PNG. Run from the repository root::
 
     python benchmarks/online_learning.py [--seeds 5 --max-labels 300 --strategies auto,random --png docs/online_learning.png]
+    python benchmarks/online_learning.py --features pretrained --png /tmp/online_learning_pretrained.png
 
 One JSON line per strategy (labels to the target, accuracy at 20 and 50 labels, labels saved
 against random) and a last line with the goals: ``auto`` reaches the target with at least 45% fewer
@@ -71,7 +78,7 @@ def make_table(demo: Path, out: Path) -> tuple[Path, np.ndarray]:
 
 
 def write_config(folder: Path, name: str, labels: Path, seed: int, retrain_every: int,
-                 explore: float = 0.0, query: dict | None = None) -> Path:
+                 explore: float = 0.0, query: dict | None = None, pretrain: dict | None = None) -> Path:
     import yaml
 
     config = {"extends": str(ROOT / "configs" / "demo.yaml"), "name": name, "seed": seed,
@@ -79,21 +86,48 @@ def write_config(folder: Path, name: str, labels: Path, seed: int, retrain_every
               # ten exclusive digits (the demo's output groups name attributes this table lacks)
               "finetune": {"output": {"type": "softmax"}, "outputs": None},
               "label": {"retrain_every": retrain_every}, "query": {"explore": explore, **(query or {})}}
+    if pretrain:
+        config["pretrain"] = pretrain
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def features_once(work: Path, labels: Path) -> Path:
-    """The embed stage's features (untrained backbone), computed once; returns the embed folder."""
+def features_once(work: Path, labels: Path, kind: str = "untrained",
+                  pretrain_epochs: int | None = None) -> tuple[Path, dict]:
+    """The embed stage's features, computed once: of the backbone as initialised (``untrained``),
+    or of the encoder the config's pretrain stage trains first (``pretrained``; ``pretrain_epochs``:
+    instead of the config's). Returns the embed folder and what the JSON says of the features."""
     from patchcfg.config import load_config
-    from patchcfg.stages import run_embed
+    from patchcfg.stages import run_embed, run_pretrain
 
-    config = load_config(write_config(work, "features", labels, 0, 10))
+    demo = load_config(ROOT / "configs" / "demo.yaml")
+    epochs = int(pretrain_epochs or demo["pretrain"]["epochs"])
+    pretrain = {"epochs": epochs} if kind == "pretrained" and epochs != demo["pretrain"]["epochs"] else None
+    config = load_config(write_config(work, "features", labels, 0, 10, pretrain=pretrain))
+    backbone = f"ResNet-18 x{config['backbone']['width']:g}"
+    info = {"features": f"embed stage, untrained {backbone} (configs/demo.yaml, no pretraining)"}
+    if kind == "pretrained":
+        method = config["pretrain"]["method"]
+        started = time.perf_counter()
+        summary = run_pretrain(config, root=work / "experiments", verbose=0, log=lambda text: None)
+        seconds = time.perf_counter() - started
+        print(f"pretrain: {seconds:.1f} s", file=sys.stderr, flush=True)
+        done = int(summary.get("epochs_completed") or epochs)
+        of = "" if pretrain is None else f" (the demo config sets {demo['pretrain']['epochs']})"
+        info = {"features": f"embed stage, {backbone} pretrained by the pretrain stage of configs/demo.yaml "
+                            f"({method}, {done} epochs{of}, seed 0, {seconds:.0f} s)",
+                "pretrain_method": method, "pretrain_epochs": done, "pretrain_seconds": round(seconds, 1)}
     started = time.perf_counter()
-    run_embed(config, root=work / "experiments", verbose=0, log=lambda text: None)
+    summary = run_embed(config, root=work / "experiments", verbose=0, log=lambda text: None)
     print(f"features: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-    return work / "experiments" / "features" / "embed"
+    experiment = work / "experiments" / "features"
+    used = str(summary.get("encoder"))  # the embed stage's encoder=auto: the pretrain stage's when complete
+    wanted = (experiment / "pretrain" / "encoder.keras").resolve() if kind == "pretrained" else None
+    if (used != "backbone") if wanted is None else (Path(used).resolve() != wanted):
+        raise RuntimeError(f"the embed stage used {used}, not {wanted or 'the untrained backbone'}")
+    info["feature_dimensions"] = int(summary["dimensions"])
+    return experiment / "embed", info
 
 
 def full_label_accuracy(embed: Path, labels: Path, target: np.ndarray) -> float:
@@ -227,7 +261,7 @@ def latency(work: Path, table: Path, embed: Path, posts: int) -> dict:
             "refit_seconds_p50": round(float(np.percentile(refits, 50)), 3), "refits_during": len(refits)}
 
 
-def plot(curves: dict, target: float, full: float, path: Path) -> None:
+def plot(curves: dict, target: float, full: float, path: Path, features: str = "untrained") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,7 +279,7 @@ def plot(curves: dict, target: float, full: float, path: Path) -> None:
                  label=f"target {target:.3f}: 95% of the full-label accuracy {full:.3f}")
     axis.set_xlabel("labels")
     axis.set_ylabel("validation accuracy (mean over seeds)")
-    axis.set_title("patchcfg label: online learning on the demo digits")
+    axis.set_title(f"patchcfg label: online learning on the demo digits ({features} features)")
     axis.legend(loc="lower right")
     axis.grid(alpha=0.3)
     atomic_write_figure(path, figure)
@@ -263,6 +297,11 @@ def main(argv=None) -> bool:
     parser.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
                         help="another query key of every session, e.g. cold_start=probcover (repeat)")
     parser.add_argument("--posts", type=int, default=60, help="label POSTs per latency measurement")
+    parser.add_argument("--features", choices=("untrained", "pretrained"), default="untrained",
+                        help="the embed stage's encoder: the backbone as initialised, or pretrained first by the "
+                             "demo config's pretrain stage")
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="with --features pretrained: epochs instead of the demo config's")
     parser.add_argument("--png", default="docs/online_learning.png")
     parser.add_argument("--work", default=None, help="keep the runs here (default: a temp folder)")
     args = parser.parse_args(argv)
@@ -277,7 +316,7 @@ def main(argv=None) -> bool:
 
         write_demo(demo)
     table, target = make_table(demo, work / "table" / "labels.csv")
-    embed = features_once(work, table)
+    embed, features_info = features_once(work, table, args.features, args.pretrain_epochs)
     full = full_label_accuracy(embed, table, target)
     goal = 0.95 * full
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -295,10 +334,10 @@ def main(argv=None) -> bool:
             found[strategy].append(labels_to(curve, goal))
             print(f"seed {seed} {strategy}: {found[strategy][-1]} labels", file=sys.stderr, flush=True)
     speed = latency(work, table, embed, args.posts)
-    plot(curves, goal, full, ROOT / args.png)
+    plot(curves, goal, full, ROOT / args.png, args.features)
     common = {"benchmark": "online_learning",
               "data": "demo digits (1,797 images, 32x32), 10 exclusive classes, demo validation rows held out",
-              "features": "embed stage, untrained ResNet-18 x0.5 (configs/demo.yaml, no pretraining)",
+              **features_info,
               "retrain_every": 10, "explore": args.explore, "query": query, "seeds": seeds,
               "max_labels": args.max_labels,
               "full_label_accuracy": round(full, 4), "target_accuracy": round(goal, 4)}
