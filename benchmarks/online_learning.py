@@ -4,13 +4,13 @@
    exploration) as ten exclusive classes (``finetune.output.type: softmax``). The demo's ~10%
    validation rows keep their labels (the held-out set); every other row starts unknown.
 2. Features: the embed stage of ``configs/demo.yaml`` (backbone ResNet-18 at the config's width),
-   computed once and shared by every run. ``--features untrained`` (the default): no pretraining,
-   the backbone as initialised. ``--features pretrained``: first the config's own pretrain stage
-   (SimCLR on all 1,797 images, the demo config's epochs unless ``--pretrain-epochs`` sets them;
+   computed once and shared by every run. ``--features pretrained`` (the default): first the
+   config's own pretrain stage (SimCLR on all 1,797 images, the demo config's epochs unless ``--pretrain-epochs`` sets them;
    seed 0, once, shared by every seed), then the embed stage with that encoder, as a user who runs
    ``patchcfg run configs/demo.yaml`` before labelling gets. The cold-start strategies (TypiClust,
-   ProbCover) were designed for self-supervised features; this runs them on such features. The
-   JSON's ``features`` field says which features, with the pretraining's epochs and seconds.
+   ProbCover) were designed for self-supervised features; this runs them on such features.
+   ``--features untrained``: no pretraining, the backbone as initialised. The JSON's ``features``
+   field says which features, with the pretraining's epochs and seconds.
 3. Full-label accuracy: the quick head fitted on the true labels of every training row, scored on
    the validation rows (argmax accuracy).
 4. For each seed and each strategy (``--strategies``: auto, typiclust, probcover, entropy,
@@ -26,16 +26,17 @@
 
 Prints one JSON line and writes the learning-curve PNG. Run from the repository root::
 
-    python benchmarks/online_learning.py [--seeds 5 --max-labels 300 --strategies auto,random --png docs/online_learning.png]
-    python benchmarks/online_learning.py --features pretrained --png /tmp/online_learning_pretrained.png
+    python benchmarks/online_learning.py [--seeds 10 --max-labels 300 --strategies auto,random --png docs/online_learning.png]
+    python benchmarks/online_learning.py --features untrained --png /tmp/online_learning_untrained.png
 
 One JSON line per strategy (labels to the target, accuracy at 20 and 50 labels, labels saved
 against random) and a last line with the goals: ``auto`` reaches the target with at least 45% fewer
 labels than random, and beats ``entropy`` at 20 and 50 labels. ``auto`` runs the query section's
 schedule (the schema's defaults unless ``--query`` sets them); its cold start counts the training
 labels only, not the held-out validation rows.
-The per-seed spread of the labels to the target is wide (tens of labels): ``--first-seed`` runs
-other seeds than 0 to ``--seeds`` - 1, to check a figure on seeds it was not chosen on.
+The per-seed spread of the labels to the target is wide (tens of labels), hence 10 seeds by
+default: ``--first-seed`` runs other seeds than 0 to ``--seeds`` - 1, to check a figure on seeds it
+was not chosen on.
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def plot(curves: dict, target: float, full: float, path: Path, features: str = "
 def main(argv=None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0, help="the seeds are first-seed, first-seed + 1, ...")
     parser.add_argument("--max-labels", type=int, default=300)
     parser.add_argument("--strategies", default="auto,typiclust,probcover,entropy,random")
@@ -297,7 +298,7 @@ def main(argv=None) -> bool:
     parser.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
                         help="another query key of every session, e.g. cold_start=probcover (repeat)")
     parser.add_argument("--posts", type=int, default=60, help="label POSTs per latency measurement")
-    parser.add_argument("--features", choices=("untrained", "pretrained"), default="untrained",
+    parser.add_argument("--features", choices=("untrained", "pretrained"), default="pretrained",
                         help="the embed stage's encoder: the backbone as initialised, or pretrained first by the "
                              "demo config's pretrain stage")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
