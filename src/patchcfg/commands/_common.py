@@ -50,6 +50,23 @@ force_option = click.option("--force", is_flag=True,
                             help="Replace an experiment of the same name that ran with another config.")
 
 
+def engine_options(command):
+    """``--engine local|ray``, ``--address`` and ``--actors`` of the batch-inference verbs (embed,
+    predict; the function takes ``engine, address, actors``)."""
+    for option in (
+        click.option("--actors", type=int, default=None, metavar="N",
+                     help="With --engine ray: how many actors (default: one per GPU, else one per 2 CPUs)."),
+        click.option("--address", default=None, metavar="ADDRESS",
+                     help="With --engine ray: the cluster (auto, HOST:PORT or ray://HOST:PORT; "
+                          "default: the one this process runs, else a local one)."),
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Where the models run: this machine, or the actors of a Ray cluster "
+                          "(pip install 'patchcfg[ray]'); the same output."),
+    ):
+        command = option(command)
+    return command
+
+
 def stage_options(command):
     """The arguments of a training verb: ``CONFIG [KEY=VALUE ...]``, ``--labels``, ``--sweep``,
     ``--experiments`` and ``--force`` (the function takes ``args, labels, sweeps,

@@ -7,6 +7,7 @@ import click
 from patchcfg.active.strategies import cli_help as strategy_help
 from patchcfg.commands._common import (
     config_args,
+    engine_options,
     experiments_option,
     force_option,
     labels_option,
@@ -30,20 +31,23 @@ from patchcfg.commands._common import (
                    "(one task of a SLURM array: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
 @click.option("--merge", is_flag=True,
               help="Join the N complete shards into embed/features.npy + index.csv, as one run writes them.")
+@engine_options
 @experiments_option
 @force_option
-def embed(args, labels, encoder, dtype, shard, merge, experiments_root, force):
+def embed(args, labels, encoder, dtype, shard, merge, engine, address, actors, experiments_root, force):
     """Cache pooled encoder features of every image (experiments/<name>/embed/features.npy + index.csv).
 
     Queries and quick heads then run on these features, on a laptop without a GPU. The features are
     written chunk by chunk; an interrupted embed continues where it stopped when run again. Without
     a cluster engine, N tasks each embed one shard (--shard I/N) and one more joins them (--merge).
+    With --engine ray the actors of a Ray cluster compute the features (the same files result).
 
     \b
     Examples:
       patchcfg embed configs/demo.yaml
       patchcfg embed configs/demo.yaml --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
       patchcfg embed configs/demo.yaml --merge
+      patchcfg embed configs/demo.yaml --engine ray --address auto
     """
     from patchcfg.config import load_config
     from patchcfg.stages import run_embed
@@ -51,7 +55,8 @@ def embed(args, labels, encoder, dtype, shard, merge, experiments_root, force):
     path, overrides = one_config(args)
     dtype_override = [f"embed.dtype={dtype}"] if dtype else []
     config = load_config(path, [*overrides, *labels_override(labels), *dtype_override])
-    run_embed(config, root=experiments_root, force=force, encoder=encoder, shard=shard, merge=merge)
+    run_embed(config, root=experiments_root, force=force, encoder=encoder, shard=shard, merge=merge, engine=engine,
+              address=address, actors=actors)
 
 
 class StrategyOption(click.Option):

@@ -21,6 +21,11 @@ encoder and the images as they are now, names every shard that is not in one mes
 joins them into the ``embed/features.npy`` and ``index.csv`` an unsharded embed writes (same
 rows, same order) and removes ``embed_shards/``. Shards of two different N, a shard of another
 N than those there, and a plain embed while unmerged shards are there, are refused.
+
+``--engine ray`` (:mod:`patchcfg.tasks.ray_engine`) has the actors of a Ray cluster compute the
+features of the rows still to do, in place of this machine's pipeline; everything else (the lock,
+the skip and reuse rules, the writer and its checkpoints, the files written) stays as it is, so
+a ray embed and a local one write the same files and resume each other.
 """
 
 from __future__ import annotations
@@ -66,7 +71,10 @@ def shard_rows(total: int, i: int, n: int) -> slice:
 class EmbedStage(Stage):
     """Options besides the runner's: ``encoder`` (auto | pretrain | finetune | backbone | a path);
     ``on_chunk`` (called with the rows done after each chunk is on disk); ``shard`` (``"i/N"``:
-    embed only that slice, into its own folder) or ``merge`` (join the N complete shards)."""
+    embed only that slice, into its own folder) or ``merge`` (join the N complete shards);
+    ``engine``: ``local`` (this machine) or ``ray`` (the actors of a Ray cluster at ``address``,
+    ``actors`` of them, each a ``ray_actor``, by default :class:`~patchcfg.tasks.embed.Embedder`)
+    computes the features."""
 
     name = "embed"
     depends_on = ("pretrain", "finetune")
@@ -76,12 +84,16 @@ class EmbedStage(Stage):
     command = "patchcfg.commands.pipeline:embed"
 
     def __init__(self, config: dict, root=None, force: bool = False, *, encoder: str = "auto", on_chunk=None,
-                 shard=None, merge: bool = False, **options):
+                 shard=None, merge: bool = False, engine: str = "local", address: str | None = None,
+                 actors: int | None = None, ray_actor: type | None = None, **options):
         from patchcfg.config import with_defaults
+        from patchcfg.tasks.ray_engine import check_engine
 
         if shard is not None and merge:
             raise UserError("--shard and --merge: one or the other (embed the shards, then merge them)")
+        check_engine(engine, shard=shard, merge=merge, address=address, actors=actors)
         super().__init__(config, root, force, **options)
+        self.engine, self.address, self.actors, self.ray_actor = engine, address, actors, ray_actor
         self.which = encoder
         self.on_chunk = on_chunk
         self.shard = None if shard is None else parse_shard(shard)
@@ -186,6 +198,10 @@ class EmbedStage(Stage):
             raise UserError(f"{there} holds shards not merged yet: run `patchcfg embed CONFIG --merge` to join them "
                             f"into {self.experiment.dir / self.name}, or remove {there} to embed in one run")
 
+        if self.engine == "ray":
+            from patchcfg.tasks.ray_engine import connect
+
+            connect(self.address)  # Ray missing or the cluster unreachable: said before any image is read
         # several machines: each embeds with its own devices (the chief writes); nothing to all-gather
         if self.strategy is None and distribute.resolve_name(self.config["distribute"]["strategy"]) == "multi_worker":
             several = len(tf.config.list_physical_devices("GPU")) > 1
@@ -250,13 +266,11 @@ class EmbedStage(Stage):
 
     def execute(self) -> dict:
         import pandas as pd
-        import tensorflow as tf
 
         from patchcfg.atomic import atomic_write_text
         from patchcfg.data import crops
-        from patchcfg.data.loading import image_batches
         from patchcfg.data.readers import files_digest
-        from patchcfg.tasks.embed import FeatureWriter, embed_batches
+        from patchcfg.tasks.embed import FeatureWriter, embed_paths
 
         if self.merge:
             return self.join() if self.chief else {}
@@ -265,7 +279,8 @@ class EmbedStage(Stage):
         paths = self.readable(resolved)
         replicas = int(self.strategy.num_replicas_in_sync)
         summary = {"images": len(paths), "dimensions": 0, "encoder": self.source, "dtype": params["dtype"],
-                   "replicas": replicas, "files": files_digest(all_keys), "config_sha256": self.fingerprint()}
+                   "replicas": replicas, "files": files_digest(all_keys), "config_sha256": self.fingerprint(),
+                   "engine": self.engine}
         if not self.chief:
             return summary
         readable = set(paths) if len(paths) < len(resolved) else None
@@ -289,16 +304,24 @@ class EmbedStage(Stage):
         summary["kept"] = 0 if reused is None else len(reused[1])
         started, first_batch = time.perf_counter(), None
         if writer.done < len(todo):
-            # one pipeline: images are decoded (in parallel, ahead) while the encoder runs
-            n = crops.crops_of(self.data_cfg)  # with crops: an image's features are its cells' mean
-            per_batch = max(1, int(params["batch_size"]) * replicas // (n * n))
-            batches, channels = image_batches([paths[i] for i in todo[writer.done:]],
-                                              crops.whole_config(self.data_cfg), per_batch)
-            if n > 1:
-                batches = batches.map(lambda images: crops.cut(images, n))
-            batches = batches.prefetch(tf.data.AUTOTUNE)
-            for features in embed_batches(self.encoder, batches, self.data_cfg, channels, self.strategy):
-                writer.write(features.reshape(-1, n * n, features.shape[-1]).mean(axis=1) if n > 1 else features)
+            n = crops.crops_of(self.data_cfg)  # with crops: a batch of images is n² times as many cells
+            remaining = [paths[i] for i in todo[writer.done:]]
+            if self.engine == "ray":  # each actor one device: batch_size images (cells) a batch
+                from patchcfg.tasks.embed import ENCODERS, Embedder
+                from patchcfg.tasks.ray_engine import BATCHES_PER_CALL, map_in_order
+
+                per_actor = max(1, int(params["batch_size"]) // (n * n))
+                constructor = {"config": self.config, "experiment_dir": os.path.abspath(self.experiment.dir),
+                               "which": self.which if self.which in ENCODERS else os.path.abspath(self.which),
+                               "batch_size": per_actor}
+                computed = map_in_order(remaining, self.ray_actor or Embedder, constructor, "features",
+                                        batch_size=per_actor * BATCHES_PER_CALL, address=self.address,
+                                        actors=self.actors, say=self.say)
+            else:
+                computed = embed_paths(self.encoder, remaining, self.data_cfg,
+                                       max(1, int(params["batch_size"]) * replicas // (n * n)), self.strategy)
+            for features in computed:
+                writer.write(features)
                 if first_batch is None:  # compiled and the pipeline started: the steady rate counts after it
                     first_batch = (time.perf_counter(), writer.written)
                 if writer.written - writer.done >= CHUNK or writer.written == len(todo):

@@ -96,6 +96,44 @@ def embed_batches(encoder, batches, data_cfg: dict, channels: int, strategy=None
         yield strategy.gather(strategy.run(step, args=(batch,)), axis=0).numpy()
 
 
+def embed_paths(encoder, paths, data_cfg: dict, batch_size: int, strategy=None):
+    """Pooled float32 features (numpy) of image files, a batch of ``batch_size`` images after
+    another: decoded by one ``tf.data`` pipeline (in parallel, ahead of the encoder) and embedded
+    by :func:`embed_batches`. With ``data.crops`` > 1 an image's features are its cells' mean.
+    What the embed stage computes, on one machine or in each actor of ``--engine ray``."""
+    import tensorflow as tf
+
+    from patchcfg.data import crops
+    from patchcfg.data.loading import image_batches
+
+    n = crops.crops_of(data_cfg)
+    batches, channels = image_batches(list(paths), crops.whole_config(data_cfg), batch_size)
+    if n > 1:
+        batches = batches.map(lambda images: crops.cut(images, n))
+    for features in embed_batches(encoder, batches.prefetch(tf.data.AUTOTUNE), data_cfg, channels, strategy):
+        yield features.reshape(-1, n * n, features.shape[-1]).mean(axis=1) if n > 1 else features
+
+
+class Embedder:
+    """An actor of ``embed --engine ray`` (:func:`patchcfg.tasks.ray_engine.map_in_order`): the
+    encoder the embed stage finds (:func:`find_encoder`, loaded once), and a batch of rows
+    ``{position, path}`` -> ``{position, features}`` (:func:`embed_paths`)."""
+
+    def __init__(self, config: dict, experiment_dir: str, which: str, batch_size: int, threads: int | None = None):
+        import keras
+
+        from patchcfg.tasks.ray_engine import set_threads
+
+        set_threads(threads)
+        keras.utils.set_random_seed(int(config["seed"]))  # a backbone as is: the weights the stage has
+        self.encoder, _ = find_encoder(config, Path(experiment_dir), which)
+        self.data_cfg, self.batch_size = config["data"], int(batch_size)
+
+    def __call__(self, batch: dict) -> dict:
+        features = list(embed_paths(self.encoder, batch["path"].tolist(), self.data_cfg, self.batch_size))
+        return {"position": np.asarray(batch["position"]), "features": np.concatenate(features, 0)}
+
+
 def features_of(encoder, images: np.ndarray, data_cfg: dict, batch_size: int = 256, strategy=None) -> np.ndarray:
     """Pooled features (N, D) float32 of images in [0, 1]; a feature map is averaged over space.
     ``batch_size`` images per replica (see :func:`embed_batches`)."""

@@ -71,6 +71,23 @@ def predict_paths(models: list, paths, data_cfg: dict, tta: str = "none") -> np.
     return crops.reduce(cells, n, data_cfg["crop_reduce"])
 
 
+class Predictor:
+    """An actor of ``predict --engine ray`` (:func:`patchcfg.tasks.ray_engine.map_in_order`): the
+    models of ``source`` (:func:`resolve_models`, loaded once), and a batch of rows
+    ``{position, path}`` -> ``{position, probabilities}`` (:func:`predict_paths`)."""
+
+    def __init__(self, source: str, folds: str, data_cfg: dict, tta: str, threads: int | None = None):
+        from patchcfg.tasks.ray_engine import set_threads
+
+        set_threads(threads)
+        self.models, _, _ = resolve_models(source, folds)
+        self.data_cfg, self.tta = data_cfg, tta
+
+    def __call__(self, batch: dict) -> dict:
+        probabilities = predict_paths(self.models, batch["path"].tolist(), self.data_cfg, self.tta)
+        return {"position": np.asarray(batch["position"]), "probabilities": np.asarray(probabilities, np.float32)}
+
+
 def _load(path: Path):
     import keras
 
@@ -152,12 +169,22 @@ def output_groups(source: str | Path, classes: list[str] | None, models: list | 
 
 
 def predict_images(source, images: list[str], *, tta: str = "none", folds: str = "all",
-                   on_bad_image: str = "error"):
-    """A DataFrame: filepath, then one probability column per class."""
+                   on_bad_image: str = "error", engine: str = "local", address: str | None = None,
+                   actors: int | None = None, ray_actor: type | None = None):
+    """(A DataFrame: filepath, then one probability column per class; the images skipped).
+    ``engine="ray"``: the actors of the Ray cluster at ``address`` (:mod:`patchcfg.tasks.ray_engine`,
+    ``actors`` of them, each a ``ray_actor``) compute the probabilities."""
     import pandas as pd
 
     from patchcfg.data.loading import check_images
     from patchcfg.label_table import list_images
+    from patchcfg.tasks.ray_engine import check_engine
+
+    check_engine(engine, address=address, actors=actors)
+    if engine == "ray":
+        from patchcfg.tasks.ray_engine import connect
+
+        connect(address)
 
     paths: list[str] = []
     for spec in images:
@@ -165,7 +192,18 @@ def predict_images(source, images: list[str], *, tta: str = "none", folds: str =
     models, data_cfg, classes = resolve_models(source, folds)
     data_cfg = {**data_cfg, "on_bad_image": on_bad_image}
     good, skipped = check_images(paths, on_bad_image, data_cfg=data_cfg)
-    probabilities = predict_paths(models, good, data_cfg, tta)
+    if engine == "ray" and good:
+        import os
+
+        from patchcfg.data import crops
+        from patchcfg.tasks.ray_engine import PREDICT_BATCH, map_in_order
+
+        constructor = {"source": os.path.abspath(source), "folds": folds, "data_cfg": data_cfg, "tta": tta}
+        probabilities = np.concatenate(list(map_in_order(
+            good, ray_actor or Predictor, constructor, "probabilities", address=address, actors=actors,
+            batch_size=max(1, PREDICT_BATCH // crops.crops_of(data_cfg) ** 2))), 0)
+    else:
+        probabilities = predict_paths(models, good, data_cfg, tta)
     classes = classes or [f"class_{i}" for i in range(probabilities.shape[1])]
     frame = pd.DataFrame(probabilities, columns=classes)
     frame.insert(0, "filepath", good)
