@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,docs,foundation]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs,foundation,ray,index]'
 	@touch $(STAMP)
 
 demo: install

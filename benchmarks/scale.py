@@ -49,14 +49,23 @@ for), a refit with the new class (``refit_seconds``) and an entropy queue of 10
 (``queue_seconds``); ``peak_anon_gb`` is the server's and ``worker_anon_gb`` the quick head's worker
 process's anonymous memory (the features are mapped, not copied).
 
+``--only ray`` (not in the default run; the ``ray`` extra) embeds ``--embed-images`` PNGs with
+``--engine ray`` on a local Ray instance of this machine's CPUs and with the local engine:
+``ray_images_per_second`` against ``local_images_per_second`` (whole runs; the ray run without
+``ray.init``, given as ``ray_start_seconds``), the same after the first batch (``steady_*``), their
+``ratio``s, and ``max_abs_difference`` of the two ``features.npy``.
+
 ``--only neighbours`` (not in the default run: several minutes) measures nearest-neighbour searches
 on ``--nn-rows`` x ``--dims`` float32 features with an encoder's kind of structure (clusters in a
 64-d subspace, L2-normalised), one line each: exact blockwise numpy products (as typiclust and
 probcover compute them), scikit-learn's ``NearestNeighbors`` (brute), and, where installed, FAISS
 (flat, IVF, HNSW), hnswlib, usearch and pynndescent: build and query seconds for ``--nn-queries``
-query rows' ``--nn-k`` nearest rows, recall against the exact ones, and the seconds a
-k-nearest-neighbour graph of every row would take here and at a million rows (exact searches grow
-with rows², index builds about linearly). None is a dependency: a library not installed says so.
+query rows' ``--nn-k`` nearest rows, recall (and ``recall_at_10``) against the exact ones, the
+anonymous memory the index holds above the memory-mapped features (``index_anon_gb``), the p50 and
+p95 of single-row queries (``query_p95_ms``: 200 rows, 20 for the exact searches), and the seconds
+a k-nearest-neighbour graph of every row would take here and at a million rows (exact searches
+grow with rows², index builds about linearly). A library not installed says so (FAISS is the
+``index`` extra: :mod:`patchcfg.active.index`).
 
 At the default million rows the whole run takes several minutes on 2 cores (mostly setup and the
 batch strategies); ``--rows 20000`` runs it small; ``--project DIR`` keeps the set-up project in
@@ -226,6 +235,8 @@ def child(step: str, folder: Path, args) -> dict:
         return embed_step(folder, args)
     if step == "embed_update":
         return embed_update_step(folder, args)
+    if step == "ray":
+        return ray_step(folder, args)
     if step == "label":
         return label_step(folder, config, rows)
     if step.startswith("neighbours:"):
@@ -379,6 +390,48 @@ def embed_update_step(folder: Path, args) -> dict:
     return line
 
 
+def ray_step(folder: Path, args) -> dict:
+    """The embed stage on ``--embed-images`` PNGs with ``--engine ray`` (a local Ray instance on
+    this machine's CPUs, its default actors) against the local engine, on the same images: images/s
+    of the whole run and steady (after the first batch), and the largest difference of features."""
+    import ray
+
+    from patchcfg.stages import run_embed
+    from patchcfg.tasks.embed import load_features
+
+    paths = make_images(folder / "embed_images", args.embed_images)
+    config, root = embed_project(folder, paths), folder / "embed_experiments"
+    run_embed({**config, "name": "warm"}, root=root, verbose=0)  # TensorFlow loaded, the step traced once
+    summaries = {}
+
+    def embed(engine):
+        started = time.perf_counter()
+        summaries[engine] = run_embed({**config, "name": engine}, root=root, verbose=0, engine=engine)
+        return time.perf_counter() - started
+
+    local_seconds = embed("local")
+    started = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray_start = time.perf_counter() - started
+    line = measure("ray", len(paths), lambda: {"ray_seconds": round(embed("ray"), 3)})
+    ray.shutdown()
+    local, far = (np.asarray(load_features(root / name)[0]) for name in ("local", "ray"))
+    rate = {engine: round(len(paths) / seconds, 2) for engine, seconds in
+            (("local", local_seconds), ("ray", line["ray_seconds"]))}
+    line.update({"cpus": os.cpu_count(), "local_seconds": round(local_seconds, 3), "ray_start_seconds": round(ray_start, 3),
+                 "local_images_per_second": rate["local"], "ray_images_per_second": rate["ray"],
+                 "ratio": round(rate["ray"] / rate["local"], 3),
+                 "local_steady_images_per_second": summaries["local"]["steady_images_per_second"],
+                 "ray_steady_images_per_second": summaries["ray"]["steady_images_per_second"],
+                 "steady_ratio": round(summaries["ray"]["steady_images_per_second"]
+                                       / summaries["local"]["steady_images_per_second"], 3),
+                 "max_abs_difference": float(np.abs(local - far).max()),
+                 "note": "one machine: Ray adds its actors' start (a process that imports TensorFlow and builds "
+                         "the encoder), batches through its object store and decoding inside the actor instead of "
+                         "ahead of it; it pays off with several machines or GPUs, not on one machine's CPUs"})
+    return line
+
+
 def embed_step(folder: Path, args) -> dict:
     from patchcfg.stages import run_embed
 
@@ -457,12 +510,16 @@ def model_only_rate(folder: Path, config: dict, count: int) -> tuple[float, floa
 def neighbour_data(folder: Path, args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``--nn-rows`` x ``--dims`` float32 features with the structure of an encoder's (200 clusters
     of different spread in a 64-d subspace, mapped to ``--dims``, plus a little noise everywhere),
-    L2-normalised as typiclust and probcover use them; the query rows (a uniform sample) and
-    their exact ``--nn-k`` nearest rows (numpy, blockwise). Made once per size, kept beside the steps."""
-    cache = folder.parent / f"neighbours_{args.nn_rows}x{args.dims}_{args.nn_queries}_{args.nn_k}.npz"
-    if cache.exists():
+    L2-normalised as typiclust and probcover use them, in a memory-mapped ``.npy`` file as the embed
+    stage writes them (so ``peak_anon_gb`` is what a search holds above the features); the query
+    rows (a uniform sample) and their exact ``--nn-k`` nearest rows (numpy, blockwise). Made once
+    per size, kept beside the steps."""
+    name = f"neighbours_{args.nn_rows}x{args.dims}"
+    cache = folder.parent / f"{name}_{args.nn_queries}_{args.nn_k}.npz"
+    matrix = folder.parent / f"{name}.npy"
+    if cache.exists() and matrix.exists():
         with np.load(cache) as saved:
-            return saved["x"], saved["queries"], saved["truth"]
+            return np.load(matrix, mmap_mode="r"), saved["queries"], saved["truth"]
     rng = np.random.default_rng(0)
     latent, clusters = 64, 200
     centres = rng.normal(size=(clusters, latent)) * 3.0
@@ -477,8 +534,10 @@ def neighbour_data(folder: Path, args) -> tuple[np.ndarray, np.ndarray, np.ndarr
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     queries = np.sort(rng.choice(args.nn_rows, args.nn_queries, replace=False))
     truth = numpy_knn(x, x[queries], args.nn_k + 1)[1]
-    np.savez(cache, x=x, queries=queries, truth=truth)
-    return x, queries, truth
+    np.save(matrix, x)
+    np.savez(cache, queries=queries, truth=truth)
+    del x
+    return np.load(matrix, mmap_mode="r"), queries, truth
 
 
 def numpy_knn(x: np.ndarray, q: np.ndarray, k: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -516,22 +575,36 @@ def neighbours_step(library: str, folder: Path, args) -> dict:
     n, k, q = len(x), args.nn_k, x[queries]
     found: dict = {}
     timings: dict = {}
+    exact_latency, index_latency = min(len(q), 20), min(len(q), 200)  # an exact search reads every row
 
     def timed(name, fn):
         started = time.perf_counter()
+        before = Memory.anon()
         value = fn()
         timings[name] = time.perf_counter() - started
+        if name == "build":  # what the index holds above the memory-mapped features
+            found["index_anon"] = max(0, Memory.anon() - before)
         return value
+
+    def latency(search, count: int) -> None:
+        """Seconds of each of the first ``count`` query rows searched alone (as a page asks)."""
+        found["latencies"] = []
+        for row in q[:count]:
+            started = time.perf_counter()
+            search(row[None, :])
+            found["latencies"].append(time.perf_counter() - started)
 
     def run():
         if library == "numpy":
             found["index"] = timed("query", lambda: numpy_knn(x, q, k + 1)[1])
             timings["build"] = 0.0
+            latency(lambda v: numpy_knn(x, v, k + 1), exact_latency)
         elif library == "sklearn":
             from sklearn.neighbors import NearestNeighbors
 
             model = timed("build", lambda: NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x))
             found["index"] = timed("query", lambda: model.kneighbors(q, return_distance=False))
+            latency(lambda v: model.kneighbors(v, return_distance=False), exact_latency)
         elif library.startswith("faiss"):
             import faiss
 
@@ -555,6 +628,7 @@ def neighbours_step(library: str, folder: Path, args) -> dict:
             if library == "faiss_hnsw":
                 index.hnsw.efSearch = 64
             found["index"] = timed("query", lambda: index.search(q, k + 1)[1])
+            latency(lambda v: index.search(v, k + 1), exact_latency if library == "faiss_flat" else index_latency)
         elif library == "hnswlib":
             import hnswlib
 
@@ -567,12 +641,14 @@ def neighbours_step(library: str, folder: Path, args) -> dict:
             timed("build", build)
             index.set_ef(64)
             found["index"] = timed("query", lambda: index.knn_query(q, k=k + 1)[0])
+            latency(lambda v: index.knn_query(v, k=k + 1), index_latency)
         elif library == "usearch":
             from usearch.index import Index
 
             index = Index(ndim=x.shape[1], metric="l2sq", dtype="f32", connectivity=16)
             timed("build", lambda: index.add(np.arange(n), x))
             found["index"] = timed("query", lambda: index.search(q, k + 1).keys)
+            latency(lambda v: index.search(v, k + 1), index_latency)
         else:
             from pynndescent import NNDescent
 
@@ -582,17 +658,24 @@ def neighbours_step(library: str, folder: Path, args) -> dict:
             # its own graph holds every row's neighbours: the graph costs no more than the build
             found["graph"] = index.neighbor_graph[0][queries]
             found["index"] = timed("query", lambda: index.query(q, k=k + 1)[0])
+            latency(lambda v: index.query(v, k=k + 1), index_latency)
 
     line = measure("neighbours", n, run, library=library, dims=x.shape[1], queries=len(q), k=k)
+    latencies = np.asarray(found["latencies"]) * 1000
 
-    def recall(got) -> float:
-        """Share of the exact k nearest rows found (the query row itself left out of both)."""
-        hits = [len(set([i for i in g if i != r][:k]) & set([i for i in t if i != r][:k])) / k
+    def recall(got, at: int = k) -> float:
+        """Share of the exact ``at`` nearest rows among the first ``at`` found (the query row itself
+        left out of both)."""
+        hits = [len(set([i for i in g if i != r][:at]) & set([i for i in t if i != r][:at])) / at
                 for r, g, t in zip(queries, got, truth, strict=True)]
         return float(np.mean(hits))
 
+    got = np.asarray(found["index"])
     line.update({"build_seconds": round(timings["build"], 3), "query_seconds": round(timings["query"], 3),
-                 "recall": round(recall(np.asarray(found["index"])), 4)})
+                 "recall": round(recall(got), 4), "recall_at_10": round(recall(got, min(10, k)), 4),
+                 "index_anon_gb": round(found.get("index_anon", 0) / GB, 3),
+                 "latency_queries": len(latencies), "query_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+                 "query_p95_ms": round(float(np.percentile(latencies, 95)), 2)})
     per_query = timings["query"] / len(q)
     if library in ("numpy", "sklearn", "faiss_flat"):
         graph, graph_1m = per_query * n, per_query * n * (1e6 / n) ** 2

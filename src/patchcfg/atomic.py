@@ -71,6 +71,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     Symlinks are written through; the mode of an existing file is kept; a read-only file is
     refused with :class:`ReadOnlyFileError`. Returns ``path`` as given.
     """
+    return atomic_write_stream(path, lambda handle: handle.write(data))
+
+
+def atomic_write_stream(path: str | os.PathLike, write) -> Path:
+    """As :func:`atomic_write_bytes`, the bytes given by ``write(handle)`` (a binary file open on
+    the temp file): for a file too large to hold twice in memory (a serialised index)."""
     path = Path(path)
     target = real_path(path)
     info = check_writable(path)
@@ -82,7 +88,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise _with_filename(error, target.parent) from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
             os.fchmod(handle.fileno(), mode)

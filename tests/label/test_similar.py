@@ -134,6 +134,31 @@ def test_the_nearest_unlabelled_rows_in_order_of_similarity(lab, client_of, no_f
     assert [item["row"] for item in body["rows"]] == order[:8] and body["query"] == [0, 2, 5]
 
 
+def test_above_the_index_threshold_the_features_graph_answers(lab, client_of, no_fits, monkeypatch):
+    pytest.importorskip("faiss")
+    import time
+
+    import patchcfg.active.index as feature_index
+
+    monkeypatch.setattr(feature_index, "EXACT_ROWS", 10)
+    config, labels, root = lab
+    config["label"]["duplicate_threshold"] = None
+    features = np.random.default_rng(2).normal(size=(24, 8))
+    save_features(labels, root, features)
+    c = client_of(config, root)
+    c.post("/api/label", json={"rows": [1, 4], "changes": {"zero": 1}})
+    deadline = time.time() + 30
+    while (body := c.get("/api/similar?rows=3&n=30").json())["index"] != "hnsw" and time.time() < deadline:
+        time.sleep(0.1)  # the graph is built in the background at start
+    assert body["index"] == "hnsw"
+    assert (root / "lab" / "embed" / "features.index").is_file()  # cached beside the mapped features
+    candidates = np.ones(24, bool)
+    candidates[[1, 3, 4]] = False
+    order, sims = brute_force(features, [3], candidates)
+    assert [item["row"] for item in body["rows"]] == order and body["candidates"] == 21
+    assert all(abs(item["similarity"] - sims[item["row"]]) < 1e-3 for item in body["rows"])
+
+
 def test_rows_held_by_another_annotator_are_left_out_and_the_neighbours_are_held(lab, client_of, no_fits):
     config, labels, root = lab
     config["label"]["duplicate_threshold"] = None

@@ -8,10 +8,10 @@ blocks of products besides the rows themselves. Where a result needs a pair's di
 ball radius is one of them, then every ball is tested against it) :func:`pair_blocks` computes each
 pair once, in one fixed way: the same rows give bitwise the same distances on every pass.
 
-No nearest-neighbour library: these searches are exact and run on at most a few tens of thousands
-of rows (measured in ``benchmarks/scale.py --only neighbours``: on 2 cores an approximate index
-over the whole million rows takes minutes to build, while the blockwise products on a sample run
-within the query's time).
+These searches are exact and run on at most a few tens of thousands of rows (a sample, a
+cluster): the blockwise products on a sample run within the query's time. :func:`most_similar`
+is the exact search of :class:`patchcfg.active.index.FeatureIndex` (the cached features up to
+its threshold, or the few rows a search may return); above it that index searches an HNSW graph.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import numpy as np
 
 #: rows per block of products (2048 x 2048 float32 = 16 MB)
 BLOCK_ROWS = 2048
+#: entries per block of query-by-row similarities in :func:`most_similar` (16 MB of float32)
+SIMILARITY_BLOCK = 1 << 22
 
 
 def labelled_rows(query, candidate: np.ndarray) -> np.ndarray:
@@ -175,6 +177,37 @@ def mean_knn_distance(x: np.ndarray, k: int, block_rows: int = BLOCK_ROWS) -> np
         nearest = np.partition(block, k - 1, axis=1)[:, :k]
         out[a:b] = np.sqrt(nearest.astype(np.float64)).mean(axis=1)
     return out
+
+
+def most_similar(x, queries: np.ndarray, k: int, rows: np.ndarray | None = None,
+                 block_entries: int = SIMILARITY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``queries`` (unit rows), the ``k`` rows of ``x`` of highest cosine similarity
+    (each block of ``x`` L2-normalised as it is read: a memory-mapped matrix stays mapped), among
+    ``rows`` (sorted indices; None: every row): ``(similarities, rows)``, (queries, k) float32 and
+    int64, most similar first, ties: the lower row first; padded with -inf and -1 where fewer than
+    ``k`` rows are searched."""
+    q = np.atleast_2d(np.asarray(queries, np.float32))
+    k = max(0, int(k))
+    total = len(x) if rows is None else len(rows)
+    best_s = np.zeros((len(q), 0), np.float32)
+    best_r = np.zeros((len(q), 0), np.int64)
+    step = max(256, block_entries // max(1, len(q)))
+    for start in range(0, total, step):
+        stop = min(start + step, total)
+        ids = np.arange(start, stop) if rows is None else np.asarray(rows[start:stop], np.int64)
+        block = x[start:stop] if rows is None else x[ids]
+        sims = (q @ unit_rows(block).T).astype(np.float32, copy=False)
+        # earlier rows first: a stable sort keeps ties in row order
+        cand_s = np.concatenate([best_s, sims], axis=1)
+        cand_r = np.concatenate([best_r, np.broadcast_to(ids, sims.shape)], axis=1)
+        order = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
+        best_s = np.take_along_axis(cand_s, order, axis=1)
+        best_r = np.take_along_axis(cand_r, order, axis=1)
+    if best_s.shape[1] < k:
+        pad = k - best_s.shape[1]
+        best_s = np.concatenate([best_s, np.full((len(q), pad), -np.inf, np.float32)], axis=1)
+        best_r = np.concatenate([best_r, np.full((len(q), pad), -1, np.int64)], axis=1)
+    return best_s, best_r
 
 
 def nearest_centres(block: np.ndarray, centres: np.ndarray, unit: bool = False) -> np.ndarray:

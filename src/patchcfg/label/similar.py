@@ -2,9 +2,13 @@
 
 The query is the mean of the selected rows' normalised features (``patchcfg embed``'s cached
 features, as the learner holds them: memory-mapped when the table's rows are the cached rows in
-order). Every row is scored in blocks of :data:`BLOCK` rows (one matrix product each, on the
-mapped file: nothing but the rows' norms and one similarity per row is kept, so memory stays
-bounded at any table size); the norms are computed once per features version. Candidates are
+order). Up to :data:`patchcfg.active.index.EXACT_ROWS` rows, every row is scored in blocks of
+:data:`BLOCK` rows (one matrix product each, on the mapped file: nothing but the rows' norms and
+one similarity per row is kept, so memory stays bounded at any table size); the norms are computed
+once per features version. Above it the nearest candidates come from the features' HNSW graph
+(:class:`patchcfg.active.index.FeatureIndex`: cached beside ``features.npy`` when they are the
+mapped file, else built in memory), built in the background when the app starts; until it is
+ready the search scores every row as below. Candidates are
 the rows with no known label, not excluded, with features, not among the query and not held by
 another annotator; the nearest are handed to this annotator like a queue page (reserved for
 ``label.reserve_seconds``).
@@ -18,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from pathlib import Path
 
 import numpy as np
 
@@ -98,6 +103,23 @@ def group_near_duplicates(vectors: np.ndarray, threshold: float | None, limit: i
     return groups
 
 
+def _ranking(similarity: np.ndarray, candidates: np.ndarray):
+    """``count -> (rows, similarities)``: the nearest candidates by the similarity of every row."""
+    def ranked(count: int):
+        rows = nearest(similarity, candidates, count)
+        return rows, similarity[rows]
+    return ranked
+
+
+def _searched(index, query: np.ndarray, candidates: np.ndarray):
+    """``count -> (rows, similarities)``: the nearest candidates from the features' index."""
+    def ranked(count: int):
+        sims, rows = index.search(query, count, allowed=candidates)
+        found = rows[0] >= 0
+        return rows[0][found], sims[0][found]
+    return ranked
+
+
 class Similar:
     """The neighbour search of one app: its ``store``, ``queue`` (reservations) and ``learner``
     (the cached features)."""
@@ -107,6 +129,7 @@ class Similar:
         self.threshold = None if threshold is None else float(threshold)
         self._lock = threading.Lock()
         self._norms = None  # (weak reference to the features, their shape, norms)
+        self._index = None  # (weak reference to the features, their shape, FeatureIndex, ready event)
         self._handed: dict[str, dict[int, float]] = {}  # client -> rows the last search held, until
 
     # ----------------------------------------------------------------- features
@@ -142,10 +165,46 @@ class Similar:
             self._norms = (ref, features.shape, norms)
             return norms
 
-    def warm(self) -> None:
-        """Compute the norms now (in the background at start), so that the first search is quick."""
+    def index(self, features, wait: bool = False):
+        """The nearest-neighbour index of ``features`` once its graph is ready, when they have more
+        rows than :data:`~patchcfg.active.index.EXACT_ROWS` (else None); the graph is built (or
+        loaded) in a background thread the first time, or here with ``wait``."""
+        from patchcfg.active import index as feature_index
+
+        if len(features) <= feature_index.EXACT_ROWS:
+            return None
+        with self._lock:
+            cached = self._index
+            if cached is None or cached[0]() is not features or cached[1] != features.shape:
+                filename = getattr(features, "filename", None)
+                path = Path(filename).with_suffix(".index") if filename else None
+                built = feature_index.FeatureIndex(features, path)
+                ready = threading.Event()
+                try:
+                    ref = weakref.ref(features)
+                except TypeError:
+                    ref = (lambda kept: lambda: kept)(features)
+                cached = self._index = (ref, features.shape, built, ready)
+                if not wait:
+                    threading.Thread(target=self._prepare, args=(built, ready), daemon=True).start()
+        built, ready = cached[2], cached[3]
+        if wait and not ready.is_set():
+            self._prepare(built, ready)
+        return built if ready.is_set() and built.kind == "hnsw" else None
+
+    @staticmethod
+    def _prepare(built, ready) -> None:
         try:
-            self._features()
+            built.prepare()
+        finally:
+            ready.set()
+
+    def warm(self) -> None:
+        """Compute the norms (and the index, for many rows) now (in the background at start), so
+        that the first search is quick."""
+        try:
+            _, features, _, _ = self._features()
+            self.index(features, wait=True)
         except Exception:  # noqa: BLE001 - no features yet, or unreadable: the search says why
             pass
 
@@ -184,13 +243,14 @@ class Similar:
         if not length > 1e-6:
             raise RequestError("the selected rows' features cancel out (their mean is zero): select fewer", 409)
         query /= length
-        similarity = cosine_to(features, norms, query)
+        index = self.index(features)
+        similarity = cosine_to(features, norms, query) if index is None else None
         with self.store.lock:
             table = self.store.table
             labels = table.label_matrix()
             unknown = (labels < 0).all(axis=1) if labels.shape[1] else np.ones(len(labels), bool)
             candidates = unknown & ~table.exclude
-        candidates &= has & (norms > 0) & np.isfinite(similarity)
+        candidates &= has & (norms > 0) & np.isfinite(norms if similarity is None else similarity)
         candidates[rows] = False
         with self.queue.lock:
             now = time.time()
@@ -198,7 +258,8 @@ class Similar:
             if len(held):
                 candidates[held] = False
             total = int(candidates.sum())
-            groups, window = self._groups(features, norms, similarity, candidates, n, total)
+            ranked = _ranking(similarity, candidates) if index is None else _searched(index, query, candidates)
+            groups, window, similarity = self._groups(features, norms, ranked, n, total)
             members = sorted({int(r) for g in groups for r in g})
             self._reserve(client, members, now)
         items = []
@@ -210,23 +271,27 @@ class Similar:
                 item["group_similarity"] = [round(float(similarity[r]), 4) for r in group]
                 items.append(self.queue.annotate(item, snapshot))
         return {"rows": items, "query": rows, "candidates": total, "searched": window,
+                "index": "exact" if index is None else index.kind,
                 "images": len(members), "threshold": self.threshold,
                 "reserved_seconds": self.queue.reserve_seconds}
 
-    def _groups(self, features, norms, similarity, candidates, n: int, total: int):
-        """Groups (lists of rows) of the nearest candidates, and how many candidates were grouped: a
-        window of the nearest, widened while it holds fewer than ``n`` groups."""
+    def _groups(self, features, norms, ranked, n: int, total: int):
+        """Groups (lists of rows) of the nearest candidates, how many candidates were grouped (a
+        window of the nearest, widened while it holds fewer than ``n`` groups), and the similarity
+        of each row in it (a mapping). ``ranked(count)``: the ``count`` nearest candidates and their
+        similarities."""
         if self.threshold is None:
-            return [[int(r)] for r in nearest(similarity, candidates, n)], min(n, total)
+            rows, sims = ranked(n)
+            return [[int(r)] for r in rows], min(n, total), dict(zip(rows.tolist(), sims.tolist(), strict=True))
         window = min(total, max(n, min(MAX_WINDOW, 8 * n, max(256, n))))
         while True:
-            rows = nearest(similarity, candidates, window)
+            rows, sims = ranked(window)
             ascending = np.sort(rows)  # the mapped file read in order
             vectors = normalised(features[ascending], norms[ascending])
             vectors = vectors[np.searchsorted(ascending, rows)]  # back in order of similarity
             groups = [[int(rows[i]) for i in g] for g in group_near_duplicates(vectors, self.threshold, n)]
             if len(groups) >= n or window >= min(total, MAX_WINDOW):
-                return groups, len(rows)
+                return groups, len(rows), dict(zip(rows.tolist(), sims.tolist(), strict=True))
             window = min(total, MAX_WINDOW, window * 4)
 
     def _reserve(self, client: str, rows: list[int], now: float) -> None:

@@ -29,8 +29,10 @@ At scale, work and memory stay bounded: k-means is fitted on a uniform sample of
 scikit-learn's default, which is most of the fit's time), then every row is assigned to its nearest
 centre block by block, so clusters' sizes and members are exact; a cluster with more than
 ``max_cluster_rows`` candidates left is represented by a uniform sample of that many (its
-typicality measured among them). Score: the pick's typicality (NaN for the last candidate of a
-cluster, which has no neighbour). Every draw follows the seed.
+typicality measured among them; the K nearest rows come from
+:func:`patchcfg.active.index.mean_knn_distance`: exact, as ``max_cluster_rows`` stays below its
+threshold; an HNSW graph only for a pool above it). Score: the pick's typicality (NaN for the last
+candidate of a cluster, which has no neighbour). Every draw follows the seed.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ class TypiClust(Strategy):
     max_cluster_rows = 1000
 
     def select(self, query, k, rng):
-        from patchcfg.active.neighbours import labelled_rows, mean_knn_distance, nearest_centres, unit_rows
+        from patchcfg.active.index import mean_knn_distance
+        from patchcfg.active.neighbours import labelled_rows, nearest_centres, unit_rows
         from patchcfg.active.rows import as_row_features
 
         features, rows = as_row_features(query.features), query.rows
