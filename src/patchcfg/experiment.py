@@ -288,7 +288,8 @@ class StageRun:
 
     def skip_message(self) -> str:
         return (f"{self.stage} of '{self.experiment.name}' is already complete with this config "
-                f"({self.dir}); skipping. Use --force to run it again.")
+                f"({self.dir}); skipping. To run it again, remove that folder (--force replaces an "
+                "experiment that ran with another config, not a complete one).")
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> StageRun:
